@@ -1,0 +1,163 @@
+//! The admin listener: /metrics, /healthz, /readyz, /v1/roles.
+//!
+//! It is the core's own service and the first thing the role compliance test
+//! runs on. Read-only: nothing here changes the appliance. It is
+//! unauthenticated only when the config says so, and the config refuses that
+//! on a non-loopback address.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::core::config::{AdminAuth, AdminConfig};
+use crate::core::httpserve::{FullResponse, respond, serve};
+use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, StatusHandle};
+use crate::core::telemetry::ProcessMetrics;
+
+/// The name the admin service runs under (its span, metrics and status).
+pub const NAME: &str = "admin";
+
+/// Everything the admin service reports on.
+pub struct AdminService {
+    listen: SocketAddr,
+    token: Option<String>,
+    prometheus: PrometheusHandle,
+    roles: Vec<(&'static str, StatusHandle)>,
+    process: ProcessMetrics,
+    facts: serde_json::Value,
+}
+
+impl AdminService {
+    pub fn new(
+        cfg: &AdminConfig,
+        prometheus: PrometheusHandle,
+        roles: Vec<(&'static str, StatusHandle)>,
+        process: ProcessMetrics,
+        facts: serde_json::Value,
+    ) -> anyhow::Result<Self> {
+        let token = match (cfg.auth, &cfg.token_file) {
+            (AdminAuth::Bearer, Some(path)) => Some(read_token(path)?),
+            _ => None,
+        };
+        Ok(Self { listen: cfg.listen, token, prometheus, roles, process, facts })
+    }
+}
+
+fn read_token(path: &PathBuf) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| crate::core::exit::ConfigProblem(format!("admin.token_file {}: {e}", path.display())))?;
+    let token = token.trim().to_owned();
+    if token.len() < 16 {
+        return Err(crate::core::exit::ConfigProblem(format!(
+            "admin.token_file {}: token is shorter than 16 characters",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(token)
+}
+
+impl Role for AdminService {
+    fn declared(&self) -> Declared {
+        Declared { listeners: vec![ListenerDecl { name: "http", addr: self.listen }], files: vec![] }
+    }
+
+    fn run(self: Box<Self>, ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let listener = ctx.bind("http").await?;
+            ctx.status.set_ready(true);
+            let state = Arc::new(*self);
+            let handler = move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(state.handle(req)) }
+            };
+            serve(NAME, listener, handler, ctx.shutdown.clone(), Duration::from_secs(2)).await;
+            Ok(())
+        })
+    }
+}
+
+impl AdminService {
+    fn handle(&self, req: Request<Incoming>) -> FullResponse {
+        metrics::counter!("edgebox_admin_requests_total").increment(1);
+        if let Some(expected) = &self.token {
+            if !authorized(&req, expected) {
+                metrics::counter!("edgebox_admin_unauthorized_total").increment(1);
+                let mut r = respond("", StatusCode::UNAUTHORIZED, "text/plain", "missing or wrong bearer token\n");
+                r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+                return r;
+            }
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return respond("", StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET and HEAD\n");
+        }
+        match req.uri().path() {
+            "/metrics" => {
+                self.process.sample();
+                respond("/metrics", StatusCode::OK, "text/plain; version=0.0.4", self.prometheus.render())
+            }
+            "/healthz" => respond("/healthz", StatusCode::OK, "text/plain", "ok\n"),
+            "/readyz" => {
+                let waiting: Vec<&str> =
+                    self.roles.iter().filter(|(_, s)| !s.snapshot().ready).map(|(n, _)| *n).collect();
+                if waiting.is_empty() {
+                    respond("/readyz", StatusCode::OK, "text/plain", "ready\n")
+                } else {
+                    respond("/readyz", StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {}\n", waiting.join(", ")))
+                }
+            }
+            "/v1/roles" => {
+                let roles: serde_json::Map<String, serde_json::Value> = self
+                    .roles
+                    .iter()
+                    .map(|(n, s)| (n.to_string(), serde_json::to_value(s.snapshot()).unwrap_or_default()))
+                    .collect();
+                let body = json!({ "edgebox": self.facts, "roles": roles });
+                respond("/v1/roles", StatusCode::OK, "application/json", body.to_string())
+            }
+            _ => respond("", StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        }
+    }
+}
+
+fn authorized(req: &Request<Incoming>, expected: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    constant_time_eq(given.as_bytes(), expected.as_bytes())
+}
+
+/// Compares without an early exit, so timing does not reveal the prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abcdefghijklmnop", b"abcdefghijklmnop"));
+        assert!(!constant_time_eq(b"abcdefghijklmnop", b"abcdefghijklmnoq"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}

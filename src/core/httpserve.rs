@@ -1,0 +1,74 @@
+//! Serving HTTP/1.1 and HTTP/2 on a listener, for the admin service and every
+//! role: one accept loop, the telemetry layer, a header-read timeout against
+//! slowloris clients, and a graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::telemetry::{HttpTelemetryLayer, MatchedRoute};
+
+/// A complete response with a byte body.
+pub type FullResponse = Response<Full<Bytes>>;
+
+/// Builds a response for a matched route (the route feeds http.route).
+pub fn respond(route: &'static str, status: http::StatusCode, content_type: &str, body: impl Into<Bytes>) -> FullResponse {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    if let Ok(ct) = http::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+    }
+    resp.extensions_mut().insert(MatchedRoute(route));
+    resp
+}
+
+/// Serves `handler` on `listener` until `shutdown` fires, then lets open
+/// requests finish for up to `drain`.
+pub async fn serve<H, F>(role: &'static str, listener: TcpListener, handler: H, shutdown: CancellationToken, drain: Duration)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<FullResponse, Infallible>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10)).max_buf_size(64 * 1024);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(role, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = tower::ServiceBuilder::new()
+            .layer(HttpTelemetryLayer::new(role))
+            .service(tower::service_fn(handler.clone()));
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(role, %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(role, "open connections did not drain in time");
+    }
+}

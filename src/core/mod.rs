@@ -1,0 +1,16 @@
+//! What every role shares: dispatch, runtime, store, config, telemetry and the
+//! role contract. A role never reaches past this module into another role.
+
+pub mod admin;
+pub mod config;
+pub mod control;
+pub mod dispatch;
+pub mod exit;
+pub mod fileio;
+pub mod httpserve;
+pub mod lifecycle;
+pub mod role;
+pub mod runtime;
+pub mod store;
+pub mod sysinfo;
+pub mod telemetry;

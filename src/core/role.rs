@@ -1,0 +1,274 @@
+//! The role contract: what a role declares, what it is given, how it runs.
+//!
+//! A role is a value built from its config section. Before anything binds, the
+//! core collects every role's declared listeners and files and refuses
+//! conflicts; then each role runs with a [`RoleCtx`] until shutdown. The table
+//! entry ([`RoleEntry`]) erases the role's config type so the core can hold
+//! every role in one static slice.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::store::{Migration, Store};
+
+/// One row of the multi-call table.
+pub struct RoleEntry {
+    /// The role's name: its subcommand, symlink name, config section and the
+    /// prefix of its store tables and metrics.
+    pub name: &'static str,
+    /// One line for `--list` and `--help`.
+    pub summary: &'static str,
+    /// The Cargo feature that compiles it in.
+    pub feature: &'static str,
+    /// The role's documented default config section, as TOML text.
+    pub default_config: &'static str,
+    /// The role's store migrations, oldest first. The schema version is their
+    /// count.
+    pub migrations: &'static [Migration],
+    /// Builds the role from its config section (`None`: the section is absent).
+    pub load: fn(Option<toml::de::ValueDeserializer<'_>>) -> Result<Box<dyn Role>, toml::de::Error>,
+    /// Subcommands of the role besides `serve`, which the core adds.
+    pub command: fn() -> clap::Command,
+    /// Runs one of those subcommands.
+    pub run_command: fn(&clap::ArgMatches, &crate::commands::Invocation) -> anyhow::Result<()>,
+}
+
+/// Builds a role's `load` function from its config type: an absent section is
+/// the config's default; unknown keys are refused by the type itself
+/// (`#[serde(deny_unknown_fields)]`).
+pub fn load_with<C, R>(
+    section: Option<toml::de::ValueDeserializer<'_>>,
+    build: fn(C) -> R,
+) -> Result<Box<dyn Role>, toml::de::Error>
+where
+    C: DeserializeOwned + Default,
+    R: Role,
+{
+    let config = match section {
+        Some(de) => C::deserialize(de)?,
+        None => C::default(),
+    };
+    Ok(Box::new(build(config)))
+}
+
+/// A role, built and not yet running.
+pub trait Role: Any + Send {
+    /// Every listener and file the role will use. Checked for conflicts with
+    /// all other roles before any of them binds.
+    fn declared(&self) -> Declared;
+    /// Runs until `ctx.shutdown` fires, then returns once drained.
+    fn run(self: Box<Self>, ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>>;
+}
+
+/// What a role will bind and own.
+#[derive(Debug, Clone, Default)]
+pub struct Declared {
+    pub listeners: Vec<ListenerDecl>,
+    pub files: Vec<PathBuf>,
+}
+
+/// A TCP listener a role declares, by a name the role uses to bind it.
+#[derive(Debug, Clone)]
+pub struct ListenerDecl {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+}
+
+/// A listener or file claimed twice.
+#[derive(Debug, thiserror::Error)]
+pub enum Conflict {
+    #[error("roles `{first}` and `{second}` both declare listener {addr}")]
+    Listener { first: String, second: String, addr: SocketAddr },
+    #[error("roles `{first}` and `{second}` both declare file {path}")]
+    File { first: String, second: String, path: PathBuf },
+}
+
+/// Refuses two declarations of the same port on overlapping addresses (an
+/// unspecified address overlaps every address of its family), or of the same
+/// file. Port 0 asks the kernel for a free port and never conflicts.
+pub fn check_conflicts(decls: &[(&str, &Declared)]) -> Result<(), Conflict> {
+    let mut seen_addrs: Vec<(&str, SocketAddr)> = Vec::new();
+    let mut seen_files: BTreeMap<PathBuf, &str> = BTreeMap::new();
+    for (role, decl) in decls {
+        for l in &decl.listeners {
+            if l.addr.port() == 0 {
+                continue;
+            }
+            if let Some((first, _)) = seen_addrs.iter().find(|(_, a)| overlaps(*a, l.addr)) {
+                return Err(Conflict::Listener { first: first.to_string(), second: role.to_string(), addr: l.addr });
+            }
+            seen_addrs.push((role, l.addr));
+        }
+        for f in &decl.files {
+            if let Some(first) = seen_files.insert(f.clone(), role) {
+                return Err(Conflict::File { first: first.to_string(), second: role.to_string(), path: f.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// A new config, delivered on SIGHUP/SIGUSR1 after the whole file validated.
+#[derive(Clone, Default)]
+pub struct Reload {
+    /// Increases by one per reload; 0 is the config the role started with.
+    pub generation: u64,
+    rebuilt: Option<Arc<Mutex<Option<Box<dyn Any + Send>>>>>,
+}
+
+impl Reload {
+    pub fn new(generation: u64, rebuilt: Box<dyn Role>) -> Self {
+        let any: Box<dyn Any + Send> = rebuilt;
+        Self { generation, rebuilt: Some(Arc::new(Mutex::new(Some(any)))) }
+    }
+
+    /// A reload that carries no new value for this role.
+    pub fn unchanged(generation: u64) -> Self {
+        Self { generation, rebuilt: None }
+    }
+
+    /// The role's value rebuilt from the new config, as its own type. Taken
+    /// once; later calls (and a wrong type) give None.
+    pub fn take<R: Role>(&self) -> Option<R> {
+        let slot = self.rebuilt.as_ref()?;
+        let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        taken.downcast::<R>().ok().map(|b| *b)
+    }
+}
+
+/// Everything a role is given; no role reaches for a global.
+pub struct RoleCtx {
+    pub name: &'static str,
+    pub store: Store,
+    pub data_dir: PathBuf,
+    /// Fires once when the process starts draining.
+    pub shutdown: CancellationToken,
+    /// Bumps on every accepted reload; a role that cannot apply a change says
+    /// so in its log.
+    pub reload: watch::Receiver<Reload>,
+    pub status: StatusHandle,
+    declared: Declared,
+}
+
+impl RoleCtx {
+    pub fn new(
+        name: &'static str,
+        store: Store,
+        data_dir: PathBuf,
+        shutdown: CancellationToken,
+        reload: watch::Receiver<Reload>,
+        status: StatusHandle,
+        declared: Declared,
+    ) -> Self {
+        Self { name, store, data_dir, shutdown, reload, status, declared }
+    }
+
+    /// Binds a listener the role declared. Binding anything undeclared is an
+    /// error, so a role cannot open a port the conflict check did not see.
+    pub async fn bind(&self, name: &str) -> anyhow::Result<TcpListener> {
+        let decl = self
+            .declared
+            .listeners
+            .iter()
+            .find(|l| l.name == name)
+            .ok_or_else(|| anyhow::anyhow!("role `{}` binds listener `{name}` it did not declare", self.name))?;
+        let listener = TcpListener::bind(decl.addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("role `{}`: cannot bind {name} on {}: {e}", self.name, decl.addr))?;
+        self.status.add_listener(name, listener.local_addr()?);
+        Ok(listener)
+    }
+}
+
+/// A role's live status, shown on /readyz and /v1/roles.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RoleStatus {
+    pub ready: bool,
+    /// Bound listeners by name, with the real port when 0 was asked for.
+    pub listeners: BTreeMap<String, SocketAddr>,
+    /// The last reload generation the role saw, and what it said of it.
+    pub last_reload: Option<String>,
+    pub state: &'static str,
+}
+
+/// Shared, cheap-to-clone handle on one role's status.
+#[derive(Clone, Default)]
+pub struct StatusHandle(Arc<Mutex<RoleStatus>>);
+
+impl StatusHandle {
+    pub fn set_ready(&self, ready: bool) {
+        let mut s = self.lock();
+        s.ready = ready;
+        s.state = if ready { "ready" } else { "starting" };
+    }
+    pub fn set_state(&self, state: &'static str) {
+        let mut s = self.lock();
+        s.state = state;
+        if state != "ready" {
+            s.ready = false;
+        }
+    }
+    pub fn note_reload(&self, text: String) {
+        self.lock().last_reload = Some(text);
+    }
+    pub fn add_listener(&self, name: &str, addr: SocketAddr) {
+        self.lock().listeners.insert(name.to_owned(), addr);
+    }
+    pub fn snapshot(&self) -> RoleStatus {
+        self.lock().clone()
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, RoleStatus> {
+        // A poisoned lock only means a panic elsewhere; the status is still
+        // plain data and safe to read.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decl(addrs: &[&str], files: &[&str]) -> Declared {
+        Declared {
+            listeners: addrs.iter().map(|a| ListenerDecl { name: "http", addr: a.parse().unwrap() }).collect(),
+            files: files.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    #[test]
+    fn same_port_on_overlapping_addresses_conflicts() {
+        let a = decl(&["0.0.0.0:9000"], &[]);
+        let b = decl(&["127.0.0.1:9000"], &[]);
+        let err = check_conflicts(&[("a", &a), ("b", &b)]).unwrap_err();
+        assert!(err.to_string().contains("`a` and `b`"), "{err}");
+    }
+
+    #[test]
+    fn distinct_addresses_and_port_zero_do_not_conflict() {
+        let a = decl(&["127.0.0.1:9000", "127.0.0.1:0"], &["/x"]);
+        let b = decl(&["127.0.0.2:9000", "127.0.0.1:0", "[::1]:9000"], &["/y"]);
+        check_conflicts(&[("a", &a), ("b", &b)]).unwrap();
+    }
+
+    #[test]
+    fn same_file_conflicts() {
+        let a = decl(&[], &["/data/x"]);
+        let b = decl(&[], &["/data/x"]);
+        assert!(matches!(check_conflicts(&[("a", &a), ("b", &b)]), Err(Conflict::File { .. })));
+    }
+}

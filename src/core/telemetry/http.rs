@@ -1,0 +1,273 @@
+//! The tower layer every role's HTTP and gRPC server wraps its service in.
+//!
+//! It opens a server span named and attributed per the current OpenTelemetry
+//! semantic conventions (HTTP: http.request.method, http.route, url.path,
+//! http.response.status_code, body sizes; gRPC: rpc.system.name, rpc.method,
+//! rpc.response.status_code), continues the caller's trace from
+//! `traceparent`, and records the matching duration histograms once the
+//! response body has been sent (or dropped), so streaming responses are timed
+//! whole. Handlers name the route template by putting [`MatchedRoute`] in the
+//! response extensions.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing::{Instrument, Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The route template a handler matched, e.g. "/api/v1/query".
+#[derive(Debug, Clone, Copy)]
+pub struct MatchedRoute(pub &'static str);
+
+/// Wraps a service with server spans and request metrics for `role`.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpTelemetryLayer {
+    role: &'static str,
+}
+
+impl HttpTelemetryLayer {
+    pub fn new(role: &'static str) -> Self {
+        Self { role }
+    }
+}
+
+impl<S> tower::Layer<S> for HttpTelemetryLayer {
+    type Service = HttpTelemetry<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpTelemetry { inner, role: self.role }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpTelemetry<S> {
+    inner: S,
+    role: &'static str,
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for HttpTelemetry<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    RB: Body,
+{
+    type Response = Response<TelemetryBody<RB>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/grpc"));
+        let path = req.uri().path().to_owned();
+        // For gRPC the "method" is the full RPC name, e.g. pkg.Service/Call.
+        let method = if grpc { path.trim_start_matches('/').to_owned() } else { req.method().as_str().to_owned() };
+        let request_size = content_length(req.headers());
+        let span = if grpc {
+            tracing::info_span!(
+                "grpc",
+                otel.name = %method,
+                otel.kind = "server",
+                otel.status_code = Empty,
+                rpc.system.name = "grpc",
+                rpc.method = %method,
+                rpc.response.status_code = Empty,
+                edgebox.role = self.role,
+            )
+        } else {
+            tracing::info_span!(
+                "http",
+                otel.name = %method,
+                otel.kind = "server",
+                otel.status_code = Empty,
+                http.request.method = %method,
+                url.path = %path,
+                url.scheme = "http",
+                network.protocol.version = version(req.version()),
+                http.route = Empty,
+                http.response.status_code = Empty,
+                http.request.body.size = request_size,
+                http.response.body.size = Empty,
+                edgebox.role = self.role,
+            )
+        };
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
+        let _ = span.set_parent(parent);
+        let role = self.role;
+        let fut = self.inner.call(req).instrument(span.clone());
+        Box::pin(async move {
+            let response = fut.await?;
+            let route = response.extensions().get::<MatchedRoute>().map(|r| r.0);
+            let status = response.status().as_u16();
+            let grpc_status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            if let Some(route) = route.filter(|_| !grpc) {
+                span.record("http.route", route);
+                span.record("otel.name", format!("{method} {route}"));
+            }
+            let finish = Finish { span, started, role, grpc, method, route, status, grpc_status, request_size, sent: 0 };
+            Ok(response.map(|body| TelemetryBody { inner: body, finish: Some(finish) }))
+        })
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> u64 {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// What is recorded once the response is over.
+struct Finish {
+    span: Span,
+    started: Instant,
+    role: &'static str,
+    grpc: bool,
+    /// The request method for HTTP, the full RPC name for gRPC.
+    method: String,
+    route: Option<&'static str>,
+    status: u16,
+    grpc_status: Option<String>,
+    request_size: u64,
+    sent: u64,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        if self.grpc {
+            // No grpc-status at all means the stream ended abnormally.
+            let code = self.grpc_status.clone().unwrap_or_else(|| "2".into());
+            let name = grpc_code_name(&code);
+            self.span.record("rpc.response.status_code", name);
+            if code != "0" {
+                self.span.record("otel.status_code", "ERROR");
+            }
+            let labels = [
+                ("rpc_system_name", "grpc".to_owned()),
+                ("rpc_method", self.method.clone()),
+                ("rpc_response_status_code", name.to_owned()),
+                ("edgebox_role", self.role.to_owned()),
+            ];
+            metrics::histogram!("rpc_server_call_duration_seconds", &labels).record(seconds);
+            return;
+        }
+        self.span.record("http.response.status_code", self.status);
+        self.span.record("http.response.body.size", self.sent);
+        if self.status >= 500 {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        let labels = [
+            ("http_request_method", self.method.clone()),
+            ("http_route", self.route.unwrap_or("").to_owned()),
+            ("http_response_status_code", self.status.to_string()),
+            ("edgebox_role", self.role.to_owned()),
+        ];
+        metrics::histogram!("http_server_request_duration_seconds", &labels).record(seconds);
+        metrics::histogram!("http_server_request_body_size_bytes", &labels).record(self.request_size as f64);
+        metrics::histogram!("http_server_response_body_size_bytes", &labels).record(self.sent as f64);
+    }
+}
+
+fn grpc_code_name(code: &str) -> &'static str {
+    match code {
+        "0" => "OK",
+        "1" => "CANCELLED",
+        "2" => "UNKNOWN",
+        "3" => "INVALID_ARGUMENT",
+        "4" => "DEADLINE_EXCEEDED",
+        "5" => "NOT_FOUND",
+        "6" => "ALREADY_EXISTS",
+        "7" => "PERMISSION_DENIED",
+        "8" => "RESOURCE_EXHAUSTED",
+        "9" => "FAILED_PRECONDITION",
+        "10" => "ABORTED",
+        "11" => "OUT_OF_RANGE",
+        "12" => "UNIMPLEMENTED",
+        "13" => "INTERNAL",
+        "14" => "UNAVAILABLE",
+        "15" => "DATA_LOSS",
+        "16" => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body, counted as it goes out; finishing it (or dropping
+    /// it early) closes the span and records the metrics.
+    pub struct TelemetryBody<B> {
+        #[pin]
+        inner: B,
+        finish: Option<Finish>,
+    }
+}
+
+impl<B: Body> Body for TelemetryBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(f) = this.finish.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        f.sent += bytes::Buf::remaining(data) as u64;
+                    }
+                    if let Some(status) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
+                        f.grpc_status = status.to_str().ok().map(str::to_owned);
+                    }
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                this.finish.take();
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,98 @@
+//! One telemetry plane: logs, metrics and traces for every role.
+//!
+//! Logs are tracing events (text on a terminal, JSON otherwise). Metrics go
+//! through the `metrics` facade into one Prometheus registry rendered by the
+//! admin listener. Spans are exported over OTLP/gRPC when configured. The
+//! tracing subscriber and the metrics recorder are process-wide by the nature
+//! of those facades; everything else is passed around in values.
+
+mod http;
+mod otlp;
+mod process;
+
+use std::io::IsTerminal;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+pub use http::{HttpTelemetryLayer, MatchedRoute};
+pub use process::ProcessMetrics;
+
+use crate::core::config::{LogConfig, LogFormat, TelemetryConfig};
+
+/// Keeps the exporters alive; flushes spans when dropped.
+pub struct Telemetry {
+    pub prometheus: PrometheusHandle,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes pending spans (bounded by the exporter's own timeout).
+    pub fn shutdown(&mut self) {
+        if let Some(provider) = self.tracer.take() {
+            if let Err(e) = provider.shutdown() {
+                tracing::warn!(error = %e, "OTLP trace exporter did not shut down cleanly");
+            }
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Sets up logging only, for short commands that never serve.
+pub fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+    let filter = filter(log)?;
+    let registry = tracing_subscriber::registry().with(filter);
+    if json(log.format) {
+        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()?;
+    } else {
+        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()?;
+    }
+    Ok(())
+}
+
+/// Sets up logs, metrics and (if configured) OTLP trace export. Must run
+/// inside the runtime: the gRPC exporter spawns its connection task there.
+pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Telemetry> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])?
+        .build_recorder();
+    let prometheus = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("metrics recorder already set: {e}"))?;
+
+    let tracer = match &telemetry.otlp_endpoint {
+        Some(endpoint) => Some(otlp::provider(endpoint, telemetry)?),
+        None => None,
+    };
+    let otel_layer = tracer.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider;
+        tracing_opentelemetry::layer().with_tracer(p.tracer("edgebox"))
+    });
+    let registry = tracing_subscriber::registry().with(filter(log)?).with(otel_layer);
+    if json(log.format) {
+        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()?;
+    } else {
+        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()?;
+    }
+    Ok(Telemetry { prometheus, tracer })
+}
+
+fn filter(log: &LogConfig) -> anyhow::Result<EnvFilter> {
+    EnvFilter::try_new(&log.level).map_err(|e| {
+        anyhow::Error::new(crate::core::exit::ConfigProblem(format!("log level `{}` is not a valid filter: {e}", log.level)))
+    })
+}
+
+fn json(format: LogFormat) -> bool {
+    match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    }
+}

@@ -1,0 +1,22 @@
+//! edgebox: one static binary, many roles.
+//!
+//! `main` only picks the role (busybox-style from argv[0], or from the first
+//! argument), runs the command line and maps the outcome to an exit code.
+//! Everything else lives in the library: `core` (what all roles share) and
+//! `roles` (one folder per role).
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use edgebox::core::{dispatch, exit};
+
+fn main() -> ExitCode {
+    let args = dispatch::resolve_argv(std::env::args_os().collect());
+    match edgebox::cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            exit::report(&err);
+            ExitCode::from(exit::code_for(&err))
+        }
+    }
+}
