@@ -92,7 +92,8 @@ fn print_info(info: &serde_json::Value, json: bool) -> anyhow::Result<()> {
     }
     println!("{:<40} {:>12} {:>14}", "table", "entries", "stored bytes");
     for t in info["tables"].as_array().into_iter().flatten() {
-        println!("{:<40} {:>12} {:>14}", t["name"].as_str().unwrap_or("?"), t["entries"], t["stored_bytes"]);
+        let (entries, bytes) = (t["entries"].as_u64().unwrap_or(0), t["stored_bytes"].as_u64().unwrap_or(0));
+        println!("{:<40} {entries:>12} {bytes:>14}", t["name"].as_str().unwrap_or("?"));
     }
     Ok(())
 }

@@ -140,14 +140,7 @@ pub fn restore_from(src: &Path, path: &Path, owners: &[SchemaOwner]) -> anyhow::
             anyhow::bail!("{}: backup is damaged (integrity check repaired it); not restoring", src.display());
         }
         let txn = db.begin_read()?;
-        for (owner, found) in schema::versions(&txn)? {
-            if let Some(o) = owners.iter().find(|o| o.name == owner) {
-                let supported = o.migrations.len() as u64;
-                if found > supported {
-                    return Err(StoreError::TooNew { path: src.to_owned(), owner, found, supported }.into());
-                }
-            }
-        }
+        schema::refuse_newer(src, &schema::versions(&txn)?, owners)?;
         Ok(())
     })();
     if let Err(e) = checked {

@@ -60,6 +60,17 @@ impl Store {
     /// pending migrations in one transaction.
     pub fn open(path: &Path, owners: &[SchemaOwner], opts: &StoreOptions) -> Result<Store, StoreError> {
         ensure_is_redb_or_absent(path)?;
+        if path.metadata().is_ok_and(|m| m.len() > 0) {
+            // Check versions read-only first: a store we must refuse is
+            // never opened for writing, so not a byte of it changes. A file
+            // that needs crash recovery cannot be opened read-only; the
+            // read-write open below repairs it and `migrate` checks then.
+            match redb::ReadOnlyDatabase::open(path) {
+                Ok(ro) => check_versions_read_only(&ro, path, owners)?,
+                Err(redb::DatabaseError::RepairAborted) => {}
+                Err(e) => return Err(StoreError::open(path, e)),
+            }
+        }
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
             .create(path)
@@ -133,6 +144,17 @@ impl Store {
     pub fn info(&self) -> anyhow::Result<StoreInfo> {
         maintenance::info_of(&self.inner.db, &self.inner.path)
     }
+}
+
+fn check_versions_read_only(ro: &redb::ReadOnlyDatabase, path: &Path, owners: &[SchemaOwner]) -> Result<(), StoreError> {
+    let txn = ro.begin_read().map_err(|e| StoreError::redb(path, e))?;
+    let found = schema::versions(&txn).map_err(|e| StoreError::Migration {
+        path: path.to_owned(),
+        owner: "edgebox".into(),
+        step: "read schema versions".into(),
+        message: e.to_string(),
+    })?;
+    schema::refuse_newer(path, &found, owners)
 }
 
 /// An absent or empty file becomes a new store; anything else must start with

@@ -69,6 +69,19 @@ pub fn migrate(db: &Database, path: &Path, owners: &[SchemaOwner]) -> Result<(),
     Ok(())
 }
 
+/// Refuses versions above what this binary knows, for any owner it knows.
+pub fn refuse_newer(path: &Path, found: &[(String, u64)], owners: &[SchemaOwner]) -> Result<(), StoreError> {
+    for (owner, version) in found {
+        if let Some(o) = owners.iter().find(|o| o.name == owner) {
+            let supported = o.migrations.len() as u64;
+            if *version > supported {
+                return Err(StoreError::TooNew { path: path.to_owned(), owner: owner.clone(), found: *version, supported });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The versions recorded in the store, for `store info`.
 pub fn versions(txn: &redb::ReadTransaction) -> anyhow::Result<Vec<(String, u64)>> {
     let table = match txn.open_table(META_SCHEMA) {

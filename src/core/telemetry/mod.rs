@@ -52,7 +52,7 @@ pub fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
     if json(log.format) {
         registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()?;
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()?;
+        registry.with(tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr)).try_init()?;
     }
     Ok(())
 }
@@ -78,7 +78,7 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
     if json(log.format) {
         registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()?;
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()?;
+        registry.with(tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr)).try_init()?;
     }
     Ok(Telemetry { prometheus, tracer })
 }
