@@ -20,10 +20,16 @@ pub fn run(inv: &Invocation, as_json: bool) -> anyhow::Result<()> {
     let schema = if running {
         None
     } else {
-        store_bytes.and_then(|_| store::info(&store_path).ok()).map(|i| i.schema)
+        store_bytes
+            .and_then(|_| store::info(&store_path).ok())
+            .map(|i| i.schema)
     };
     let kernel = sysinfo::kernel();
-    let workers = if core.edgebox.workers == 0 { runtime::default_workers() } else { core.edgebox.workers };
+    let workers = if core.edgebox.workers == 0 {
+        runtime::default_workers()
+    } else {
+        core.edgebox.workers
+    };
     let facts = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "commit": env!("EDGEBOX_GIT_COMMIT"),
@@ -44,12 +50,29 @@ pub fn run(inv: &Invocation, as_json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let list = |v: &serde_json::Value| {
-        let names: Vec<String> = v.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_owned)).collect();
-        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+        let names: Vec<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
     };
-    println!("edgebox {} ({}, {})", facts["version"].as_str().unwrap_or(""), facts["commit"].as_str().unwrap_or(""), facts["target"].as_str().unwrap_or(""));
+    println!(
+        "edgebox {} ({}, {})",
+        facts["version"].as_str().unwrap_or(""),
+        facts["commit"].as_str().unwrap_or(""),
+        facts["target"].as_str().unwrap_or("")
+    );
     println!("kernel:         {} ({})", kernel.release, kernel.machine);
-    println!("cores:          {} (runtime workers: {workers})", facts["cores"]);
+    println!(
+        "cores:          {} (runtime workers: {workers})",
+        facts["cores"]
+    );
     println!("file I/O:       {io}");
     println!("roles compiled: {}", list(&facts["roles_compiled"]));
     println!("roles enabled:  {}", list(&facts["roles_enabled"]));
@@ -59,7 +82,11 @@ pub fn run(inv: &Invocation, as_json: bool) -> anyhow::Result<()> {
         Some(b) => println!(
             "store:          {} ({b} bytes{})",
             store_path.display(),
-            if running { ", in use by a running appliance" } else { "" }
+            if running {
+                ", in use by a running appliance"
+            } else {
+                ""
+            }
         ),
         None => println!("store:          {} (not created yet)", store_path.display()),
     }

@@ -21,13 +21,19 @@ pub fn run(dir: &Path, force: bool) -> anyhow::Result<()> {
             made += 1;
         }
     }
-    println!("{}: {made} link(s) created, {} already in place", dir.display(), ROLES.len() - made);
+    println!(
+        "{}: {made} link(s) created, {} already in place",
+        dir.display(),
+        ROLES.len() - made
+    );
     Ok(())
 }
 
 /// True when a link must be (re)created at `link`.
 fn link_action(link: &Path, exe: &PathBuf, force: bool) -> anyhow::Result<bool> {
-    let Ok(meta) = std::fs::symlink_metadata(link) else { return Ok(true) };
+    let Ok(meta) = std::fs::symlink_metadata(link) else {
+        return Ok(true);
+    };
     if meta.file_type().is_symlink() {
         let target = std::fs::read_link(link)?;
         let resolved = link.parent().unwrap_or(Path::new(".")).join(&target);
@@ -37,10 +43,17 @@ fn link_action(link: &Path, exe: &PathBuf, force: bool) -> anyhow::Result<bool> 
         }
     }
     if !force {
-        anyhow::bail!("{}: exists and is not a link to {}; use --force to replace it", link.display(), exe.display());
+        anyhow::bail!(
+            "{}: exists and is not a link to {}; use --force to replace it",
+            link.display(),
+            exe.display()
+        );
     }
     if meta.is_dir() {
-        anyhow::bail!("{}: is a directory; not replacing it even with --force", link.display());
+        anyhow::bail!(
+            "{}: is a directory; not replacing it even with --force",
+            link.display()
+        );
     }
     std::fs::remove_file(link).with_context(|| format!("{}: cannot remove", link.display()))?;
     Ok(true)

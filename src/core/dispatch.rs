@@ -53,8 +53,14 @@ mod tests {
     #[test]
     fn every_role_resolves_from_its_link_names() {
         for role in ROLES {
-            assert_eq!(role_for_program(&format!("/bin/{}", role.name)), Some(role.name));
-            assert_eq!(role_for_program(&format!("edgebox-{}", role.name)), Some(role.name));
+            assert_eq!(
+                role_for_program(&format!("/bin/{}", role.name)),
+                Some(role.name)
+            );
+            assert_eq!(
+                role_for_program(&format!("edgebox-{}", role.name)),
+                Some(role.name)
+            );
             let args = resolve_argv(vec![OsString::from(role.name), OsString::from("serve")]);
             assert_eq!(args[1], OsString::from(role.name));
         }

@@ -22,7 +22,12 @@ use crate::core::telemetry::{HttpTelemetryLayer, MatchedRoute};
 pub type FullResponse = Response<Full<Bytes>>;
 
 /// Builds a response for a matched route (the route feeds http.route).
-pub fn respond(route: &'static str, status: http::StatusCode, content_type: &str, body: impl Into<Bytes>) -> FullResponse {
+pub fn respond(
+    route: &'static str,
+    status: http::StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> FullResponse {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     if let Ok(ct) = http::HeaderValue::from_str(content_type) {
@@ -34,15 +39,27 @@ pub fn respond(route: &'static str, status: http::StatusCode, content_type: &str
 
 /// Serves `handler` on `listener` until `shutdown` fires, then lets open
 /// requests finish for up to `drain`.
-pub async fn serve<H, F>(role: &'static str, listener: TcpListener, handler: H, shutdown: CancellationToken, drain: Duration)
-where
+pub async fn serve<H, F>(
+    role: &'static str,
+    listener: TcpListener,
+    handler: H,
+    shutdown: CancellationToken,
+    drain: Duration,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = Result<FullResponse, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10)).max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -60,7 +77,10 @@ where
         let service = tower::ServiceBuilder::new()
             .layer(HttpTelemetryLayer::new(role))
             .service(tower::service_fn(handler.clone()));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+        let conn = builder.serve_connection_with_upgrades(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service),
+        );
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -68,7 +88,10 @@ where
             }
         });
     }
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(role, "open connections did not drain in time");
     }
 }

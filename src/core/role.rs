@@ -36,6 +36,9 @@ pub struct RoleEntry {
     pub migrations: &'static [Migration],
     /// Builds the role from its config section (`None`: the section is absent).
     pub load: fn(Option<toml::de::ValueDeserializer<'_>>) -> Result<Box<dyn Role>, toml::de::Error>,
+    /// A config section the compliance test runs the role with: every
+    /// listener on port 0, no outside service needed.
+    pub compliance_config: &'static str,
     /// Subcommands of the role besides `serve`, which the core adds.
     pub command: fn() -> clap::Command,
     /// Runs one of those subcommands.
@@ -87,9 +90,17 @@ pub struct ListenerDecl {
 #[derive(Debug, thiserror::Error)]
 pub enum Conflict {
     #[error("roles `{first}` and `{second}` both declare listener {addr}")]
-    Listener { first: String, second: String, addr: SocketAddr },
+    Listener {
+        first: String,
+        second: String,
+        addr: SocketAddr,
+    },
     #[error("roles `{first}` and `{second}` both declare file {path}")]
-    File { first: String, second: String, path: PathBuf },
+    File {
+        first: String,
+        second: String,
+        path: PathBuf,
+    },
 }
 
 /// Refuses two declarations of the same port on overlapping addresses (an
@@ -104,13 +115,21 @@ pub fn check_conflicts(decls: &[(&str, &Declared)]) -> Result<(), Conflict> {
                 continue;
             }
             if let Some((first, _)) = seen_addrs.iter().find(|(_, a)| overlaps(*a, l.addr)) {
-                return Err(Conflict::Listener { first: first.to_string(), second: role.to_string(), addr: l.addr });
+                return Err(Conflict::Listener {
+                    first: first.to_string(),
+                    second: role.to_string(),
+                    addr: l.addr,
+                });
             }
             seen_addrs.push((role, l.addr));
         }
         for f in &decl.files {
             if let Some(first) = seen_files.insert(f.clone(), role) {
-                return Err(Conflict::File { first: first.to_string(), second: role.to_string(), path: f.clone() });
+                return Err(Conflict::File {
+                    first: first.to_string(),
+                    second: role.to_string(),
+                    path: f.clone(),
+                });
             }
         }
     }
@@ -134,12 +153,18 @@ pub struct Reload {
 impl Reload {
     pub fn new(generation: u64, rebuilt: Box<dyn Role>) -> Self {
         let any: Box<dyn Any + Send> = rebuilt;
-        Self { generation, rebuilt: Some(Arc::new(Mutex::new(Some(any)))) }
+        Self {
+            generation,
+            rebuilt: Some(Arc::new(Mutex::new(Some(any)))),
+        }
     }
 
     /// A reload that carries no new value for this role.
     pub fn unchanged(generation: u64) -> Self {
-        Self { generation, rebuilt: None }
+        Self {
+            generation,
+            rebuilt: None,
+        }
     }
 
     /// The role's value rebuilt from the new config, as its own type. Taken
@@ -175,7 +200,15 @@ impl RoleCtx {
         status: StatusHandle,
         declared: Declared,
     ) -> Self {
-        Self { name, store, data_dir, shutdown, reload, status, declared }
+        Self {
+            name,
+            store,
+            data_dir,
+            shutdown,
+            reload,
+            status,
+            declared,
+        }
     }
 
     /// Binds a listener the role declared. Binding anything undeclared is an
@@ -186,10 +219,19 @@ impl RoleCtx {
             .listeners
             .iter()
             .find(|l| l.name == name)
-            .ok_or_else(|| anyhow::anyhow!("role `{}` binds listener `{name}` it did not declare", self.name))?;
-        let listener = TcpListener::bind(decl.addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("role `{}`: cannot bind {name} on {}: {e}", self.name, decl.addr))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "role `{}` binds listener `{name}` it did not declare",
+                    self.name
+                )
+            })?;
+        let listener = TcpListener::bind(decl.addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "role `{}`: cannot bind {name} on {}: {e}",
+                self.name,
+                decl.addr
+            )
+        })?;
         self.status.add_listener(name, listener.local_addr()?);
         Ok(listener)
     }
@@ -245,7 +287,13 @@ mod tests {
 
     fn decl(addrs: &[&str], files: &[&str]) -> Declared {
         Declared {
-            listeners: addrs.iter().map(|a| ListenerDecl { name: "http", addr: a.parse().unwrap() }).collect(),
+            listeners: addrs
+                .iter()
+                .map(|a| ListenerDecl {
+                    name: "http",
+                    addr: a.parse().unwrap(),
+                })
+                .collect(),
             files: files.iter().map(PathBuf::from).collect(),
         }
     }
@@ -269,6 +317,9 @@ mod tests {
     fn same_file_conflicts() {
         let a = decl(&[], &["/data/x"]);
         let b = decl(&[], &["/data/x"]);
-        assert!(matches!(check_conflicts(&[("a", &a), ("b", &b)]), Err(Conflict::File { .. })));
+        assert!(matches!(
+            check_conflicts(&[("a", &a), ("b", &b)]),
+            Err(Conflict::File { .. })
+        ));
     }
 }

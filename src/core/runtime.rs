@@ -66,10 +66,14 @@ pub fn uring_unavailable() -> Option<String> {
 /// usable is an error, not a silent fallback.
 pub fn choose(mode: IoMode) -> anyhow::Result<IoPath> {
     match mode {
-        IoMode::Blocking => Ok(IoPath::Blocking { reason: "forced by --io blocking".into() }),
+        IoMode::Blocking => Ok(IoPath::Blocking {
+            reason: "forced by --io blocking".into(),
+        }),
         IoMode::Uring => match uring_unavailable() {
             None => Ok(IoPath::Uring),
-            Some(why) => anyhow::bail!("--io uring was asked for but io_uring is unavailable: {why}"),
+            Some(why) => {
+                anyhow::bail!("--io uring was asked for but io_uring is unavailable: {why}")
+            }
         },
         IoMode::Auto => Ok(match uring_unavailable() {
             None => IoPath::Uring,
@@ -95,7 +99,9 @@ pub fn build(workers: usize, io: &IoPath) -> std::io::Result<tokio::runtime::Run
 
 /// Worker threads a config value of 0 stands for.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -121,7 +127,9 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let f = dir.path().join("x");
             rt.block_on(async {
-                crate::core::fileio::write_durably(&f, b"hello").await.unwrap();
+                crate::core::fileio::write_durably(&f, b"hello")
+                    .await
+                    .unwrap();
                 assert_eq!(crate::core::fileio::read(&f).await.unwrap(), b"hello");
             });
         }

@@ -10,7 +10,16 @@ use crate::core::role::RoleEntry;
 pub const ROLES: &[RoleEntry] = &[];
 
 /// Subcommands the core owns; no role may take one of these names.
-pub const CORE_COMMANDS: &[&str] = &["up", "info", "install", "config", "store", "completions", "man", "help"];
+pub const CORE_COMMANDS: &[&str] = &[
+    "up",
+    "info",
+    "install",
+    "config",
+    "store",
+    "completions",
+    "man",
+    "help",
+];
 
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -50,7 +59,10 @@ pub const fn names_are_unique(roles: &[RoleEntry], core: &[&str]) -> bool {
     true
 }
 
-const _: () = assert!(names_are_unique(ROLES, CORE_COMMANDS), "two roles share a name, or a role shadows a core command");
+const _: () = assert!(
+    names_are_unique(ROLES, CORE_COMMANDS),
+    "two roles share a name, or a role shadows a core command"
+);
 
 /// The entry for a role name, if that role is compiled in.
 pub fn find(name: &str) -> Option<&'static RoleEntry> {
@@ -79,7 +91,11 @@ mod tests {
     #[test]
     fn every_role_feature_is_named_for_the_role() {
         for r in ROLES {
-            assert_eq!(r.feature, r.name, "role `{}` must be gated by a feature of its own name", r.name);
+            assert_eq!(
+                r.feature, r.name,
+                "role `{}` must be gated by a feature of its own name",
+                r.name
+            );
             assert!(!r.summary.is_empty());
         }
     }

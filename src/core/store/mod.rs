@@ -38,7 +38,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { cache_bytes: 64 << 20, max_batch: 1024 }
+        Self {
+            cache_bytes: 64 << 20,
+            max_batch: 1024,
+        }
     }
 }
 
@@ -58,7 +61,11 @@ impl Store {
     /// Opens (or creates) the store at `path`, refuses a file that is not a
     /// redb store or that a newer edgebox wrote, and runs every owner's
     /// pending migrations in one transaction.
-    pub fn open(path: &Path, owners: &[SchemaOwner], opts: &StoreOptions) -> Result<Store, StoreError> {
+    pub fn open(
+        path: &Path,
+        owners: &[SchemaOwner],
+        opts: &StoreOptions,
+    ) -> Result<Store, StoreError> {
         ensure_is_redb_or_absent(path)?;
         if path.metadata().is_ok_and(|m| m.len() > 0) {
             // Check versions read-only first: a store we must refuse is
@@ -78,7 +85,13 @@ impl Store {
         schema::migrate(&db, path, owners)?;
         let db = Arc::new(db);
         let writer = Writer::start(db.clone(), path.to_owned(), opts.max_batch)?;
-        Ok(Store { inner: Arc::new(Inner { db, path: path.to_owned(), writer }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                path: path.to_owned(),
+                writer,
+            }),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -101,7 +114,10 @@ impl Store {
 
     /// Runs `f` in a read snapshot on the calling thread (for CLI commands and
     /// code already on a blocking thread).
-    pub fn read_blocking<T>(&self, f: impl FnOnce(&ReadTransaction) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    pub fn read_blocking<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let txn = self.inner.db.begin_read()?;
         f(&txn)
     }
@@ -146,7 +162,11 @@ impl Store {
     }
 }
 
-fn check_versions_read_only(ro: &redb::ReadOnlyDatabase, path: &Path, owners: &[SchemaOwner]) -> Result<(), StoreError> {
+fn check_versions_read_only(
+    ro: &redb::ReadOnlyDatabase,
+    path: &Path,
+    owners: &[SchemaOwner],
+) -> Result<(), StoreError> {
     let txn = ro.begin_read().map_err(|e| StoreError::redb(path, e))?;
     let found = schema::versions(&txn).map_err(|e| StoreError::Migration {
         path: path.to_owned(),
@@ -164,7 +184,12 @@ fn ensure_is_redb_or_absent(path: &Path) -> Result<(), StoreError> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StoreError::Io { path: path.to_owned(), source: e }),
+        Err(e) => {
+            return Err(StoreError::Io {
+                path: path.to_owned(),
+                source: e,
+            });
+        }
     };
     let mut head = [0u8; REDB_MAGIC.len()];
     let mut filled = 0;
@@ -172,14 +197,21 @@ fn ensure_is_redb_or_absent(path: &Path) -> Result<(), StoreError> {
         match file.read(&mut head[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
-            Err(e) => return Err(StoreError::Io { path: path.to_owned(), source: e }),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: path.to_owned(),
+                    source: e,
+                });
+            }
         }
     }
     if filled == 0 {
         return Ok(());
     }
     if filled < head.len() || head != REDB_MAGIC {
-        return Err(StoreError::NotAStore { path: path.to_owned() });
+        return Err(StoreError::NotAStore {
+            path: path.to_owned(),
+        });
     }
     Ok(())
 }

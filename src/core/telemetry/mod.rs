@@ -50,9 +50,21 @@ pub fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
     let filter = filter(log)?;
     let registry = tracing_subscriber::registry().with(filter);
     if json(log.format) {
-        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()?;
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()?;
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr)).try_init()?;
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()?;
     }
     Ok(())
 }
@@ -61,10 +73,13 @@ pub fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
 /// inside the runtime: the gRPC exporter spawns its connection task there.
 pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Telemetry> {
     let recorder = PrometheusBuilder::new()
-        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])?
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])?
         .build_recorder();
     let prometheus = recorder.handle();
-    metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("metrics recorder already set: {e}"))?;
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| anyhow::anyhow!("metrics recorder already set: {e}"))?;
 
     let tracer = match &telemetry.otlp_endpoint {
         Some(endpoint) => Some(otlp::provider(endpoint, telemetry)?),
@@ -74,18 +89,35 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
         use opentelemetry::trace::TracerProvider;
         tracing_opentelemetry::layer().with_tracer(p.tracer("edgebox"))
     });
-    let registry = tracing_subscriber::registry().with(filter(log)?).with(otel_layer);
+    let registry = tracing_subscriber::registry()
+        .with(filter(log)?)
+        .with(otel_layer);
     if json(log.format) {
-        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()?;
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()?;
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr)).try_init()?;
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()?;
     }
     Ok(Telemetry { prometheus, tracer })
 }
 
 fn filter(log: &LogConfig) -> anyhow::Result<EnvFilter> {
     EnvFilter::try_new(&log.level).map_err(|e| {
-        anyhow::Error::new(crate::core::exit::ConfigProblem(format!("log level `{}` is not a valid filter: {e}", log.level)))
+        anyhow::Error::new(crate::core::exit::ConfigProblem(format!(
+            "log level `{}` is not a valid filter: {e}",
+            log.level
+        )))
     })
 }
 

@@ -19,7 +19,9 @@ impl ProcessMetrics {
         if let Ok(start) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             gauge!("process_start_time_seconds").set(start.as_secs_f64());
         }
-        Self { started: Instant::now() }
+        Self {
+            started: Instant::now(),
+        }
     }
 
     /// Updates the gauges; called before each render.

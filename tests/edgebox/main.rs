@@ -1,0 +1,9 @@
+//! Integration tests: they drive the real `edgebox` executable (also through
+//! argv[0] symlinks), real sockets, a real store and a real OTLP receiver.
+
+mod appliance;
+mod cli;
+mod compliance;
+mod otlp;
+mod store;
+mod support;
