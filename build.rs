@@ -18,16 +18,9 @@ fn main() {
         .output()
         .ok()
         .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
-    let suffix = if dirty && commit != "unknown" {
-        "-dirty"
-    } else {
-        ""
-    };
+    let suffix = if dirty && commit != "unknown" { "-dirty" } else { "" };
     println!("cargo:rustc-env=EDGEBOX_GIT_COMMIT={commit}{suffix}");
-    println!(
-        "cargo:rustc-env=EDGEBOX_TARGET={}",
-        std::env::var("TARGET").unwrap_or_default()
-    );
+    println!("cargo:rustc-env=EDGEBOX_TARGET={}", std::env::var("TARGET").unwrap_or_default());
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
     println!("cargo:rerun-if-env-changed=TARGET");

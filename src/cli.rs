@@ -17,9 +17,7 @@ use crate::roles::ROLES;
 /// appliance.
 #[derive(Parser, Debug)]
 #[command(name = "edgebox", version, long_version = sysinfo::long_version(), about, long_about = None)]
-#[command(
-    after_help = "Roles also run through symlinks named after them: `ln -s edgebox tsdb; ./tsdb serve`."
-)]
+#[command(after_help = "Roles also run through symlinks named after them: `ln -s edgebox tsdb; ./tsdb serve`.")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -139,9 +137,7 @@ pub fn command() -> clap::Command {
             .about(role.summary)
             .subcommand_required(true)
             .arg_required_else_help(true)
-            .subcommand(
-                clap::Command::new("serve").about(format!("Run the {} role alone", role.name)),
-            );
+            .subcommand(clap::Command::new("serve").about(format!("Run the {} role alone", role.name)));
         for extra in (role.command)().get_subcommands() {
             sub = sub.subcommand(extra.clone());
         }
@@ -154,12 +150,7 @@ pub fn command() -> clap::Command {
 pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     let matches = match command().try_get_matches_from(args) {
         Ok(m) => m,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
             e.print()?;
             return Ok(());
         }
@@ -175,10 +166,8 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
         crate::core::telemetry::init_logging(&log)?;
     }
     let inv = Invocation::new(global);
-    if let Some((name, sub)) = matches.subcommand() {
-        if let Some(role) = crate::roles::find(name) {
-            return commands::role::run(role, sub, &inv);
-        }
+    if let Some((role, sub)) = matches.subcommand().and_then(|(n, sub)| Some((crate::roles::find(n)?, sub))) {
+        return commands::role::run(role, sub, &inv);
     }
     let cli = Cli::from_arg_matches(&matches)?;
     if cli.list {
@@ -201,10 +190,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
         }
         None => {
             let _ = command().print_help();
-            Err(UsageError(
-                "no command given; try `edgebox up`, `edgebox --list` or `edgebox --help`".into(),
-            )
-            .into())
+            Err(UsageError("no command given; try `edgebox up`, `edgebox --list` or `edgebox --help`".into()).into())
         }
     }
 }
@@ -214,9 +200,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
 fn serves(matches: &clap::ArgMatches) -> bool {
     match matches.subcommand() {
         Some(("up", _)) => true,
-        Some((name, sub)) => {
-            crate::roles::find(name).is_some() && sub.subcommand_name() == Some("serve")
-        }
+        Some((name, sub)) => crate::roles::find(name).is_some() && sub.subcommand_name() == Some("serve"),
         None => false,
     }
 }

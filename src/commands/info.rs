@@ -17,19 +17,9 @@ pub fn run(inv: &Invocation, as_json: bool) -> anyhow::Result<()> {
     let store_path = core.store_path();
     let store_bytes = std::fs::metadata(&store_path).map(|m| m.len()).ok();
     let running = control::call(&core.control_socket(), &control::Request::StoreInfo).is_ok();
-    let schema = if running {
-        None
-    } else {
-        store_bytes
-            .and_then(|_| store::info(&store_path).ok())
-            .map(|i| i.schema)
-    };
+    let schema = if running { None } else { store_bytes.and_then(|_| store::info(&store_path).ok()).map(|i| i.schema) };
     let kernel = sysinfo::kernel();
-    let workers = if core.edgebox.workers == 0 {
-        runtime::default_workers()
-    } else {
-        core.edgebox.workers
-    };
+    let workers = if core.edgebox.workers == 0 { runtime::default_workers() } else { core.edgebox.workers };
     let facts = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "commit": env!("EDGEBOX_GIT_COMMIT"),
@@ -50,17 +40,9 @@ pub fn run(inv: &Invocation, as_json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let list = |v: &serde_json::Value| {
-        let names: Vec<String> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|x| x.as_str().map(str::to_owned))
-            .collect();
-        if names.is_empty() {
-            "none".to_owned()
-        } else {
-            names.join(", ")
-        }
+        let names: Vec<String> =
+            v.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_owned)).collect();
+        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
     };
     println!(
         "edgebox {} ({}, {})",
@@ -69,10 +51,7 @@ pub fn run(inv: &Invocation, as_json: bool) -> anyhow::Result<()> {
         facts["target"].as_str().unwrap_or("")
     );
     println!("kernel:         {} ({})", kernel.release, kernel.machine);
-    println!(
-        "cores:          {} (runtime workers: {workers})",
-        facts["cores"]
-    );
+    println!("cores:          {} (runtime workers: {workers})", facts["cores"]);
     println!("file I/O:       {io}");
     println!("roles compiled: {}", list(&facts["roles_compiled"]));
     println!("roles enabled:  {}", list(&facts["roles_enabled"]));
@@ -82,11 +61,7 @@ pub fn run(inv: &Invocation, as_json: bool) -> anyhow::Result<()> {
         Some(b) => println!(
             "store:          {} ({b} bytes{})",
             store_path.display(),
-            if running {
-                ", in use by a running appliance"
-            } else {
-                ""
-            }
+            if running { ", in use by a running appliance" } else { "" }
         ),
         None => println!("store:          {} (not created yet)", store_path.display()),
     }

@@ -21,11 +21,7 @@ pub fn run(dir: &Path, force: bool) -> anyhow::Result<()> {
             made += 1;
         }
     }
-    println!(
-        "{}: {made} link(s) created, {} already in place",
-        dir.display(),
-        ROLES.len() - made
-    );
+    println!("{}: {made} link(s) created, {} already in place", dir.display(), ROLES.len() - made);
     Ok(())
 }
 
@@ -43,17 +39,10 @@ fn link_action(link: &Path, exe: &PathBuf, force: bool) -> anyhow::Result<bool> 
         }
     }
     if !force {
-        anyhow::bail!(
-            "{}: exists and is not a link to {}; use --force to replace it",
-            link.display(),
-            exe.display()
-        );
+        anyhow::bail!("{}: exists and is not a link to {}; use --force to replace it", link.display(), exe.display());
     }
     if meta.is_dir() {
-        anyhow::bail!(
-            "{}: is a directory; not replacing it even with --force",
-            link.display()
-        );
+        anyhow::bail!("{}: is a directory; not replacing it even with --force", link.display());
     }
     std::fs::remove_file(link).with_context(|| format!("{}: cannot remove", link.display()))?;
     Ok(true)

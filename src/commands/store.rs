@@ -35,15 +35,7 @@ pub fn run(inv: &Invocation, cmd: StoreCommand) -> anyhow::Result<()> {
         }
         StoreCommand::Check => {
             let clean = store::check(&path).map_err(|e| explain_lock(e, "check"))?;
-            println!(
-                "{}: {}",
-                path.display(),
-                if clean {
-                    "ok"
-                } else {
-                    "needed a repair; repaired"
-                }
-            );
+            println!("{}: {}", path.display(), if clean { "ok" } else { "needed a repair; repaired" });
             Ok(())
         }
         StoreCommand::Compact => {
@@ -61,63 +53,33 @@ pub fn run(inv: &Invocation, cmd: StoreCommand) -> anyhow::Result<()> {
                 }
                 Err(e) => return Err(e),
             };
-            println!(
-                "{}: backup of {} written ({bytes} bytes)",
-                dest.display(),
-                path.display()
-            );
+            println!("{}: backup of {} written ({bytes} bytes)", dest.display(), path.display());
             Ok(())
         }
         StoreCommand::Restore { file } => {
-            let bytes = store::restore_from(&file, &path, &schema_owners())
-                .map_err(|e| explain_lock(e, "restore"))?;
-            println!(
-                "{}: restored from {} ({bytes} bytes)",
-                path.display(),
-                file.display()
-            );
+            let bytes = store::restore_from(&file, &path, &schema_owners()).map_err(|e| explain_lock(e, "restore"))?;
+            println!("{}: restored from {} ({bytes} bytes)", path.display(), file.display());
             Ok(())
         }
-        StoreCommand::Bench {
-            writers,
-            writes,
-            print_acks,
-        } => {
+        StoreCommand::Bench { writers, writes, print_acks } => {
             prepare_data_dir(&core.edgebox.data_dir)?;
-            let opts = StoreOptions {
-                cache_bytes: core.store.cache_mb << 20,
-                max_batch: core.store.max_batch,
-            };
-            let store = Store::open(&path, &schema_owners(), &opts)
-                .map_err(|e| explain_lock(e.into(), "bench"))?;
+            let opts = StoreOptions { cache_bytes: core.store.cache_mb << 20, max_batch: core.store.max_batch };
+            let store = Store::open(&path, &schema_owners(), &opts).map_err(|e| explain_lock(e.into(), "bench"))?;
             bench(&store, writers, writes, print_acks)
         }
     }
 }
 
 fn is_locked(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<StoreError>(),
-            Some(StoreError::Locked { .. })
-        )
-    })
+    e.chain().any(|c| matches!(c.downcast_ref::<StoreError>(), Some(StoreError::Locked { .. })))
 }
 
 fn explain_lock(e: anyhow::Error, what: &str) -> anyhow::Error {
-    if is_locked(&e) {
-        e.context(format!("stop the appliance before `store {what}`"))
-    } else {
-        e
-    }
+    if is_locked(&e) { e.context(format!("stop the appliance before `store {what}`")) } else { e }
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    Ok(if p.is_absolute() {
-        p.to_owned()
-    } else {
-        std::env::current_dir()?.join(p)
-    })
+    Ok(if p.is_absolute() { p.to_owned() } else { std::env::current_dir()?.join(p) })
 }
 
 fn print_info(info: &serde_json::Value, json: bool) -> anyhow::Result<()> {
@@ -125,24 +87,14 @@ fn print_info(info: &serde_json::Value, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(info)?);
         return Ok(());
     }
-    println!(
-        "store: {} ({} bytes)",
-        info["path"].as_str().unwrap_or("?"),
-        info["file_bytes"]
-    );
+    println!("store: {} ({} bytes)", info["path"].as_str().unwrap_or("?"), info["file_bytes"]);
     for v in info["schema"].as_array().into_iter().flatten() {
         println!("schema: {} v{}", v[0].as_str().unwrap_or("?"), v[1]);
     }
     println!("{:<40} {:>12} {:>14}", "table", "entries", "stored bytes");
     for t in info["tables"].as_array().into_iter().flatten() {
-        let (entries, bytes) = (
-            t["entries"].as_u64().unwrap_or(0),
-            t["stored_bytes"].as_u64().unwrap_or(0),
-        );
-        println!(
-            "{:<40} {entries:>12} {bytes:>14}",
-            t["name"].as_str().unwrap_or("?")
-        );
+        let (entries, bytes) = (t["entries"].as_u64().unwrap_or(0), t["stored_bytes"].as_u64().unwrap_or(0));
+        println!("{:<40} {entries:>12} {bytes:>14}", t["name"].as_str().unwrap_or("?"));
     }
     Ok(())
 }
@@ -157,8 +109,7 @@ fn bench(store: &Store, writers: u32, writes: u64, print_acks: bool) -> anyhow::
             std::thread::spawn(move || -> anyhow::Result<()> {
                 for seq in 0..writes {
                     store.write_blocking(Durability::Immediate, move |txn| {
-                        txn.open_table(BENCH)?
-                            .insert((u64::from(w) << 32) | seq, seq)?;
+                        txn.open_table(BENCH)?.insert((u64::from(w) << 32) | seq, seq)?;
                         Ok(())
                     })?;
                     if print_acks {
@@ -170,8 +121,7 @@ fn bench(store: &Store, writers: u32, writes: u64, print_acks: bool) -> anyhow::
         })
         .collect();
     for t in threads {
-        t.join()
-            .map_err(|_| anyhow::anyhow!("a bench writer panicked"))??;
+        t.join().map_err(|_| anyhow::anyhow!("a bench writer panicked"))??;
     }
     let secs = started.elapsed().as_secs_f64();
     let total = u64::from(writers) * writes;

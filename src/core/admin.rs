@@ -47,21 +47,13 @@ impl AdminService {
             (AdminAuth::Bearer, Some(path)) => Some(read_token(path)?),
             _ => None,
         };
-        Ok(Self {
-            listen: cfg.listen,
-            token,
-            prometheus,
-            roles,
-            process,
-            facts,
-        })
+        Ok(Self { listen: cfg.listen, token, prometheus, roles, process, facts })
     }
 }
 
 fn read_token(path: &PathBuf) -> anyhow::Result<String> {
-    let token = std::fs::read_to_string(path).map_err(|e| {
-        crate::core::exit::ConfigProblem(format!("admin.token_file {}: {e}", path.display()))
-    })?;
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| crate::core::exit::ConfigProblem(format!("admin.token_file {}: {e}", path.display())))?;
     let token = token.trim().to_owned();
     if token.len() < 16 {
         return Err(crate::core::exit::ConfigProblem(format!(
@@ -75,13 +67,7 @@ fn read_token(path: &PathBuf) -> anyhow::Result<String> {
 
 impl Role for AdminService {
     fn declared(&self) -> Declared {
-        Declared {
-            listeners: vec![ListenerDecl {
-                name: "http",
-                addr: self.listen,
-            }],
-            files: vec![],
-        }
+        Declared { listeners: vec![ListenerDecl { name: "http", addr: self.listen }], files: vec![] }
     }
 
     fn run(self: Box<Self>, ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>> {
@@ -94,14 +80,7 @@ impl Role for AdminService {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(state.handle(req)) }
             };
-            serve(
-                NAME,
-                listener,
-                handler,
-                ctx.shutdown.clone(),
-                Duration::from_secs(2),
-            )
-            .await;
+            serve(NAME, listener, handler, ctx.shutdown.clone(), Duration::from_secs(2)).await;
             Ok(())
         })
     }
@@ -110,48 +89,24 @@ impl Role for AdminService {
 impl AdminService {
     fn handle(&self, req: Request<Incoming>) -> FullResponse {
         metrics::counter!("edgebox_admin_requests_total").increment(1);
-        if let Some(expected) = &self.token {
-            if !authorized(&req, expected) {
-                metrics::counter!("edgebox_admin_unauthorized_total").increment(1);
-                let mut r = respond(
-                    "",
-                    StatusCode::UNAUTHORIZED,
-                    "text/plain",
-                    "missing or wrong bearer token\n",
-                );
-                r.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Bearer"),
-                );
-                return r;
-            }
+        if self.token.as_deref().is_some_and(|t| !authorized(&req, t)) {
+            metrics::counter!("edgebox_admin_unauthorized_total").increment(1);
+            let mut r = respond("", StatusCode::UNAUTHORIZED, "text/plain", "missing or wrong bearer token\n");
+            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            return r;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return respond(
-                "",
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain",
-                "only GET and HEAD\n",
-            );
+            return respond("", StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET and HEAD\n");
         }
         match req.uri().path() {
             "/metrics" => {
                 self.process.sample();
-                respond(
-                    "/metrics",
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    self.prometheus.render(),
-                )
+                respond("/metrics", StatusCode::OK, "text/plain; version=0.0.4", self.prometheus.render())
             }
             "/healthz" => respond("/healthz", StatusCode::OK, "text/plain", "ok\n"),
             "/readyz" => {
-                let waiting: Vec<&str> = self
-                    .roles
-                    .iter()
-                    .filter(|(_, s)| !s.snapshot().ready)
-                    .map(|(n, _)| *n)
-                    .collect();
+                let waiting: Vec<&str> =
+                    self.roles.iter().filter(|(_, s)| !s.snapshot().ready).map(|(n, _)| *n).collect();
                 if waiting.is_empty() {
                     respond("/readyz", StatusCode::OK, "text/plain", "ready\n")
                 } else {
@@ -167,20 +122,10 @@ impl AdminService {
                 let roles: serde_json::Map<String, serde_json::Value> = self
                     .roles
                     .iter()
-                    .map(|(n, s)| {
-                        (
-                            n.to_string(),
-                            serde_json::to_value(s.snapshot()).unwrap_or_default(),
-                        )
-                    })
+                    .map(|(n, s)| (n.to_string(), serde_json::to_value(s.snapshot()).unwrap_or_default()))
                     .collect();
                 let body = json!({ "edgebox": self.facts, "roles": roles });
-                respond(
-                    "/v1/roles",
-                    StatusCode::OK,
-                    "application/json",
-                    body.to_string(),
-                )
+                respond("/v1/roles", StatusCode::OK, "application/json", body.to_string())
             }
             _ => respond("", StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         }

@@ -40,26 +40,18 @@ pub struct Answer {
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!(
-                "{}: another edgebox is already running on this data directory",
-                path.display()
-            );
+            anyhow::bail!("{}: another edgebox is already running on this data directory", path.display());
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot bind control socket: {e}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).map_err(|e| anyhow::anyhow!("{}: cannot bind control socket: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }
 
 /// Answers requests until shutdown, then removes the socket.
-pub async fn serve(
-    listener: UnixListener,
-    path: PathBuf,
-    store: Store,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: UnixListener, path: PathBuf, store: Store, shutdown: CancellationToken) {
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -81,10 +73,7 @@ pub async fn serve(
 async fn answer(stream: UnixStream, store: Store) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let n = BufReader::new(read)
-        .take(MAX_REQUEST as u64)
-        .read_line(&mut line)
-        .await?;
+    let n = BufReader::new(read).take(MAX_REQUEST as u64).read_line(&mut line).await?;
     let reply = if n == 0 || !line.ends_with('\n') {
         Answer {
             ok: false,
@@ -93,22 +82,10 @@ async fn answer(stream: UnixStream, store: Store) -> anyhow::Result<()> {
         }
     } else {
         match serde_json::from_str::<Request>(&line) {
-            Err(e) => Answer {
-                ok: false,
-                result: serde_json::Value::Null,
-                error: Some(format!("bad request: {e}")),
-            },
+            Err(e) => Answer { ok: false, result: serde_json::Value::Null, error: Some(format!("bad request: {e}")) },
             Ok(req) => match execute(req, &store).await {
-                Ok(result) => Answer {
-                    ok: true,
-                    result,
-                    error: None,
-                },
-                Err(e) => Answer {
-                    ok: false,
-                    result: serde_json::Value::Null,
-                    error: Some(format!("{e:#}")),
-                },
+                Ok(result) => Answer { ok: true, result, error: None },
+                Err(e) => Answer { ok: false, result: serde_json::Value::Null, error: Some(format!("{e:#}")) },
             },
         }
     };
@@ -136,23 +113,15 @@ async fn execute(req: Request, store: &Store) -> anyhow::Result<serde_json::Valu
 /// Sends one request to a running appliance (blocking; for the CLI).
 pub fn call(socket: &Path, req: &Request) -> anyhow::Result<serde_json::Value> {
     use std::io::{BufRead, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: cannot reach the running appliance: {e}",
-            socket.display()
-        )
-    })?;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| anyhow::anyhow!("{}: cannot reach the running appliance: {e}", socket.display()))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(600)))?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line)?;
     let mut answer = String::new();
     std::io::BufReader::new(stream).read_line(&mut answer)?;
-    let answer: Answer = serde_json::from_str(&answer)
-        .map_err(|e| anyhow::anyhow!("bad answer from the appliance: {e}"))?;
-    if answer.ok {
-        Ok(answer.result)
-    } else {
-        anyhow::bail!("{}", answer.error.unwrap_or_default())
-    }
+    let answer: Answer =
+        serde_json::from_str(&answer).map_err(|e| anyhow::anyhow!("bad answer from the appliance: {e}"))?;
+    if answer.ok { Ok(answer.result) } else { anyhow::bail!("{}", answer.error.unwrap_or_default()) }
 }

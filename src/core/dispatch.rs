@@ -15,11 +15,7 @@ pub fn role_for_program(program: &str) -> Option<&'static str> {
     let candidate = base.strip_prefix("edgebox-").unwrap_or(base);
     // The longest role name that matches wins, so `edgebox-agent` never
     // resolves to a shorter name that happens to share a prefix.
-    ROLES
-        .iter()
-        .filter(|r| r.name == candidate)
-        .map(|r| r.name)
-        .max_by_key(|n| n.len())
+    ROLES.iter().filter(|r| r.name == candidate).map(|r| r.name).max_by_key(|n| n.len())
 }
 
 /// Rewrites argv so that clap always sees `edgebox <role> …` for a role link.
@@ -53,14 +49,8 @@ mod tests {
     #[test]
     fn every_role_resolves_from_its_link_names() {
         for role in ROLES {
-            assert_eq!(
-                role_for_program(&format!("/bin/{}", role.name)),
-                Some(role.name)
-            );
-            assert_eq!(
-                role_for_program(&format!("edgebox-{}", role.name)),
-                Some(role.name)
-            );
+            assert_eq!(role_for_program(&format!("/bin/{}", role.name)), Some(role.name));
+            assert_eq!(role_for_program(&format!("edgebox-{}", role.name)), Some(role.name));
             let args = resolve_argv(vec![OsString::from(role.name), OsString::from("serve")]);
             assert_eq!(args[1], OsString::from(role.name));
         }

@@ -11,22 +11,16 @@ use anyhow::Context;
 
 /// Reads a whole file.
 pub async fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    tokio::fs::read(path)
-        .await
-        .with_context(|| format!("{}: cannot read", path.display()))
+    tokio::fs::read(path).await.with_context(|| format!("{}: cannot read", path.display()))
 }
 
 /// Replaces `path` with `data` so that a crash leaves either the old or the
 /// new content: write a temporary file, fsync it, rename, fsync the directory.
 pub async fn write_durably(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let tmp = temp_beside(path);
-    tokio::fs::write(&tmp, data)
-        .await
-        .with_context(|| format!("{}: cannot write", tmp.display()))?;
+    tokio::fs::write(&tmp, data).await.with_context(|| format!("{}: cannot write", tmp.display()))?;
     sync(&tmp).await?;
-    tokio::fs::rename(&tmp, path)
-        .await
-        .with_context(|| format!("{}: cannot rename into place", path.display()))?;
+    tokio::fs::rename(&tmp, path).await.with_context(|| format!("{}: cannot rename into place", path.display()))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         sync(dir).await?;
     }
@@ -42,10 +36,7 @@ pub async fn sync(path: &Path) -> anyhow::Result<()> {
 }
 
 fn temp_beside(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)
 }

@@ -30,10 +30,7 @@ use crate::core::{control, telemetry};
 /// Every schema owner compiled in: the core, then each role.
 pub fn schema_owners() -> Vec<SchemaOwner> {
     std::iter::once(CORE_SCHEMA)
-        .chain(crate::roles::ROLES.iter().map(|r| SchemaOwner {
-            name: r.name,
-            migrations: r.migrations,
-        }))
+        .chain(crate::roles::ROLES.iter().map(|r| SchemaOwner { name: r.name, migrations: r.migrations }))
         .collect()
 }
 
@@ -44,11 +41,7 @@ pub fn run(inv: &Invocation, only: Option<&'static str>) -> anyhow::Result<()> {
     let core = &loaded.core;
     prepare_data_dir(&core.edgebox.data_dir)?;
     let io = runtime::choose(core.edgebox.io).map_err(|e| ConfigProblem(format!("{e:#}")))?;
-    let workers = if core.edgebox.workers == 0 {
-        runtime::default_workers()
-    } else {
-        core.edgebox.workers
-    };
+    let workers = if core.edgebox.workers == 0 { runtime::default_workers() } else { core.edgebox.workers };
     let rt = runtime::build(workers, &io).context("cannot start the runtime")?;
     let result = rt.block_on(supervise(inv, loaded, only, io, workers, started));
     rt.shutdown_timeout(Duration::from_millis(500));
@@ -58,9 +51,7 @@ pub fn run(inv: &Invocation, only: Option<&'static str>) -> anyhow::Result<()> {
 /// Creates the data directory and proves it is writable, so an unusable one
 /// is a config error at start, not a store error later.
 pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    let problem = |what: &str, e: std::io::Error| {
-        ConfigProblem(format!("data_dir {}: {what}: {e}", dir.display()))
-    };
+    let problem = |what: &str, e: std::io::Error| ConfigProblem(format!("data_dir {}: {what}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(|e| problem("cannot create it", e))?;
     let probe = dir.join(format!(".edgebox-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(|e| problem("not writable", e))?;
@@ -90,10 +81,7 @@ async fn supervise(
     }
 
     let store_path = core.store_path();
-    let opts = StoreOptions {
-        cache_bytes: core.store.cache_mb << 20,
-        max_batch: core.store.max_batch,
-    };
+    let opts = StoreOptions { cache_bytes: core.store.cache_mb << 20, max_batch: core.store.max_batch };
     let store = {
         let path = store_path.clone();
         tokio::task::spawn_blocking(move || Store::open(&path, &schema_owners(), &opts)).await??
@@ -103,12 +91,8 @@ async fn supervise(
         Some(name) => vec![name],
         None => loaded.enabled_roles(),
     };
-    let mut roles: Vec<(&'static str, Box<dyn Role>)> = loaded
-        .roles
-        .into_iter()
-        .filter(|r| enabled.contains(&r.entry.name))
-        .map(|r| (r.entry.name, r.role))
-        .collect();
+    let mut roles: Vec<(&'static str, Box<dyn Role>)> =
+        loaded.roles.into_iter().filter(|r| enabled.contains(&r.entry.name)).map(|r| (r.entry.name, r.role)).collect();
     let statuses: Vec<(&'static str, StatusHandle)> = std::iter::once(admin::NAME)
         .chain(roles.iter().map(|(n, _)| *n))
         .map(|n| (n, StatusHandle::default()))
@@ -136,22 +120,13 @@ async fn supervise(
     let shutdown = CancellationToken::new();
     let ctl_path = core.control_socket();
     let ctl = control::bind(&ctl_path)?;
-    let control_task = tokio::spawn(control::serve(
-        ctl,
-        ctl_path,
-        store.clone(),
-        shutdown.clone(),
-    ));
+    let control_task = tokio::spawn(control::serve(ctl, ctl_path, store.clone(), shutdown.clone()));
 
     let mut tasks = JoinSet::new();
     let mut running = Vec::new();
     for ((name, role), (decl_name, declared)) in roles.into_iter().zip(decls) {
         debug_assert_eq!(name, decl_name);
-        let status = statuses
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, s)| s.clone())
-            .unwrap_or_default();
+        let status = statuses.iter().find(|(n, _)| *n == name).map(|(_, s)| s.clone()).unwrap_or_default();
         status.set_state("starting");
         let (reload_tx, reload_rx) = watch::channel(Reload::default());
         let ctx = RoleCtx::new(
@@ -165,16 +140,9 @@ async fn supervise(
         );
         let span = tracing::info_span!("role", role = name);
         tasks.spawn(async move { (name, role.run(ctx).await) }.instrument(span));
-        running.push(Running {
-            name,
-            status,
-            reload: reload_tx,
-        });
+        running.push(Running { name, status, reload: reload_tx });
     }
-    tokio::spawn(announce_ready(
-        running.iter().map(|r| r.status.clone()).collect(),
-        started,
-    ));
+    tokio::spawn(announce_ready(running.iter().map(|r| r.status.clone()).collect(), started));
 
     let outcome = wait_for_stop(inv, &mut tasks, &running, &shutdown).await;
     shutdown.cancel();
@@ -248,18 +216,13 @@ async fn reload(inv: &Invocation, running: &[Running], generation: u64) {
         }
     };
     metrics::counter!("edgebox_reloads_total", "result" => "accepted").increment(1);
-    let mut rebuilt: BTreeMap<&str, Box<dyn Role>> = loaded
-        .roles
-        .into_iter()
-        .map(|r| (r.entry.name, r.role))
-        .collect();
+    let mut rebuilt: BTreeMap<&str, Box<dyn Role>> = loaded.roles.into_iter().map(|r| (r.entry.name, r.role)).collect();
     for r in running {
         let msg = match rebuilt.remove(r.name) {
             Some(role) => Reload::new(generation, role),
             None => Reload::unchanged(generation),
         };
-        r.status
-            .note_reload(format!("generation {generation} delivered"));
+        r.status.note_reload(format!("generation {generation} delivered"));
         let _ = r.reload.send(msg);
     }
     tracing::info!(generation, "config reloaded");
@@ -297,10 +260,7 @@ fn install_panic_hook() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "non-string panic payload".into());
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         tracing::error!(panic = %msg, location = %location, "panic; stopping with exit code 1");
         eprintln!("edgebox: panic at {location}: {msg}");
         std::process::exit(crate::core::exit::RUNTIME as i32);

@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::store::{Migration, Store};
 
+/// Builds a role from its config section.
+pub type LoadFn = fn(Option<toml::de::ValueDeserializer<'_>>) -> Result<Box<dyn Role>, toml::de::Error>;
+
 /// One row of the multi-call table.
 pub struct RoleEntry {
     /// The role's name: its subcommand, symlink name, config section and the
@@ -35,7 +38,7 @@ pub struct RoleEntry {
     /// count.
     pub migrations: &'static [Migration],
     /// Builds the role from its config section (`None`: the section is absent).
-    pub load: fn(Option<toml::de::ValueDeserializer<'_>>) -> Result<Box<dyn Role>, toml::de::Error>,
+    pub load: LoadFn,
     /// A config section the compliance test runs the role with: every
     /// listener on port 0, no outside service needed.
     pub compliance_config: &'static str,
@@ -90,17 +93,9 @@ pub struct ListenerDecl {
 #[derive(Debug, thiserror::Error)]
 pub enum Conflict {
     #[error("roles `{first}` and `{second}` both declare listener {addr}")]
-    Listener {
-        first: String,
-        second: String,
-        addr: SocketAddr,
-    },
+    Listener { first: String, second: String, addr: SocketAddr },
     #[error("roles `{first}` and `{second}` both declare file {path}")]
-    File {
-        first: String,
-        second: String,
-        path: PathBuf,
-    },
+    File { first: String, second: String, path: PathBuf },
 }
 
 /// Refuses two declarations of the same port on overlapping addresses (an
@@ -115,21 +110,13 @@ pub fn check_conflicts(decls: &[(&str, &Declared)]) -> Result<(), Conflict> {
                 continue;
             }
             if let Some((first, _)) = seen_addrs.iter().find(|(_, a)| overlaps(*a, l.addr)) {
-                return Err(Conflict::Listener {
-                    first: first.to_string(),
-                    second: role.to_string(),
-                    addr: l.addr,
-                });
+                return Err(Conflict::Listener { first: first.to_string(), second: role.to_string(), addr: l.addr });
             }
             seen_addrs.push((role, l.addr));
         }
         for f in &decl.files {
             if let Some(first) = seen_files.insert(f.clone(), role) {
-                return Err(Conflict::File {
-                    first: first.to_string(),
-                    second: role.to_string(),
-                    path: f.clone(),
-                });
+                return Err(Conflict::File { first: first.to_string(), second: role.to_string(), path: f.clone() });
             }
         }
     }
@@ -142,29 +129,26 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
+/// Holds a rebuilt role until the role takes it.
+type RebuiltSlot = Arc<Mutex<Option<Box<dyn Any + Send>>>>;
+
 /// A new config, delivered on SIGHUP/SIGUSR1 after the whole file validated.
 #[derive(Clone, Default)]
 pub struct Reload {
     /// Increases by one per reload; 0 is the config the role started with.
     pub generation: u64,
-    rebuilt: Option<Arc<Mutex<Option<Box<dyn Any + Send>>>>>,
+    rebuilt: Option<RebuiltSlot>,
 }
 
 impl Reload {
     pub fn new(generation: u64, rebuilt: Box<dyn Role>) -> Self {
         let any: Box<dyn Any + Send> = rebuilt;
-        Self {
-            generation,
-            rebuilt: Some(Arc::new(Mutex::new(Some(any)))),
-        }
+        Self { generation, rebuilt: Some(Arc::new(Mutex::new(Some(any)))) }
     }
 
     /// A reload that carries no new value for this role.
     pub fn unchanged(generation: u64) -> Self {
-        Self {
-            generation,
-            rebuilt: None,
-        }
+        Self { generation, rebuilt: None }
     }
 
     /// The role's value rebuilt from the new config, as its own type. Taken
@@ -200,15 +184,7 @@ impl RoleCtx {
         status: StatusHandle,
         declared: Declared,
     ) -> Self {
-        Self {
-            name,
-            store,
-            data_dir,
-            shutdown,
-            reload,
-            status,
-            declared,
-        }
+        Self { name, store, data_dir, shutdown, reload, status, declared }
     }
 
     /// Binds a listener the role declared. Binding anything undeclared is an
@@ -219,19 +195,10 @@ impl RoleCtx {
             .listeners
             .iter()
             .find(|l| l.name == name)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "role `{}` binds listener `{name}` it did not declare",
-                    self.name
-                )
-            })?;
-        let listener = TcpListener::bind(decl.addr).await.map_err(|e| {
-            anyhow::anyhow!(
-                "role `{}`: cannot bind {name} on {}: {e}",
-                self.name,
-                decl.addr
-            )
-        })?;
+            .ok_or_else(|| anyhow::anyhow!("role `{}` binds listener `{name}` it did not declare", self.name))?;
+        let listener = TcpListener::bind(decl.addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("role `{}`: cannot bind {name} on {}: {e}", self.name, decl.addr))?;
         self.status.add_listener(name, listener.local_addr()?);
         Ok(listener)
     }
@@ -287,13 +254,7 @@ mod tests {
 
     fn decl(addrs: &[&str], files: &[&str]) -> Declared {
         Declared {
-            listeners: addrs
-                .iter()
-                .map(|a| ListenerDecl {
-                    name: "http",
-                    addr: a.parse().unwrap(),
-                })
-                .collect(),
+            listeners: addrs.iter().map(|a| ListenerDecl { name: "http", addr: a.parse().unwrap() }).collect(),
             files: files.iter().map(PathBuf::from).collect(),
         }
     }
@@ -317,9 +278,6 @@ mod tests {
     fn same_file_conflicts() {
         let a = decl(&[], &["/data/x"]);
         let b = decl(&[], &["/data/x"]);
-        assert!(matches!(
-            check_conflicts(&[("a", &a), ("b", &b)]),
-            Err(Conflict::File { .. })
-        ));
+        assert!(matches!(check_conflicts(&[("a", &a), ("b", &b)]), Err(Conflict::File { .. })));
     }
 }

@@ -49,11 +49,10 @@ impl fmt::Display for IoPath {
 /// Why io_uring cannot be used here, or None when a ring can be set up.
 pub fn uring_unavailable() -> Option<String> {
     if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
-        match v.trim() {
-            "2" => return Some("kernel.io_uring_disabled = 2".into()),
-            // 1: only members of kernel.io_uring_group may create rings; the
-            // probe below tells whether we are one.
-            _ => {}
+        // 1 means only members of kernel.io_uring_group may create rings;
+        // the probe below tells whether we are one.
+        if v.trim() == "2" {
+            return Some("kernel.io_uring_disabled = 2".into());
         }
     }
     match io_uring::IoUring::new(4) {
@@ -66,9 +65,7 @@ pub fn uring_unavailable() -> Option<String> {
 /// usable is an error, not a silent fallback.
 pub fn choose(mode: IoMode) -> anyhow::Result<IoPath> {
     match mode {
-        IoMode::Blocking => Ok(IoPath::Blocking {
-            reason: "forced by --io blocking".into(),
-        }),
+        IoMode::Blocking => Ok(IoPath::Blocking { reason: "forced by --io blocking".into() }),
         IoMode::Uring => match uring_unavailable() {
             None => Ok(IoPath::Uring),
             Some(why) => {
@@ -99,9 +96,7 @@ pub fn build(workers: usize, io: &IoPath) -> std::io::Result<tokio::runtime::Run
 
 /// Worker threads a config value of 0 stands for.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -127,9 +122,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let f = dir.path().join("x");
             rt.block_on(async {
-                crate::core::fileio::write_durably(&f, b"hello")
-                    .await
-                    .unwrap();
+                crate::core::fileio::write_durably(&f, b"hello").await.unwrap();
                 assert_eq!(crate::core::fileio::read(&f).await.unwrap(), b"hello");
             });
         }

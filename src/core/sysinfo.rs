@@ -17,11 +17,7 @@ pub fn long_version() -> String {
 /// The role features compiled in, comma-separated ("none" when none are).
 pub fn features() -> String {
     let names: Vec<&str> = crate::roles::ROLES.iter().map(|r| r.feature).collect();
-    if names.is_empty() {
-        "none".into()
-    } else {
-        names.join(",")
-    }
+    if names.is_empty() { "none".into() } else { names.join(",") }
 }
 
 #[derive(Debug, Serialize)]
@@ -32,13 +28,6 @@ pub struct Kernel {
 
 /// The running kernel (from /proc, so it works under qemu-user too).
 pub fn kernel() -> Kernel {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "unknown".into())
-    };
-    Kernel {
-        release: read("/proc/sys/kernel/osrelease"),
-        machine: std::env::consts::ARCH.to_owned(),
-    }
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "unknown".into());
+    Kernel { release: read("/proc/sys/kernel/osrelease"), machine: std::env::consts::ARCH.to_owned() }
 }

@@ -10,16 +10,7 @@ use crate::core::role::RoleEntry;
 pub const ROLES: &[RoleEntry] = &[];
 
 /// Subcommands the core owns; no role may take one of these names.
-pub const CORE_COMMANDS: &[&str] = &[
-    "up",
-    "info",
-    "install",
-    "config",
-    "store",
-    "completions",
-    "man",
-    "help",
-];
+pub const CORE_COMMANDS: &[&str] = &["up", "info", "install", "config", "store", "completions", "man", "help"];
 
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -59,10 +50,8 @@ pub const fn names_are_unique(roles: &[RoleEntry], core: &[&str]) -> bool {
     true
 }
 
-const _: () = assert!(
-    names_are_unique(ROLES, CORE_COMMANDS),
-    "two roles share a name, or a role shadows a core command"
-);
+const _: () =
+    assert!(names_are_unique(ROLES, CORE_COMMANDS), "two roles share a name, or a role shadows a core command");
 
 /// The entry for a role name, if that role is compiled in.
 pub fn find(name: &str) -> Option<&'static RoleEntry> {
@@ -82,20 +71,32 @@ mod tests {
         assert_eq!(names.len(), ROLES.len());
     }
 
+    fn entry(name: &'static str) -> RoleEntry {
+        RoleEntry {
+            name,
+            summary: "test",
+            feature: name,
+            default_config: "",
+            migrations: &[],
+            compliance_config: "",
+            load: |_| Err(serde::de::Error::custom("test entry")),
+            command: || clap::Command::new("test"),
+            run_command: |_, _| Ok(()),
+        }
+    }
+
     #[test]
     fn uniqueness_check_catches_a_clash() {
-        assert!(!names_are_unique(&[], &[]) == false);
+        assert!(names_are_unique(&[entry("a"), entry("b")], CORE_COMMANDS));
+        assert!(!names_are_unique(&[entry("a"), entry("b"), entry("a")], CORE_COMMANDS));
+        assert!(!names_are_unique(&[entry("store")], CORE_COMMANDS), "a role may not shadow a core command");
         assert!(str_eq("tsdb", "tsdb") && !str_eq("tsdb", "tsdc") && !str_eq("a", "ab"));
     }
 
     #[test]
     fn every_role_feature_is_named_for_the_role() {
         for r in ROLES {
-            assert_eq!(
-                r.feature, r.name,
-                "role `{}` must be gated by a feature of its own name",
-                r.name
-            );
+            assert_eq!(r.feature, r.name, "role `{}` must be gated by a feature of its own name", r.name);
             assert!(!r.summary.is_empty());
         }
     }

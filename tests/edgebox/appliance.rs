@@ -50,16 +50,9 @@ fn sighup_reloads_a_valid_config_and_rejects_a_broken_one() {
     app.signal("USR1");
     let line = app.wait_log("reload rejected");
     assert!(line.contains("edgebox.toml:2"), "{line}");
-    assert_eq!(
-        app.get("/healthz").0,
-        200,
-        "a rejected reload must leave the appliance serving"
-    );
+    assert_eq!(app.get("/healthz").0, 200, "a rejected reload must leave the appliance serving");
     let (_, metrics) = app.get("/metrics");
-    assert!(
-        metrics.contains("edgebox_reloads_total{result=\"rejected\"} 1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("edgebox_reloads_total{result=\"rejected\"} 1"), "{metrics}");
     app.signal("TERM");
     assert_eq!(app.wait_exit(Duration::from_secs(15)), Some(0));
 }
@@ -79,29 +72,15 @@ fn bearer_auth_guards_the_admin_listener() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret-token-0123456789\n").unwrap();
-    let cfg = format!(
-        "[admin]\nauth = \"bearer\"\ntoken_file = \"{}\"\n",
-        token.display()
-    );
+    let cfg = format!("[admin]\nauth = \"bearer\"\ntoken_file = \"{}\"\n", token.display());
     let app = Appliance::start(&cfg, &["up"]);
     assert_eq!(app.get("/metrics").0, 401);
-    let wrong = http_get(
-        app.admin,
-        "/metrics",
-        &[("Authorization", "Bearer s3cret-token-0123456780")],
-    );
+    let wrong = http_get(app.admin, "/metrics", &[("Authorization", "Bearer s3cret-token-0123456780")]);
     assert_eq!(wrong.0, 401);
-    let right = http_get(
-        app.admin,
-        "/metrics",
-        &[("Authorization", "Bearer s3cret-token-0123456789")],
-    );
+    let right = http_get(app.admin, "/metrics", &[("Authorization", "Bearer s3cret-token-0123456789")]);
     assert_eq!(right.0, 200);
     let logs: Vec<String> = app.logs.try_iter().collect();
-    assert!(
-        !logs.iter().any(|l| l.contains("s3cret")),
-        "the token leaked into the logs"
-    );
+    assert!(!logs.iter().any(|l| l.contains("s3cret")), "the token leaked into the logs");
 }
 
 #[test]
@@ -109,19 +88,10 @@ fn a_second_appliance_on_the_same_data_dir_is_refused() {
     let app = Appliance::start("", &["up"]);
     app.wait_ready();
     let data = app.dir.path().join("data");
-    let out = run(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--admin-listen",
-        "127.0.0.1:0",
-        "up",
-    ]);
+    let out = run(&["--data-dir", data.to_str().unwrap(), "--admin-listen", "127.0.0.1:0", "up"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("open in another process") || err.contains("already running"),
-        "{err}"
-    );
+    assert!(err.contains("open in another process") || err.contains("already running"), "{err}");
 }
 
 #[test]
@@ -138,11 +108,7 @@ fn backup_and_info_work_while_the_appliance_runs_and_restore_waits_for_it() {
     assert!(text(&info.stdout).contains("meta.schema"));
     let check = run(&["--data-dir", d, "store", "check"]);
     assert_eq!(check.status.code(), Some(1));
-    assert!(
-        text(&check.stderr).contains("stop the appliance"),
-        "{}",
-        text(&check.stderr)
-    );
+    assert!(text(&check.stderr).contains("stop the appliance"), "{}", text(&check.stderr));
     let restore = run(&["--data-dir", d, "store", "restore", dest.to_str().unwrap()]);
     assert_eq!(restore.status.code(), Some(1));
     // The backup itself is a whole, clean store.
@@ -158,33 +124,22 @@ fn hostile_admin_clients_get_errors_not_hangs() {
     // Garbage instead of HTTP.
     let mut s = std::net::TcpStream::connect(app.admin).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"\x00\x01\x02 not http at all\r\n\r\n")
-        .unwrap();
+    s.write_all(b"\x00\x01\x02 not http at all\r\n\r\n").unwrap();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    assert!(
-        buf.is_empty() || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 400"),
-        "{buf:?}"
-    );
+    assert!(buf.is_empty() || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 400"), "{buf:?}");
     // An oversized header block.
     let mut s = std::net::TcpStream::connect(app.admin).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let huge = format!(
-        "GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(200_000)
-    );
+    let huge = format!("GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(200_000));
     let _ = s.write_all(huge.as_bytes());
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let head = String::from_utf8_lossy(&buf);
-    assert!(
-        buf.is_empty() || head.starts_with("HTTP/1.1 431") || head.starts_with("HTTP/1.1 400"),
-        "{head}"
-    );
+    assert!(buf.is_empty() || head.starts_with("HTTP/1.1 431") || head.starts_with("HTTP/1.1 400"), "{head}");
     // A method the admin API does not take.
     let mut s = std::net::TcpStream::connect(app.admin).unwrap();
-    s.write_all(b"DELETE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    s.write_all(b"DELETE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).unwrap();
     assert!(buf.starts_with("HTTP/1.1 405"), "{buf}");

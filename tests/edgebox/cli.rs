@@ -21,29 +21,15 @@ fn list_prints_every_compiled_role() {
     assert_eq!(out.status.code(), Some(0));
     let s = text(&out.stdout);
     for role in edgebox::roles::ROLES {
-        assert!(
-            s.lines().any(|l| l.starts_with(role.name)),
-            "{} not listed in {s}",
-            role.name
-        );
+        assert!(s.lines().any(|l| l.starts_with(role.name)), "{} not listed in {s}", role.name);
     }
 }
 
 #[test]
 fn usage_errors_exit_64_with_one_clear_line() {
-    for args in [
-        &[][..],
-        &["no-such-role"][..],
-        &["--no-such-flag"][..],
-        &["store", "backup"][..],
-    ] {
+    for args in [&[][..], &["no-such-role"][..], &["--no-such-flag"][..], &["store", "backup"][..]] {
         let out = run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(64),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", text(&out.stderr));
         assert!(!text(&out.stderr).is_empty(), "{args:?} printed no error");
         assert!(!text(&out.stderr).contains("panicked"), "{args:?}");
     }
@@ -53,22 +39,11 @@ fn usage_errors_exit_64_with_one_clear_line() {
 fn help_is_generated_for_every_command() {
     let out = run(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
-    for cmd in [
-        "up",
-        "info",
-        "install",
-        "config",
-        "store",
-        "completions",
-        "man",
-    ] {
+    for cmd in ["up", "info", "install", "config", "store", "completions", "man"] {
         assert!(text(&out.stdout).contains(cmd), "{cmd} missing from help");
     }
     let man = run(&["man"]);
-    assert!(
-        text(&man.stdout).starts_with(".ie") || text(&man.stdout).contains(".TH"),
-        "not roff"
-    );
+    assert!(text(&man.stdout).starts_with(".ie") || text(&man.stdout).contains(".TH"), "not roff");
     for shell in ["bash", "zsh", "fish"] {
         let out = run(&["completions", shell]);
         assert_eq!(out.status.code(), Some(0), "{shell}");
@@ -83,25 +58,15 @@ fn a_link_named_for_a_role_runs_that_role() {
         for name in [role.name.to_owned(), format!("edgebox-{}", role.name)] {
             let link = dir.path().join(&name);
             symlink(bin(), &link).unwrap();
-            let out = std::process::Command::new(&link)
-                .arg("--help")
-                .output()
-                .unwrap();
+            let out = std::process::Command::new(&link).arg("--help").output().unwrap();
             assert_eq!(out.status.code(), Some(0), "{name}");
-            assert!(
-                text(&out.stdout).contains("serve"),
-                "{name}: {}",
-                text(&out.stdout)
-            );
+            assert!(text(&out.stdout).contains("serve"), "{name}: {}", text(&out.stdout));
         }
     }
     // A link with any other name is plain edgebox.
     let other = dir.path().join("my-appliance");
     symlink(bin(), &other).unwrap();
-    let out = std::process::Command::new(&other)
-        .arg("--version")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(&other).arg("--version").output().unwrap();
     assert!(text(&out.stdout).contains("edgebox 0.1.0"));
 }
 
@@ -116,10 +81,7 @@ fn install_symlinks_is_idempotent_and_refuses_foreign_files() {
     }
     for role in edgebox::roles::ROLES {
         let link = dir.path().join("bin").join(role.name);
-        assert_eq!(
-            std::fs::read_link(&link).unwrap().canonicalize().unwrap(),
-            bin().canonicalize().unwrap()
-        );
+        assert_eq!(std::fs::read_link(&link).unwrap().canonicalize().unwrap(), bin().canonicalize().unwrap());
     }
     if let Some(role) = edgebox::roles::ROLES.first() {
         let path = dir.path().join("bin").join(role.name);
@@ -127,22 +89,10 @@ fn install_symlinks_is_idempotent_and_refuses_foreign_files() {
         std::fs::write(&path, "precious").unwrap();
         let out = run(&["install", "--symlinks", d]);
         assert_eq!(out.status.code(), Some(1));
-        assert!(
-            text(&out.stderr).contains("--force"),
-            "{}",
-            text(&out.stderr)
-        );
+        assert!(text(&out.stderr).contains("--force"), "{}", text(&out.stderr));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
-        assert_eq!(
-            run(&["install", "--symlinks", d, "--force"]).status.code(),
-            Some(0)
-        );
-        assert!(
-            std::fs::symlink_metadata(&path)
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
+        assert_eq!(run(&["install", "--symlinks", d, "--force"]).status.code(), Some(0));
+        assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
     }
 }
 
@@ -162,10 +112,7 @@ fn the_default_config_passes_its_own_check() {
 fn config_errors_exit_78_and_name_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, &str)] = &[
-        (
-            "[admin]\nlisten = \"127.0.0.1:1\"\nbogus = true\n",
-            ":3:1: `admin.bogus`",
-        ),
+        ("[admin]\nlisten = \"127.0.0.1:1\"\nbogus = true\n", ":3:1: `admin.bogus`"),
         ("[edgebox]\nworkers = \"two\"\n", ":2:11: `edgebox.workers`"),
         ("[log\nlevel = 1\n", ":1:"),
         ("[nosuchsection]\n", "unknown section"),
@@ -177,13 +124,7 @@ fn config_errors_exit_78_and_name_file_line_and_key() {
         let data = dir.path().join("data");
         for args in [
             vec!["config", "check", f.to_str().unwrap()],
-            vec![
-                "--config",
-                f.to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-                "up",
-            ],
+            vec!["--config", f.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "up"],
         ] {
             let out = run(&args);
             let err = text(&out.stderr);
@@ -191,18 +132,11 @@ fn config_errors_exit_78_and_name_file_line_and_key() {
                 continue; // the log filter is checked when logging starts
             }
             assert_eq!(out.status.code(), Some(78), "{args:?}: {err}");
-            assert!(
-                err.contains(needle),
-                "{args:?}: expected {needle:?} in {err}"
-            );
+            assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err}");
             assert!(!err.contains("panicked"));
         }
     }
-    let out = run(&[
-        "config",
-        "check",
-        dir.path().join("missing.toml").to_str().unwrap(),
-    ]);
+    let out = run(&["config", "check", dir.path().join("missing.toml").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(78));
     assert!(text(&out.stderr).contains("missing.toml"));
 }
@@ -215,11 +149,7 @@ fn an_unusable_data_dir_is_a_config_error() {
     let data = file.join("data");
     let out = run(&["--data-dir", data.to_str().unwrap(), "up"]);
     assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("data_dir"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("data_dir"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -229,17 +159,7 @@ fn info_reports_io_path_and_store() {
     let out = run(&["--data-dir", data, "info", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in [
-        "version",
-        "commit",
-        "target",
-        "kernel",
-        "cores",
-        "io",
-        "roles_compiled",
-        "roles_enabled",
-        "store",
-    ] {
+    for key in ["version", "commit", "target", "kernel", "cores", "io", "roles_compiled", "roles_enabled", "store"] {
         assert!(v.get(key).is_some(), "info lacks {key}");
     }
     let blocking = run(&["--data-dir", data, "--io", "blocking", "info", "--json"]);

@@ -17,10 +17,7 @@ fn check(name: &str, config: &str, args: &[&str]) {
 
     let (_, metrics) = app.get("/metrics");
     let prefix = format!("edgebox_{}_", name.replace('-', "_"));
-    assert!(
-        metrics.lines().any(|l| l.starts_with(&prefix)),
-        "{name}: no metric starts with {prefix}"
-    );
+    assert!(metrics.lines().any(|l| l.starts_with(&prefix)), "{name}: no metric starts with {prefix}");
 
     let (_, roles) = app.get("/v1/roles");
     let roles: serde_json::Value = serde_json::from_str(&roles).unwrap();
@@ -29,40 +26,16 @@ fn check(name: &str, config: &str, args: &[&str]) {
         .as_object()
         .unwrap()
         .values()
-        .flat_map(|r| {
-            r["listeners"]
-                .as_object()
-                .unwrap()
-                .values()
-                .cloned()
-                .collect::<Vec<_>>()
-        })
-        .map(|a| {
-            a.as_str()
-                .unwrap()
-                .parse::<std::net::SocketAddr>()
-                .unwrap()
-                .port()
-        })
+        .flat_map(|r| r["listeners"].as_object().unwrap().values().cloned().collect::<Vec<_>>())
+        .map(|a| a.as_str().unwrap().parse::<std::net::SocketAddr>().unwrap().port())
         .collect();
     let bound = listening_ports(app.child.id());
-    assert_eq!(
-        bound, declared,
-        "{name}: binds {bound:?} but declared {declared:?}"
-    );
+    assert_eq!(bound, declared, "{name}: binds {bound:?} but declared {declared:?}");
 
     let asked = Instant::now();
     app.signal("TERM");
-    assert_eq!(
-        app.wait_exit(Duration::from_millis(DEADLINE_MS + 2000)),
-        Some(0),
-        "{name}"
-    );
-    assert!(
-        asked.elapsed() < Duration::from_millis(DEADLINE_MS),
-        "{name}: shutdown took {:?}",
-        asked.elapsed()
-    );
+    assert_eq!(app.wait_exit(Duration::from_millis(DEADLINE_MS + 2000)), Some(0), "{name}");
+    assert!(asked.elapsed() < Duration::from_millis(DEADLINE_MS), "{name}: shutdown took {:?}", asked.elapsed());
 }
 
 #[test]

@@ -5,12 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
@@ -44,27 +40,19 @@ impl TraceService for Receiver {
                 spans.extend(ss.spans.into_iter().map(|s| (service.clone(), s)));
             }
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
 
 fn attr(span: &Span, key: &str) -> Option<Value> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.clone())
-        .and_then(|v| v.value)
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone()).and_then(|v| v.value)
 }
 
 #[test]
 fn server_spans_reach_a_real_otlp_receiver_with_semantic_conventions() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let receiver = Receiver::default();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let port = listener.local_addr().unwrap().port();
     let svc = TraceServiceServer::new(receiver.clone());
     rt.spawn(async move {
@@ -75,9 +63,7 @@ fn server_spans_reach_a_real_otlp_receiver_with_semantic_conventions() {
             .unwrap();
     });
 
-    let cfg = format!(
-        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:{port}\"\nservice_name = \"edgebox-test\"\n"
-    );
+    let cfg = format!("[telemetry]\notlp_endpoint = \"http://127.0.0.1:{port}\"\nservice_name = \"edgebox-test\"\n");
     let mut app = Appliance::start(&cfg, &["up"]);
     app.wait_ready();
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -90,23 +76,11 @@ fn server_spans_reach_a_real_otlp_receiver_with_semantic_conventions() {
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let span = loop {
-        let found = receiver
-            .spans
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, s)| s.name == "GET /v1/roles")
-            .cloned();
+        let found = receiver.spans.lock().unwrap().iter().find(|(_, s)| s.name == "GET /v1/roles").cloned();
         if let Some(s) = found {
             break s;
         }
-        let names: Vec<String> = receiver
-            .spans
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, s)| s.name.clone())
-            .collect();
+        let names: Vec<String> = receiver.spans.lock().unwrap().iter().map(|(_, s)| s.name.clone()).collect();
         assert!(
             Instant::now() < deadline,
             "no span named \"GET /v1/roles\" arrived; got {names:?}; logs: {:?}",
@@ -117,28 +91,12 @@ fn server_spans_reach_a_real_otlp_receiver_with_semantic_conventions() {
     let (service, span) = span;
     assert_eq!(service, "edgebox-test");
     assert_eq!(span.kind, 2, "SPAN_KIND_SERVER");
-    assert_eq!(
-        hex(&span.trace_id),
-        trace_id,
-        "the caller's trace must continue"
-    );
+    assert_eq!(hex(&span.trace_id), trace_id, "the caller's trace must continue");
     assert_eq!(hex(&span.parent_span_id), parent);
-    assert_eq!(
-        attr(&span, "http.request.method"),
-        Some(Value::StringValue("GET".into()))
-    );
-    assert_eq!(
-        attr(&span, "http.route"),
-        Some(Value::StringValue("/v1/roles".into()))
-    );
-    assert_eq!(
-        attr(&span, "url.path"),
-        Some(Value::StringValue("/v1/roles".into()))
-    );
-    assert_eq!(
-        attr(&span, "http.response.status_code"),
-        Some(Value::IntValue(200))
-    );
+    assert_eq!(attr(&span, "http.request.method"), Some(Value::StringValue("GET".into())));
+    assert_eq!(attr(&span, "http.route"), Some(Value::StringValue("/v1/roles".into())));
+    assert_eq!(attr(&span, "url.path"), Some(Value::StringValue("/v1/roles".into())));
+    assert_eq!(attr(&span, "http.response.status_code"), Some(Value::IntValue(200)));
     assert!(matches!(attr(&span, "http.response.body.size"), Some(Value::IntValue(n)) if n > 0));
     assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
 }

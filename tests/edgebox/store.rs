@@ -48,11 +48,7 @@ fn every_acknowledged_write_survives_kill_9() {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        assert!(
-            acks.len() > 50,
-            "round {round}: only {} acks before the kill",
-            acks.len()
-        );
+        assert!(acks.len() > 50, "round {round}: only {} acks before the kill", acks.len());
 
         // Reopen through the real store code (it repairs after a crash).
         let path = data.join("edgebox.redb");
@@ -70,11 +66,7 @@ fn every_acknowledged_write_survives_kill_9() {
                 Ok((missing, acks.len(), t.len()?))
             })
             .unwrap();
-        assert_eq!(
-            missing.0, 0,
-            "round {round}: {} of {} acknowledged writes lost",
-            missing.0, missing.1
-        );
+        assert_eq!(missing.0, 0, "round {round}: {} of {} acknowledged writes lost", missing.0, missing.1);
         assert!(missing.2 >= missing.1 as u64);
     }
 }
@@ -84,32 +76,16 @@ fn offline_check_compact_backup_restore() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let d = data.to_str().unwrap();
-    let out = run(&[
-        "--data-dir",
-        d,
-        "store",
-        "bench",
-        "--writers",
-        "2",
-        "--writes",
-        "200",
-    ]);
+    let out = run(&["--data-dir", d, "store", "bench", "--writers", "2", "--writes", "200"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("writes/s"));
-    for cmd in [
-        &["store", "check"][..],
-        &["store", "compact"][..],
-        &["store", "info"][..],
-    ] {
+    for cmd in [&["store", "check"][..], &["store", "compact"][..], &["store", "info"][..]] {
         let out = run(&[&["--data-dir", d][..], cmd].concat());
         assert_eq!(out.status.code(), Some(0), "{cmd:?}: {}", text(&out.stderr));
     }
     let backup = dir.path().join("b.redb");
     let b = backup.to_str().unwrap();
-    assert_eq!(
-        run(&["--data-dir", d, "store", "backup", b]).status.code(),
-        Some(0)
-    );
+    assert_eq!(run(&["--data-dir", d, "store", "backup", b]).status.code(), Some(0));
     let again = run(&["--data-dir", d, "store", "backup", b]);
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again.stderr).contains("refusing to overwrite"));
@@ -119,11 +95,7 @@ fn offline_check_compact_backup_restore() {
     std::fs::write(&junk, "not a store").unwrap();
     let out = run(&["--data-dir", d, "store", "restore", junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("not an edgebox store"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("not an edgebox store"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -145,24 +117,14 @@ fn a_foreign_file_or_a_newer_store_is_refused_with_one_clear_error() {
     {
         let db = redb::Database::create(&store).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(edgebox::core::store::META_SCHEMA)
-            .unwrap()
-            .insert("edgebox", 99)
-            .unwrap();
+        txn.open_table(edgebox::core::store::META_SCHEMA).unwrap().insert("edgebox", 99).unwrap();
         txn.commit().unwrap();
     }
     let before = std::fs::read(&store).unwrap();
     let out = run(&["--data-dir", d, "up"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("newer edgebox"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(
-        before == std::fs::read(&store).unwrap(),
-        "the newer store was modified"
-    );
+    assert!(text(&out.stderr).contains("newer edgebox"), "{}", text(&out.stderr));
+    assert!(before == std::fs::read(&store).unwrap(), "the newer store was modified");
     let db = redb::ReadOnlyDatabase::open(&store).unwrap();
     let _ = db.begin_read().unwrap();
 }

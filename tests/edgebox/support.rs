@@ -15,11 +15,7 @@ pub fn bin() -> PathBuf {
 
 /// Runs edgebox with `args` to completion.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env_remove("EDGEBOX_CONFIG")
-        .output()
-        .expect("run edgebox")
+    Command::new(bin()).args(args).env_remove("EDGEBOX_CONFIG").output().expect("run edgebox")
 }
 
 pub fn text(out: &[u8]) -> String {
@@ -50,14 +46,7 @@ impl Appliance {
             .arg(cfg)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args([
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--log-level",
-                "info",
-            ])
+            .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "info"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -79,12 +68,7 @@ impl Appliance {
                 let _ = child.kill();
                 panic!("appliance never reported its admin listener");
             });
-        Appliance {
-            child,
-            admin,
-            logs,
-            dir,
-        }
+        Appliance { child, admin, logs, dir }
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -104,10 +88,7 @@ impl Appliance {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
         assert!(ok.success());
     }
 
@@ -139,11 +120,7 @@ impl Drop for Appliance {
     }
 }
 
-pub fn wait_for_log(
-    logs: &mpsc::Receiver<String>,
-    needle: &str,
-    within: Duration,
-) -> Option<String> {
+pub fn wait_for_log(logs: &mpsc::Receiver<String>, needle: &str, within: Duration) -> Option<String> {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
@@ -157,15 +134,8 @@ pub fn wait_for_log(
 /// A field of a JSON log line (top level or under "fields").
 pub fn field(line: &str, name: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let f = v
-        .get("fields")
-        .and_then(|f| f.get(name))
-        .or_else(|| v.get(name))?;
-    Some(
-        f.as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| f.to_string()),
-    )
+    let f = v.get("fields").and_then(|f| f.get(name)).or_else(|| v.get(name))?;
+    Some(f.as_str().map(str::to_owned).unwrap_or_else(|| f.to_string()))
 }
 
 /// A minimal HTTP/1.1 GET: status and body.
@@ -181,25 +151,15 @@ pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16,
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).unwrap();
     let resp = String::from_utf8_lossy(&resp).into_owned();
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
 
 /// TCP ports a process listens on, from its socket fds and /proc/net/tcp{,6}.
 pub fn listening_ports(pid: u32) -> BTreeSet<u16> {
     let mut inodes = BTreeSet::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-    {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
         if let Ok(target) = std::fs::read_link(fd.path()) {
             let t = target.to_string_lossy().into_owned();
             if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
@@ -216,13 +176,7 @@ pub fn listening_ports(pid: u32) -> BTreeSet<u16> {
             let cols: Vec<&str> = line.split_whitespace().collect();
             // local_address is cols[1] (ADDR:PORT in hex), st is cols[3], inode cols[9].
             if cols.len() > 9 && cols[3] == "0A" && inodes.contains(cols[9]) {
-                if let Some(port) = cols[1]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| u16::from_str_radix(p, 16).ok())
-                {
-                    ports.insert(port);
-                }
+                ports.extend(cols[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()));
             }
         }
     }

@@ -30,15 +30,9 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read config: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    Read { file: String, source: std::io::Error },
     #[error("{}", render(file, problems))]
-    Invalid {
-        file: String,
-        problems: Vec<Problem>,
-    },
+    Invalid { file: String, problems: Vec<Problem> },
 }
 
 impl ConfigError {
@@ -67,10 +61,7 @@ fn render(file: &str, problems: &[Problem]) -> String {
 impl Problem {
     fn to_string_in(&self, file: &str) -> String {
         match &self.key {
-            Some(k) => format!(
-                "{file}:{}:{}: `{k}`: {}",
-                self.line, self.column, self.message
-            ),
+            Some(k) => format!("{file}:{}:{}: `{k}`: {}", self.line, self.column, self.message),
             None => format!("{file}:{}:{}: {}", self.line, self.column, self.message),
         }
     }
@@ -100,11 +91,7 @@ impl LoadedConfig {
     /// The roles `edgebox up` runs, in table order.
     pub fn enabled_roles(&self) -> Vec<&'static str> {
         match &self.core.edgebox.roles {
-            Some(names) => ROLES
-                .iter()
-                .filter(|r| names.iter().any(|n| n == r.name))
-                .map(|r| r.name)
-                .collect(),
+            Some(names) => ROLES.iter().filter(|r| names.iter().any(|n| n == r.name)).map(|r| r.name).collect(),
             None => ROLES.iter().map(|r| r.name).collect(),
         }
     }
@@ -115,20 +102,14 @@ const CORE_SECTIONS: &[&str] = &["edgebox", "log", "admin", "store", "telemetry"
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read(path).map_err(|source| ConfigError::Read {
-        file: file.clone(),
-        source,
-    })?;
+    let text = std::fs::read(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
     let text = String::from_utf8(text).map_err(|e| ConfigError::Invalid {
         file: file.clone(),
         problems: vec![Problem {
             line: 0,
             column: 0,
             key: None,
-            message: format!(
-                "not UTF-8 (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            ),
+            message: format!("not UTF-8 (invalid byte at offset {})", e.utf8_error().valid_up_to()),
         }],
     })?;
     let mut loaded = load_text(&text, &file)?;
@@ -138,18 +119,10 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
 
 /// Validates config text; `file` names it in errors.
 pub fn load_text(text: &str, file: &str) -> Result<LoadedConfig, ConfigError> {
-    let invalid = |problems| ConfigError::Invalid {
-        file: file.to_owned(),
-        problems,
-    };
+    let invalid = |problems| ConfigError::Invalid { file: file.to_owned(), problems };
     let (root, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
-        return Err(invalid(
-            syntax
-                .iter()
-                .map(|e| from_toml_error(text, e, None))
-                .collect(),
-        ));
+        return Err(invalid(syntax.iter().map(|e| from_toml_error(text, e, None)).collect()));
     }
     let root = root.into_inner();
     let mut problems = Vec::new();
@@ -170,10 +143,7 @@ pub fn load_text(text: &str, file: &str) -> Result<LoadedConfig, ConfigError> {
                     text,
                     key.span(),
                     Some(name),
-                    format!(
-                        "unknown section; expected one of: {}",
-                        known_sections().join(", ")
-                    ),
+                    format!("unknown section; expected one of: {}", known_sections().join(", ")),
                 )),
             },
         }
@@ -181,10 +151,7 @@ pub fn load_text(text: &str, file: &str) -> Result<LoadedConfig, ConfigError> {
 
     let mut roles = Vec::new();
     for entry in ROLES {
-        let value = role_sections
-            .iter()
-            .find(|(e, _)| e.name == entry.name)
-            .map(|(_, v)| *v);
+        let value = role_sections.iter().find(|(e, _)| e.name == entry.name).map(|(_, v)| *v);
         match (entry.load)(value.map(|v| ValueDeserializer::from((*v).clone()))) {
             Ok(role) => roles.push(LoadedRole { entry, role }),
             Err(e) => problems.push(with_key(text, &e, entry.name, value)),
@@ -196,11 +163,7 @@ pub fn load_text(text: &str, file: &str) -> Result<LoadedConfig, ConfigError> {
         problems.sort_by_key(|p| (p.line, p.column));
         return Err(invalid(problems));
     }
-    Ok(LoadedConfig {
-        core,
-        roles,
-        source: None,
-    })
+    Ok(LoadedConfig { core, roles, source: None })
 }
 
 /// The full documented default config: the core's sections, then each role's.
@@ -215,11 +178,7 @@ pub fn default_config_text() -> String {
 }
 
 fn known_sections() -> Vec<&'static str> {
-    CORE_SECTIONS
-        .iter()
-        .copied()
-        .chain(ROLES.iter().map(|r| r.name))
-        .collect()
+    CORE_SECTIONS.iter().copied().chain(ROLES.iter().map(|r| r.name)).collect()
 }
 
 fn section<T: DeserializeOwned>(
@@ -237,12 +196,7 @@ fn section<T: DeserializeOwned>(
 
 /// Turns a deserialization error into a problem naming the innermost key
 /// whose span holds the error.
-fn with_key(
-    text: &str,
-    err: &toml::de::Error,
-    section: &str,
-    value: Option<&Spanned<DeValue<'_>>>,
-) -> Problem {
+fn with_key(text: &str, err: &toml::de::Error, section: &str, value: Option<&Spanned<DeValue<'_>>>) -> Problem {
     let key = match (err.span(), value) {
         (Some(span), Some(v)) => Some(key_at(v, span.start, section.to_owned())),
         _ => Some(section.to_owned()),
@@ -269,12 +223,7 @@ fn from_toml_error(text: &str, err: &toml::de::Error, key: Option<String>) -> Pr
 
 fn at(text: &str, span: Range<usize>, key: Option<&str>, message: String) -> Problem {
     let (line, column) = line_col(text, span.start);
-    Problem {
-        line,
-        column,
-        key: key.map(str::to_owned),
-        message,
-    }
+    Problem { line, column, key: key.map(str::to_owned), message }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -282,12 +231,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..text.floor_char_boundary(offset)];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
     (line, column)
 }
 
@@ -298,11 +242,7 @@ fn span_of(root: &DeTable<'_>, path: &[&str]) -> Range<usize> {
         let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref() == part) else {
             break;
         };
-        span = if i + 1 == path.len() {
-            k.span()
-        } else {
-            v.span()
-        };
+        span = if i + 1 == path.len() { k.span() } else { v.span() };
         match v.get_ref() {
             DeValue::Table(t) => table = t,
             _ => break,
@@ -324,11 +264,7 @@ fn validate(text: &str, root: &DeTable<'_>, core: &CoreConfig, problems: &mut Ve
                     Some("edgebox.roles"),
                     format!(
                         "role `{name}` is not compiled into this binary (compiled in: {})",
-                        if compiled.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            compiled.join(", ")
-                        }
+                        if compiled.is_empty() { "none".to_owned() } else { compiled.join(", ") }
                     ),
                 ));
             }

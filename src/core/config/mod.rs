@@ -69,10 +69,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Auto,
-        }
+        Self { level: "info".into(), format: LogFormat::Auto }
     }
 }
 
@@ -99,11 +96,7 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
-            auth: AdminAuth::None,
-            token_file: None,
-        }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)), auth: AdminAuth::None, token_file: None }
     }
 }
 
@@ -128,11 +121,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self {
-            path: None,
-            cache_mb: 64,
-            max_batch: 1024,
-        }
+        Self { path: None, cache_mb: 64, max_batch: 1024 }
     }
 }
 
@@ -150,21 +139,14 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self {
-            otlp_endpoint: None,
-            service_name: "edgebox".into(),
-            sample_ratio: 1.0,
-        }
+        Self { otlp_endpoint: None, service_name: "edgebox".into(), sample_ratio: 1.0 }
     }
 }
 
 impl CoreConfig {
     /// The store file this config points at.
     pub fn store_path(&self) -> PathBuf {
-        self.store
-            .path
-            .clone()
-            .unwrap_or_else(|| self.edgebox.data_dir.join("edgebox.redb"))
+        self.store.path.clone().unwrap_or_else(|| self.edgebox.data_dir.join("edgebox.redb"))
     }
 
     /// The control socket of a running appliance.

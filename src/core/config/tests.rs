@@ -17,11 +17,7 @@ fn every_key_in_the_default_config_is_documented() {
         let l = line.trim();
         let is_key = !l.is_empty() && !l.starts_with('#') && !l.starts_with('[');
         if is_key {
-            assert!(
-                i > 0 && lines[i - 1].trim_start().starts_with('#'),
-                "undocumented key at line {}: {l}",
-                i + 1
-            );
+            assert!(i > 0 && lines[i - 1].trim_start().starts_with('#'), "undocumented key at line {}: {l}", i + 1);
         }
     }
 }
@@ -46,11 +42,7 @@ fn wrong_type_names_the_nested_key() {
     let text = "[edgebox]\nworkers = \"many\"\n";
     let err = load_text(text, "x.toml").err().unwrap();
     let p = &err.problems()[0];
-    assert_eq!(
-        (p.line, p.key.as_deref()),
-        (2, Some("edgebox.workers")),
-        "{err}"
-    );
+    assert_eq!((p.line, p.key.as_deref()), (2, Some("edgebox.workers")), "{err}");
 }
 
 #[test]
@@ -68,8 +60,7 @@ fn syntax_errors_carry_positions() {
 
 #[test]
 fn several_errors_are_all_reported() {
-    let text =
-        "[edgebox]\nworkers = -1\n[log]\nformat = \"xml\"\n[admin]\nlisten = \"0.0.0.0:9464\"\n";
+    let text = "[edgebox]\nworkers = -1\n[log]\nformat = \"xml\"\n[admin]\nlisten = \"0.0.0.0:9464\"\n";
     let err = load_text(text, "x.toml").err().unwrap();
     let lines: Vec<_> = err.problems().iter().map(|p| p.line).collect();
     assert_eq!(lines, vec![2, 4, 6], "{err}");
@@ -77,24 +68,14 @@ fn several_errors_are_all_reported() {
 
 #[test]
 fn unauthenticated_admin_on_a_network_address_is_refused() {
-    let err = load_text("[admin]\nlisten = \"0.0.0.0:9464\"\n", "x.toml")
-        .err()
-        .unwrap();
+    let err = load_text("[admin]\nlisten = \"0.0.0.0:9464\"\n", "x.toml").err().unwrap();
     assert!(err.to_string().contains("not a loopback address"), "{err}");
-    let ok = load_text(
-        "[admin]\nlisten = \"0.0.0.0:9464\"\nauth = \"bearer\"\ntoken_file = \"/t\"\n",
-        "x.toml",
-    );
+    let ok = load_text("[admin]\nlisten = \"0.0.0.0:9464\"\nauth = \"bearer\"\ntoken_file = \"/t\"\n", "x.toml");
     assert!(ok.is_ok());
 }
 
 #[test]
 fn roles_must_be_compiled_in() {
-    let err = load_text("[edgebox]\nroles = [\"no-such-role\"]\n", "x.toml")
-        .err()
-        .unwrap();
-    assert!(
-        err.to_string().contains("not compiled into this binary"),
-        "{err}"
-    );
+    let err = load_text("[edgebox]\nroles = [\"no-such-role\"]\n", "x.toml").err().unwrap();
+    assert!(err.to_string().contains("not compiled into this binary"), "{err}");
 }

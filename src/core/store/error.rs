@@ -11,26 +11,13 @@ pub enum StoreError {
         "{path}: `{owner}` data has schema version {found}, this edgebox understands up to {supported}; \
          it was written by a newer edgebox and is left untouched"
     )]
-    TooNew {
-        path: PathBuf,
-        owner: String,
-        found: u64,
-        supported: u64,
-    },
+    TooNew { path: PathBuf, owner: String, found: u64, supported: u64 },
     #[error("{path}: the store is open in another process (is `edgebox up` running?)")]
     Locked { path: PathBuf },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: migration {step} of `{owner}` failed: {message}")]
-    Migration {
-        path: PathBuf,
-        owner: String,
-        step: String,
-        message: String,
-    },
+    Migration { path: PathBuf, owner: String, step: String, message: String },
     #[error("{path}: {source}")]
     Redb { path: PathBuf, source: redb::Error },
 }
@@ -40,20 +27,12 @@ impl StoreError {
         let path = path.to_owned();
         match err {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path },
-            redb::DatabaseError::Storage(redb::StorageError::Io(source)) => {
-                StoreError::Io { path, source }
-            }
-            other => StoreError::Redb {
-                path,
-                source: other.into(),
-            },
+            redb::DatabaseError::Storage(redb::StorageError::Io(source)) => StoreError::Io { path, source },
+            other => StoreError::Redb { path, source: other.into() },
         }
     }
 
     pub fn redb(path: &std::path::Path, err: impl Into<redb::Error>) -> Self {
-        StoreError::Redb {
-            path: path.to_owned(),
-            source: err.into(),
-        }
+        StoreError::Redb { path: path.to_owned(), source: err.into() }
     }
 }

@@ -35,20 +35,11 @@ pub(super) fn info_of(db: &Database, path: &Path) -> anyhow::Result<StoreInfo> {
     for handle in txn.list_tables()? {
         let table = txn.open_untyped_table(handle)?;
         let stats = table.stats()?;
-        tables.push(TableInfo {
-            name: table_name(&table),
-            entries: table.len()?,
-            stored_bytes: stats.stored_bytes(),
-        });
+        tables.push(TableInfo { name: table_name(&table), entries: table.len()?, stored_bytes: stats.stored_bytes() });
     }
     tables.sort_by(|a, b| a.name.cmp(&b.name));
     let file_bytes = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    Ok(StoreInfo {
-        path: path.to_owned(),
-        file_bytes,
-        schema: schema::versions(&txn)?,
-        tables,
-    })
+    Ok(StoreInfo { path: path.to_owned(), file_bytes, schema: schema::versions(&txn)?, tables })
 }
 
 fn table_name(t: &redb::ReadOnlyUntypedTable) -> String {
@@ -77,19 +68,14 @@ pub fn info(path: &Path) -> anyhow::Result<StoreInfo> {
 /// the file needed (and got) a repair.
 pub fn check(path: &Path) -> anyhow::Result<bool> {
     let mut db = open_existing(path)?;
-    Ok(db
-        .check_integrity()
-        .map_err(|e| StoreError::open(path, e))?)
+    Ok(db.check_integrity().map_err(|e| StoreError::open(path, e))?)
 }
 
 /// Rewrites the file to release free pages; returns (bytes before, after).
 pub fn compact(path: &Path) -> anyhow::Result<(u64, u64)> {
     let before = fs::metadata(path)?.len();
     let mut db = open_existing(path)?;
-    while db
-        .compact()
-        .map_err(|e| anyhow::anyhow!("{}: compaction failed: {e}", path.display()))?
-    {}
+    while db.compact().map_err(|e| anyhow::anyhow!("{}: compaction failed: {e}", path.display()))? {}
     drop(db);
     Ok((before, fs::metadata(path)?.len()))
 }
@@ -106,10 +92,7 @@ pub fn backup_to(path: &Path, dest: &Path) -> anyhow::Result<u64> {
 /// integrity-checked with redb, fsynced, and only then renamed into place.
 pub(super) fn backup_inside_writer(db: &Database, path: &Path, dest: &Path) -> anyhow::Result<u64> {
     if dest.exists() {
-        anyhow::bail!(
-            "{}: backup target exists; refusing to overwrite it",
-            dest.display()
-        );
+        anyhow::bail!("{}: backup target exists; refusing to overwrite it", dest.display());
     }
     // An empty durable commit first: earlier non-durable commits reach the
     // disk, so the copy holds everything acknowledged so far.
@@ -121,8 +104,7 @@ pub(super) fn backup_inside_writer(db: &Database, path: &Path, dest: &Path) -> a
     }
     txn.commit()?;
     let tmp = tmp_name(dest);
-    fs::copy(path, &tmp)
-        .map_err(|e| anyhow::anyhow!("{} -> {}: {e}", path.display(), tmp.display()))?;
+    fs::copy(path, &tmp).map_err(|e| anyhow::anyhow!("{} -> {}: {e}", path.display(), tmp.display()))?;
     verify_copy(&tmp)?;
     fs::File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, dest)?;
@@ -150,18 +132,12 @@ fn verify_copy(tmp: &Path) -> anyhow::Result<()> {
 /// backup opens, passes the integrity check and is not from a newer edgebox.
 pub fn restore_from(src: &Path, path: &Path, owners: &[SchemaOwner]) -> anyhow::Result<u64> {
     let tmp = tmp_name(path);
-    fs::copy(src, &tmp)
-        .map_err(|e| anyhow::anyhow!("{} -> {}: {e}", src.display(), tmp.display()))?;
+    fs::copy(src, &tmp).map_err(|e| anyhow::anyhow!("{} -> {}: {e}", src.display(), tmp.display()))?;
     let checked = (|| -> anyhow::Result<()> {
-        ensure_is_redb_or_absent(&tmp).map_err(|_| StoreError::NotAStore {
-            path: src.to_owned(),
-        })?;
+        ensure_is_redb_or_absent(&tmp).map_err(|_| StoreError::NotAStore { path: src.to_owned() })?;
         let mut db = Database::open(&tmp).map_err(|e| StoreError::open(src, e))?;
         if !db.check_integrity()? {
-            anyhow::bail!(
-                "{}: backup is damaged (integrity check repaired it); not restoring",
-                src.display()
-            );
+            anyhow::bail!("{}: backup is damaged (integrity check repaired it); not restoring", src.display());
         }
         let txn = db.begin_read()?;
         schema::refuse_newer(src, &schema::versions(&txn)?, owners)?;
@@ -188,16 +164,11 @@ fn tmp_name(p: &Path) -> PathBuf {
 }
 
 fn sync_parent(p: &Path) {
-    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+    if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()).and_then(|d| fs::File::open(d).ok()) {
+        let _ = d.sync_all();
     }
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -38,10 +38,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            cache_bytes: 64 << 20,
-            max_batch: 1024,
-        }
+        Self { cache_bytes: 64 << 20, max_batch: 1024 }
     }
 }
 
@@ -61,11 +58,7 @@ impl Store {
     /// Opens (or creates) the store at `path`, refuses a file that is not a
     /// redb store or that a newer edgebox wrote, and runs every owner's
     /// pending migrations in one transaction.
-    pub fn open(
-        path: &Path,
-        owners: &[SchemaOwner],
-        opts: &StoreOptions,
-    ) -> Result<Store, StoreError> {
+    pub fn open(path: &Path, owners: &[SchemaOwner], opts: &StoreOptions) -> Result<Store, StoreError> {
         ensure_is_redb_or_absent(path)?;
         if path.metadata().is_ok_and(|m| m.len() > 0) {
             // Check versions read-only first: a store we must refuse is
@@ -78,20 +71,12 @@ impl Store {
                 Err(e) => return Err(StoreError::open(path, e)),
             }
         }
-        let db = Database::builder()
-            .set_cache_size(opts.cache_bytes)
-            .create(path)
-            .map_err(|e| StoreError::open(path, e))?;
+        let db =
+            Database::builder().set_cache_size(opts.cache_bytes).create(path).map_err(|e| StoreError::open(path, e))?;
         schema::migrate(&db, path, owners)?;
         let db = Arc::new(db);
         let writer = Writer::start(db.clone(), path.to_owned(), opts.max_batch)?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                db,
-                path: path.to_owned(),
-                writer,
-            }),
-        })
+        Ok(Store { inner: Arc::new(Inner { db, path: path.to_owned(), writer }) })
     }
 
     pub fn path(&self) -> &Path {
@@ -114,10 +99,7 @@ impl Store {
 
     /// Runs `f` in a read snapshot on the calling thread (for CLI commands and
     /// code already on a blocking thread).
-    pub fn read_blocking<T>(
-        &self,
-        f: impl FnOnce(&ReadTransaction) -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
+    pub fn read_blocking<T>(&self, f: impl FnOnce(&ReadTransaction) -> anyhow::Result<T>) -> anyhow::Result<T> {
         let txn = self.inner.db.begin_read()?;
         f(&txn)
     }
@@ -185,10 +167,7 @@ fn ensure_is_redb_or_absent(path: &Path) -> Result<(), StoreError> {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
-            return Err(StoreError::Io {
-                path: path.to_owned(),
-                source: e,
-            });
+            return Err(StoreError::Io { path: path.to_owned(), source: e });
         }
     };
     let mut head = [0u8; REDB_MAGIC.len()];
@@ -198,10 +177,7 @@ fn ensure_is_redb_or_absent(path: &Path) -> Result<(), StoreError> {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) => {
-                return Err(StoreError::Io {
-                    path: path.to_owned(),
-                    source: e,
-                });
+                return Err(StoreError::Io { path: path.to_owned(), source: e });
             }
         }
     }
@@ -209,9 +185,7 @@ fn ensure_is_redb_or_absent(path: &Path) -> Result<(), StoreError> {
         return Ok(());
     }
     if filled < head.len() || head != REDB_MAGIC {
-        return Err(StoreError::NotAStore {
-            path: path.to_owned(),
-        });
+        return Err(StoreError::NotAStore { path: path.to_owned() });
     }
     Ok(())
 }

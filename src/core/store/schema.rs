@@ -28,15 +28,9 @@ pub struct SchemaOwner {
 }
 
 /// The core's own tables.
-pub const CORE_SCHEMA: SchemaOwner = SchemaOwner {
-    name: "edgebox",
-    migrations: CORE_MIGRATIONS,
-};
+pub const CORE_SCHEMA: SchemaOwner = SchemaOwner { name: "edgebox", migrations: CORE_MIGRATIONS };
 
-const CORE_MIGRATIONS: &[Migration] = &[Migration {
-    name: "create meta tables",
-    apply: create_meta,
-}];
+const CORE_MIGRATIONS: &[Migration] = &[Migration { name: "create meta tables", apply: create_meta }];
 
 /// `meta.info` keeps facts about the store itself (creator version, last backup).
 pub const META_INFO: TableDefinition<&str, &str> = TableDefinition::new("meta.info");
@@ -52,16 +46,11 @@ fn create_meta(txn: &WriteTransaction) -> Result<(), redb::Error> {
 pub fn migrate(db: &Database, path: &Path, owners: &[SchemaOwner]) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(|e| StoreError::redb(path, e))?;
     {
-        let mut versions = txn
-            .open_table(META_SCHEMA)
-            .map_err(|e| StoreError::redb(path, e))?;
+        let mut versions = txn.open_table(META_SCHEMA).map_err(|e| StoreError::redb(path, e))?;
         for owner in owners {
             let supported = owner.migrations.len() as u64;
-            let found = versions
-                .get(owner.name)
-                .map_err(|e| StoreError::redb(path, e))?
-                .map(|v| v.value())
-                .unwrap_or(0);
+            let found =
+                versions.get(owner.name).map_err(|e| StoreError::redb(path, e))?.map(|v| v.value()).unwrap_or(0);
             if found > supported {
                 return Err(StoreError::TooNew {
                     path: path.to_owned(),
@@ -77,16 +66,9 @@ pub fn migrate(db: &Database, path: &Path, owners: &[SchemaOwner]) -> Result<(),
                     step: format!("{} ({})", i + 1, step.name),
                     message: e.to_string(),
                 })?;
-                tracing::info!(
-                    owner = owner.name,
-                    step = i + 1,
-                    name = step.name,
-                    "store migration applied"
-                );
+                tracing::info!(owner = owner.name, step = i + 1, name = step.name, "store migration applied");
             }
-            versions
-                .insert(owner.name, supported)
-                .map_err(|e| StoreError::redb(path, e))?;
+            versions.insert(owner.name, supported).map_err(|e| StoreError::redb(path, e))?;
         }
     }
     txn.commit().map_err(|e| StoreError::redb(path, e))?;
@@ -94,11 +76,7 @@ pub fn migrate(db: &Database, path: &Path, owners: &[SchemaOwner]) -> Result<(),
 }
 
 /// Refuses versions above what this binary knows, for any owner it knows.
-pub fn refuse_newer(
-    path: &Path,
-    found: &[(String, u64)],
-    owners: &[SchemaOwner],
-) -> Result<(), StoreError> {
+pub fn refuse_newer(path: &Path, found: &[(String, u64)], owners: &[SchemaOwner]) -> Result<(), StoreError> {
     for (owner, version) in found {
         if let Some(o) = owners.iter().find(|o| o.name == owner) {
             let supported = o.migrations.len() as u64;

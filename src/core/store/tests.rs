@@ -11,17 +11,8 @@ fn create_t(txn: &WriteTransaction) -> Result<(), redb::Error> {
     Ok(())
 }
 
-const TEST_MIGRATIONS: &[Migration] = &[Migration {
-    name: "create test.kv",
-    apply: create_t,
-}];
-const OWNERS: &[SchemaOwner] = &[
-    CORE_SCHEMA,
-    SchemaOwner {
-        name: "test",
-        migrations: TEST_MIGRATIONS,
-    },
-];
+const TEST_MIGRATIONS: &[Migration] = &[Migration { name: "create test.kv", apply: create_t }];
+const OWNERS: &[SchemaOwner] = &[CORE_SCHEMA, SchemaOwner { name: "test", migrations: TEST_MIGRATIONS }];
 
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(&dir.path().join("s.redb"), OWNERS, &StoreOptions::default()).unwrap()
@@ -35,9 +26,7 @@ fn put(store: &Store, k: u64) -> anyhow::Result<()> {
 }
 
 fn count(store: &Store) -> u64 {
-    store
-        .read_blocking(|txn| Ok(txn.open_table(T)?.len()?))
-        .unwrap()
+    store.read_blocking(|txn| Ok(txn.open_table(T)?.len()?)).unwrap()
 }
 
 #[test]
@@ -47,23 +36,11 @@ fn migrations_run_once_and_versions_are_recorded() {
     put(&store, 1).unwrap();
     drop(store);
     let store = open(&dir);
-    assert_eq!(
-        count(&store),
-        1,
-        "reopening must not rerun migrations over data"
-    );
+    assert_eq!(count(&store), 1, "reopening must not rerun migrations over data");
     let info = store.info().unwrap();
-    assert!(
-        info.schema.contains(&("test".to_string(), 1)),
-        "{:?}",
-        info.schema
-    );
+    assert!(info.schema.contains(&("test".to_string(), 1)), "{:?}", info.schema);
     assert!(info.schema.contains(&("edgebox".to_string(), 1)));
-    assert!(
-        info.tables
-            .iter()
-            .any(|t| t.name == "test.kv" && t.entries == 1)
-    );
+    assert!(info.tables.iter().any(|t| t.name == "test.kv" && t.entries == 1));
 }
 
 #[test]
@@ -74,32 +51,14 @@ fn a_store_from_a_newer_edgebox_is_refused_and_left_untouched() {
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(META_SCHEMA)
-            .unwrap()
-            .insert("test", 7)
-            .unwrap();
+        txn.open_table(META_SCHEMA).unwrap().insert("test", 7).unwrap();
         txn.commit().unwrap();
     }
     let before = std::fs::read(&path).unwrap();
-    let err = Store::open(&path, OWNERS, &StoreOptions::default())
-        .err()
-        .unwrap();
-    assert!(
-        matches!(
-            err,
-            StoreError::TooNew {
-                found: 7,
-                supported: 1,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = Store::open(&path, OWNERS, &StoreOptions::default()).err().unwrap();
+    assert!(matches!(err, StoreError::TooNew { found: 7, supported: 1, .. }), "{err}");
     assert!(err.to_string().contains("newer edgebox"), "{err}");
-    assert!(
-        before == std::fs::read(&path).unwrap(),
-        "a refused store must not be rewritten"
-    );
+    assert!(before == std::fs::read(&path).unwrap(), "a refused store must not be rewritten");
 }
 
 #[test]
@@ -107,28 +66,18 @@ fn a_file_that_is_not_a_store_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");
     std::fs::write(&path, b"hello, I am a text file and not a database\n").unwrap();
-    let err = Store::open(&path, OWNERS, &StoreOptions::default())
-        .err()
-        .unwrap();
+    let err = Store::open(&path, OWNERS, &StoreOptions::default()).err().unwrap();
     assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        b"hello, I am a text file and not a database\n"
-    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"hello, I am a text file and not a database\n");
     std::fs::write(&path, b"red").unwrap();
-    assert!(matches!(
-        Store::open(&path, OWNERS, &StoreOptions::default()),
-        Err(StoreError::NotAStore { .. })
-    ));
+    assert!(matches!(Store::open(&path, OWNERS, &StoreOptions::default()), Err(StoreError::NotAStore { .. })));
 }
 
 #[test]
 fn a_second_open_of_the_same_file_reports_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let _store = open(&dir);
-    let err = Store::open(&dir.path().join("s.redb"), OWNERS, &StoreOptions::default())
-        .err()
-        .unwrap();
+    let err = Store::open(&dir.path().join("s.redb"), OWNERS, &StoreOptions::default()).err().unwrap();
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
 }
 
@@ -177,10 +126,7 @@ fn backup_under_load_is_consistent_and_restorable() {
     let dest = dir.path().join("backup.redb");
     store.backup_blocking(dest.clone()).unwrap();
     writer.join().unwrap();
-    assert!(
-        store.backup_blocking(dest.clone()).is_err(),
-        "an existing target must not be overwritten"
-    );
+    assert!(store.backup_blocking(dest.clone()).is_err(), "an existing target must not be overwritten");
 
     // Every key in the copy is a prefix of the acknowledged sequence: at least
     // the 100 written before, no gaps (writes were sequential).
@@ -211,10 +157,7 @@ fn restore_refuses_a_foreign_file_and_keeps_the_live_store() {
     std::fs::write(&junk, vec![7u8; 8192]).unwrap();
     let err = restore_from(&junk, &live, OWNERS).unwrap_err();
     assert!(err.to_string().contains("not an edgebox store"), "{err}");
-    assert!(
-        before == std::fs::read(&live).unwrap(),
-        "the live store must be left as it was"
-    );
+    assert!(before == std::fs::read(&live).unwrap(), "the live store must be left as it was");
 }
 
 #[test]
@@ -238,16 +181,7 @@ fn offline_maintenance_commands_work() {
     assert!(check(&path).unwrap());
     let (before, after) = compact(&path).unwrap();
     assert!(after <= before, "{before} -> {after}");
-    assert_eq!(
-        info(&path)
-            .unwrap()
-            .tables
-            .iter()
-            .find(|t| t.name == "test.kv")
-            .unwrap()
-            .entries,
-        100
-    );
+    assert_eq!(info(&path).unwrap().tables.iter().find(|t| t.name == "test.kv").unwrap().entries, 100);
     let b = dir.path().join("offline.redb");
     assert!(backup_to(&path, &b).unwrap() > 0);
     assert!(check(&dir.path().join("missing.redb")).is_err());

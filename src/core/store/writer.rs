@@ -75,32 +75,17 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("edgebox-store-writer".into())
             .spawn(move || run(db, path, rx, max_batch.max(1)))
-            .map_err(|e| StoreError::Io {
-                path: PathBuf::from("<store writer thread>"),
-                source: e,
-            })?;
-        Ok(Writer {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
+            .map_err(|e| StoreError::Io { path: PathBuf::from("<store writer thread>"), source: e })?;
+        Ok(Writer { tx: Some(tx), thread: Some(thread) })
     }
 
-    pub fn submit<T, F>(
-        &self,
-        durability: Durability,
-        f: F,
-    ) -> anyhow::Result<oneshot::Receiver<anyhow::Result<T>>>
+    pub fn submit<T, F>(&self, durability: Durability, f: F) -> anyhow::Result<oneshot::Receiver<anyhow::Result<T>>>
     where
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> anyhow::Result<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        self.send(Msg::Write(Box::new(FnJob {
-            f,
-            durability,
-            result: None,
-            reply,
-        })))?;
+        self.send(Msg::Write(Box::new(FnJob { f, durability, result: None, reply })))?;
         Ok(rx)
     }
 
@@ -111,10 +96,7 @@ impl Writer {
     }
 
     fn send(&self, msg: Msg) -> anyhow::Result<()> {
-        self.tx
-            .as_ref()
-            .and_then(|tx| tx.send(msg).ok())
-            .ok_or_else(|| anyhow::anyhow!("the store writer has stopped"))
+        self.tx.as_ref().and_then(|tx| tx.send(msg).ok()).ok_or_else(|| anyhow::anyhow!("the store writer has stopped"))
     }
 }
 
@@ -187,14 +169,8 @@ fn commit_group(db: &Database, mut batch: Vec<Box<dyn Job>>) {
 
 fn try_commit(db: &Database, batch: &mut [Box<dyn Job>]) -> anyhow::Result<()> {
     let mut txn = db.begin_write()?;
-    let durable = batch
-        .iter()
-        .any(|j| j.durability() == Durability::Immediate);
-    txn.set_durability(if durable {
-        redb::Durability::Immediate
-    } else {
-        redb::Durability::None
-    })?;
+    let durable = batch.iter().any(|j| j.durability() == Durability::Immediate);
+    txn.set_durability(if durable { redb::Durability::Immediate } else { redb::Durability::None })?;
     for job in batch.iter_mut() {
         if let Err(e) = job.apply(&txn) {
             txn.abort()?;
@@ -208,6 +184,5 @@ fn try_commit(db: &Database, batch: &mut [Box<dyn Job>]) -> anyhow::Result<()> {
 fn record(size: usize, started: Instant) {
     metrics::counter!("edgebox_store_commits_total").increment(1);
     metrics::histogram!("edgebox_store_commit_batch_size").record(size as f64);
-    metrics::histogram!("edgebox_store_commit_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("edgebox_store_commit_duration_seconds").record(started.elapsed().as_secs_f64());
 }

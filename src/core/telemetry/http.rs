@@ -41,10 +41,7 @@ impl HttpTelemetryLayer {
 impl<S> tower::Layer<S> for HttpTelemetryLayer {
     type Service = HttpTelemetry<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        HttpTelemetry {
-            inner,
-            role: self.role,
-        }
+        HttpTelemetry { inner, role: self.role }
     }
 }
 
@@ -89,11 +86,7 @@ where
             .is_some_and(|ct| ct.starts_with("application/grpc"));
         let path = req.uri().path().to_owned();
         // For gRPC the "method" is the full RPC name, e.g. pkg.Service/Call.
-        let method = if grpc {
-            path.trim_start_matches('/').to_owned()
-        } else {
-            req.method().as_str().to_owned()
-        };
+        let method = if grpc { path.trim_start_matches('/').to_owned() } else { req.method().as_str().to_owned() };
         let request_size = content_length(req.headers());
         let span = if grpc {
             tracing::info_span!(
@@ -131,45 +124,22 @@ where
             let response = fut.await?;
             let route = response.extensions().get::<MatchedRoute>().map(|r| r.0);
             let status = response.status().as_u16();
-            let grpc_status = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let grpc_status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
             if let Some(route) = route.filter(|_| !grpc) {
                 span.record("http.route", route);
                 // The OTel span already started (its parent came from the
                 // request), so rename it through the OTel API, not a field.
-                span.context()
-                    .span()
-                    .update_name(format!("{method} {route}"));
+                span.context().span().update_name(format!("{method} {route}"));
             }
-            let finish = Finish {
-                span,
-                started,
-                role,
-                grpc,
-                method,
-                route,
-                status,
-                grpc_status,
-                request_size,
-                sent: 0,
-            };
-            Ok(response.map(|body| TelemetryBody {
-                inner: body,
-                finish: Some(finish),
-            }))
+            let finish =
+                Finish { span, started, role, grpc, method, route, status, grpc_status, request_size, sent: 0 };
+            Ok(response.map(|body| TelemetryBody { inner: body, finish: Some(finish) }))
         })
     }
 }
 
 fn content_length(headers: &HeaderMap) -> u64 {
-    headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 fn version(v: http::Version) -> &'static str {
@@ -217,10 +187,8 @@ impl Drop for Finish {
             metrics::histogram!("rpc_server_call_duration_seconds", &labels).record(seconds);
             return;
         }
-        self.span
-            .record("http.response.status_code", i64::from(self.status));
-        self.span
-            .record("http.response.body.size", self.sent as i64);
+        self.span.record("http.response.status_code", i64::from(self.status));
+        self.span.record("http.response.body.size", self.sent as i64);
         if self.status >= 500 {
             self.span.record("otel.status_code", "ERROR");
         }
@@ -231,10 +199,8 @@ impl Drop for Finish {
             ("edgebox_role", self.role.to_owned()),
         ];
         metrics::histogram!("http_server_request_duration_seconds", &labels).record(seconds);
-        metrics::histogram!("http_server_request_body_size_bytes", &labels)
-            .record(self.request_size as f64);
-        metrics::histogram!("http_server_response_body_size_bytes", &labels)
-            .record(self.sent as f64);
+        metrics::histogram!("http_server_request_body_size_bytes", &labels).record(self.request_size as f64);
+        metrics::histogram!("http_server_response_body_size_bytes", &labels).record(self.sent as f64);
     }
 }
 
@@ -275,10 +241,7 @@ impl<B: Body> Body for TelemetryBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         match &polled {

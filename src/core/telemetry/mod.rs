@@ -31,10 +31,8 @@ pub struct Telemetry {
 impl Telemetry {
     /// Flushes pending spans (bounded by the exporter's own timeout).
     pub fn shutdown(&mut self) {
-        if let Some(provider) = self.tracer.take() {
-            if let Err(e) = provider.shutdown() {
-                tracing::warn!(error = %e, "OTLP trace exporter did not shut down cleanly");
-            }
+        if let Some(Err(e)) = self.tracer.take().map(|p| p.shutdown()) {
+            tracing::warn!(error = %e, "OTLP trace exporter did not shut down cleanly");
         }
     }
 }
@@ -50,13 +48,7 @@ pub fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
     let filter = filter(log)?;
     let registry = tracing_subscriber::registry().with(filter);
     if json(log.format) {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()?;
+        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()?;
     } else {
         registry
             .with(
@@ -73,13 +65,10 @@ pub fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
 /// inside the runtime: the gRPC exporter spawns its connection task there.
 pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Telemetry> {
     let recorder = PrometheusBuilder::new()
-        .set_buckets(&[
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ])?
+        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])?
         .build_recorder();
     let prometheus = recorder.handle();
-    metrics::set_global_recorder(recorder)
-        .map_err(|e| anyhow::anyhow!("metrics recorder already set: {e}"))?;
+    metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("metrics recorder already set: {e}"))?;
 
     let tracer = match &telemetry.otlp_endpoint {
         Some(endpoint) => Some(otlp::provider(endpoint, telemetry)?),
@@ -89,17 +78,9 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
         use opentelemetry::trace::TracerProvider;
         tracing_opentelemetry::layer().with_tracer(p.tracer("edgebox"))
     });
-    let registry = tracing_subscriber::registry()
-        .with(filter(log)?)
-        .with(otel_layer);
+    let registry = tracing_subscriber::registry().with(filter(log)?).with(otel_layer);
     if json(log.format) {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()?;
+        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()?;
     } else {
         registry
             .with(

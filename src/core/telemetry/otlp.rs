@@ -17,13 +17,7 @@ pub fn provider(endpoint: &str, cfg: &TelemetryConfig) -> anyhow::Result<SdkTrac
         .with_timeout(std::time::Duration::from_secs(5))
         .build()
         .map_err(|e| anyhow::anyhow!("OTLP exporter for {endpoint}: {e}"))?;
-    let resource = Resource::builder()
-        .with_service_name(cfg.service_name.clone())
-        .build();
+    let resource = Resource::builder().with_service_name(cfg.service_name.clone()).build();
     let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.sample_ratio)));
-    Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(resource)
-        .with_sampler(sampler)
-        .build())
+    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).with_sampler(sampler).build())
 }

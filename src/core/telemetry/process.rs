@@ -15,13 +15,12 @@ pub struct ProcessMetrics {
 impl ProcessMetrics {
     pub fn new(io_uring: bool) -> Self {
         gauge!("edgebox_io_uring_active").set(if io_uring { 1.0 } else { 0.0 });
-        gauge!("edgebox_build_info", "version" => env!("CARGO_PKG_VERSION"), "target" => env!("EDGEBOX_TARGET")).set(1.0);
+        gauge!("edgebox_build_info", "version" => env!("CARGO_PKG_VERSION"), "target" => env!("EDGEBOX_TARGET"))
+            .set(1.0);
         if let Ok(start) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             gauge!("process_start_time_seconds").set(start.as_secs_f64());
         }
-        Self {
-            started: Instant::now(),
-        }
+        Self { started: Instant::now() }
     }
 
     /// Updates the gauges; called before each render.
