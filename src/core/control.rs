@@ -36,6 +36,11 @@ pub struct Answer {
     pub error: Option<String>,
 }
 
+/// Parses one request line; the error names what was wrong and where.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    serde_json::from_slice::<Request>(line).map_err(|e| format!("bad request at column {}: {e}", e.column()))
+}
+
 /// Binds the socket (replacing a stale one from a crashed run) with mode 0600.
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     if path.exists() {
@@ -81,8 +86,8 @@ async fn answer(stream: UnixStream, store: Store) -> anyhow::Result<()> {
             error: Some("request must be one JSON line under 64 KiB".into()),
         }
     } else {
-        match serde_json::from_str::<Request>(&line) {
-            Err(e) => Answer { ok: false, result: serde_json::Value::Null, error: Some(format!("bad request: {e}")) },
+        match parse_request(line.as_bytes()) {
+            Err(e) => Answer { ok: false, result: serde_json::Value::Null, error: Some(e) },
             Ok(req) => match execute(req, &store).await {
                 Ok(result) => Answer { ok: true, result, error: None },
                 Err(e) => Answer { ok: false, result: serde_json::Value::Null, error: Some(format!("{e:#}")) },

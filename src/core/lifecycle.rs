@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::commands::Invocation;
 use crate::core::admin::{self, AdminService};
-use crate::core::config::LoadedConfig;
+use crate::core::config::{CoreConfig, LoadedConfig};
 use crate::core::exit::ConfigProblem;
 use crate::core::role::{Declared, Reload, Role, RoleCtx, StatusHandle, check_conflicts};
 use crate::core::runtime::{self, IoPath};
@@ -144,7 +144,7 @@ async fn supervise(
     }
     tokio::spawn(announce_ready(running.iter().map(|r| r.status.clone()).collect(), started));
 
-    let outcome = wait_for_stop(inv, &mut tasks, &running, &shutdown).await;
+    let outcome = wait_for_stop(inv, &core, &telemetry, &mut tasks, &running, &shutdown).await;
     shutdown.cancel();
     running.iter().for_each(|r| r.status.set_state("draining"));
     let deadline = Duration::from_millis(core.edgebox.shutdown_timeout_ms);
@@ -171,6 +171,8 @@ async fn announce_ready(statuses: Vec<StatusHandle>, started: Instant) {
 /// Waits for a stop signal or a role that ends; handles reloads meanwhile.
 async fn wait_for_stop(
     inv: &Invocation,
+    started_with: &CoreConfig,
+    telemetry: &telemetry::Telemetry,
     tasks: &mut JoinSet<(&'static str, anyhow::Result<()>)>,
     running: &[Running],
     shutdown: &CancellationToken,
@@ -180,12 +182,19 @@ async fn wait_for_stop(
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut generation = 0u64;
+    let mut current = started_with.clone();
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!(signal = "SIGTERM", "draining"); return Ok(()); }
             _ = int.recv() => { tracing::info!(signal = "SIGINT", "draining"); return Ok(()); }
-            _ = hup.recv() => { generation += 1; reload(inv, running, generation).await; }
-            _ = usr1.recv() => { generation += 1; reload(inv, running, generation).await; }
+            _ = hup.recv() => {
+                generation += 1;
+                current = reload(inv, &current, telemetry, running, generation).await.unwrap_or(current);
+            }
+            _ = usr1.recv() => {
+                generation += 1;
+                current = reload(inv, &current, telemetry, running, generation).await.unwrap_or(current);
+            }
             joined = tasks.join_next() => {
                 let Some(joined) = joined else { return Ok(()) };
                 return match joined {
@@ -200,7 +209,14 @@ async fn wait_for_stop(
 }
 
 /// Re-reads the config; only a file that validates whole is delivered.
-async fn reload(inv: &Invocation, running: &[Running], generation: u64) {
+/// Returns the new core config when it was accepted.
+async fn reload(
+    inv: &Invocation,
+    current: &CoreConfig,
+    telemetry: &telemetry::Telemetry,
+    running: &[Running],
+    generation: u64,
+) -> Option<CoreConfig> {
     let inv = inv.clone();
     let loaded = tokio::task::spawn_blocking(move || inv.load_config()).await;
     let loaded = match loaded {
@@ -208,14 +224,15 @@ async fn reload(inv: &Invocation, running: &[Running], generation: u64) {
         Ok(Err(e)) => {
             metrics::counter!("edgebox_reloads_total", "result" => "rejected").increment(1);
             tracing::error!(generation, error = %format!("{e:#}"), "reload rejected; the running config stays");
-            return;
+            return None;
         }
         Err(e) => {
             tracing::error!(error = %e, "reload task failed");
-            return;
+            return None;
         }
     };
     metrics::counter!("edgebox_reloads_total", "result" => "accepted").increment(1);
+    apply_core_changes(current, &loaded.core, telemetry, generation);
     let mut rebuilt: BTreeMap<&str, Box<dyn Role>> = loaded.roles.into_iter().map(|r| (r.entry.name, r.role)).collect();
     for r in running {
         let msg = match rebuilt.remove(r.name) {
@@ -226,6 +243,37 @@ async fn reload(inv: &Invocation, running: &[Running], generation: u64) {
         let _ = r.reload.send(msg);
     }
     tracing::info!(generation, "config reloaded");
+    Some(loaded.core)
+}
+
+/// The log level changes at once; the other core settings are fixed for the
+/// life of the process, and a change to them is named in the log.
+fn apply_core_changes(old: &CoreConfig, new: &CoreConfig, telemetry: &telemetry::Telemetry, generation: u64) {
+    if old.log.level != new.log.level {
+        match telemetry.set_log_level(&new.log.level) {
+            Ok(()) => tracing::info!(generation, level = %new.log.level, "log level changed"),
+            Err(e) => tracing::warn!(generation, error = %format!("{e:#}"), "log level not changed"),
+        }
+    }
+    let mut needs_restart = Vec::new();
+    if old.edgebox != new.edgebox {
+        needs_restart.push("[edgebox]");
+    }
+    if old.log.format != new.log.format {
+        needs_restart.push("log.format");
+    }
+    if old.admin != new.admin {
+        needs_restart.push("[admin]");
+    }
+    if old.store != new.store {
+        needs_restart.push("[store]");
+    }
+    if old.telemetry != new.telemetry {
+        needs_restart.push("[telemetry]");
+    }
+    if !needs_restart.is_empty() {
+        tracing::warn!(generation, changed = %needs_restart.join(", "), "these settings apply only after a restart");
+    }
 }
 
 async fn drain(tasks: &mut JoinSet<(&'static str, anyhow::Result<()>)>, deadline: Duration) {

@@ -44,9 +44,14 @@ fn sigint_also_drains_cleanly() {
 fn sighup_reloads_a_valid_config_and_rejects_a_broken_one() {
     let mut app = Appliance::start("[log]\nlevel = \"info\"\n", &["up"]);
     app.wait_ready();
+    let cfg = app.dir.path().join("edgebox.toml");
+    std::fs::write(&cfg, "[log]\nlevel = \"debug\"\n[store]\ncache_mb = 32\n").unwrap();
     app.signal("HUP");
+    app.wait_log("log level changed");
+    let line = app.wait_log("only after a restart");
+    assert!(line.contains("[store]"), "{line}");
     app.wait_log("config reloaded");
-    std::fs::write(app.dir.path().join("edgebox.toml"), "[log]\nlevel = \n").unwrap();
+    std::fs::write(&cfg, "[log]\nlevel = \n").unwrap();
     app.signal("USR1");
     let line = app.wait_log("reload rejected");
     assert!(line.contains("edgebox.toml:2"), "{line}");

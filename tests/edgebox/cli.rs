@@ -168,3 +168,16 @@ fn info_reports_io_path_and_store() {
     let text_out = run(&["--data-dir", data, "info"]);
     assert!(text(&text_out.stdout).contains("file I/O:"));
 }
+
+#[test]
+fn packaged_config_and_units_match_the_source_of_truth() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let default = text(&run(&["config", "default"]).stdout);
+    for copy in ["packaging/edgebox.toml", "packaging/buildroot/package/edgebox/edgebox.toml"] {
+        let packaged = std::fs::read_to_string(root.join(copy)).unwrap();
+        assert!(packaged == default, "{copy} differs from `edgebox config default`; regenerate it");
+    }
+    let unit = std::fs::read_to_string(root.join("packaging/systemd/edgebox.service")).unwrap();
+    let br_unit = std::fs::read_to_string(root.join("packaging/buildroot/package/edgebox/edgebox.service")).unwrap();
+    assert_eq!(unit, br_unit, "the Buildroot unit is a copy of packaging/systemd/edgebox.service");
+}

@@ -46,7 +46,7 @@ impl Appliance {
             .arg(cfg)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "info"])
+            .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -13,9 +13,9 @@ mod process;
 use std::io::IsTerminal;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 pub use http::{HttpTelemetryLayer, MatchedRoute};
 pub use process::ProcessMetrics;
@@ -26,9 +26,16 @@ use crate::core::config::{LogConfig, LogFormat, TelemetryConfig};
 pub struct Telemetry {
     pub prometheus: PrometheusHandle,
     tracer: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    filter: reload::Handle<EnvFilter, Registry>,
 }
 
 impl Telemetry {
+    /// Applies a new log filter at run time (on config reload).
+    pub fn set_log_level(&self, level: &str) -> anyhow::Result<()> {
+        let filter = filter(&LogConfig { level: level.to_owned(), format: LogFormat::Auto })?;
+        self.filter.reload(filter).map_err(|e| anyhow::anyhow!("cannot apply log level: {e}"))
+    }
+
     /// Flushes pending spans (bounded by the exporter's own timeout).
     pub fn shutdown(&mut self) {
         if let Some(Err(e)) = self.tracer.take().map(|p| p.shutdown()) {
@@ -78,7 +85,8 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
         use opentelemetry::trace::TracerProvider;
         tracing_opentelemetry::layer().with_tracer(p.tracer("edgebox"))
     });
-    let registry = tracing_subscriber::registry().with(filter(log)?).with(otel_layer);
+    let (filter_layer, filter) = reload::Layer::new(filter(log)?);
+    let registry = tracing_subscriber::registry().with(filter_layer).with(otel_layer);
     if json(log.format) {
         registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()?;
     } else {
@@ -90,7 +98,7 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
             )
             .try_init()?;
     }
-    Ok(Telemetry { prometheus, tracer })
+    Ok(Telemetry { prometheus, tracer, filter })
 }
 
 fn filter(log: &LogConfig) -> anyhow::Result<EnvFilter> {

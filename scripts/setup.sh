@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# What `make test` needs on a fresh Debian 12 machine: the Rust components,
+# the cross toolchains and qemu-user (cross/setup.sh), and the small tools the
+# tests call. Installs as root; otherwise says what is missing and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo is not installed; install Rust with rustup first (https://rustup.rs)" >&2
+  exit 1
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+./cross/setup.sh
+for tool in curl python3 file readelf; do
+  command -v "$tool" >/dev/null || { echo "setup: $tool is missing (apt-get install curl python3 file binutils)" >&2; exit 1; }
+done
+echo "setup: ok"
