@@ -22,6 +22,13 @@ fn main() {
     println!("cargo:rustc-env=EDGEBOX_GIT_COMMIT={commit}{suffix}");
     println!("cargo:rustc-env=EDGEBOX_TARGET={}", std::env::var("TARGET").unwrap_or_default());
     println!("cargo:rerun-if-changed=.git/HEAD");
+    // HEAD names a branch; a commit moves the branch, not HEAD.
+    if let Some(branch) =
+        std::fs::read_to_string(".git/HEAD").ok().and_then(|h| h.strip_prefix("ref: ").map(|r| r.trim().to_owned()))
+    {
+        println!("cargo:rerun-if-changed=.git/{branch}");
+    }
+    println!("cargo:rerun-if-changed=.git/packed-refs");
     println!("cargo:rerun-if-changed=.git/index");
     println!("cargo:rerun-if-env-changed=TARGET");
 }

@@ -9,11 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -93,9 +94,10 @@ async fn supervise(
     };
     let mut roles: Vec<(&'static str, Box<dyn Role>)> =
         loaded.roles.into_iter().filter(|r| enabled.contains(&r.entry.name)).map(|r| (r.entry.name, r.role)).collect();
+    let readiness = Arc::new(Notify::new());
     let statuses: Vec<(&'static str, StatusHandle)> = std::iter::once(admin::NAME)
         .chain(roles.iter().map(|(n, _)| *n))
-        .map(|n| (n, StatusHandle::default()))
+        .map(|n| (n, StatusHandle::new(readiness.clone())))
         .collect();
     let facts = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -142,7 +144,7 @@ async fn supervise(
         tasks.spawn(async move { (name, role.run(ctx).await) }.instrument(span));
         running.push(Running { name, status, reload: reload_tx });
     }
-    tokio::spawn(announce_ready(running.iter().map(|r| r.status.clone()).collect(), started));
+    let announce = tokio::spawn(announce_ready(running.iter().map(|r| r.status.clone()).collect(), readiness, started));
 
     let outcome = wait_for_stop(inv, &core, &telemetry, &mut tasks, &running, &shutdown).await;
     shutdown.cancel();
@@ -150,21 +152,24 @@ async fn supervise(
     let deadline = Duration::from_millis(core.edgebox.shutdown_timeout_ms);
     drain(&mut tasks, deadline).await;
     let _ = control_task.await;
+    announce.abort();
     drop(store);
     telemetry.shutdown();
     tracing::info!(uptime_s = started.elapsed().as_secs_f64(), "stopped");
     outcome
 }
 
-async fn announce_ready(statuses: Vec<StatusHandle>, started: Instant) {
+/// Logs "ready" with the start-up time once every role is ready.
+async fn announce_ready(statuses: Vec<StatusHandle>, changed: Arc<Notify>, started: Instant) {
     loop {
+        let next_change = changed.notified();
         if statuses.iter().all(|s| s.snapshot().ready) {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             metrics::gauge!("edgebox_startup_seconds").set(ms / 1000.0);
             tracing::info!(startup_ms = format!("{ms:.1}"), "ready");
             return;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        next_change.await;
     }
 }
 

@@ -215,15 +215,27 @@ pub struct RoleStatus {
     pub state: &'static str,
 }
 
-/// Shared, cheap-to-clone handle on one role's status.
+/// Shared, cheap-to-clone handle on one role's status. Handles made from
+/// one [`tokio::sync::Notify`] wake its waiters on every readiness change.
 #[derive(Clone, Default)]
-pub struct StatusHandle(Arc<Mutex<RoleStatus>>);
+pub struct StatusHandle {
+    status: Arc<Mutex<RoleStatus>>,
+    changed: Arc<tokio::sync::Notify>,
+}
 
 impl StatusHandle {
+    /// A handle that signals `changed` when readiness changes.
+    pub fn new(changed: Arc<tokio::sync::Notify>) -> Self {
+        Self { status: Arc::default(), changed }
+    }
+
     pub fn set_ready(&self, ready: bool) {
-        let mut s = self.lock();
-        s.ready = ready;
-        s.state = if ready { "ready" } else { "starting" };
+        {
+            let mut s = self.lock();
+            s.ready = ready;
+            s.state = if ready { "ready" } else { "starting" };
+        }
+        self.changed.notify_waiters();
     }
     pub fn set_state(&self, state: &'static str) {
         let mut s = self.lock();
@@ -244,7 +256,7 @@ impl StatusHandle {
     fn lock(&self) -> std::sync::MutexGuard<'_, RoleStatus> {
         // A poisoned lock only means a panic elsewhere; the status is still
         // plain data and safe to read.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
