@@ -37,6 +37,17 @@ pub fn schema_owners() -> Vec<SchemaOwner> {
 
 /// Runs the enabled roles (or just `only`) until a signal stops them.
 pub fn run(inv: &Invocation, only: Option<&'static str>) -> anyhow::Result<()> {
+    run_with(inv, only, Vec::new())
+}
+
+/// [`run`] plus roles that are not in the table: for programs that embed
+/// edgebox and bring roles of their own. They get the same context, checks
+/// and lifecycle as table roles.
+pub fn run_with(
+    inv: &Invocation,
+    only: Option<&'static str>,
+    extra: Vec<(&'static str, Box<dyn Role>)>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let loaded = inv.load_config()?;
     let core = &loaded.core;
@@ -44,7 +55,7 @@ pub fn run(inv: &Invocation, only: Option<&'static str>) -> anyhow::Result<()> {
     let io = runtime::choose(core.edgebox.io).map_err(|e| ConfigProblem(format!("{e:#}")))?;
     let workers = if core.edgebox.workers == 0 { runtime::default_workers() } else { core.edgebox.workers };
     let rt = runtime::build(workers, &io).context("cannot start the runtime")?;
-    let result = rt.block_on(supervise(inv, loaded, only, io, workers, started));
+    let result = rt.block_on(supervise(inv, loaded, only, extra, io, workers, started));
     rt.shutdown_timeout(Duration::from_millis(500));
     result
 }
@@ -70,6 +81,7 @@ async fn supervise(
     inv: &Invocation,
     loaded: LoadedConfig,
     only: Option<&'static str>,
+    extra: Vec<(&'static str, Box<dyn Role>)>,
     io: IoPath,
     workers: usize,
     started: Instant,
@@ -94,6 +106,12 @@ async fn supervise(
     };
     let mut roles: Vec<(&'static str, Box<dyn Role>)> =
         loaded.roles.into_iter().filter(|r| enabled.contains(&r.entry.name)).map(|r| (r.entry.name, r.role)).collect();
+    for (name, role) in extra {
+        if name == admin::NAME || roles.iter().any(|(n, _)| *n == name) {
+            return Err(ConfigProblem(format!("two roles are named `{name}`")).into());
+        }
+        roles.push((name, role));
+    }
     let readiness = Arc::new(Notify::new());
     let statuses: Vec<(&'static str, StatusHandle)> = std::iter::once(admin::NAME)
         .chain(roles.iter().map(|(n, _)| *n))

@@ -4,6 +4,7 @@
 mod appliance;
 mod cli;
 mod compliance;
+mod embedded;
 mod otlp;
 mod store;
 mod support;

@@ -13,6 +13,7 @@ mod process;
 use std::io::IsTerminal;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -53,18 +54,7 @@ impl Drop for Telemetry {
 /// Sets up logging only, for short commands that never serve.
 pub fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
     let filter = filter(log)?;
-    let registry = tracing_subscriber::registry().with(filter);
-    if json(log.format) {
-        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()?;
-    } else {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()?;
-    }
+    tracing_subscriber::registry().with(filter).with(fmt_layer(log.format)).try_init()?;
     Ok(())
 }
 
@@ -86,18 +76,7 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
         tracing_opentelemetry::layer().with_tracer(p.tracer("edgebox"))
     });
     let (filter_layer, filter) = reload::Layer::new(filter(log)?);
-    let registry = tracing_subscriber::registry().with(filter_layer).with(otel_layer);
-    if json(log.format) {
-        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()?;
-    } else {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()?;
-    }
+    tracing_subscriber::registry().with(filter_layer).with(otel_layer).with(fmt_layer(log.format)).try_init()?;
     Ok(Telemetry { prometheus, tracer, filter })
 }
 
@@ -108,6 +87,15 @@ fn filter(log: &LogConfig) -> anyhow::Result<EnvFilter> {
             log.level
         )))
     })
+}
+
+/// Log lines to stderr: JSON, or text (coloured only on a terminal).
+fn fmt_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if json(format) { layer.json().boxed() } else { layer.with_ansi(std::io::stderr().is_terminal()).boxed() }
 }
 
 fn json(format: LogFormat) -> bool {
