@@ -9,6 +9,8 @@ if ! rustup toolchain list | grep -q nightly; then
   exit 1
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+# cargo-fuzz sets RUSTFLAGS, which replaces .cargo/config.toml's flags.
+export RUSTFLAGS="--cfg tokio_unstable ${RUSTFLAGS:-}"
 for t in $(cargo +nightly fuzz list); do
   echo "== fuzz $t for ${secs}s"
   cargo +nightly fuzz run "$t" -- -max_total_time="$secs" -rss_limit_mb=2048

@@ -1,30 +1,66 @@
 //! The small file-I/O module every role uses for files outside the store.
 //!
-//! Reads, writes and opens go through tokio::fs, which submits them to
-//! io_uring when the runtime enabled it and to the blocking pool otherwise.
-//! fsync is not in tokio's io_uring driver yet, so it runs on the blocking pool
-//! here, in one place, where an io_uring fsync can replace it later.
+//! With io_uring in use, reads, writes, opens and renames go through tokio::fs,
+//! which submits them to tokio's io_uring driver (on musl builds tokio 1.54
+//! still reads through the blocking pool: its io_uring read needs statx,
+//! which it enables for glibc only). With the blocking path chosen (forced,
+//! or io_uring unavailable), every call runs std::fs on the blocking pool, so
+//! `--io blocking` really means no io_uring. fsync is not in tokio's driver
+//! yet, so it always runs on the blocking pool, here, in one place.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-/// Reads a whole file.
-pub async fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    tokio::fs::read(path).await.with_context(|| format!("{}: cannot read", path.display()))
+use crate::core::runtime::IoPath;
+
+/// File operations on the I/O path the process chose at start.
+#[derive(Debug, Clone, Copy)]
+pub struct FileIo {
+    uring: bool,
 }
 
-/// Replaces `path` with `data` so that a crash leaves either the old or the
-/// new content: write a temporary file, fsync it, rename, fsync the directory.
-pub async fn write_durably(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let tmp = temp_beside(path);
-    tokio::fs::write(&tmp, data).await.with_context(|| format!("{}: cannot write", tmp.display()))?;
-    sync(&tmp).await?;
-    tokio::fs::rename(&tmp, path).await.with_context(|| format!("{}: cannot rename into place", path.display()))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        sync(dir).await?;
+impl FileIo {
+    pub fn new(path: &IoPath) -> Self {
+        Self { uring: path.is_uring() }
     }
-    Ok(())
+
+    /// Reads a whole file.
+    pub async fn read(&self, path: &Path) -> anyhow::Result<Vec<u8>> {
+        let result = if self.uring {
+            tokio::fs::read(path).await
+        } else {
+            let p = path.to_owned();
+            tokio::task::spawn_blocking(move || std::fs::read(p)).await?
+        };
+        result.with_context(|| format!("{}: cannot read", path.display()))
+    }
+
+    /// Replaces `path` with `data` so that a crash leaves either the old or
+    /// the new content: write a temporary file, fsync it, rename, fsync the
+    /// directory.
+    pub async fn write_durably(&self, path: &Path, data: &[u8]) -> anyhow::Result<()> {
+        let tmp = temp_beside(path);
+        let written = if self.uring {
+            tokio::fs::write(&tmp, data).await
+        } else {
+            let (t, d) = (tmp.clone(), data.to_vec());
+            tokio::task::spawn_blocking(move || std::fs::write(t, d)).await?
+        };
+        written.with_context(|| format!("{}: cannot write", tmp.display()))?;
+        sync(&tmp).await?;
+        let renamed = if self.uring {
+            tokio::fs::rename(&tmp, path).await
+        } else {
+            let (t, p) = (tmp.clone(), path.to_owned());
+            tokio::task::spawn_blocking(move || std::fs::rename(t, p)).await?
+        };
+        renamed.with_context(|| format!("{}: cannot rename into place", path.display()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            sync(dir).await?;
+        }
+        Ok(())
+    }
 }
 
 /// fsync of a file or directory, on the blocking pool.

@@ -23,7 +23,8 @@ use crate::commands::Invocation;
 use crate::core::admin::{self, AdminService};
 use crate::core::config::{CoreConfig, LoadedConfig};
 use crate::core::exit::ConfigProblem;
-use crate::core::role::{Declared, Reload, Role, RoleCtx, StatusHandle, check_conflicts};
+use crate::core::fileio::FileIo;
+use crate::core::role::{Declared, Reload, Role, RoleCtx, Shared, StatusHandle, check_conflicts};
 use crate::core::runtime::{self, IoPath};
 use crate::core::store::{CORE_SCHEMA, SchemaOwner, Store, StoreOptions};
 use crate::core::{control, telemetry};
@@ -128,7 +129,7 @@ async fn supervise(
         &core.admin,
         telemetry.prometheus.clone(),
         statuses.clone(),
-        telemetry::ProcessMetrics::new(io.is_uring()),
+        telemetry::ProcessMetrics::new(io.is_uring(), store_path.clone()),
         facts,
     )?;
     roles.insert(0, (admin::NAME, Box::new(admin)));
@@ -142,6 +143,12 @@ async fn supervise(
     let ctl = control::bind(&ctl_path)?;
     let control_task = tokio::spawn(control::serve(ctl, ctl_path, store.clone(), shutdown.clone()));
 
+    let shared = Shared {
+        store: store.clone(),
+        data_dir: core.edgebox.data_dir.clone(),
+        files: FileIo::new(&io),
+        shutdown: shutdown.clone(),
+    };
     let mut tasks = JoinSet::new();
     let mut running = Vec::new();
     for ((name, role), (decl_name, declared)) in roles.into_iter().zip(decls) {
@@ -149,15 +156,7 @@ async fn supervise(
         let status = statuses.iter().find(|(n, _)| *n == name).map(|(_, s)| s.clone()).unwrap_or_default();
         status.set_state("starting");
         let (reload_tx, reload_rx) = watch::channel(Reload::default());
-        let ctx = RoleCtx::new(
-            name,
-            store.clone(),
-            core.edgebox.data_dir.clone(),
-            shutdown.child_token(),
-            reload_rx,
-            status.clone(),
-            declared,
-        );
+        let ctx = RoleCtx::new(name, &shared, reload_rx, status.clone(), declared);
         let span = tracing::info_span!("role", role = name);
         tasks.spawn(async move { (name, role.run(ctx).await) }.instrument(span));
         running.push(Running { name, status, reload: reload_tx });
@@ -171,7 +170,7 @@ async fn supervise(
     drain(&mut tasks, deadline).await;
     let _ = control_task.await;
     announce.abort();
-    drop(store);
+    drop((shared, store));
     telemetry.shutdown();
     tracing::info!(uptime_s = started.elapsed().as_secs_f64(), "stopped");
     outcome

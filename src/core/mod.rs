@@ -9,6 +9,7 @@ pub mod exit;
 pub mod fileio;
 pub mod httpserve;
 pub mod lifecycle;
+pub mod progress;
 pub mod role;
 pub mod runtime;
 pub mod store;

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::core::fileio::FileIo;
 use crate::core::store::{Migration, Store};
 
 /// Builds a role from its config section.
@@ -160,11 +161,21 @@ impl Reload {
     }
 }
 
+/// What the supervisor hands every role alike.
+pub struct Shared {
+    pub store: Store,
+    pub data_dir: PathBuf,
+    pub files: FileIo,
+    pub shutdown: CancellationToken,
+}
+
 /// Everything a role is given; no role reaches for a global.
 pub struct RoleCtx {
     pub name: &'static str,
     pub store: Store,
     pub data_dir: PathBuf,
+    /// File I/O on the path chosen at start (io_uring or the blocking pool).
+    pub files: FileIo,
     /// Fires once when the process starts draining.
     pub shutdown: CancellationToken,
     /// Bumps on every accepted reload; a role that cannot apply a change says
@@ -177,14 +188,21 @@ pub struct RoleCtx {
 impl RoleCtx {
     pub fn new(
         name: &'static str,
-        store: Store,
-        data_dir: PathBuf,
-        shutdown: CancellationToken,
+        shared: &Shared,
         reload: watch::Receiver<Reload>,
         status: StatusHandle,
         declared: Declared,
     ) -> Self {
-        Self { name, store, data_dir, shutdown, reload, status, declared }
+        Self {
+            name,
+            store: shared.store.clone(),
+            data_dir: shared.data_dir.clone(),
+            files: shared.files,
+            shutdown: shared.shutdown.child_token(),
+            reload,
+            status,
+            declared,
+        }
     }
 
     /// Binds a listener the role declared. Binding anything undeclared is an

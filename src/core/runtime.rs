@@ -48,6 +48,10 @@ impl fmt::Display for IoPath {
 
 /// Why io_uring cannot be used here, or None when a ring can be set up.
 pub fn uring_unavailable() -> Option<String> {
+    if !cfg!(tokio_unstable) {
+        // RUSTFLAGS from the environment replace .cargo/config.toml's.
+        return Some("this build has no io_uring driver (built without --cfg tokio_unstable)".into());
+    }
     if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
         // 1 means only members of kernel.io_uring_group may create rings;
         // the probe below tells whether we are one.
@@ -86,11 +90,11 @@ pub fn build(workers: usize, io: &IoPath) -> std::io::Result<tokio::runtime::Run
     if workers > 0 {
         b.worker_threads(workers);
     }
+    #[cfg(tokio_unstable)]
     if io.is_uring() {
         b.enable_io_uring();
-    } else {
-        b.enable_io();
     }
+    b.enable_io();
     b.build()
 }
 
@@ -121,9 +125,13 @@ mod tests {
             let rt = build(2, &path).unwrap();
             let dir = tempfile::tempdir().unwrap();
             let f = dir.path().join("x");
+            let files = crate::core::fileio::FileIo::new(&path);
             rt.block_on(async {
-                crate::core::fileio::write_durably(&f, b"hello").await.unwrap();
-                assert_eq!(crate::core::fileio::read(&f).await.unwrap(), b"hello");
+                files.write_durably(&f, b"hello").await.unwrap();
+                assert_eq!(files.read(&f).await.unwrap(), b"hello");
+                files.write_durably(&f, b"replaced").await.unwrap();
+                assert_eq!(files.read(&f).await.unwrap(), b"replaced");
+                assert!(files.read(&dir.path().join("missing")).await.unwrap_err().to_string().contains("missing"));
             });
         }
     }

@@ -23,6 +23,7 @@ fn admin_endpoints_answer_and_sigterm_drains() {
         "edgebox_io_uring_active",
         "edgebox_runtime_workers",
         "edgebox_store_commits_total",
+        "edgebox_store_file_bytes",
         "http_server_request_duration_seconds_bucket{http_request_method=\"GET\",http_route=\"/v1/roles\"",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::schema::{self, META_INFO};
 use super::{SchemaOwner, StoreError, ensure_is_redb_or_absent};
+use crate::core::progress::copy_file;
 
 /// What `edgebox store info` prints.
 #[derive(Debug, Serialize)]
@@ -75,7 +76,11 @@ pub fn check(path: &Path) -> anyhow::Result<bool> {
 pub fn compact(path: &Path) -> anyhow::Result<(u64, u64)> {
     let before = fs::metadata(path)?.len();
     let mut db = open_existing(path)?;
-    while db.compact().map_err(|e| anyhow::anyhow!("{}: compaction failed: {e}", path.display()))? {}
+    let mut pass = 0;
+    while db.compact().map_err(|e| anyhow::anyhow!("{}: compaction failed: {e}", path.display()))? {
+        pass += 1;
+        tracing::info!(pass, bytes = fs::metadata(path).map(|m| m.len()).unwrap_or(0), "compaction pass done");
+    }
     drop(db);
     Ok((before, fs::metadata(path)?.len()))
 }
@@ -104,7 +109,8 @@ pub(super) fn backup_inside_writer(db: &Database, path: &Path, dest: &Path) -> a
     }
     txn.commit()?;
     let tmp = tmp_name(dest);
-    fs::copy(path, &tmp).map_err(|e| anyhow::anyhow!("{} -> {}: {e}", path.display(), tmp.display()))?;
+    let _ = fs::remove_file(&tmp); // a leftover from an interrupted backup
+    copy_file("backup", path, &tmp).map_err(|e| anyhow::anyhow!("{} -> {}: {e}", path.display(), tmp.display()))?;
     verify_copy(&tmp)?;
     fs::File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, dest)?;
@@ -132,7 +138,8 @@ fn verify_copy(tmp: &Path) -> anyhow::Result<()> {
 /// backup opens, passes the integrity check and is not from a newer edgebox.
 pub fn restore_from(src: &Path, path: &Path, owners: &[SchemaOwner]) -> anyhow::Result<u64> {
     let tmp = tmp_name(path);
-    fs::copy(src, &tmp).map_err(|e| anyhow::anyhow!("{} -> {}: {e}", src.display(), tmp.display()))?;
+    let _ = fs::remove_file(&tmp); // a leftover from an interrupted restore
+    copy_file("restore", src, &tmp).map_err(|e| anyhow::anyhow!("{} -> {}: {e}", src.display(), tmp.display()))?;
     let checked = (|| -> anyhow::Result<()> {
         ensure_is_redb_or_absent(&tmp).map_err(|_| StoreError::NotAStore { path: src.to_owned() })?;
         let mut db = Database::open(&tmp).map_err(|e| StoreError::open(src, e))?;

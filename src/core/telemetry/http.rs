@@ -271,3 +271,75 @@ impl<B: Body> Body for TelemetryBody<B> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use tower::{Layer, Service, ServiceExt};
+
+    use super::*;
+
+    fn render_after<F: std::future::Future<Output = ()>>(fut: F) -> String {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(fut);
+        });
+        handle.render()
+    }
+
+    #[test]
+    fn http_requests_are_measured_by_route_once_the_body_is_sent() {
+        let out = render_after(async {
+            let svc = tower::service_fn(|_req: Request<Full<Bytes>>| async {
+                let mut r = Response::new(Full::new(Bytes::from_static(b"hello")));
+                r.extensions_mut().insert(MatchedRoute("/items/{id}"));
+                Ok::<_, Infallible>(r)
+            });
+            let mut svc = HttpTelemetryLayer::new("test").layer(svc);
+            let req = Request::get("/items/7").body(Full::new(Bytes::new())).unwrap();
+            let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"hello");
+        });
+        assert!(out.contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/items/{id}\",http_response_status_code=\"200\",edgebox_role=\"test\"} 1"), "{out}");
+        assert!(out.contains("http_server_response_body_size_bytes_sum{http_request_method=\"GET\",http_route=\"/items/{id}\",http_response_status_code=\"200\",edgebox_role=\"test\"} 5"), "{out}");
+    }
+
+    #[test]
+    fn grpc_calls_take_their_status_from_the_trailers() {
+        let out = render_after(async {
+            let svc = tower::service_fn(|_req: Request<Full<Bytes>>| async {
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", "5".parse().unwrap());
+                let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+                    vec![Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))), Ok(Frame::trailers(trailers))];
+                Ok::<_, Infallible>(Response::new(StreamBody::new(futures_util::stream::iter(frames))))
+            });
+            let mut svc = HttpTelemetryLayer::new("test").layer(svc);
+            let req = Request::post("/pkg.Things/Get")
+                .header(http::header::CONTENT_TYPE, "application/grpc")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+            resp.into_body().collect().await.unwrap();
+        });
+        assert!(out.contains("rpc_server_call_duration_seconds_count{rpc_system_name=\"grpc\",rpc_method=\"pkg.Things/Get\",rpc_response_status_code=\"NOT_FOUND\",edgebox_role=\"test\"} 1"), "{out}");
+    }
+
+    #[test]
+    fn a_response_dropped_midway_is_still_recorded() {
+        let out = render_after(async {
+            let svc = tower::service_fn(|_req: Request<Full<Bytes>>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"never read"))))
+            });
+            let mut svc = HttpTelemetryLayer::new("test").layer(svc);
+            let req = Request::get("/x").body(Full::new(Bytes::new())).unwrap();
+            drop(svc.ready().await.unwrap().call(req).await.unwrap());
+        });
+        assert!(out.contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"\",http_response_status_code=\"200\",edgebox_role=\"test\"} 1"), "{out}");
+    }
+}

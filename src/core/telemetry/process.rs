@@ -10,17 +10,18 @@ use metrics::gauge;
 /// Samples process facts into gauges.
 pub struct ProcessMetrics {
     started: Instant,
+    store: std::path::PathBuf,
 }
 
 impl ProcessMetrics {
-    pub fn new(io_uring: bool) -> Self {
+    pub fn new(io_uring: bool, store: std::path::PathBuf) -> Self {
         gauge!("edgebox_io_uring_active").set(if io_uring { 1.0 } else { 0.0 });
         gauge!("edgebox_build_info", "version" => env!("CARGO_PKG_VERSION"), "target" => env!("EDGEBOX_TARGET"))
             .set(1.0);
         if let Ok(start) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             gauge!("process_start_time_seconds").set(start.as_secs_f64());
         }
-        Self { started: Instant::now() }
+        Self { started: Instant::now(), store }
     }
 
     /// Updates the gauges; called before each render.
@@ -28,6 +29,9 @@ impl ProcessMetrics {
         gauge!("edgebox_uptime_seconds").set(self.started.elapsed().as_secs_f64());
         if let Some(rss) = rss_bytes() {
             gauge!("process_resident_memory_bytes").set(rss as f64);
+        }
+        if let Ok(meta) = std::fs::metadata(&self.store) {
+            gauge!("edgebox_store_file_bytes").set(meta.len() as f64);
         }
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
             gauge!("process_open_fds").set(dir.count() as f64);
