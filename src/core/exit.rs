@@ -3,8 +3,6 @@
 //! The codes follow sysexits(3) where one fits: 64 for a usage error, 78 for a
 //! configuration error, 1 for anything that failed at run time.
 
-use std::fmt;
-
 /// Everything ran as asked.
 pub const OK: u8 = 0;
 /// Something failed while running.
@@ -15,28 +13,16 @@ pub const USAGE: u8 = 64;
 /// unusable data directory.
 pub const CONFIG: u8 = 78;
 
-/// A command-line mistake that clap did not catch (for example a role name
-/// that is not compiled in).
-#[derive(Debug)]
+/// A command-line mistake that clap did not catch (for example a missing
+/// config file to check).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct UsageError(pub String);
 
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for UsageError {}
-
 /// Marks an error as a configuration error wherever it sits in the chain.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct ConfigProblem(pub String);
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for ConfigProblem {}
 
 /// The exit code for an error: the first cause that says what kind it is wins.
 pub fn code_for(err: &anyhow::Error) -> u8 {

@@ -27,13 +27,10 @@ impl FileIo {
 
     /// Reads a whole file.
     pub async fn read(&self, path: &Path) -> anyhow::Result<Vec<u8>> {
-        let result = if self.uring {
-            tokio::fs::read(path).await
-        } else {
-            let p = path.to_owned();
-            tokio::task::spawn_blocking(move || std::fs::read(p)).await?
-        };
-        result.with_context(|| format!("{}: cannot read", path.display()))
+        let p = path.to_owned();
+        self.on_path(tokio::fs::read(path), move || std::fs::read(p))
+            .await
+            .with_context(|| format!("{}: cannot read", path.display()))
     }
 
     /// Replaces `path` with `data` so that a crash leaves either the old or
@@ -41,25 +38,35 @@ impl FileIo {
     /// directory.
     pub async fn write_durably(&self, path: &Path, data: &[u8]) -> anyhow::Result<()> {
         let tmp = temp_beside(path);
-        let written = if self.uring {
-            tokio::fs::write(&tmp, data).await
-        } else {
-            let (t, d) = (tmp.clone(), data.to_vec());
-            tokio::task::spawn_blocking(move || std::fs::write(t, d)).await?
-        };
-        written.with_context(|| format!("{}: cannot write", tmp.display()))?;
+        let (t, d) = (tmp.clone(), data.to_vec());
+        self.on_path(tokio::fs::write(&tmp, data), move || std::fs::write(t, d))
+            .await
+            .with_context(|| format!("{}: cannot write", tmp.display()))?;
         sync(&tmp).await?;
-        let renamed = if self.uring {
-            tokio::fs::rename(&tmp, path).await
-        } else {
-            let (t, p) = (tmp.clone(), path.to_owned());
-            tokio::task::spawn_blocking(move || std::fs::rename(t, p)).await?
-        };
-        renamed.with_context(|| format!("{}: cannot rename into place", path.display()))?;
+        let (t, p) = (tmp.clone(), path.to_owned());
+        self.on_path(tokio::fs::rename(&tmp, path), move || std::fs::rename(t, p))
+            .await
+            .with_context(|| format!("{}: cannot rename into place", path.display()))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             sync(dir).await?;
         }
         Ok(())
+    }
+}
+
+impl FileIo {
+    /// Runs `uring` (a tokio::fs future) on the io_uring path, else
+    /// `blocking` on the blocking pool.
+    async fn on_path<T: Send + 'static>(
+        &self,
+        uring: impl std::future::Future<Output = std::io::Result<T>>,
+        blocking: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        if self.uring {
+            uring.await
+        } else {
+            tokio::task::spawn_blocking(blocking).await.map_err(std::io::Error::other)?
+        }
     }
 }
 
