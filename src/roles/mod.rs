@@ -6,6 +6,9 @@
 
 use crate::core::role::RoleEntry;
 
+#[cfg(feature = "tsdb")]
+pub mod tsdb;
+
 /// Every role compiled into this binary, in `--list` order.
 pub const ROLES: &[RoleEntry] = &[];
 

@@ -1,0 +1,408 @@
+//! Gorilla chunk compression (Pelkonen et al., VLDB 2015), in the variant
+//! Prometheus uses for its XOR chunks: timestamps as delta-of-delta in four
+//! bucket sizes, values as the XOR with the previous value, reusing the
+//! previous leading/trailing-zero window when the new bits fit in it.
+//!
+//! A chunk is `[u16 sample count, big endian][bit stream]`; the byte layout
+//! is specified in docs/tsdb-format.md. Values are stored as raw IEEE-754
+//! bits, so NaN payloads (Prometheus's stale marker among them), ±Inf and
+//! -0.0 round-trip exactly.
+
+use thiserror::Error;
+
+/// Most samples one chunk holds (the count is a u16).
+pub const MAX_SAMPLES: usize = u16::MAX as usize;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ChunkError {
+    #[error("sample at {t} is not after the chunk's last timestamp {last}")]
+    OutOfOrder { t: i64, last: i64 },
+    #[error("chunk is full ({MAX_SAMPLES} samples)")]
+    Full,
+    #[error("chunk damaged or truncated at bit {bit}, reading sample {sample} of {count}")]
+    Truncated { bit: usize, sample: usize, count: usize },
+    #[error("chunk shorter than its 2-byte header")]
+    NoHeader,
+    #[error("timestamp overflow at sample {sample}")]
+    Overflow { sample: usize },
+}
+
+/// Appends bits most-significant first.
+#[derive(Debug, Default, Clone)]
+struct BitWriter {
+    bytes: Vec<u8>,
+    /// Bits used in the last byte (0 means a new byte is needed).
+    used: u8,
+}
+
+impl BitWriter {
+    fn write_bit(&mut self, bit: bool) {
+        if self.used == 0 {
+            self.bytes.push(0);
+            self.used = 8;
+        }
+        self.used -= 1;
+        if bit {
+            *self.bytes.last_mut().expect("pushed above") |= 1 << self.used;
+        }
+    }
+
+    /// Writes the low `n` bits of `v` (n ≤ 64), high bit first.
+    fn write_bits(&mut self, v: u64, n: u8) {
+        for i in (0..n).rev() {
+            self.write_bit((v >> i) & 1 == 1);
+        }
+    }
+}
+
+/// Reads bits most-significant first; every read is bounds-checked.
+struct BitReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl BitReader<'_> {
+    fn read_bit(&mut self) -> Option<bool> {
+        let byte = *self.bytes.get(self.pos / 8)?;
+        let bit = (byte >> (7 - (self.pos % 8))) & 1 == 1;
+        self.pos += 1;
+        Some(bit)
+    }
+
+    fn read_bits(&mut self, n: u8) -> Option<u64> {
+        let mut v = 0u64;
+        for _ in 0..n {
+            v = (v << 1) | u64::from(self.read_bit()?);
+        }
+        Some(v)
+    }
+}
+
+/// Delta-of-delta buckets: (prefix bits, prefix length, payload bits).
+const DOD_BUCKETS: [(u64, u8, u8); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
+
+fn fits(v: i64, bits: u8) -> bool {
+    let half = 1i64 << (bits - 1);
+    // Prometheus's ranges: [-(2^(n-1) - 1), 2^(n-1)].
+    v > -half && v <= half
+}
+
+/// Builds one chunk sample by sample.
+#[derive(Debug, Clone, Default)]
+pub struct Encoder {
+    w: BitWriter,
+    count: usize,
+    t: i64,
+    t_delta: i64,
+    v: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+impl Encoder {
+    pub fn new() -> Self {
+        Self { leading: 0xff, ..Self::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Timestamp of the last sample appended.
+    pub fn last_timestamp(&self) -> Option<i64> {
+        (self.count > 0).then_some(self.t)
+    }
+
+    /// Appends a sample; timestamps must strictly increase within a chunk.
+    pub fn append(&mut self, t: i64, v: f64) -> Result<(), ChunkError> {
+        if self.count >= MAX_SAMPLES {
+            return Err(ChunkError::Full);
+        }
+        if self.count > 0 && t <= self.t {
+            return Err(ChunkError::OutOfOrder { t, last: self.t });
+        }
+        let bits = v.to_bits();
+        match self.count {
+            0 => {
+                self.w.write_bits(t as u64, 64);
+                self.w.write_bits(bits, 64);
+            }
+            1 => {
+                let delta = t.checked_sub(self.t).ok_or(ChunkError::Overflow { sample: 1 })?;
+                self.w.write_bits(delta as u64, 64);
+                self.t_delta = delta;
+                self.write_value(bits);
+            }
+            n => {
+                let delta = t.checked_sub(self.t).ok_or(ChunkError::Overflow { sample: n })?;
+                let dod = delta.wrapping_sub(self.t_delta);
+                self.write_dod(dod);
+                self.t_delta = delta;
+                self.write_value(bits);
+            }
+        }
+        self.t = t;
+        self.v = bits;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn write_dod(&mut self, dod: i64) {
+        if dod == 0 {
+            self.w.write_bit(false);
+            return;
+        }
+        for (prefix, plen, bits) in DOD_BUCKETS {
+            if fits(dod, bits) {
+                self.w.write_bits(prefix, plen);
+                self.w.write_bits(dod as u64, bits);
+                return;
+            }
+        }
+        self.w.write_bits(0b1111, 4);
+        self.w.write_bits(dod as u64, 64);
+    }
+
+    fn write_value(&mut self, bits: u64) {
+        let x = bits ^ self.v;
+        if x == 0 {
+            self.w.write_bit(false);
+            return;
+        }
+        self.w.write_bit(true);
+        // At most 31 leading zeros: the count has 5 bits.
+        let leading = (x.leading_zeros() as u8).min(31);
+        let trailing = x.trailing_zeros() as u8;
+        if self.leading != 0xff && leading >= self.leading && trailing >= self.trailing {
+            self.w.write_bit(false);
+            let sig = 64 - self.leading - self.trailing;
+            self.w.write_bits(x >> self.trailing, sig);
+        } else {
+            self.leading = leading;
+            self.trailing = trailing;
+            self.w.write_bit(true);
+            self.w.write_bits(u64::from(leading), 5);
+            let sig = 64 - leading - trailing;
+            // 64 significant bits are stored as 0 in 6 bits.
+            self.w.write_bits(u64::from(sig) & 0x3f, 6);
+            self.w.write_bits(x >> trailing, sig);
+        }
+    }
+
+    /// The chunk's bytes: header and bit stream.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + self.w.bytes.len());
+        out.extend_from_slice(&(self.count as u16).to_be_bytes());
+        out.extend_from_slice(&self.w.bytes);
+        out
+    }
+}
+
+/// Decodes every sample of a chunk. Malformed input gives an error naming
+/// the bit offset, never a panic.
+pub fn decode(chunk: &[u8]) -> Result<Vec<(i64, f64)>, ChunkError> {
+    let header: [u8; 2] = chunk.get(..2).and_then(|h| h.try_into().ok()).ok_or(ChunkError::NoHeader)?;
+    let count = usize::from(u16::from_be_bytes(header));
+    let mut r = BitReader { bytes: &chunk[2..], pos: 0 };
+    let mut out = Vec::with_capacity(count.min(chunk.len() * 8));
+    let (mut t, mut delta, mut v) = (0i64, 0i64, 0u64);
+    let (mut leading, mut trailing) = (0u8, 0u8);
+    for i in 0..count {
+        let truncated = |r: &BitReader<'_>| ChunkError::Truncated { bit: r.pos, sample: i, count };
+        match i {
+            0 => {
+                t = r.read_bits(64).ok_or_else(|| truncated(&r))? as i64;
+                v = r.read_bits(64).ok_or_else(|| truncated(&r))?;
+            }
+            _ => {
+                if i == 1 {
+                    delta = r.read_bits(64).ok_or_else(|| truncated(&r))? as i64;
+                } else {
+                    let dod = read_dod(&mut r).ok_or_else(|| truncated(&r))?;
+                    delta = delta.wrapping_add(dod);
+                }
+                t = t.checked_add(delta).ok_or(ChunkError::Overflow { sample: i })?;
+                v = read_value(&mut r, v, &mut leading, &mut trailing).ok_or_else(|| truncated(&r))?;
+            }
+        }
+        out.push((t, f64::from_bits(v)));
+    }
+    Ok(out)
+}
+
+fn read_dod(r: &mut BitReader<'_>) -> Option<i64> {
+    let mut prefix_len = 0;
+    while prefix_len < 4 && r.read_bit()? {
+        prefix_len += 1;
+    }
+    let bits = match prefix_len {
+        0 => return Some(0),
+        1 => 14,
+        2 => 17,
+        3 => 20,
+        _ => 64,
+    };
+    let raw = r.read_bits(bits)?;
+    if bits == 64 {
+        return Some(raw as i64);
+    }
+    // Buckets hold [-(2^(n-1) - 1), 2^(n-1)]: a payload above 2^(n-1) is
+    // negative, 2^(n-1) itself is positive (as Prometheus reads them).
+    let half = 1u64 << (bits - 1);
+    Some(if raw > half { raw as i64 - (1i64 << bits) } else { raw as i64 })
+}
+
+fn read_value(r: &mut BitReader<'_>, prev: u64, leading: &mut u8, trailing: &mut u8) -> Option<u64> {
+    if !r.read_bit()? {
+        return Some(prev);
+    }
+    if r.read_bit()? {
+        *leading = r.read_bits(5)? as u8;
+        let mut sig = r.read_bits(6)? as u8;
+        if sig == 0 {
+            sig = 64;
+        }
+        // A corrupt chunk can claim more bits than 64 - leading.
+        *trailing = 64u8.checked_sub(*leading + sig)?;
+    }
+    let sig = 64 - *leading - *trailing;
+    let bits = r.read_bits(sig)?;
+    Some(prev ^ (bits.checked_shl(u32::from(*trailing)).unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Prometheus's stale marker: a NaN with a specific payload.
+    const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+    fn round_trip(samples: &[(i64, f64)]) -> Vec<(i64, f64)> {
+        let mut e = Encoder::new();
+        for &(t, v) in samples {
+            e.append(t, v).unwrap();
+        }
+        decode(&e.bytes()).unwrap()
+    }
+
+    fn same_bits(a: &[(i64, f64)], b: &[(i64, f64)]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.0 == y.0 && x.1.to_bits() == y.1.to_bits())
+    }
+
+    #[test]
+    fn special_values_round_trip_bit_for_bit() {
+        let s = vec![
+            (1000, 1.0),
+            (2000, f64::from_bits(STALE_NAN)),
+            (3000, f64::NAN),
+            (4000, f64::INFINITY),
+            (5000, f64::NEG_INFINITY),
+            (6000, -0.0),
+            (7000, 0.0),
+            (8000, f64::MIN_POSITIVE),
+            (9000, f64::MAX),
+        ];
+        assert!(same_bits(&round_trip(&s), &s));
+    }
+
+    #[test]
+    fn regular_scrapes_compress_to_about_a_byte_or_two_per_sample() {
+        let mut e = Encoder::new();
+        let mut v = 100.0;
+        for i in 0..120 {
+            v += if i % 3 == 0 { 1.0 } else { 0.0 };
+            e.append(1_700_000_000_000 + i * 15_000, v).unwrap();
+        }
+        let bytes = e.bytes().len() as f64 / 120.0;
+        assert!(bytes < 2.0, "{bytes} bytes per sample");
+    }
+
+    #[test]
+    fn out_of_order_and_full_chunks_are_refused() {
+        let mut e = Encoder::new();
+        e.append(10, 1.0).unwrap();
+        assert_eq!(e.append(10, 2.0), Err(ChunkError::OutOfOrder { t: 10, last: 10 }));
+        assert_eq!(e.append(9, 2.0), Err(ChunkError::OutOfOrder { t: 9, last: 10 }));
+        let mut e = Encoder::new();
+        for i in 0..MAX_SAMPLES as i64 {
+            e.append(i, 0.0).unwrap();
+        }
+        assert_eq!(e.append(i64::MAX, 0.0), Err(ChunkError::Full));
+        assert_eq!(decode(&e.bytes()).unwrap().len(), MAX_SAMPLES);
+    }
+
+    #[test]
+    fn delta_of_delta_bucket_edges_round_trip() {
+        for edge in [8191i64, 8192, 8193, 65535, 65536, 65537, 524287, 524288, 524289, 1 << 40] {
+            for dod in [edge, -edge, edge - 1, -(edge - 1)] {
+                // A first delta large enough that every delta stays positive.
+                let d = 1i64 << 42;
+                let s = vec![(0, 1.0), (d, 2.0), (2 * d + dod, 3.0), (3 * d + 2 * dod, 4.0)];
+                assert!(same_bits(&round_trip(&s), &s), "dod {dod}");
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_timestamp_gaps_round_trip() {
+        let s = vec![(i64::MIN, 1.0), (i64::MIN + 1, 2.0), (0, 3.0), (1, 4.0), (i64::MAX, 5.0)];
+        assert!(same_bits(&round_trip(&s), &s));
+    }
+
+    #[test]
+    fn damaged_chunks_give_errors_not_panics() {
+        assert_eq!(decode(&[]), Err(ChunkError::NoHeader));
+        assert!(matches!(decode(&[0, 5, 1, 2, 3]), Err(ChunkError::Truncated { sample: 0, count: 5, .. })));
+        let mut e = Encoder::new();
+        for i in 0..50 {
+            e.append(i * 1000 + (i * i) % 7, (i as f64).sin()).unwrap();
+        }
+        let bytes = e.bytes();
+        for cut in 0..bytes.len() {
+            let _ = decode(&bytes[..cut]);
+        }
+        for flip in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[flip / 8] ^= 1 << (flip % 8);
+            let _ = decode(&b);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_increasing_series_round_trips(
+            start in any::<i64>(),
+            steps in prop::collection::vec((1i64..10_000_000_000, any::<u64>()), 0..300),
+        ) {
+            let mut samples = Vec::new();
+            let mut t = start;
+            for (step, bits) in steps {
+                samples.push((t, f64::from_bits(bits)));
+                match t.checked_add(step) { Some(n) => t = n, None => break }
+            }
+            prop_assert!(same_bits(&round_trip(&samples), &samples));
+        }
+
+        #[test]
+        fn scrape_like_series_round_trip(
+            jitter in prop::collection::vec(-50i64..50, 1..500),
+            values in prop::collection::vec(-1e6f64..1e6, 1..500),
+        ) {
+            let samples: Vec<(i64, f64)> = jitter.iter().zip(&values).enumerate()
+                .map(|(i, (j, v))| (i as i64 * 15_000 + j, (v * 100.0).round() / 100.0))
+                .collect();
+            prop_assert!(same_bits(&round_trip(&samples), &samples));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes);
+        }
+    }
+}
