@@ -181,3 +181,29 @@ fn packaged_config_and_units_match_the_source_of_truth() {
     let br_unit = std::fs::read_to_string(root.join("packaging/buildroot/package/edgebox/edgebox.service")).unwrap();
     assert_eq!(unit, br_unit, "the Buildroot unit is a copy of packaging/systemd/edgebox.service");
 }
+
+/// `kernel.io_uring_disabled = 2` forbids io_uring: `auto` falls back and
+/// says why, `--io uring` refuses to start. Needs root and a kernel ≥ 6.6
+/// (both true on the CI machine); restores the sysctl afterwards.
+#[test]
+fn a_kernel_that_forbids_io_uring_is_detected() {
+    const SYSCTL: &str = "/proc/sys/kernel/io_uring_disabled";
+    struct Restore(String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(SYSCTL, &self.0);
+        }
+    }
+    let original =
+        std::fs::read_to_string(SYSCTL).unwrap_or_else(|e| panic!("{SYSCTL}: {e} (this test needs a kernel ≥ 6.6)"));
+    std::fs::write(SYSCTL, "2").unwrap_or_else(|e| panic!("writing {SYSCTL} needs root: {e}"));
+    let _restore = Restore(original);
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let info = run(&["--data-dir", d, "info"]);
+    assert!(text(&info.stdout).contains("blocking pool (kernel.io_uring_disabled = 2)"), "{}", text(&info.stdout));
+    let forced = run(&["--data-dir", d, "--io", "uring", "--admin-listen", "127.0.0.1:0", "up"]);
+    assert_eq!(forced.status.code(), Some(78), "{}", text(&forced.stderr));
+    assert!(text(&forced.stderr).contains("io_uring is unavailable"), "{}", text(&forced.stderr));
+}
