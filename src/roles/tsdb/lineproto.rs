@@ -108,15 +108,16 @@ impl<'a> Cursor<'a> {
         let mut out = Vec::new();
         while let Some(b) = self.peek() {
             if b == b'\\' {
-                if let Some(&next) = self.s.get(self.pos + 1) {
-                    if escapable.contains(&next) {
+                match self.s.get(self.pos + 1) {
+                    Some(&next) if escapable.contains(&next) => {
                         out.push(next);
                         self.pos += 2;
-                        continue;
+                    }
+                    _ => {
+                        out.push(b);
+                        self.pos += 1;
                     }
                 }
-                out.push(b);
-                self.pos += 1;
                 continue;
             }
             if stops.contains(&b) {
