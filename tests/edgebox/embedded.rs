@@ -148,7 +148,7 @@ fn drive_child(case: &str, steps: &[(&str, &str)]) -> (Option<i32>, Vec<String>)
         }
     });
     let mut seen = Vec::new();
-    let mut wait_for = |needle: &str, seen: &mut Vec<String>| loop {
+    let wait_for = |needle: &str, seen: &mut Vec<String>| loop {
         let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("no {needle:?} in {seen:?}"));
         seen.push(line.clone());
         if line.contains(needle) {
