@@ -58,7 +58,7 @@ impl Invocation {
             core.edgebox.workers = w;
         }
         if let Some(a) = g.admin_listen {
-            if core.admin.auth == cfg::AdminAuth::None && !a.ip().is_loopback() {
+            if core.admin.auth == cfg::AuthMode::None && !a.ip().is_loopback() {
                 return Err(crate::core::exit::ConfigProblem(format!(
                     "--admin-listen {a}: not a loopback address and admin.auth is \"none\""
                 ))

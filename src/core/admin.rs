@@ -7,7 +7,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,8 @@ use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::core::config::{AdminAuth, AdminConfig};
+use crate::core::auth::Auth;
+use crate::core::config::AdminConfig;
 use crate::core::httpserve::{FullResponse, respond, serve};
 use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, StatusHandle};
 use crate::core::telemetry::ProcessMetrics;
@@ -28,7 +28,7 @@ pub const NAME: &str = "admin";
 /// Everything the admin service reports on.
 pub struct AdminService {
     listen: SocketAddr,
-    token: Option<String>,
+    auth: Auth,
     prometheus: PrometheusHandle,
     roles: Vec<(&'static str, StatusHandle)>,
     process: ProcessMetrics,
@@ -43,26 +43,9 @@ impl AdminService {
         process: ProcessMetrics,
         facts: serde_json::Value,
     ) -> anyhow::Result<Self> {
-        let token = match (cfg.auth, &cfg.token_file) {
-            (AdminAuth::Bearer, Some(path)) => Some(read_token(path)?),
-            _ => None,
-        };
-        Ok(Self { listen: cfg.listen, token, prometheus, roles, process, facts })
+        let auth = Auth::load(cfg.auth, cfg.token_file.as_ref(), "admin.token_file")?;
+        Ok(Self { listen: cfg.listen, auth, prometheus, roles, process, facts })
     }
-}
-
-fn read_token(path: &PathBuf) -> anyhow::Result<String> {
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| crate::core::exit::ConfigProblem(format!("admin.token_file {}: {e}", path.display())))?;
-    let token = token.trim().to_owned();
-    if token.len() < 16 {
-        return Err(crate::core::exit::ConfigProblem(format!(
-            "admin.token_file {}: token is shorter than 16 characters",
-            path.display()
-        ))
-        .into());
-    }
-    Ok(token)
 }
 
 impl Role for AdminService {
@@ -89,11 +72,8 @@ impl Role for AdminService {
 impl AdminService {
     fn handle(&self, req: Request<Incoming>) -> FullResponse {
         metrics::counter!("edgebox_admin_requests_total").increment(1);
-        if self.token.as_deref().is_some_and(|t| !authorized(&req, t)) {
-            metrics::counter!("edgebox_admin_unauthorized_total").increment(1);
-            let mut r = respond("", StatusCode::UNAUTHORIZED, "text/plain", "missing or wrong bearer token\n");
-            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
-            return r;
+        if let Some(denied) = self.auth.check(&req, NAME) {
+            return denied;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return respond("", StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET and HEAD\n");
@@ -129,39 +109,5 @@ impl AdminService {
             }
             _ => respond("", StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         }
-    }
-}
-
-fn authorized(req: &Request<Incoming>, expected: &str) -> bool {
-    let Some(given) = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    constant_time_eq(given.as_bytes(), expected.as_bytes())
-}
-
-/// Compares without an early exit, so timing does not reveal the prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for (i, x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abcdefghijklmnop", b"abcdefghijklmnop"));
-        assert!(!constant_time_eq(b"abcdefghijklmnop", b"abcdefghijklmnoq"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"a"));
     }
 }

@@ -2,11 +2,13 @@
 //! role contract. A role never reaches past this module into another role.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod dispatch;
 pub mod exit;
 pub mod fileio;
+pub mod httpclient;
 pub mod httpserve;
 pub mod lifecycle;
 pub mod progress;

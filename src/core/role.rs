@@ -51,10 +51,11 @@ pub struct RoleEntry {
 
 /// Builds a role's `load` function from its config type: an absent section is
 /// the config's default; unknown keys are refused by the type itself
-/// (`#[serde(deny_unknown_fields)]`).
+/// (`#[serde(deny_unknown_fields)]`); `build` may refuse the values with a
+/// message naming the key.
 pub fn load_with<C, R>(
     section: Option<toml::de::ValueDeserializer<'_>>,
-    build: fn(C) -> R,
+    build: fn(C) -> Result<R, String>,
 ) -> Result<Box<dyn Role>, toml::de::Error>
 where
     C: DeserializeOwned + Default,
@@ -64,7 +65,7 @@ where
         Some(de) => C::deserialize(de)?,
         None => C::default(),
     };
-    Ok(Box::new(build(config)))
+    Ok(Box::new(build(config).map_err(<toml::de::Error as serde::de::Error>::custom)?))
 }
 
 /// A role, built and not yet running.

@@ -10,7 +10,10 @@ use crate::core::role::RoleEntry;
 pub mod tsdb;
 
 /// Every role compiled into this binary, in `--list` order.
-pub const ROLES: &[RoleEntry] = &[];
+pub const ROLES: &[RoleEntry] = &[
+    #[cfg(feature = "tsdb")]
+    tsdb::ENTRY,
+];
 
 /// Subcommands the core owns; no role may take one of these names.
 pub const CORE_COMMANDS: &[&str] = &["up", "info", "install", "config", "store", "completions", "man", "help"];

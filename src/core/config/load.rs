@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::{AdminAuth, CoreConfig};
+use super::{AuthMode, CoreConfig};
 use crate::core::role::{Role, RoleEntry};
 use crate::roles::ROLES;
 
@@ -197,11 +197,12 @@ fn section<T: DeserializeOwned>(
 /// Turns a deserialization error into a problem naming the innermost key
 /// whose span holds the error.
 fn with_key(text: &str, err: &toml::de::Error, section: &str, value: Option<&Spanned<DeValue<'_>>>) -> Problem {
-    let key = match (err.span(), value) {
-        (Some(span), Some(v)) => Some(key_at(v, span.start, section.to_owned())),
-        _ => Some(section.to_owned()),
-    };
-    from_toml_error(text, err, key)
+    match (err.span(), value) {
+        (Some(span), Some(v)) => from_toml_error(text, err, Some(key_at(v, span.start, section.to_owned()))),
+        // Errors a role raises after parsing carry no span: point at its section.
+        (None, Some(v)) => at(text, v.span(), Some(section), err.message().trim().to_owned()),
+        _ => from_toml_error(text, err, Some(section.to_owned())),
+    }
 }
 
 fn key_at(value: &Spanned<DeValue<'_>>, offset: usize, path: String) -> String {
@@ -271,21 +272,9 @@ fn validate(text: &str, root: &DeTable<'_>, core: &CoreConfig, problems: &mut Ve
         }
     }
     let admin = &core.admin;
-    if admin.auth == AdminAuth::None && !admin.listen.ip().is_loopback() {
-        problems.push(at(
-            text,
-            span_of(root, &["admin", "listen"]),
-            Some("admin.listen"),
-            format!("{} is not a loopback address; set auth = \"bearer\" with a token_file to expose it", admin.listen),
-        ));
-    }
-    if admin.auth == AdminAuth::Bearer && admin.token_file.is_none() {
-        problems.push(at(
-            text,
-            span_of(root, &["admin", "auth"]),
-            Some("admin.auth"),
-            "auth = \"bearer\" needs token_file".to_owned(),
-        ));
+    if let Some(p) = crate::core::auth::problem(admin.auth, admin.listen, admin.token_file.as_deref()) {
+        let key = if admin.auth == AuthMode::None { "listen" } else { "auth" };
+        problems.push(at(text, span_of(root, &["admin", key]), Some(&format!("admin.{key}")), p));
     }
     if !(0.0..=1.0).contains(&core.telemetry.sample_ratio) {
         problems.push(at(

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::core::auth::AuthMode;
 pub use load::{ConfigError, LoadedConfig, default_config_text, load, load_text};
 
 /// Where the config is looked for when neither `--config` nor EDGEBOX_CONFIG
@@ -89,22 +90,15 @@ pub struct AdminConfig {
     /// Address of the admin listener (port 0: any free port).
     pub listen: SocketAddr,
     /// "none" (allowed on loopback addresses only) or "bearer".
-    pub auth: AdminAuth,
+    pub auth: AuthMode,
     /// File holding the bearer token, with auth = "bearer".
     pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)), auth: AdminAuth::None, token_file: None }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)), auth: AuthMode::None, token_file: None }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AdminAuth {
-    None,
-    Bearer,
 }
 
 /// `[store]`: the embedded redb store shared by every role.

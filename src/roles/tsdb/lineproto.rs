@@ -61,8 +61,9 @@ impl Default for Limits {
     }
 }
 
-/// Parses a whole body. Blank lines and `#` comments are skipped.
-pub fn parse(body: &[u8], limits: &Limits) -> (Vec<Point>, Vec<LineError>) {
+/// Parses a whole body into (1-based line number, point) pairs and errors.
+/// Blank lines and `#` comments are skipped.
+pub fn parse(body: &[u8], limits: &Limits) -> (Vec<(usize, Point)>, Vec<LineError>) {
     let mut points = Vec::new();
     let mut errors = Vec::new();
     for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
@@ -84,7 +85,7 @@ pub fn parse(body: &[u8], limits: &Limits) -> (Vec<Point>, Vec<LineError>) {
             continue;
         };
         match parse_line(text, limits) {
-            Ok(p) => points.push(p),
+            Ok(p) => points.push((i + 1, p)),
             Err((col, msg)) => errors.push(fail(col, msg)),
         }
     }
@@ -274,7 +275,7 @@ mod tests {
         let (mut p, e) = parse(line.as_bytes(), &Limits::default());
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(p.len(), 1);
-        p.remove(0)
+        p.remove(0).1
     }
 
     #[test]
@@ -362,7 +363,8 @@ mod tests {
         let (p, e) = parse(b"  m v=1 5\r\nn v=2\r\n", &Limits::default());
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(p.len(), 2);
-        assert_eq!(p[0].timestamp, Some(5));
+        assert_eq!(p[0].1.timestamp, Some(5));
+        assert_eq!(p[1].0, 2);
     }
 
     fn escape(s: &str, specials: &[char]) -> String {

@@ -1,10 +1,114 @@
-//! tsdb: the embedded time-series database role (issue 3).
+//! tsdb: the embedded time-series database role.
 //!
-//! What is here so far are its two wire/disk codecs, complete and tested:
-//! the Gorilla chunk format the storage engine will keep in the store, and
-//! the Influx line-protocol parser the ingest endpoints will use. The role is
-//! not in the multi-call table yet: it joins once its storage engine and HTTP
-//! service exist, so nothing half-built is reachable from the command line.
+//! Collectors push Influx line protocol (`/write`, `/api/v2/write`) or
+//! JSON lines (`/api/v1/import`); Grafana reads it as a Prometheus data
+//! source (`/api/v1/query`, `/query_range`, `/series`, `/labels`). Samples
+//! live in the shared store: acknowledged writes are durable raw samples,
+//! packed into Gorilla chunks (`gorilla.rs`, docs/tsdb-format.md) once they
+//! are older than `compact_after_s`.
 
+mod cli;
+pub mod config;
 pub mod gorilla;
+pub mod http;
+pub mod ingest;
 pub mod lineproto;
+pub mod params;
+pub mod promql;
+pub mod query;
+pub mod storage;
+mod transfer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::core::auth::Auth;
+use crate::core::httpserve::serve;
+use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, RoleEntry, load_with};
+use config::TsdbConfig;
+use storage::{Limits, Storage};
+
+pub const ENTRY: RoleEntry = RoleEntry {
+    name: "tsdb",
+    summary: "embedded time-series database: line protocol in, Prometheus API out",
+    feature: "tsdb",
+    default_config: config::DEFAULT,
+    compliance_config: config::COMPLIANCE,
+    migrations: storage::MIGRATIONS,
+    load: |section| load_with(section, Tsdb::new),
+    command: cli::command,
+    run_command: cli::run,
+};
+
+/// The role, built from its config section.
+pub struct Tsdb {
+    cfg: TsdbConfig,
+}
+
+impl Tsdb {
+    fn new(cfg: TsdbConfig) -> Result<Self, String> {
+        cfg.validate()?;
+        Ok(Self { cfg })
+    }
+}
+
+impl Role for Tsdb {
+    fn declared(&self) -> Declared {
+        Declared { listeners: vec![ListenerDecl { name: "http", addr: self.cfg.listen }], files: vec![] }
+    }
+
+    fn run(self: Box<Self>, ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let cfg = self.cfg;
+            let auth = Auth::load(cfg.auth, cfg.token_file.as_ref(), "tsdb.token_file")?;
+            let limits = Limits {
+                out_of_order_ms: (cfg.out_of_order_window_s as i64).saturating_mul(1000),
+                max_future_ms: (cfg.max_future_s as i64).saturating_mul(1000),
+                max_series: cfg.max_series,
+                max_series_per_metric: cfg.max_series_per_metric,
+            };
+            let store = ctx.store.clone();
+            let storage = Arc::new(tokio::task::spawn_blocking(move || Storage::open(store, limits)).await??);
+            tracing::info!(series = storage.series_count(), "tsdb storage opened");
+            let api = Arc::new(http::Api {
+                storage: storage.clone(),
+                auth,
+                max_body: cfg.max_body_bytes,
+                limits: lineproto::Limits::default(),
+            });
+            let listener = ctx.bind("http").await?;
+            tracing::info!(addr = %listener.local_addr()?, "tsdb listening");
+            let compaction = tokio::spawn(compact_forever(storage, cfg.clone(), ctx.shutdown.clone()));
+            ctx.status.set_ready(true);
+            let handler = move |req| http::handle(api.clone(), req);
+            serve(http::NAME, listener, handler, ctx.shutdown.clone(), Duration::from_secs(5)).await;
+            compaction.abort();
+            Ok(())
+        })
+    }
+}
+
+/// Packs old raw samples into chunks and applies retention, once a minute.
+async fn compact_forever(storage: Arc<Storage>, cfg: TsdbConfig, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let cutoff = now - (cfg.compact_after_s as i64).saturating_mul(1000);
+        let horizon = (cfg.retention_days > 0).then(|| now - (cfg.retention_days as i64).saturating_mul(86_400_000));
+        match storage.compact(cutoff, horizon).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(samples = n, "tsdb packed raw samples into chunks"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "tsdb compaction failed; will retry"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

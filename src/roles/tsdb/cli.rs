@@ -1,0 +1,148 @@
+//! `edgebox tsdb write|query`: talk to the running tsdb from a shell.
+
+use std::io::Read;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use super::config::TsdbConfig;
+use super::promql::{Metric, format_value};
+use crate::commands::Invocation;
+use crate::core::auth::AuthMode;
+use crate::core::httpclient;
+
+pub fn command() -> Command {
+    Command::new("tsdb")
+        .subcommand(
+            Command::new("write")
+                .about("Write line protocol (arguments, or stdin) to the running tsdb")
+                .arg(Arg::new("lines").num_args(0..).help("lines of line protocol; none: read stdin"))
+                .arg(
+                    Arg::new("precision")
+                        .long("precision")
+                        .default_value("ns")
+                        .help("timestamp unit: ns, us, ms, s, m, h"),
+                ),
+        )
+        .subcommand(
+            Command::new("query")
+                .about("Run a PromQL query against the running tsdb")
+                .arg(Arg::new("promql").required(true))
+                .arg(Arg::new("time").long("time").help("instant query time (Unix seconds or RFC 3339); default now"))
+                .arg(Arg::new("start").long("start").help("range query start"))
+                .arg(Arg::new("end").long("end").help("range query end (default now)"))
+                .arg(Arg::new("step").long("step").default_value("60s").help("range query step"))
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the API's JSON")),
+        )
+}
+
+fn tsdb_config(inv: &Invocation) -> anyhow::Result<(TsdbConfig, Vec<(&'static str, String)>)> {
+    let loaded = inv.load_config()?;
+    let role = loaded
+        .roles
+        .into_iter()
+        .find(|r| r.entry.name == "tsdb")
+        .ok_or_else(|| anyhow::anyhow!("tsdb is not compiled in"))?;
+    let any: Box<dyn std::any::Any> = role.role;
+    let tsdb = any.downcast::<super::Tsdb>().map_err(|_| anyhow::anyhow!("tsdb role has an unexpected type"))?;
+    let mut headers = Vec::new();
+    if tsdb.cfg.auth == AuthMode::Bearer {
+        let path = tsdb.cfg.token_file.clone().unwrap_or_default();
+        let token =
+            std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("tsdb.token_file {}: {e}", path.display()))?;
+        headers.push(("Authorization", format!("Bearer {}", token.trim())));
+    }
+    Ok((tsdb.cfg, headers))
+}
+
+pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
+    let (cfg, mut headers) = tsdb_config(inv)?;
+    match matches.subcommand() {
+        Some(("write", m)) => {
+            let body = match m.get_many::<String>("lines") {
+                Some(lines) => lines.cloned().collect::<Vec<_>>().join("\n").into_bytes(),
+                None => {
+                    let mut b = Vec::new();
+                    std::io::stdin().read_to_end(&mut b)?;
+                    b
+                }
+            };
+            let precision = m.get_one::<String>("precision").map_or("ns", String::as_str);
+            let reply =
+                httpclient::request(cfg.listen, "POST", &format!("/write?precision={precision}"), &headers, &body)?;
+            if reply.status == 204 {
+                return Ok(());
+            }
+            anyhow::bail!("tsdb answered {}: {}", reply.status, String::from_utf8_lossy(&reply.body).trim());
+        }
+        Some(("query", m)) => {
+            let q = m.get_one::<String>("promql").cloned().unwrap_or_default();
+            let mut form: Vec<(String, String)> = vec![("query".into(), q)];
+            let range = m.get_one::<String>("start").is_some();
+            let path = if range {
+                for k in ["start", "end", "step"] {
+                    if let Some(v) = m.get_one::<String>(k) {
+                        form.push((k.into(), v.clone()));
+                    }
+                }
+                if m.get_one::<String>("end").is_none() {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+                    form.push(("end".into(), now.to_string()));
+                }
+                "/api/v1/query_range"
+            } else {
+                if let Some(t) = m.get_one::<String>("time") {
+                    form.push(("time".into(), t.clone()));
+                }
+                "/api/v1/query"
+            };
+            let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+            headers.push(("Content-Type", "application/x-www-form-urlencoded".into()));
+            let reply = httpclient::request(cfg.listen, "POST", path, &headers, body.as_bytes())?;
+            let v: serde_json::Value = serde_json::from_slice(&reply.body)
+                .map_err(|e| anyhow::anyhow!("tsdb answered {} with a body that is not JSON: {e}", reply.status))?;
+            if v["status"] != "success" {
+                anyhow::bail!("{}", v["error"].as_str().unwrap_or("query failed"));
+            }
+            if m.get_flag("json") {
+                println!("{}", serde_json::to_string_pretty(&v["data"])?);
+            } else {
+                print_table(&v["data"]);
+            }
+            Ok(())
+        }
+        _ => {
+            Err(crate::core::exit::UsageError("`edgebox tsdb` needs a subcommand: serve, write or query".into()).into())
+        }
+    }
+}
+
+fn print_table(data: &serde_json::Value) {
+    let metric = |m: &serde_json::Value| {
+        let pairs: Vec<(String, String)> = m
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+            .collect();
+        let m = Metric(pairs);
+        let name = m.get("__name__").unwrap_or("").to_owned();
+        let rest: Vec<String> = m.without_name().0.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!("{name}{{{}}}", rest.join(", "))
+    };
+    match data["resultType"].as_str() {
+        Some("scalar" | "string") => println!("{}", data["result"][1].as_str().unwrap_or("")),
+        Some("vector") => {
+            for s in data["result"].as_array().into_iter().flatten() {
+                println!("{}  {}", metric(&s["metric"]), s["value"][1].as_str().unwrap_or(""));
+            }
+        }
+        _ => {
+            for s in data["result"].as_array().into_iter().flatten() {
+                println!("{}", metric(&s["metric"]));
+                for p in s["values"].as_array().into_iter().flatten() {
+                    println!("  {}  {}", p[0], p[1].as_str().unwrap_or(&format_value(f64::NAN)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `[tsdb]`: the time-series database's config section.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::auth::AuthMode;
+
+/// The documented default section, printed by `edgebox config default`.
+pub const DEFAULT: &str = r#"[tsdb]
+# HTTP listener: Influx /write and /api/v2/write, the Prometheus query API,
+# JSON-lines import and export.
+listen = "127.0.0.1:9090"
+# "none" (allowed on loopback addresses only) or "bearer".
+auth = "none"
+# File holding the bearer token, with auth = "bearer".
+# token_file = "/etc/edgebox/tsdb.token"
+# Largest request body accepted, in bytes (after gzip decoding too).
+max_body_bytes = 16777216
+# Samples older than a series' newest sample by more than this many seconds
+# are refused (out-of-order window). 0 refuses every out-of-order sample.
+out_of_order_window_s = 3600
+# Samples whose timestamp is further than this many seconds in the future
+# are refused.
+max_future_s = 600
+# Raw samples are kept this long; 0 keeps them forever.
+retention_days = 30
+# Most series in total, and per metric name; over it a write answers 429.
+max_series = 1000000
+max_series_per_metric = 100000
+# Raw samples older than this many seconds are packed into Gorilla chunks.
+compact_after_s = 7200
+"#;
+
+/// The same section used by the compliance test: any free port.
+pub const COMPLIANCE: &str = "[tsdb]\nlisten = \"127.0.0.1:0\"\n";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TsdbConfig {
+    /// HTTP listener for ingest and queries.
+    pub listen: SocketAddr,
+    /// "none" (loopback only) or "bearer".
+    pub auth: AuthMode,
+    /// Bearer token file, with auth = "bearer".
+    pub token_file: Option<PathBuf>,
+    /// Largest request body, in bytes (also after gzip decoding).
+    pub max_body_bytes: usize,
+    /// How far behind a series' newest sample a write may be, in seconds.
+    pub out_of_order_window_s: u64,
+    /// How far ahead of the clock a sample may be, in seconds.
+    pub max_future_s: u64,
+    /// Raw retention in days; 0 keeps data forever.
+    pub retention_days: u64,
+    /// Series limit in total.
+    pub max_series: usize,
+    /// Series limit per metric name.
+    pub max_series_per_metric: usize,
+    /// Age in seconds after which raw samples are packed into chunks.
+    pub compact_after_s: u64,
+}
+
+impl Default for TsdbConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            auth: AuthMode::None,
+            token_file: None,
+            max_body_bytes: 16 << 20,
+            out_of_order_window_s: 3600,
+            max_future_s: 600,
+            retention_days: 30,
+            max_series: 1_000_000,
+            max_series_per_metric: 100_000,
+            compact_after_s: 7200,
+        }
+    }
+}
+
+impl TsdbConfig {
+    /// Cross-key checks, as one message naming the key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(p) = crate::core::auth::problem(self.auth, self.listen, self.token_file.as_deref()) {
+            return Err(format!("tsdb.listen/auth: {p}"));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err("tsdb.max_body_bytes: must be at least 1024".into());
+        }
+        if self.max_series == 0 || self.max_series_per_metric == 0 {
+            return Err("tsdb.max_series and tsdb.max_series_per_metric must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_default_equals_the_code_default() {
+        let table: toml::Table = toml::from_str(DEFAULT).unwrap();
+        let parsed: TsdbConfig = table["tsdb"].clone().try_into().unwrap();
+        assert_eq!(parsed, TsdbConfig::default());
+        parsed.validate().unwrap();
+    }
+}

@@ -1,0 +1,213 @@
+//! Aggregation operators (`sum`, `avg`, `min`, `max`, `count`, `group`,
+//! `stddev`, `stdvar`, `topk`, `bottomk`, `quantile`, `count_values`) with
+//! `by`/`without`, and `histogram_quantile` over classic buckets.
+
+use std::collections::BTreeMap;
+
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
+
+use super::QueryError;
+use super::eval::Evaluator;
+use super::value::{Metric, NAME, Sample, Value};
+
+/// The group a sample belongs to under `by`/`without`.
+fn group_key(m: &Metric, modifier: &Option<LabelModifier>) -> Metric {
+    match modifier {
+        Some(LabelModifier::Include(l)) => m.keep(&l.labels),
+        Some(LabelModifier::Exclude(l)) => {
+            let mut drop = l.labels.clone();
+            drop.push(NAME.to_owned());
+            m.remove(&drop)
+        }
+        None => Metric::default(),
+    }
+}
+
+pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
+    let op = a.op.to_string();
+    let input = ev.vector(&a.expr, t, &op)?;
+    let param = |what: &str| -> Result<&Expr, QueryError> {
+        a.param.as_deref().ok_or_else(|| QueryError::bad(format!("{op} needs a parameter ({what})")))
+    };
+    let mut groups: BTreeMap<Metric, Vec<Sample>> = BTreeMap::new();
+    for s in input {
+        groups.entry(group_key(&s.metric, &a.modifier)).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    match op.as_str() {
+        "sum" | "avg" | "min" | "max" | "count" | "group" | "stddev" | "stdvar" => {
+            for (metric, samples) in groups {
+                let vals = samples.iter().map(|s| s.v);
+                let n = samples.len() as f64;
+                let v = match op.as_str() {
+                    "sum" => vals.sum(),
+                    "avg" => vals.sum::<f64>() / n,
+                    "min" => vals.fold(f64::NAN, |acc, v| if acc.is_nan() || v < acc { v } else { acc }),
+                    "max" => vals.fold(f64::NAN, |acc, v| if acc.is_nan() || v > acc { v } else { acc }),
+                    "count" => n,
+                    "group" => 1.0,
+                    _ => {
+                        let mean = vals.clone().sum::<f64>() / n;
+                        let var = vals.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+                        if op == "stddev" { var.sqrt() } else { var }
+                    }
+                };
+                out.push(Sample { metric, v });
+            }
+        }
+        "topk" | "bottomk" => {
+            let k = ev.scalar(param("k")?, t, &op)?;
+            if k.is_nan() || k < 1.0 {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            let k = k.min(1e9) as usize;
+            for (_, mut samples) in groups {
+                // NaN sorts last either way, as in Prometheus.
+                samples.sort_by(|x, y| match (x.v.is_nan(), y.v.is_nan()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ if op == "topk" => y.v.partial_cmp(&x.v).unwrap_or(std::cmp::Ordering::Equal),
+                    _ => x.v.partial_cmp(&y.v).unwrap_or(std::cmp::Ordering::Equal),
+                });
+                out.extend(samples.into_iter().take(k));
+            }
+        }
+        "quantile" => {
+            let q = ev.scalar(param("φ")?, t, &op)?;
+            for (metric, samples) in groups {
+                let mut vals: Vec<f64> = samples.iter().map(|s| s.v).collect();
+                out.push(Sample { metric, v: quantile(q, &mut vals) });
+            }
+        }
+        "count_values" => {
+            let label = match param("label")? {
+                Expr::StringLiteral(s) => s.val.clone(),
+                _ => return Err(QueryError::bad("count_values needs a string label name")),
+            };
+            for (metric, samples) in groups {
+                let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+                for s in samples {
+                    *counts.entry(super::value::format_value(s.v)).or_default() += 1.0;
+                }
+                for (value, n) in counts {
+                    let mut m = metric.clone();
+                    m.set(&label, &value);
+                    out.push(Sample { metric: m, v: n });
+                }
+            }
+        }
+        other => return Err(QueryError::unsupported(format!("aggregation `{other}` is not supported"))),
+    }
+    Ok(Value::Vector(out))
+}
+
+/// The φ-quantile with linear interpolation, as Prometheus computes it.
+pub fn quantile(q: f64, vals: &mut [f64]) -> f64 {
+    if vals.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    vals.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = vals.len() as f64;
+    let rank = q * (n - 1.0);
+    let lo = rank.floor().max(0.0) as usize;
+    let hi = (lo + 1).min(vals.len() - 1);
+    let weight = rank - rank.floor();
+    vals[lo] * (1.0 - weight) + vals[hi] * weight
+}
+
+/// `histogram_quantile` over classic `_bucket` series with an `le` label.
+pub fn histogram_quantile(q: f64, input: Vec<Sample>) -> Vec<Sample> {
+    let mut groups: BTreeMap<Metric, Vec<(f64, f64)>> = BTreeMap::new();
+    for s in input {
+        let Some(le) = s.metric.get("le").and_then(parse_le) else { continue };
+        let key = s.metric.remove(&["le".to_owned(), NAME.to_owned()]);
+        groups.entry(key).or_default().push((le, s.v));
+    }
+    groups.into_iter().map(|(metric, mut buckets)| Sample { metric, v: bucket_quantile(q, &mut buckets) }).collect()
+}
+
+fn parse_le(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        _ => s.parse().ok(),
+    }
+}
+
+/// Prometheus's bucketQuantile.
+fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) || buckets.len() < 2 {
+        return f64::NAN;
+    }
+    // Merge duplicate bounds and force monotonic counts.
+    buckets.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            earlier.1 += later.1;
+            true
+        } else {
+            false
+        }
+    });
+    let mut max = f64::NEG_INFINITY;
+    for b in buckets.iter_mut() {
+        if b.1 < max {
+            b.1 = max;
+        }
+        max = b.1;
+    }
+    let total = buckets[buckets.len() - 1].1;
+    if total == 0.0 || total.is_nan() {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let i = buckets.partition_point(|b| b.1 < rank);
+    if i == buckets.len() - 1 {
+        return buckets[buckets.len() - 2].0;
+    }
+    if i == 0 && buckets[0].0 <= 0.0 {
+        return buckets[0].0;
+    }
+    let (start, prev_count) = if i == 0 { (0.0, 0.0) } else { (buckets[i - 1].0, buckets[i - 1].1) };
+    let (end, count) = (buckets[i].0, buckets[i].1 - prev_count);
+    start + (end - start) * ((rank - prev_count) / count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles() {
+        assert_eq!(quantile(0.5, &mut [1.0, 2.0, 3.0, 4.0]), 2.5);
+        assert_eq!(quantile(0.0, &mut [3.0, 1.0]), 1.0);
+        assert_eq!(quantile(1.0, &mut [3.0, 1.0]), 3.0);
+        assert_eq!(quantile(2.0, &mut [3.0]), f64::INFINITY);
+        assert!(quantile(0.5, &mut []).is_nan());
+    }
+
+    #[test]
+    fn histogram_quantile_interpolates_within_a_bucket() {
+        let mut b = vec![(0.1, 10.0), (0.5, 60.0), (1.0, 100.0), (f64::INFINITY, 100.0)];
+        assert!((bucket_quantile(0.5, &mut b) - 0.42).abs() < 1e-9);
+        let mut b = vec![(1.0, 0.0), (f64::INFINITY, 10.0)];
+        assert_eq!(bucket_quantile(0.9, &mut b), 1.0, "in the +Inf bucket: the highest finite bound");
+        let mut no_inf = vec![(1.0, 5.0)];
+        assert!(bucket_quantile(0.5, &mut no_inf).is_nan());
+    }
+}

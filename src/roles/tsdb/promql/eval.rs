@@ -1,0 +1,217 @@
+//! The evaluator: selectors read from prefetched series; every other node
+//! is computed from its children at one timestamp.
+
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{AtModifier, Expr, MatrixSelector, Offset, VectorSelector};
+
+use super::value::{Metric, Sample, Series, Value, is_stale};
+use super::{LOOKBACK_MS, QueryError, aggregate, binary, functions};
+use crate::roles::tsdb::storage::Matcher;
+
+/// One selector of a query: what to select and which window to read.
+pub struct Selection {
+    /// Identifies the selector node in the parsed query.
+    pub key: usize,
+    /// Alternatives (`or` in a selector); each a conjunction of matchers.
+    pub matchers: Vec<Vec<Matcher>>,
+    pub from: i64,
+    pub to: i64,
+}
+
+fn key(vs: &VectorSelector) -> usize {
+    std::ptr::from_ref(vs) as usize
+}
+
+fn millis(d: &Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The evaluation time of a selector at query time `t`.
+fn selector_time(vs: &VectorSelector, t: i64, start: i64, end: i64) -> i64 {
+    let base = match &vs.at {
+        Some(AtModifier::Start) => start,
+        Some(AtModifier::End) => end,
+        Some(AtModifier::At(time)) => match time.duration_since(UNIX_EPOCH) {
+            Ok(d) => millis(&d),
+            Err(e) => -millis(&e.duration()),
+        },
+        None => t,
+    };
+    match &vs.offset {
+        Some(Offset::Pos(d)) => base.saturating_sub(millis(d)),
+        Some(Offset::Neg(d)) => base.saturating_add(millis(d)),
+        None => base,
+    }
+}
+
+/// Converts the parser's matchers to the storage's. At least one matcher
+/// must not match the empty string, as in Prometheus.
+fn matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
+    let convert = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, QueryError> {
+        let mut out = Vec::with_capacity(ms.len() + 1);
+        for m in ms {
+            out.push(match &m.op {
+                PMatchOp::Equal => Matcher::equal(&m.name, &m.value),
+                PMatchOp::NotEqual => Matcher {
+                    name: m.name.clone(),
+                    op: crate::roles::tsdb::storage::MatchOp::NotEqual(m.value.clone()),
+                },
+                PMatchOp::Re(_) => Matcher::regex(&m.name, &m.value, false).map_err(QueryError::bad)?,
+                PMatchOp::NotRe(_) => Matcher::regex(&m.name, &m.value, true).map_err(QueryError::bad)?,
+            });
+        }
+        if let Some(name) = vs.name.as_ref().filter(|_| !out.iter().any(|m| m.name == "__name__")) {
+            out.push(Matcher::equal("__name__", name));
+        }
+        if out.iter().all(|m| m.matches("")) {
+            return Err(QueryError::bad(format!(
+                "vector selector {vs} must contain at least one matcher that does not match the empty string"
+            )));
+        }
+        Ok(out)
+    };
+    let mut alternatives = vec![convert(&vs.matchers.matchers)?];
+    for alt in &vs.matchers.or_matchers {
+        alternatives.push(convert(alt)?);
+    }
+    if !vs.matchers.or_matchers.is_empty() && vs.matchers.matchers.is_empty() {
+        alternatives.remove(0);
+    }
+    Ok(alternatives)
+}
+
+/// Every selector of `expr` with the window a query over `[start, end]`
+/// needs from it.
+pub fn plan(expr: &Expr, start: i64, end: i64) -> Result<Vec<Selection>, QueryError> {
+    let mut out = Vec::new();
+    walk(expr, start, end, &mut out)?;
+    Ok(out)
+}
+
+fn walk(expr: &Expr, start: i64, end: i64, out: &mut Vec<Selection>) -> Result<(), QueryError> {
+    let window = |vs: &VectorSelector, back: i64| -> Result<Selection, QueryError> {
+        let (a, b) = (selector_time(vs, start, start, end), selector_time(vs, end, start, end));
+        Ok(Selection { key: key(vs), matchers: matchers(vs)?, from: a.min(b).saturating_sub(back), to: a.max(b) })
+    };
+    match expr {
+        Expr::VectorSelector(vs) => out.push(window(vs, LOOKBACK_MS)?),
+        Expr::MatrixSelector(MatrixSelector { vs, range }) => out.push(window(vs, millis(range))?),
+        Expr::Aggregate(a) => {
+            walk(&a.expr, start, end, out)?;
+            if let Some(p) = &a.param {
+                walk(p, start, end, out)?;
+            }
+        }
+        Expr::Unary(u) => walk(&u.expr, start, end, out)?,
+        Expr::Binary(b) => {
+            walk(&b.lhs, start, end, out)?;
+            walk(&b.rhs, start, end, out)?;
+        }
+        Expr::Paren(p) => walk(&p.expr, start, end, out)?,
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                walk(a, start, end, out)?;
+            }
+        }
+        Expr::Subquery(_) => return Err(QueryError::unsupported("subqueries are not supported")),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
+        Expr::Extension(_) => return Err(QueryError::unsupported("extension expressions are not supported")),
+    }
+    Ok(())
+}
+
+/// Evaluates a parsed query at single timestamps over prefetched data.
+pub struct Evaluator<'a> {
+    pub data: &'a HashMap<usize, Vec<Series>>,
+    pub start: i64,
+    pub end: i64,
+}
+
+impl Evaluator<'_> {
+    pub fn eval(&self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant(vs, t))),
+            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.range(&ms.vs, millis(&ms.range), t))),
+            Expr::Unary(u) => match self.eval(&u.expr, t)? {
+                Value::Scalar(v) => Ok(Value::Scalar(-v)),
+                Value::Vector(v) => Ok(Value::Vector(
+                    v.into_iter().map(|s| Sample { metric: s.metric.without_name(), v: -s.v }).collect(),
+                )),
+                other => Err(QueryError::bad(format!(
+                    "unary minus needs a scalar or an instant vector, got {}",
+                    other.kind()
+                ))),
+            },
+            Expr::Binary(b) => binary::eval(self, b, t),
+            Expr::Aggregate(a) => aggregate::eval(self, a, t),
+            Expr::Call(c) => functions::call(self, c, t),
+            Expr::Subquery(_) => Err(QueryError::unsupported("subqueries are not supported")),
+            Expr::Extension(_) => Err(QueryError::unsupported("extension expressions are not supported")),
+        }
+    }
+
+    fn series(&self, vs: &VectorSelector) -> &[Series] {
+        self.data.get(&key(vs)).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The newest sample of each series within the lookback window, unless
+    /// that sample is a stale marker.
+    fn instant(&self, vs: &VectorSelector, t: i64) -> Vec<Sample> {
+        let at = selector_time(vs, t, self.start, self.end);
+        let mut out = Vec::new();
+        for s in self.series(vs) {
+            let end = s.points.partition_point(|p| p.0 <= at);
+            if end == 0 {
+                continue;
+            }
+            let (pt, v) = s.points[end - 1];
+            if pt > at - LOOKBACK_MS && !is_stale(v) {
+                out.push(Sample { metric: s.metric.clone(), v });
+            }
+        }
+        out
+    }
+
+    /// Samples of each series in `[t - range, t]`, stale markers removed.
+    pub fn range(&self, vs: &VectorSelector, range: i64, t: i64) -> Vec<Series> {
+        let at = selector_time(vs, t, self.start, self.end);
+        let from = at.saturating_sub(range);
+        let mut out = Vec::new();
+        for s in self.series(vs) {
+            let lo = s.points.partition_point(|p| p.0 < from);
+            let hi = s.points.partition_point(|p| p.0 <= at);
+            let points: Vec<(i64, f64)> = s.points[lo..hi].iter().copied().filter(|p| !is_stale(p.1)).collect();
+            if !points.is_empty() {
+                out.push(Series { metric: s.metric.clone(), points });
+            }
+        }
+        out
+    }
+
+    /// Evaluates `expr` expecting an instant vector.
+    pub fn vector(&self, expr: &Expr, t: i64, what: &str) -> Result<Vec<Sample>, QueryError> {
+        match self.eval(expr, t)? {
+            Value::Vector(v) => Ok(v),
+            other => Err(QueryError::bad(format!("{what} expects an instant vector, got {}", other.kind()))),
+        }
+    }
+
+    /// Evaluates `expr` expecting a scalar.
+    pub fn scalar(&self, expr: &Expr, t: i64, what: &str) -> Result<f64, QueryError> {
+        match self.eval(expr, t)? {
+            Value::Scalar(v) => Ok(v),
+            other => Err(QueryError::bad(format!("{what} expects a scalar, got {}", other.kind()))),
+        }
+    }
+}
+
+/// Metric of a selected series, as the evaluator sees it.
+pub fn metric_of(labels: &crate::roles::tsdb::storage::Labels) -> Metric {
+    Metric::from_pairs(labels.iter())
+}

@@ -1,0 +1,73 @@
+//! PromQL: parsing with the promql-parser crate, planning which series and
+//! time windows each selector needs, and evaluating instant and range
+//! queries over data fetched once per selector.
+//!
+//! Semantics follow Prometheus 2.42 (the reference the tests compare with):
+//! a 5-minute lookback for instant selectors, closed `[t - range, t]` range
+//! windows, stale markers ending series, extrapolated `rate`/`increase`/
+//! `delta`, metric names dropped by functions and arithmetic. Subqueries and
+//! native histograms are not supported and answer 422 naming what was asked.
+
+mod aggregate;
+mod binary;
+
+mod functions;
+mod value;
+
+pub mod eval;
+pub use eval::{Evaluator, Selection, plan};
+pub use value::{Metric, Sample, Series, Value, format_time, format_value, is_stale};
+
+/// How far back an instant selector looks for a sample (Prometheus's default).
+pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
+/// Longest query text accepted.
+pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+/// Deepest parenthesis nesting accepted (guards the recursive parser).
+pub const MAX_NESTING: usize = 128;
+
+/// Why a query failed: bad input (400) or a feature this engine lacks (422).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryError {
+    pub unsupported: bool,
+    pub message: String,
+}
+
+impl QueryError {
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self { unsupported: false, message: message.into() }
+    }
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self { unsupported: true, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Parses a query after checking its size and nesting.
+pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(QueryError::bad(format!("query is {} bytes, over the {MAX_QUERY_BYTES}-byte limit", query.len())));
+    }
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for b in query.bytes() {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_NESTING {
+        return Err(QueryError::bad(format!("query nests {deepest} levels deep, over the limit of {MAX_NESTING}")));
+    }
+    promql_parser::parser::parse(query).map_err(|e| QueryError::bad(format!("parse error: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

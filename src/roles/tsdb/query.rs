@@ -1,0 +1,191 @@
+//! The Prometheus HTTP API's read side: `/api/v1/query`, `/query_range`,
+//! `/series`, `/labels`, `/label/<name>/values`, and the engine entry point
+//! shared with `edgebox tsdb query`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::http::{Api, ApiError};
+use super::params::Params;
+use super::promql::{self, Evaluator, Metric, QueryError, Series, Value, format_time, format_value};
+use super::storage::{Labels, Storage};
+
+/// Most samples one query may read, and most steps of a range query.
+pub const MAX_SAMPLES: usize = 50_000_000;
+pub const MAX_STEPS: i64 = 11_000;
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        if e.unsupported { ApiError::unsupported(e.message) } else { ApiError::bad_data(e.message) }
+    }
+}
+
+/// Series matching any of the given series selectors.
+pub fn selectors(api: &Api, exprs: &[&str]) -> Result<Vec<(u64, Arc<Labels>)>, ApiError> {
+    let mut out: BTreeMap<u64, Arc<Labels>> = BTreeMap::new();
+    for e in exprs {
+        let expr = promql::parse(e)?;
+        let promql_parser::parser::Expr::VectorSelector(_) = &expr else {
+            return Err(ApiError::bad_data(format!("`{e}` is not a series selector")));
+        };
+        for sel in promql::plan(&expr, 0, 0)? {
+            for alt in &sel.matchers {
+                out.extend(api.storage.select(alt));
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Evaluates `query` at every step of `[start, end]`.
+pub async fn evaluate(
+    storage: &Storage,
+    query: &str,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Result<Vec<(i64, Value)>, ApiError> {
+    let expr = promql::parse(query)?;
+    let mut data: HashMap<usize, Vec<Series>> = HashMap::new();
+    let mut budget = MAX_SAMPLES;
+    for sel in promql::plan(&expr, start, end)? {
+        let mut chosen: BTreeMap<u64, Arc<Labels>> = BTreeMap::new();
+        for alt in &sel.matchers {
+            chosen.extend(storage.select(alt));
+        }
+        let read =
+            storage.read(chosen.keys().copied().collect(), sel.from, sel.to).await.map_err(ApiError::internal)?;
+        let mut series = Vec::with_capacity(read.len());
+        for (id, points) in read {
+            budget = budget.checked_sub(points.len()).ok_or_else(|| {
+                ApiError::unsupported(format!(
+                    "query would read more than {MAX_SAMPLES} samples; narrow the selectors or the time range"
+                ))
+            })?;
+            series.push(Series { metric: promql::eval::metric_of(&chosen[&id]), points });
+        }
+        data.insert(sel.key, series);
+    }
+    let ev = Evaluator { data: &data, start, end };
+    let mut out = Vec::new();
+    let mut t = start;
+    while t <= end {
+        out.push((t, ev.eval(&expr, t)?));
+        t += step;
+    }
+    Ok(out)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+pub async fn instant(api: Arc<Api>, params: Params) -> Result<serde_json::Value, ApiError> {
+    let query = params.get("query").ok_or_else(|| ApiError::bad_data("missing parameter `query`"))?;
+    let t = params.time("time", now_ms()).map_err(ApiError::bad_data)?;
+    let mut results = evaluate(&api.storage, query, t, t, 1).await?;
+    let (_, value) = results.pop().ok_or_else(|| ApiError::bad_data("no evaluation"))?;
+    Ok(instant_json(value, t))
+}
+
+/// A value as the instant-query API renders it.
+pub fn instant_json(value: Value, t: i64) -> serde_json::Value {
+    match value {
+        Value::Scalar(v) => json!({"resultType": "scalar", "result": [format_time(t), format_value(v)]}),
+        Value::String(s) => json!({"resultType": "string", "result": [format_time(t), s]}),
+        Value::Vector(v) => json!({"resultType": "vector", "result": v.into_iter().map(|s| json!({
+            "metric": s.metric.to_json(), "value": [format_time(t), format_value(s.v)]})).collect::<Vec<_>>()}),
+        Value::Matrix(m) => json!({"resultType": "matrix", "result": m.into_iter().map(|s| json!({
+            "metric": s.metric.to_json(),
+            "values": s.points.iter().map(|p| json!([format_time(p.0), format_value(p.1)])).collect::<Vec<_>>()})).collect::<Vec<_>>()}),
+    }
+}
+
+pub async fn range(api: Arc<Api>, params: Params) -> Result<serde_json::Value, ApiError> {
+    let query = params.get("query").ok_or_else(|| ApiError::bad_data("missing parameter `query`"))?;
+    let start = params.time("start", i64::MIN).map_err(ApiError::bad_data)?;
+    let end = params.time("end", i64::MIN).map_err(ApiError::bad_data)?;
+    if start == i64::MIN || end == i64::MIN {
+        return Err(ApiError::bad_data("query_range needs `start` and `end`"));
+    }
+    let step = params
+        .duration("step")
+        .map_err(ApiError::bad_data)?
+        .ok_or_else(|| ApiError::bad_data("missing parameter `step`"))?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "zero or negative query resolution step widths are not accepted; try a positive integer",
+        ));
+    }
+    if end < start {
+        return Err(ApiError::bad_data("end timestamp must not be before start time"));
+    }
+    if (end - start) / step > MAX_STEPS {
+        return Err(ApiError::bad_data(format!(
+            "exceeded maximum resolution of {MAX_STEPS} points per timeseries; try decreasing the query resolution (?step=XX)"
+        )));
+    }
+    let steps = evaluate(&api.storage, query, start, end, step).await?;
+    range_json(steps)
+}
+
+/// Step results folded into the matrix the range API returns.
+pub fn range_json(steps: Vec<(i64, Value)>) -> Result<serde_json::Value, ApiError> {
+    let mut series: BTreeMap<Metric, Vec<(i64, f64)>> = BTreeMap::new();
+    for (t, value) in steps {
+        match value {
+            Value::Scalar(v) => series.entry(Metric::default()).or_default().push((t, v)),
+            Value::Vector(samples) => {
+                for s in samples {
+                    series.entry(s.metric).or_default().push((t, s.v));
+                }
+            }
+            other => {
+                return Err(ApiError::bad_data(format!(
+                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    other.kind()
+                )));
+            }
+        }
+    }
+    Ok(json!({"resultType": "matrix", "result": series.into_iter().map(|(m, pts)| json!({
+        "metric": m.to_json(),
+        "values": pts.iter().map(|p| json!([format_time(p.0), format_value(p.1)])).collect::<Vec<_>>()})).collect::<Vec<_>>()}))
+}
+
+pub async fn series(api: Arc<Api>, params: Params) -> Result<serde_json::Value, ApiError> {
+    let matches = params.all("match[]");
+    if matches.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let found = selectors(&api, &matches)?;
+    Ok(serde_json::Value::Array(found.into_iter().map(|(_, l)| promql::eval::metric_of(&l).to_json()).collect()))
+}
+
+pub async fn labels(api: Arc<Api>, params: Params) -> Result<serde_json::Value, ApiError> {
+    let matches = params.all("match[]");
+    if matches.is_empty() {
+        return Ok(json!(api.storage.label_names()));
+    }
+    let mut names: Vec<String> = selectors(&api, &matches)?
+        .iter()
+        .flat_map(|(_, l)| l.iter().map(|(n, _)| n.to_owned()).collect::<Vec<_>>())
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(json!(names))
+}
+
+pub async fn label_values(api: Arc<Api>, params: Params, name: String) -> Result<serde_json::Value, ApiError> {
+    let matches = params.all("match[]");
+    if matches.is_empty() {
+        return Ok(json!(api.storage.label_values(&name)));
+    }
+    let mut values: Vec<String> =
+        selectors(&api, &matches)?.iter().filter_map(|(_, l)| l.get(&name).map(str::to_owned)).collect();
+    values.sort();
+    values.dedup();
+    Ok(json!(values))
+}

@@ -1,0 +1,225 @@
+//! The in-memory series index: key → id, id → labels, and postings
+//! (label name → value → ids) for the matchers `=`, `!=`, `=~`, `!~`.
+//! Rebuilt from `tsdb.series` at start; updated after each commit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::labels::{Labels, METRIC_NAME};
+
+/// A label matcher, as PromQL writes them.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    pub name: String,
+    pub op: MatchOp,
+}
+
+#[derive(Debug, Clone)]
+pub enum MatchOp {
+    Equal(String),
+    NotEqual(String),
+    /// Fully anchored, as Prometheus anchors them.
+    Regex(regex::Regex),
+    NotRegex(regex::Regex),
+}
+
+impl Matcher {
+    pub fn equal(name: &str, value: &str) -> Self {
+        Self { name: name.into(), op: MatchOp::Equal(value.into()) }
+    }
+
+    /// Compiles `pattern` anchored at both ends, with a size limit so a
+    /// hostile pattern costs bounded memory (the regex crate never
+    /// backtracks, so matching time is linear).
+    pub fn regex(name: &str, pattern: &str, negate: bool) -> Result<Self, String> {
+        let re = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(1 << 20)
+            .dfa_size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("invalid regex `{pattern}` for label `{name}`: {e}"))?;
+        let op = if negate { MatchOp::NotRegex(re) } else { MatchOp::Regex(re) };
+        Ok(Self { name: name.into(), op })
+    }
+
+    /// Whether a label value (empty when the label is absent) matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match &self.op {
+            MatchOp::Equal(v) => value == v,
+            MatchOp::NotEqual(v) => value != v,
+            MatchOp::Regex(r) => r.is_match(value),
+            MatchOp::NotRegex(r) => !r.is_match(value),
+        }
+    }
+
+    /// True when the matcher also matches series without the label.
+    fn matches_empty(&self) -> bool {
+        self.matches("")
+    }
+}
+
+/// One series as the index knows it.
+#[derive(Debug, Clone)]
+pub struct SeriesEntry {
+    pub labels: Arc<Labels>,
+    /// Newest sample timestamp (ms), for the out-of-order window.
+    pub max_t: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    by_key: HashMap<Vec<u8>, u64>,
+    series: HashMap<u64, SeriesEntry>,
+    postings: HashMap<String, BTreeMap<String, BTreeSet<u64>>>,
+    per_metric: HashMap<String, usize>,
+}
+
+impl Index {
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    pub fn id_of(&self, key: &[u8]) -> Option<u64> {
+        self.by_key.get(key).copied()
+    }
+
+    pub fn get(&self, id: u64) -> Option<&SeriesEntry> {
+        self.series.get(&id)
+    }
+
+    pub fn series_of_metric(&self, metric: &str) -> usize {
+        self.per_metric.get(metric).copied().unwrap_or(0)
+    }
+
+    /// Adds a series (idempotent) with its newest timestamp.
+    pub fn insert(&mut self, id: u64, labels: Labels, max_t: i64) {
+        if let Some(e) = self.series.get_mut(&id) {
+            e.max_t = e.max_t.max(max_t);
+            return;
+        }
+        for (n, v) in labels.iter() {
+            self.postings.entry(n.to_owned()).or_default().entry(v.to_owned()).or_default().insert(id);
+        }
+        if let Some(m) = labels.metric() {
+            *self.per_metric.entry(m.to_owned()).or_default() += 1;
+        }
+        self.by_key.insert(labels.encode(), id);
+        self.series.insert(id, SeriesEntry { labels: Arc::new(labels), max_t });
+    }
+
+    pub fn bump_max_t(&mut self, id: u64, t: i64) {
+        if let Some(e) = self.series.get_mut(&id) {
+            e.max_t = e.max_t.max(t);
+        }
+    }
+
+    /// Ids of the series every matcher accepts, in id order. At least one
+    /// matcher must not match the empty string (PromQL's rule), which the
+    /// query layer checks.
+    pub fn select(&self, matchers: &[Matcher]) -> Vec<u64> {
+        // Start from the smallest postings list an equality matcher names.
+        let seed: Option<&BTreeSet<u64>> = matchers
+            .iter()
+            .filter_map(|m| match &m.op {
+                MatchOp::Equal(v) if !v.is_empty() => {
+                    Some(self.postings.get(&m.name).and_then(|vals| vals.get(v)).unwrap_or(&EMPTY))
+                }
+                _ => None,
+            })
+            .min_by_key(|ids| ids.len());
+        let accept = |id: &u64| {
+            let Some(e) = self.series.get(id) else { return false };
+            matchers.iter().all(|m| m.matches(e.labels.get(&m.name).unwrap_or("")))
+        };
+        match seed {
+            Some(ids) => ids.iter().copied().filter(|id| accept(id)).collect(),
+            None => {
+                // No equality matcher: narrow by a label the query needs
+                // present, else scan every series.
+                let needed = matchers.iter().find(|m| !m.matches_empty()).map(|m| m.name.as_str());
+                let mut ids: Vec<u64> = match needed.and_then(|n| self.postings.get(n)) {
+                    Some(vals) => vals.values().flatten().copied().filter(|id| accept(id)).collect(),
+                    None if needed.is_some() => Vec::new(),
+                    None => self.series.keys().copied().filter(|id| accept(id)).collect(),
+                };
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            }
+        }
+    }
+
+    /// Every label name, sorted.
+    pub fn label_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.postings.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Values of one label, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.postings.get(name).map(|v| v.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Metric names, for `/api/v1/label/__name__/values`.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.label_values(METRIC_NAME)
+    }
+}
+
+static EMPTY: BTreeSet<u64> = BTreeSet::new();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::new(pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()).unwrap()
+    }
+
+    fn index() -> Index {
+        let mut ix = Index::default();
+        ix.insert(1, labels(&[("__name__", "up"), ("job", "node"), ("instance", "a")]), 0);
+        ix.insert(2, labels(&[("__name__", "up"), ("job", "node"), ("instance", "b")]), 0);
+        ix.insert(3, labels(&[("__name__", "up"), ("job", "db")]), 0);
+        ix.insert(4, labels(&[("__name__", "cpu"), ("job", "node"), ("instance", "a")]), 0);
+        ix
+    }
+
+    #[test]
+    fn all_four_matchers_select_like_prometheus() {
+        let ix = index();
+        let up = Matcher::equal("__name__", "up");
+        assert_eq!(ix.select(std::slice::from_ref(&up)), vec![1, 2, 3]);
+        assert_eq!(ix.select(&[up.clone(), Matcher::equal("job", "node")]), vec![1, 2]);
+        let ne = Matcher { name: "instance".into(), op: MatchOp::NotEqual("a".into()) };
+        assert_eq!(ix.select(&[up.clone(), ne]), vec![2, 3], "absent labels match != as empty");
+        assert_eq!(ix.select(&[up.clone(), Matcher::regex("instance", "a|b", false).unwrap()]), vec![1, 2]);
+        assert_eq!(ix.select(&[up.clone(), Matcher::regex("instance", "a", true).unwrap()]), vec![2, 3]);
+        assert_eq!(ix.select(&[Matcher::regex("job", "no.*", false).unwrap()]), vec![1, 2, 4]);
+        assert_eq!(ix.select(&[Matcher::regex("instance", "", false).unwrap(), up]), vec![3]);
+        assert!(ix.select(&[Matcher::equal("__name__", "nope")]).is_empty());
+        assert!(ix.select(&[Matcher::equal("nolabel", "x")]).is_empty());
+    }
+
+    #[test]
+    fn regexes_are_anchored_and_bounded() {
+        let m = Matcher::regex("a", "b", false).unwrap();
+        assert!(m.matches("b") && !m.matches("abc"));
+        assert!(Matcher::regex("a", "(", false).unwrap_err().contains("invalid regex"));
+        assert!(Matcher::regex("a", "(a{1000}){1000}", false).is_err(), "an exploding pattern must be refused");
+    }
+
+    #[test]
+    fn names_values_and_counts() {
+        let ix = index();
+        assert_eq!(ix.label_names(), vec!["__name__", "instance", "job"]);
+        assert_eq!(ix.label_values("job"), vec!["db", "node"]);
+        assert_eq!(ix.metric_names(), vec!["cpu", "up"]);
+        assert_eq!(ix.series_of_metric("up"), 3);
+        assert_eq!(ix.len(), 4);
+    }
+}

@@ -1,0 +1,131 @@
+//! Storage-engine tests on a real store: durability across reopen, the
+//! out-of-order window, last-write-wins, chunk packing, retention and
+//! cardinality limits.
+
+use std::sync::Arc;
+
+use super::storage::{AppendError, Incoming, Labels, Limits, Matcher, Storage};
+use crate::core::store::{CORE_SCHEMA, SchemaOwner, Store, StoreOptions};
+
+const OWNERS: &[SchemaOwner] = &[CORE_SCHEMA, SchemaOwner { name: "tsdb", migrations: super::storage::MIGRATIONS }];
+
+fn limits() -> Limits {
+    Limits { out_of_order_ms: 3_600_000, max_future_ms: 600_000, max_series: 1000, max_series_per_metric: 100 }
+}
+
+fn open(dir: &tempfile::TempDir, limits: Limits) -> Arc<Storage> {
+    let store = Store::open(&dir.path().join("s.redb"), OWNERS, &StoreOptions::default()).unwrap();
+    Arc::new(Storage::open(store, limits).unwrap())
+}
+
+fn labels(name: &str, inst: &str) -> Labels {
+    Labels::new(vec![("__name__".into(), name.into()), ("instance".into(), inst.into())]).unwrap()
+}
+
+fn sample(name: &str, inst: &str, t: i64, v: f64) -> Incoming {
+    Incoming { labels: labels(name, inst), t, v, line: 1 }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+async fn read_all(s: &Storage, name: &str) -> Vec<(i64, f64)> {
+    let ids: Vec<u64> = s.select(&[Matcher::equal("__name__", name)]).into_iter().map(|(id, _)| id).collect();
+    s.read(ids, i64::MIN, i64::MAX).await.unwrap().into_iter().flat_map(|(_, p)| p).collect()
+}
+
+#[test]
+fn writes_survive_reopen_and_duplicates_keep_the_last_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let s = open(&dir, limits());
+        let o = s
+            .append(
+                vec![sample("up", "a", 1000, 1.0), sample("up", "a", 2000, 2.0), sample("up", "b", 1000, 5.0)],
+                10_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!((o.accepted, o.rejected.len()), (3, 0));
+        s.append(vec![sample("up", "a", 2000, 20.0)], 10_000).await.unwrap();
+    });
+    rt.block_on(async {
+        let s = open(&dir, limits());
+        assert_eq!(s.series_count(), 2);
+        let ids: Vec<u64> = s.select(&[Matcher::equal("instance", "a")]).into_iter().map(|(id, _)| id).collect();
+        let data = s.read(ids, 0, 5000).await.unwrap();
+        assert_eq!(data[0].1, vec![(1000, 1.0), (2000, 20.0)]);
+    });
+}
+
+#[test]
+fn the_time_window_refuses_old_and_future_samples_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let s = open(&dir, limits());
+        s.append(vec![sample("up", "a", 10_000_000, 1.0)], 10_000_000).await.unwrap();
+        let mut late = sample("up", "a", 10_000_000 - 3_600_001, 1.0);
+        late.line = 7;
+        let mut future = sample("up", "a", 10_000_000 + 600_001, 1.0);
+        future.line = 9;
+        let ok = sample("up", "a", 10_000_000 - 3_599_000, 3.0);
+        let o = s.append(vec![late, future, ok], 10_000_000).await.unwrap();
+        assert_eq!(o.accepted, 1);
+        let lines: Vec<usize> = o.rejected.iter().map(|r| r.0).collect();
+        assert_eq!(lines, vec![7, 9], "{:?}", o.rejected);
+        assert!(o.rejected[0].1.contains("older than its newest sample"));
+        assert!(o.rejected[1].1.contains("future"));
+    });
+}
+
+#[test]
+fn packing_into_chunks_changes_nothing_a_reader_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        // A day-long out-of-order window, so a late write can land in a packed range.
+        let s = open(&dir, Limits { out_of_order_ms: 86_400_000, ..limits() });
+        let mut batch = Vec::new();
+        for i in 0..2000i64 {
+            batch.push(sample("temp", "a", i * 15_000, (i as f64 * 0.1).sin()));
+            batch.push(sample("temp", "b", i * 15_000 + 7, i as f64));
+        }
+        let end = 2000 * 15_000;
+        s.append(batch, end).await.unwrap();
+        let before = read_all(&s, "temp").await;
+        // Pack the first half, then a late write lands inside a packed chunk.
+        assert_eq!(s.compact(end / 2, None).await.unwrap(), 2000);
+        assert!(read_all(&s, "temp").await == before, "packing changed the data");
+        s.append(vec![sample("temp", "a", 15_000, 42.0)], end).await.unwrap();
+        let mut expected = before.clone();
+        let i = expected.iter().position(|p| p.0 == 15_000).unwrap();
+        expected[i].1 = 42.0;
+        assert!(read_all(&s, "temp").await == expected, "raw must win over the chunk");
+        s.compact(end + 1, None).await.unwrap();
+        assert!(read_all(&s, "temp").await == expected, "re-packing must merge the late sample");
+        let (bytes, packed, raw) = s.footprint().await.unwrap();
+        assert_eq!((packed, raw), (4000, 0));
+        assert!((bytes as f64) / 4000.0 < 6.0, "{} bytes per sample", bytes as f64 / 4000.0);
+        // Retention drops whole chunks past the horizon.
+        s.compact(end + 1, Some(end / 2)).await.unwrap();
+        let left = read_all(&s, "temp").await;
+        assert!(left.len() < 4000 && left.iter().all(|p| p.0 >= end / 2 - 480 * 15_000), "{}", left.len());
+    });
+}
+
+#[test]
+fn series_limits_refuse_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let s = open(&dir, Limits { max_series: 3, max_series_per_metric: 2, ..limits() });
+        s.append(vec![sample("a", "1", 1, 1.0), sample("a", "2", 1, 1.0)], 10).await.unwrap();
+        let err = s.append(vec![sample("a", "3", 1, 1.0)], 10).await.unwrap_err();
+        assert!(matches!(&err, AppendError::Cardinality(m) if m.contains("metric `a`")), "{err}");
+        s.append(vec![sample("b", "1", 1, 1.0)], 10).await.unwrap();
+        let err = s.append(vec![sample("c", "1", 1, 1.0), sample("a", "1", 2, 2.0)], 10).await.unwrap_err();
+        assert!(err.to_string().contains("max_series is 3"), "{err}");
+        assert_eq!(s.series_count(), 3);
+        assert_eq!(read_all(&s, "a").await.len(), 2, "a refused batch stores nothing");
+    });
+}
