@@ -46,7 +46,8 @@ fn sighup_reloads_a_valid_config_and_rejects_a_broken_one() {
     let mut app = Appliance::start("[log]\nlevel = \"info\"\n", &["up"]);
     app.wait_ready();
     let cfg = app.dir.path().join("edgebox.toml");
-    std::fs::write(&cfg, "[log]\nlevel = \"debug\"\n[store]\ncache_mb = 32\n").unwrap();
+    std::fs::write(&cfg, crate::support::with_free_ports("[log]\nlevel = \"debug\"\n[store]\ncache_mb = 32\n"))
+        .unwrap();
     app.signal("HUP");
     app.wait_log("log level changed");
     let line = app.wait_log("only after a restart");

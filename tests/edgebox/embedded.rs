@@ -90,7 +90,7 @@ impl Role for Reloader {
 /// The child side: runs the supervisor with the roles the case names.
 fn child_main(case: &str, data: &str) -> ! {
     let config = std::path::Path::new(data).with_file_name("edgebox.toml");
-    std::fs::write(&config, "[edgebox]\nshutdown_timeout_ms = 1000\n").unwrap();
+    std::fs::write(&config, "[edgebox]\nshutdown_timeout_ms = 1000\nroles = []\n").unwrap();
     let global = edgebox::cli::GlobalArgs {
         config: Some(config),
         data_dir: Some(data.into()),

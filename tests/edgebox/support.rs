@@ -33,10 +33,12 @@ pub struct Appliance {
 impl Appliance {
     /// Starts `edgebox ARGS` with a fresh data dir, `config` as its config
     /// file, admin on a free port and JSON logs; waits for "admin listening".
+    /// Every role the config does not configure gets its compliance
+    /// section, so its listeners take free ports and tests run in parallel.
     pub fn start(config: &str, args: &[&str]) -> Appliance {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("edgebox.toml");
-        std::fs::write(&cfg, config).unwrap();
+        std::fs::write(&cfg, with_free_ports(config)).unwrap();
         Self::start_in(dir, &cfg, args)
     }
 
@@ -118,6 +120,18 @@ impl Drop for Appliance {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `config` plus the compliance section of each role it leaves out.
+pub fn with_free_ports(config: &str) -> String {
+    let mut out = config.to_owned();
+    for role in edgebox::roles::ROLES {
+        if !config.contains(&format!("[{}]", role.name)) {
+            out.push('\n');
+            out.push_str(role.compliance_config);
+        }
+    }
+    out
 }
 
 pub fn wait_for_log(logs: &mpsc::Receiver<String>, needle: &str, within: Duration) -> Option<String> {

@@ -26,8 +26,9 @@ out_of_order_window_s = 3600
 max_future_s = 600
 # Raw samples are kept this long; 0 keeps them forever.
 retention_days = 30
-# Most series in total, and per metric name; over it a write answers 429.
+# Most series in total; a write that would add more answers 429.
 max_series = 1000000
+# Most series of one metric name; a write that would add more answers 429.
 max_series_per_metric = 100000
 # Raw samples older than this many seconds are packed into Gorilla chunks.
 compact_after_s = 7200
