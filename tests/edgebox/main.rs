@@ -8,3 +8,4 @@ mod embedded;
 mod otlp;
 mod store;
 mod support;
+mod tsdb;

@@ -27,6 +27,8 @@ pub struct Appliance {
     pub child: Child,
     pub admin: SocketAddr,
     pub logs: mpsc::Receiver<String>,
+    /// Every line received so far, so a wait finds lines logged before it.
+    seen: std::cell::RefCell<Vec<String>>,
     pub dir: tempfile::TempDir,
 }
 
@@ -63,14 +65,15 @@ impl Appliance {
                 }
             }
         });
-        let admin = wait_for_log(&logs, "admin listening", Duration::from_secs(20))
+        let mut seen = Vec::new();
+        let admin = wait_for_log(&logs, "admin listening", Duration::from_secs(20), &mut seen)
             .and_then(|l| field(&l, "addr"))
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| {
                 let _ = child.kill();
                 panic!("appliance never reported its admin listener");
             });
-        Appliance { child, admin, logs, dir }
+        Appliance { child, admin, logs, seen: std::cell::RefCell::new(seen), dir }
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -109,9 +112,24 @@ impl Appliance {
         }
     }
 
+    /// Every log line so far.
+    pub fn logs_so_far(&self) -> Vec<String> {
+        let mut seen = self.seen.borrow_mut();
+        seen.extend(self.logs.try_iter());
+        seen.clone()
+    }
+
+    /// The first log line (seen before or arriving within 20 s) holding
+    /// `needle`; each line is handed out once.
     pub fn wait_log(&self, needle: &str) -> String {
-        wait_for_log(&self.logs, needle, Duration::from_secs(20))
-            .unwrap_or_else(|| panic!("no log line with {needle:?}"))
+        let mut seen = self.seen.borrow_mut();
+        if let Some(i) = seen.iter().position(|l| l.contains(needle)) {
+            return seen.remove(i);
+        }
+        let mut later = Vec::new();
+        let found = wait_for_log(&self.logs, needle, Duration::from_secs(20), &mut later);
+        seen.extend(later);
+        found.unwrap_or_else(|| panic!("no log line with {needle:?}"))
     }
 }
 
@@ -134,7 +152,13 @@ pub fn with_free_ports(config: &str) -> String {
     out
 }
 
-pub fn wait_for_log(logs: &mpsc::Receiver<String>, needle: &str, within: Duration) -> Option<String> {
+/// Receives lines until one holds `needle`; the others go to `passed`.
+pub fn wait_for_log(
+    logs: &mpsc::Receiver<String>,
+    needle: &str,
+    within: Duration,
+    passed: &mut Vec<String>,
+) -> Option<String> {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
@@ -142,6 +166,7 @@ pub fn wait_for_log(logs: &mpsc::Receiver<String>, needle: &str, within: Duratio
         if line.contains(needle) {
             return Some(line);
         }
+        passed.push(line);
     }
 }
 

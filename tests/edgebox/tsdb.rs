@@ -1,0 +1,286 @@
+//! The tsdb role through its real HTTP API and CLI: Influx writes (plain
+//! and gzip), partial-write answers, limits, PromQL queries, export/import,
+//! authentication, and acknowledged writes surviving kill -9.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::support::{Appliance, field, text};
+
+fn now_s() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// The tsdb's bound address, from its "tsdb listening" log line.
+fn tsdb_addr(app: &Appliance) -> SocketAddr {
+    field(&app.wait_log("tsdb listening"), "addr").unwrap().parse().unwrap()
+}
+
+/// One HTTP request; returns status and body.
+fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+fn query(addr: SocketAddr, q: &str) -> serde_json::Value {
+    let body = format!("query={}", urlencode(q));
+    let (status, body) =
+        http(addr, "POST", "/api/v1/query", &[("Content-Type", "application/x-www-form-urlencoded")], body.as_bytes());
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{status} {body}: {e}"));
+    v
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn line_protocol_in_promql_out() {
+    let app = Appliance::start(
+        "[tsdb]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 4096\nmax_series_per_metric = 5\n",
+        &["up"],
+    );
+    let addr = tsdb_addr(&app);
+    app.wait_ready();
+    let t0 = now_s() - 600;
+    let mut body = String::new();
+    for i in 0..10 {
+        for (inst, step) in [("a", 10), ("b", 20)] {
+            body.push_str(&format!("http,job=api,instance={inst} requests={}i {}\n", i * step, t0 + i * 60));
+        }
+    }
+    assert_eq!(http(addr, "POST", "/write?db=x&precision=s", &[], body.as_bytes()).0, 204);
+    // The same data again through /api/v2/write, gzip-compressed: duplicates, no change.
+    let (status, msg) = http(
+        addr,
+        "POST",
+        "/api/v2/write?org=o&bucket=b&precision=s",
+        &[("Content-Encoding", "gzip")],
+        &gzip(body.as_bytes()),
+    );
+    assert_eq!(status, 204, "{msg}");
+
+    let v = query(addr, "sum by (job) (rate(http_requests[5m]))");
+    assert_eq!(v["status"], "success", "{v}");
+    let r = &v["data"]["result"][0];
+    assert_eq!(r["metric"], serde_json::json!({"job": "api"}));
+    let rate: f64 = r["value"][1].as_str().unwrap().parse().unwrap();
+    assert!((rate - 0.5).abs() < 1e-9, "{rate}");
+    let v = query(addr, "http_requests{instance=~\"a|b\"} > 150");
+    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["data"]["result"][0]["metric"]["__name__"], "http_requests");
+
+    // A range query, as Grafana sends it.
+    let path = format!(
+        "/api/v1/query_range?query=http_requests%7Binstance%3D%22a%22%7D&start={}&end={}&step=60",
+        t0,
+        t0 + 540
+    );
+    let (status, body) = http(addr, "GET", &path, &[], b"");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"]["resultType"], "matrix");
+    assert_eq!(v["data"]["result"][0]["values"].as_array().unwrap().len(), 10);
+
+    // Metadata endpoints.
+    let (_, body) = http(addr, "GET", "/api/v1/label/instance/values", &[], b"");
+    assert!(body.contains("[\"a\",\"b\"]"), "{body}");
+    let (_, body) = http(addr, "GET", "/api/v1/series?match[]=http_requests", &[], b"");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"].as_array().unwrap().len(), 2);
+    let (_, body) = http(addr, "GET", "/api/v1/status/buildinfo", &[], b"");
+    assert!(body.contains("\"version\""), "{body}");
+
+    // Bad input: each gets a clear error, nothing stored is damaged.
+    let now = now_s();
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/write?precision=s",
+        &[],
+        format!("ok v=1 {now}\nbad v=oops {now}\nstr s=\"x\" {now}\n").as_bytes(),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("lines 2, 3") && body.contains("invalid field value `oops`") && body.contains("is a string"),
+        "{body}"
+    );
+    assert_eq!(query(addr, "ok_v")["data"]["result"].as_array().unwrap().len(), 1, "good lines are stored");
+    assert_eq!(http(addr, "POST", "/write?precision=fortnight", &[], b"m v=1").0, 400);
+    assert_eq!(http(addr, "POST", "/write", &[], &vec![b'x'; 5000]).0, 413);
+    assert_eq!(
+        http(addr, "POST", "/write", &[("Content-Encoding", "gzip")], &gzip(&vec![b'#'; 100_000])).0,
+        413,
+        "a gzip bomb is cut at the limit"
+    );
+    assert_eq!(http(addr, "POST", "/write", &[("Content-Encoding", "gzip")], b"not gzip").0, 400);
+    let many: String = (0..10).map(|i| format!("card,i={i} v=1 {t0}\n")).collect();
+    let (status, body) = http(addr, "POST", "/write?precision=s", &[], many.as_bytes());
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("max_series_per_metric"), "{body}");
+    let far = format!("m v=1 {}\n", now_s() + 86_400);
+    assert_eq!(http(addr, "POST", "/write?precision=s", &[], far.as_bytes()).0, 400);
+    for (q, code, needle) in [
+        ("foo(", 400, "parse error"),
+        ("histogram_count(http_requests)", 422, "histogram_count"),
+        ("rate(http_requests[5m])[10m:1m]", 422, "subqueries"),
+        ("{job=~\".*\"}", 400, "non-empty matcher"),
+        ("http_requests{a=~\"(\"}", 400, "regex"),
+    ] {
+        let (status, body) = http(addr, "GET", &format!("/api/v1/query?query={}", urlencode(q)), &[], b"");
+        assert_eq!(status, code, "{q}: {body}");
+        assert!(body.contains(needle), "{q}: {body}");
+    }
+    let deep = format!("{}1{}", "(".repeat(500), ")".repeat(500));
+    assert_eq!(http(addr, "GET", &format!("/api/v1/query?query={}", urlencode(&deep)), &[], b"").0, 400);
+    let (status, _) =
+        http(addr, "GET", &format!("/api/v1/query_range?query=1&start=0&end={}&step=1", now_s()), &[], b"");
+    assert_eq!(status, 400, "too many steps");
+    let (_, metrics) = app.get("/metrics");
+    for m in ["edgebox_tsdb_samples_appended_total", "edgebox_tsdb_series", "edgebox_tsdb_cardinality_limit_hits_total"]
+    {
+        assert!(metrics.contains(m), "{m} missing");
+    }
+}
+
+#[test]
+fn export_and_import_round_trip_between_two_appliances() {
+    let a = Appliance::start("", &["up"]);
+    let addr_a = tsdb_addr(&a);
+    let b = Appliance::start("", &["up"]);
+    let addr_b = tsdb_addr(&b);
+    let t0 = now_s() - 300;
+    let lines: String = (0..50).map(|i| format!("temp,room=r{} c={}.5 {}\n", i % 3, i, t0 + i)).collect();
+    assert_eq!(http(addr_a, "POST", "/write?precision=s", &[], lines.as_bytes()).0, 204);
+    let (status, exported) = http(addr_a, "GET", "/api/v1/export?match[]=temp_c", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(exported.lines().count(), 3);
+    assert_eq!(http(addr_b, "POST", "/api/v1/import", &[], exported.as_bytes()).0, 204);
+    let (_, again) = http(addr_b, "GET", "/api/v1/export?match[]=temp_c", &[], b"");
+    let sorted = |s: &str| {
+        let mut l: Vec<String> = s.lines().map(str::to_owned).collect();
+        l.sort();
+        l
+    };
+    assert!(sorted(&exported) == sorted(&again), "the import does not reproduce the export");
+    let (status, body) =
+        http(addr_b, "POST", "/api/v1/import", &[], b"{\"metric\":{},\"values\":[1],\"timestamps\":[1]}\nnot json\n");
+    assert_eq!(status, 400);
+    assert!(body.contains("line 1") && body.contains("line 2"), "{body}");
+}
+
+#[test]
+fn the_cli_writes_and_queries_and_bearer_auth_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tsdb-token-0123456789\n").unwrap();
+    let cfg = format!("[tsdb]\nlisten = \"127.0.0.1:0\"\nauth = \"bearer\"\ntoken_file = \"{}\"\n", token.display());
+    let app = Appliance::start(&cfg, &["up"]);
+    let addr = tsdb_addr(&app);
+    app.wait_ready();
+    assert_eq!(http(addr, "POST", "/write", &[], b"m v=1").0, 401);
+    assert_eq!(http(addr, "POST", "/write", &[("Authorization", "Bearer tsdb-token-0123456789")], b"m v=1").0, 204);
+    // The CLI reads the same config (with the real port) and the token file.
+    let cli_cfg = app.dir.path().join("cli.toml");
+    std::fs::write(
+        &cli_cfg,
+        format!("[tsdb]\nlisten = \"{addr}\"\nauth = \"bearer\"\ntoken_file = \"{}\"\n", token.display()),
+    )
+    .unwrap();
+    let c = cli_cfg.to_str().unwrap();
+    let out = crate::support::run(&["--config", c, "tsdb", "write", "cli,src=shell v=7"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = crate::support::run(&["--config", c, "tsdb", "query", "cli_v * 6"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("{src=\"shell\"}  42"), "{}", text(&out.stdout));
+    let out = crate::support::run(&["--config", c, "tsdb", "query", "nope("]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("parse error"), "{}", text(&out.stderr));
+    let out = crate::support::run(&["--config", c, "tsdb", "write", "bad line"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("400"), "{}", text(&out.stderr));
+}
+
+/// kill -9 while a client streams writes; every write answered 204 is there
+/// after a restart on the same data directory.
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let mut app = Appliance::start("[tsdb]\nlisten = \"127.0.0.1:0\"\n", &["up"]);
+    let addr = tsdb_addr(&app);
+    app.wait_ready();
+    let t0 = now_s() - 1000;
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = {
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            for i in 0..100_000i64 {
+                let line = format!("crash,w=1 v={i} {}\n", t0 + i);
+                let (status, _) = http_try(addr, line.as_bytes());
+                if status != 204 {
+                    break;
+                }
+                acked.lock().unwrap().push(i);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    app.child.kill().unwrap();
+    app.child.wait().unwrap();
+    writer.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 20, "only {} writes acknowledged", acked.len());
+
+    // Restart on the same data directory and count.
+    let data = app.dir.path().join("data");
+    let cfg = app.dir.path().join("edgebox.toml");
+    let dir = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());
+    let again = Appliance::start_in(dir, &cfg, &["up"]);
+    let addr = tsdb_addr(&again);
+    again.wait_ready();
+    let (_, exported) = http(addr, "GET", "/api/v1/export?match[]=crash_v", &[], b"");
+    let stored: serde_json::Value = serde_json::from_str(exported.lines().next().unwrap_or("{}")).unwrap();
+    let values: Vec<i64> =
+        stored["values"].as_array().map(|a| a.iter().map(|v| v.as_f64().unwrap() as i64).collect()).unwrap_or_default();
+    let missing: Vec<&i64> = acked.iter().filter(|i| !values.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost (data dir {})",
+        missing.len(),
+        acked.len(),
+        data.display()
+    );
+}
+
+fn http_try(addr: SocketAddr, body: &[u8]) -> (u16, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req = format!(
+        "POST /write?precision=s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).and_then(|_| s.write_all(body)).is_err() {
+        return (0, String::new());
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    (resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), resp)
+}
