@@ -163,6 +163,37 @@ fn line_protocol_in_promql_out() {
 }
 
 #[test]
+fn remote_write_is_received() {
+    use edgebox::roles::tsdb::remote_write::{Label, Sample, TimeSeries, WriteRequest, encode};
+    let app = Appliance::start("", &["up"]);
+    let addr = tsdb_addr(&app);
+    app.wait_ready();
+    let now = now_s() * 1000;
+    let req = WriteRequest {
+        timeseries: vec![TimeSeries {
+            labels: vec![
+                Label { name: "__name__".into(), value: "rw_metric".into() },
+                Label { name: "env".into(), value: "edge".into() },
+            ],
+            samples: (0..10).map(|i| Sample { value: i as f64, timestamp: now - 9000 + i * 1000 }).collect(),
+        }],
+    };
+    let headers = [
+        ("Content-Encoding", "snappy"),
+        ("Content-Type", "application/x-protobuf"),
+        ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+    ];
+    let (status, body) = http(addr, "POST", "/api/v1/write", &headers, &encode(&req));
+    assert_eq!(status, 204, "{body}");
+    let v = query(addr, "sum_over_time(rw_metric[1m])");
+    assert_eq!(v["data"]["result"][0]["value"][1], "45", "{v}");
+    assert_eq!(v["data"]["result"][0]["metric"], serde_json::json!({"env": "edge"}));
+    let (status, body) = http(addr, "POST", "/api/v1/write", &headers, b"garbage");
+    assert_eq!(status, 400);
+    assert!(body.contains("snappy"), "{body}");
+}
+
+#[test]
 fn export_and_import_round_trip_between_two_appliances() {
     let a = Appliance::start("", &["up"]);
     let addr_a = tsdb_addr(&a);

@@ -36,6 +36,7 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<FullRespons
     let resp = match (method.clone(), path.as_str()) {
         (Method::POST, "/write") => write(&api, req, false).await,
         (Method::POST, "/api/v2/write") => write(&api, req, true).await,
+        (Method::POST, "/api/v1/write") => remote_write(&api, req).await,
         (Method::POST, "/api/v1/import") => import(&api, req).await,
         (Method::GET | Method::POST, "/api/v1/export") => export(&api, req).await,
         (Method::GET | Method::POST, "/api/v1/query") => with_params(&api, req, "/api/v1/query", query::instant).await,
@@ -58,7 +59,7 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<FullRespons
                    "buildUser": "edgebox", "buildDate": "", "goVersion": format!("edgebox {}", env!("CARGO_PKG_VERSION"))}),
         ),
         (Method::GET, "/health" | "/ping") => respond("/health", StatusCode::NO_CONTENT, "text/plain", ""),
-        (_, "/write" | "/api/v2/write" | "/api/v1/import") => {
+        (_, "/write" | "/api/v2/write" | "/api/v1/write" | "/api/v1/import") => {
             respond("", StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n")
         }
         _ => respond("", StatusCode::NOT_FOUND, "text/plain", format!("no endpoint {method} {path}\n")),
@@ -128,6 +129,45 @@ async fn write(api: &Api, req: Request<Incoming>, v2: bool) -> FullResponse {
     match ingest::partial_write_message(&errors, &outcome) {
         None => respond(route, StatusCode::NO_CONTENT, "text/plain", ""),
         Some(msg) => influx_error(route, StatusCode::BAD_REQUEST, &msg),
+    }
+}
+
+/// Prometheus remote_write 1.0: 204 when stored; 400 for an undecodable body
+/// or refused samples (Prometheus does not retry a 4xx); 429 over a series
+/// limit and 500 on a storage failure, which senders retry.
+async fn remote_write(api: &Api, req: Request<Incoming>) -> FullResponse {
+    let route = "/api/v1/write";
+    // remote_write bodies are snappy, never gzip: read them raw.
+    let (_, body) = match body(req, api.max_body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let (samples, mut rejected) = match super::remote_write::decode(&body, api.max_body.saturating_mul(8)) {
+        Ok(d) => d,
+        Err(e) => return respond(route, StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+    };
+    match api.storage.append(samples, now_ms()).await {
+        Ok(outcome) => {
+            rejected.extend(outcome.rejected);
+            if rejected.is_empty() {
+                respond(route, StatusCode::NO_CONTENT, "text/plain", "")
+            } else {
+                let shown: Vec<String> = rejected.iter().take(10).map(|r| r.1.clone()).collect();
+                respond(
+                    route,
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    format!("{} sample(s) or series refused: {}\n", rejected.len(), shown.join("; ")),
+                )
+            }
+        }
+        Err(AppendError::Cardinality(msg)) => {
+            respond(route, StatusCode::TOO_MANY_REQUESTS, "text/plain", format!("{msg}\n"))
+        }
+        Err(AppendError::Store(e)) => {
+            tracing::error!(error = %format!("{e:#}"), "tsdb remote_write failed");
+            respond(route, StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "storage failure; nothing was stored\n")
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod lineproto;
 pub mod params;
 pub mod promql;
 pub mod query;
+pub mod remote_write;
 pub mod storage;
 mod transfer;
 
