@@ -48,9 +48,12 @@ pub enum DecodeError {
     Protobuf(#[from] prost::DecodeError),
 }
 
+/// Samples, and (series index, reason) for each refused series.
+pub type Decoded = (Vec<Incoming>, Vec<(usize, String)>);
+
 /// Decodes a request body into samples. A series with invalid labels is
 /// reported by its index (1-based, like lines) and skipped; the rest are kept.
-pub fn decode(body: &[u8], max_decoded: usize) -> Result<(Vec<Incoming>, Vec<(usize, String)>), DecodeError> {
+pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, DecodeError> {
     let len = snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
     if len > max_decoded {
         return Err(DecodeError::TooLarge(len, max_decoded));
