@@ -33,6 +33,51 @@ pub fn command() -> Command {
                 .arg(Arg::new("step").long("step").default_value("60s").help("range query step"))
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the API's JSON")),
         )
+        .subcommand(
+            Command::new("bench")
+                .about("Benchmark against VictoriaMetrics and InfluxDB on this machine (same data, same run)")
+                .arg(
+                    Arg::new("hosts")
+                        .long("hosts")
+                        .default_value("100")
+                        .value_parser(clap::value_parser!(usize))
+                        .help("simulated hosts, 100 series each"),
+                )
+                .arg(
+                    Arg::new("points")
+                        .long("points")
+                        .default_value("200")
+                        .value_parser(clap::value_parser!(usize))
+                        .help("samples per series, 15 s apart"),
+                )
+                .arg(
+                    Arg::new("batch")
+                        .long("batch")
+                        .default_value("10000")
+                        .value_parser(clap::value_parser!(usize))
+                        .help("lines per write request"),
+                )
+                .arg(
+                    Arg::new("clients")
+                        .long("clients")
+                        .default_value("2")
+                        .value_parser(clap::value_parser!(usize))
+                        .help("concurrent writers"),
+                )
+                .arg(
+                    Arg::new("peers")
+                        .long("peers")
+                        .default_value("victoria-metrics,influxdb")
+                        .help("peers to compare with, comma-separated; empty for none"),
+                )
+                .arg(
+                    Arg::new("rss-series")
+                        .long("rss-series")
+                        .default_value("100000")
+                        .value_parser(clap::value_parser!(usize))
+                        .help("active series for the RSS measurement"),
+                ),
+        )
 }
 
 fn tsdb_config(inv: &Invocation) -> anyhow::Result<(TsdbConfig, Vec<(&'static str, String)>)> {
@@ -55,6 +100,21 @@ fn tsdb_config(inv: &Invocation) -> anyhow::Result<(TsdbConfig, Vec<(&'static st
 }
 
 pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
+    if let Some(("bench", m)) = matches.subcommand() {
+        let n = |k: &str| m.get_one::<usize>(k).copied().unwrap_or(1).max(1);
+        let peers = m
+            .get_one::<String>("peers")
+            .map(|p| p.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        return super::bench::run(&super::bench::Options {
+            hosts: n("hosts"),
+            points: n("points"),
+            batch: n("batch"),
+            clients: n("clients"),
+            peers,
+            rss_series: n("rss-series"),
+        });
+    }
     let (cfg, mut headers) = tsdb_config(inv)?;
     match matches.subcommand() {
         Some(("write", m)) => {

@@ -7,6 +7,7 @@
 //! packed into Gorilla chunks (`gorilla.rs`, docs/tsdb-format.md) once they
 //! are older than `compact_after_s`.
 
+mod bench;
 mod cli;
 pub mod config;
 pub mod gorilla;
@@ -91,9 +92,11 @@ impl Role for Tsdb {
     }
 }
 
-/// Packs old raw samples into chunks and applies retention, once a minute.
+/// Packs old raw samples into chunks and applies retention: once a minute,
+/// or more often when `compact_after_s` is shorter.
 async fn compact_forever(storage: Arc<Storage>, cfg: TsdbConfig, shutdown: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let every = Duration::from_secs((cfg.compact_after_s / 4).clamp(1, 60));
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

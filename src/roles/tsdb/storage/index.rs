@@ -82,6 +82,11 @@ impl Index {
         self.series.is_empty()
     }
 
+    /// Every series id.
+    pub fn ids(&self) -> Vec<u64> {
+        self.series.keys().copied().collect()
+    }
+
     pub fn id_of(&self, key: &[u8]) -> Option<u64> {
         self.by_key.get(key).copied()
     }

@@ -284,6 +284,7 @@ impl Storage {
     /// older than `horizon` (None: keep everything). Returns the number of
     /// samples packed.
     pub async fn compact(&self, cutoff: i64, horizon: Option<i64>) -> anyhow::Result<usize> {
+        let ids: Arc<Vec<u64>> = Arc::new(self.index().ids());
         let packed = self
             .store
             .write(Durability::Immediate, move |txn| {
@@ -293,16 +294,18 @@ impl Storage {
                     samples.retain(|(_, t), _| t >= h)?;
                     chunks.retain(|_, v| chunk_last_t(v).map_or(true, |last| last >= h))?;
                 }
-                let mut by_series: BTreeMap<u64, Vec<(i64, f64)>> = BTreeMap::new();
-                for row in samples.iter()? {
-                    let (k, v) = row?;
-                    let (id, t) = k.value();
-                    if t < cutoff {
-                        by_series.entry(id).or_default().push((t, v.value()));
-                    }
-                }
                 let mut packed = 0;
-                for (id, raw) in by_series {
+                // Raw keys sort by (series, t): each series' old samples are
+                // a prefix of its range, so the scan reads only what it packs.
+                for &id in ids.iter() {
+                    let mut raw: Vec<(i64, f64)> = Vec::new();
+                    for row in samples.range((id, i64::MIN)..(id, cutoff))? {
+                        let (k, v) = row?;
+                        raw.push((k.value().1, v.value()));
+                    }
+                    if raw.is_empty() {
+                        continue;
+                    }
                     let (lo, hi) = (raw[0].0, raw[raw.len() - 1].0);
                     let mut merged: BTreeMap<i64, f64> = BTreeMap::new();
                     let mut overlapping = Vec::new();
