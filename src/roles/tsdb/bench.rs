@@ -380,6 +380,15 @@ fn enc(q: &str) -> String {
     form_urlencoded::byte_serialize(q.as_bytes()).collect()
 }
 
+/// One target's figures.
+struct Row {
+    name: &'static str,
+    ingest: f64,
+    bytes: f64,
+    q_avg: Option<f64>,
+    q_range: Option<f64>,
+}
+
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let (bodies, samples, start, end) = dataset_bodies(opts);
     let bodies = Arc::new(bodies);
@@ -391,7 +400,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         opts.batch,
         opts.clients
     );
-    let mut results: Vec<(String, f64, Option<f64>, Option<f64>, Option<f64>)> = Vec::new();
+    let mut results: Vec<Row> = Vec::new();
     let mut targets: Vec<fn() -> anyhow::Result<Target>> = vec![|| start_edgebox(2_000_000)];
     for p in &opts.peers {
         match p.as_str() {
@@ -426,7 +435,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             (None, None)
         };
         let bps = disk_per_sample(&mut t, samples)?;
-        results.push((t.name.to_owned(), rate, Some(bps), qa, qr));
+        results.push(Row { name: t.name, ingest: rate, bytes: bps, q_avg: qa, q_range: qr });
     }
     let inproc = in_process(opts)?;
     let rss = rss_with_series(opts.rss_series)?;
@@ -438,16 +447,23 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     );
     let fmt = |v: Option<f64>, p: usize| v.map_or("-".to_owned(), |v| format!("{v:.p$}"));
     for r in &results {
-        println!("{:<24} {:>14.0} {:>14} {:>18} {:>22}", r.0, r.1, fmt(r.2, 2), fmt(r.3, 1), fmt(r.4, 1));
+        println!(
+            "{:<24} {:>14.0} {:>14.2} {:>18} {:>22}",
+            r.name,
+            r.ingest,
+            r.bytes,
+            fmt(r.q_avg, 1),
+            fmt(r.q_range, 1)
+        );
     }
     let ours = &results[0];
     for peer in &results[1..] {
         println!(
             "ratio edgebox / {}: ingest {:.2}x, bytes/sample {:.2}x{}",
-            peer.0,
-            ours.1 / peer.1,
-            ours.2.unwrap_or(0.0) / peer.2.unwrap_or(1.0),
-            match (ours.3, peer.3, ours.4, peer.4) {
+            peer.name,
+            ours.ingest / peer.ingest,
+            ours.bytes / peer.bytes,
+            match (ours.q_avg, peer.q_avg, ours.q_range, peer.q_range) {
                 (Some(a), Some(b), Some(c), Some(d)) =>
                     format!(", avg query latency {:.2}x, range query latency {:.2}x", a / b, c / d),
                 _ => String::new(),
