@@ -198,15 +198,20 @@ async fn import(api: &Api, req: Request<Incoming>) -> FullResponse {
     transfer::import(api, &body, now_ms()).await
 }
 
-async fn export(api: &Api, req: Request<Incoming>) -> FullResponse {
-    let route = "/api/v1/export";
+/// The query string and, for POST, the url-encoded body, as parameters.
+async fn request_params(api: &Api, req: Request<Incoming>) -> Result<Params, FullResponse> {
     let query = req.uri().query().map(str::to_owned);
     let form = req.method() == Method::POST;
-    let (_, body) = match body(req, api.max_body).await {
-        Ok(b) => b,
+    let (_, body) = body(req, api.max_body).await?;
+    Ok(Params::parse(query.as_deref(), form.then_some(&body[..])))
+}
+
+async fn export(api: &Api, req: Request<Incoming>) -> FullResponse {
+    let route = "/api/v1/export";
+    let params = match request_params(api, req).await {
+        Ok(p) => p,
         Err(resp) => return resp,
     };
-    let params = Params::parse(query.as_deref(), form.then_some(&body[..]));
     match transfer::export_lines(api, &params).await {
         Ok(lines) => respond(route, StatusCode::OK, "application/x-ndjson", lines),
         Err(e) => prom_error(route, e),
@@ -220,13 +225,10 @@ where
     F: Fn(Arc<Api>, Params) -> Fut,
     Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
 {
-    let query = req.uri().query().map(str::to_owned);
-    let form = req.method() == Method::POST;
-    let (_, body) = match body(req, api.max_body).await {
-        Ok(b) => b,
+    let params = match request_params(api, req).await {
+        Ok(p) => p,
         Err(resp) => return resp,
     };
-    let params = Params::parse(query.as_deref(), form.then_some(&body[..]));
     match f(api.clone(), params).await {
         Ok(data) => prom_ok(route, data),
         Err(e) => prom_error(route, e),

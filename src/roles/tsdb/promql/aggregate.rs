@@ -12,15 +12,7 @@ use super::value::{Metric, NAME, Sample, Value};
 
 /// The group a sample belongs to under `by`/`without`.
 fn group_key(m: &Metric, modifier: &Option<LabelModifier>) -> Metric {
-    match modifier {
-        Some(LabelModifier::Include(l)) => m.keep(&l.labels),
-        Some(LabelModifier::Exclude(l)) => {
-            let mut drop = l.labels.clone();
-            drop.push(NAME.to_owned());
-            m.remove(&drop)
-        }
-        None => Metric::default(),
-    }
+    modifier.as_ref().map_or_else(Metric::default, |md| m.project(md))
 }
 
 pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {

@@ -8,7 +8,7 @@ use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchC
 
 use super::QueryError;
 use super::eval::Evaluator;
-use super::value::{Metric, NAME, Sample, Value};
+use super::value::{Metric, Sample, Value};
 
 pub fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, t: i64) -> Result<Value, QueryError> {
     let op = b.op.to_string();
@@ -86,15 +86,7 @@ fn scalar_side(
 
 /// The labels two samples are matched on.
 fn signature(m: &Metric, matching: Option<&LabelModifier>) -> Metric {
-    match matching {
-        Some(LabelModifier::Include(l)) => m.keep(&l.labels),
-        Some(LabelModifier::Exclude(l)) => {
-            let mut drop = l.labels.clone();
-            drop.push(NAME.to_owned());
-            m.remove(&drop)
-        }
-        None => m.without_name(),
-    }
+    matching.map_or_else(|| m.without_name(), |md| m.project(md))
 }
 
 fn set_op(op: &str, l: Vec<Sample>, r: Vec<Sample>, modifier: Option<&BinModifier>) -> Result<Value, QueryError> {

@@ -38,6 +38,17 @@ impl Metric {
         Metric(self.0.iter().filter(|(n, _)| !names.contains(n)).cloned().collect())
     }
 
+    /// The labels `by`/`on` keep, or those `without`/`ignoring` leave (the
+    /// metric name always goes then).
+    pub fn project(&self, modifier: &promql_parser::parser::LabelModifier) -> Metric {
+        match modifier {
+            promql_parser::parser::LabelModifier::Include(l) => self.keep(&l.labels),
+            promql_parser::parser::LabelModifier::Exclude(l) => {
+                Metric(self.0.iter().filter(|(n, _)| n != NAME && !l.labels.contains(n)).cloned().collect())
+            }
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::Value::Object(
             self.0.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
