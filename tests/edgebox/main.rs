@@ -8,4 +8,5 @@ mod embedded;
 mod otlp;
 mod store;
 mod support;
+#[cfg(feature = "tsdb")]
 mod tsdb;

@@ -315,3 +315,120 @@ fn http_try(addr: SocketAddr, body: &[u8]) -> (u16, String) {
     let _ = s.read_to_string(&mut resp);
     (resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), resp)
 }
+
+/// A real VictoriaMetrics, started on a free port with a private directory.
+struct Victoria {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Victoria {
+    fn start(port: u16) -> Victoria {
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("victoria-metrics")
+            .arg(format!("-storageDataPath={}", dir.path().display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .args(["-loggerLevel=ERROR", "-search.latencyOffset=0s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("victoria-metrics is not installed (Debian package victoria-metrics; `make test` installs it)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while http_try_get(addr, "/health") != 200 {
+            assert!(std::time::Instant::now() < deadline, "victoria-metrics did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Victoria { child, addr, _dir: dir }
+    }
+
+    /// Values of `metric` it holds, after flushing its buffers.
+    fn values(&self, metric: &str) -> Vec<f64> {
+        let _ = http(self.addr, "GET", "/internal/force_flush", &[], b"");
+        let (_, body) = http(self.addr, "GET", &format!("/api/v1/export?match[]={metric}"), &[], b"");
+        body.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .flat_map(|v| v["values"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_f64())
+            .collect()
+    }
+}
+
+impl Drop for Victoria {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_try_get(addr: SocketAddr, path: &str) -> u16 {
+    match std::net::TcpStream::connect(addr) {
+        Ok(_) => http(addr, "GET", path, &[], b"").0,
+        Err(_) => 0,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn samples_are_forwarded_to_a_real_victoriametrics() {
+    let vm = Victoria::start(free_port());
+    let cfg = format!(
+        "[tsdb]\nlisten = \"127.0.0.1:0\"\nforward_url = \"http://{}/api/v1/write\"\nforward_batch_samples = 7\n",
+        vm.addr
+    );
+    let app = Appliance::start(&cfg, &["up"]);
+    let addr = tsdb_addr(&app);
+    app.wait_ready();
+    let t0 = now_s() - 100;
+    for batch in 0..3 {
+        let lines: String =
+            (0..10).map(|i| format!("fwd,host=h{} v={} {}\n", i % 2, batch * 10 + i, t0 + batch * 10 + i)).collect();
+        assert_eq!(http(addr, "POST", "/write?precision=s", &[], lines.as_bytes()).0, 204);
+    }
+    wait_until("30 samples in VictoriaMetrics", || vm.values("fwd_v").len() == 30);
+    let mut got = vm.values("fwd_v");
+    got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(got, (0..30).map(f64::from).collect::<Vec<_>>());
+    let (_, metrics) = app.get("/metrics");
+    assert!(metrics.contains("edgebox_tsdb_forward_batches_sent_total"), "no forwarding metrics");
+}
+
+#[test]
+fn the_forwarding_queue_survives_an_offline_upstream_and_a_restart() {
+    let port = free_port();
+    let cfg = format!(
+        "[tsdb]\nlisten = \"127.0.0.1:0\"\nforward_url = \"http://127.0.0.1:{port}/api/v1/write\"\nforward_batch_samples = 5\n"
+    );
+    let mut app = Appliance::start(&cfg, &["up"]);
+    let addr = tsdb_addr(&app);
+    app.wait_ready();
+    let t0 = now_s() - 100;
+    let lines: String = (0..20).map(|i| format!("offline v={i} {}\n", t0 + i)).collect();
+    assert_eq!(http(addr, "POST", "/write?precision=s", &[], lines.as_bytes()).0, 204);
+    // Nothing listens upstream: the backlog holds all four batches.
+    wait_until("a backlog of 4 batches", || app.get("/metrics").1.contains("edgebox_tsdb_forward_backlog_batches 4"));
+    app.wait_log("tsdb forward failed");
+    app.signal("TERM");
+    assert_eq!(app.wait_exit(Duration::from_secs(15)), Some(0));
+
+    // The upstream comes back; the appliance restarts on the same data.
+    let vm = Victoria::start(port);
+    let cfg_path = app.dir.path().join("edgebox.toml");
+    let dir = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());
+    let again = Appliance::start_in(dir, &cfg_path, &["up"]);
+    again.wait_ready();
+    wait_until("20 samples in VictoriaMetrics", || vm.values("offline_v").len() == 20);
+    wait_until("an empty backlog", || again.get("/metrics").1.contains("edgebox_tsdb_forward_backlog_batches 0"));
+}

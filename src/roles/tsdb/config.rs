@@ -32,6 +32,11 @@ max_series = 1000000
 max_series_per_metric = 100000
 # Raw samples older than this many seconds are packed into Gorilla chunks.
 compact_after_s = 7200
+# Upstream remote_write endpoint (Prometheus, VictoriaMetrics, Mimir) that
+# every accepted sample is forwarded to, store-and-forward. Absent: none.
+# forward_url = "http://central:8428/api/v1/write"
+# Samples per forwarded batch.
+forward_batch_samples = 5000
 "#;
 
 /// The same section used by the compliance test: any free port.
@@ -60,6 +65,10 @@ pub struct TsdbConfig {
     pub max_series_per_metric: usize,
     /// Age in seconds after which raw samples are packed into chunks.
     pub compact_after_s: u64,
+    /// Upstream remote_write URL; absent: no forwarding.
+    pub forward_url: Option<String>,
+    /// Samples per forwarded batch.
+    pub forward_batch_samples: usize,
 }
 
 impl Default for TsdbConfig {
@@ -75,6 +84,8 @@ impl Default for TsdbConfig {
             max_series: 1_000_000,
             max_series_per_metric: 100_000,
             compact_after_s: 7200,
+            forward_url: None,
+            forward_batch_samples: 5000,
         }
     }
 }
@@ -87,6 +98,12 @@ impl TsdbConfig {
         }
         if self.max_body_bytes < 1024 {
             return Err("tsdb.max_body_bytes: must be at least 1024".into());
+        }
+        if let Some(url) = &self.forward_url {
+            super::forward::Upstream::parse(url)?;
+        }
+        if self.forward_batch_samples == 0 {
+            return Err("tsdb.forward_batch_samples: must be at least 1".into());
         }
         if self.max_series == 0 || self.max_series_per_metric == 0 {
             return Err("tsdb.max_series and tsdb.max_series_per_metric must be at least 1".into());

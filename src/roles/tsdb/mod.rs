@@ -10,6 +10,7 @@
 mod bench;
 mod cli;
 pub mod config;
+pub mod forward;
 pub mod gorilla;
 pub mod http;
 pub mod ingest;
@@ -72,7 +73,17 @@ impl Role for Tsdb {
                 max_series_per_metric: cfg.max_series_per_metric,
             };
             let store = ctx.store.clone();
-            let storage = Arc::new(tokio::task::spawn_blocking(move || Storage::open(store, limits)).await??);
+            let upstream =
+                cfg.forward_url.as_deref().map(forward::Upstream::parse).transpose().map_err(anyhow::Error::msg)?;
+            let batch = cfg.forward_batch_samples;
+            let forwarding = upstream.is_some();
+            let storage = Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    let s = Storage::open(store, limits)?;
+                    anyhow::Ok(if forwarding { s.with_forwarding(batch) } else { s })
+                })
+                .await??,
+            );
             tracing::info!(series = storage.series_count(), "tsdb storage opened");
             let api = Arc::new(http::Api {
                 storage: storage.clone(),
@@ -82,11 +93,20 @@ impl Role for Tsdb {
             });
             let listener = ctx.bind("http").await?;
             tracing::info!(addr = %listener.local_addr()?, "tsdb listening");
-            let compaction = tokio::spawn(compact_forever(storage, cfg.clone(), ctx.shutdown.clone()));
+            let compaction = tokio::spawn(compact_forever(storage.clone(), cfg.clone(), ctx.shutdown.clone()));
+            let forwarder = upstream.map(|u| {
+                tracing::info!(upstream = %u.url, "tsdb forwarding enabled");
+                tokio::spawn(forward::forward_forever(storage.clone(), u, ctx.shutdown.clone()))
+            });
             ctx.status.set_ready(true);
             let handler = move |req| http::handle(api.clone(), req);
             serve(http::NAME, listener, handler, ctx.shutdown.clone(), Duration::from_secs(5)).await;
             compaction.abort();
+            // A batch in flight is sent again after a restart (at least
+            // once; the upstream keeps one copy of each sample).
+            if let Some(f) = forwarder {
+                f.abort();
+            }
             Ok(())
         })
     }

@@ -22,7 +22,7 @@ use crate::core::store::{Durability, Store};
 pub use index::{Index, MatchOp, Matcher, SeriesEntry};
 pub use labels::Labels;
 pub use tables::MIGRATIONS;
-use tables::{CHUNKS, META, SAMPLES, SERIES, SERIES_BY_KEY};
+use tables::{CHUNKS, FORWARD, META, SAMPLES, SERIES, SERIES_BY_KEY};
 
 /// Samples per packed chunk.
 const CHUNK_SAMPLES: usize = 480;
@@ -65,6 +65,10 @@ pub struct Storage {
     store: Store,
     index: RwLock<Index>,
     limits: Limits,
+    /// Samples per queued remote_write batch; None: no forwarding.
+    forward_batch: Option<usize>,
+    /// Wakes the forwarder when a batch is queued.
+    pub forward_queued: tokio::sync::Notify,
 }
 
 type NewSeries = Vec<(Labels, Vec<(i64, f64)>)>;
@@ -96,7 +100,20 @@ impl Storage {
             Ok(ix)
         })?;
         metrics::gauge!("edgebox_tsdb_series").set(index.len() as f64);
-        Ok(Storage { store, index: RwLock::new(index), limits })
+        Ok(Storage {
+            store,
+            index: RwLock::new(index),
+            limits,
+            forward_batch: None,
+            forward_queued: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Queues every accepted sample for the upstream from now on, in
+    /// remote_write batches of at most `batch` samples.
+    pub fn with_forwarding(mut self, batch: usize) -> Self {
+        self.forward_batch = Some(batch.max(1));
+        self
     }
 
     fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -154,7 +171,11 @@ impl Storage {
         }
         let new: Arc<NewSeries> = Arc::new(new.into_values().collect());
         let known = Arc::new(known);
-        let (n, k) = (new.clone(), known.clone());
+        let queued: Arc<Vec<Vec<u8>>> = Arc::new(match self.forward_batch {
+            Some(batch) => self.forward_bodies(&new, &known, batch),
+            None => Vec::new(),
+        });
+        let (n, k, q) = (new.clone(), known.clone(), queued.clone());
         let ids = self
             .store
             .write(Durability::Immediate, move |txn| {
@@ -186,6 +207,17 @@ impl Storage {
                 for &(id, t, v) in k.iter() {
                     samples.insert((id, t), v)?;
                 }
+                if !q.is_empty() {
+                    // Queued in the same transaction: a sample is forwarded
+                    // exactly when it was stored.
+                    let mut forward = txn.open_table(FORWARD)?;
+                    let mut seq = meta.get("forward_next_seq")?.map_or(1, |v| v.value());
+                    for body in q.iter() {
+                        forward.insert(seq, body.as_slice())?;
+                        seq += 1;
+                    }
+                    meta.insert("forward_next_seq", seq)?;
+                }
                 Ok(ids)
             })
             .await?;
@@ -199,7 +231,79 @@ impl Storage {
         }
         metrics::gauge!("edgebox_tsdb_series").set(ix.len() as f64);
         metrics::counter!("edgebox_tsdb_samples_appended_total").increment(outcome.accepted as u64);
+        if !queued.is_empty() {
+            self.forward_queued.notify_one();
+        }
         Ok(outcome)
+    }
+
+    /// Accepted samples as snappy remote_write bodies of at most `batch`
+    /// samples each.
+    fn forward_bodies(&self, new: &NewSeries, known: &[(u64, i64, f64)], batch: usize) -> Vec<Vec<u8>> {
+        use super::remote_write::{Label, Sample, TimeSeries, WriteRequest, encode};
+        let ix = self.index();
+        let series = |labels: &Labels, points: &mut dyn Iterator<Item = (i64, f64)>| TimeSeries {
+            labels: labels.iter().map(|(n, v)| Label { name: n.to_owned(), value: v.to_owned() }).collect(),
+            samples: points.map(|(t, v)| Sample { value: v, timestamp: t }).collect(),
+        };
+        let mut all: Vec<TimeSeries> = new.iter().map(|(l, p)| series(l, &mut p.iter().copied())).collect();
+        let mut by_id: BTreeMap<u64, Vec<(i64, f64)>> = BTreeMap::new();
+        for &(id, t, v) in known {
+            by_id.entry(id).or_default().push((t, v));
+        }
+        for (id, points) in by_id {
+            if let Some(e) = ix.get(id) {
+                all.push(series(&e.labels, &mut points.into_iter()));
+            }
+        }
+        let mut bodies = Vec::new();
+        let mut current = WriteRequest::default();
+        let mut count = 0;
+        for mut ts in all {
+            ts.samples.sort_by_key(|s| s.timestamp);
+            while !ts.samples.is_empty() {
+                let take = (batch - count).min(ts.samples.len());
+                let rest = ts.samples.split_off(take);
+                count += ts.samples.len();
+                current
+                    .timeseries
+                    .push(TimeSeries { labels: ts.labels.clone(), samples: std::mem::replace(&mut ts.samples, rest) });
+                if count == batch {
+                    bodies.push(encode(&current));
+                    current = WriteRequest::default();
+                    count = 0;
+                }
+            }
+        }
+        if count > 0 {
+            bodies.push(encode(&current));
+        }
+        bodies
+    }
+
+    /// The oldest queued forward batch, if any.
+    pub async fn forward_peek(&self) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        self.store
+            .read(|txn| {
+                let q = txn.open_table(FORWARD)?;
+                Ok(q.first()?.map(|(k, v)| (k.value(), v.value().to_vec())))
+            })
+            .await
+    }
+
+    /// Removes a batch the upstream took (or refused for good).
+    pub async fn forward_ack(&self, seq: u64) -> anyhow::Result<()> {
+        self.store
+            .write(Durability::Immediate, move |txn| {
+                txn.open_table(FORWARD)?.remove(seq)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Batches waiting for the upstream.
+    pub async fn forward_backlog(&self) -> anyhow::Result<u64> {
+        self.store.read(|txn| Ok(txn.open_table(FORWARD)?.len()?)).await
     }
 
     fn check_cardinality(&self, ix: &Index, new: &NewByKey) -> Result<(), AppendError> {

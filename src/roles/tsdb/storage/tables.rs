@@ -12,10 +12,21 @@ pub const SERIES_BY_KEY: TableDefinition<&[u8], u64> = TableDefinition::new("tsd
 pub const SAMPLES: TableDefinition<(u64, i64), f64> = TableDefinition::new("tsdb.samples");
 /// Packed samples: (series, first t) → [last t, i64 big endian][Gorilla chunk].
 pub const CHUNKS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("tsdb.chunks");
-/// Counters: `next_series_id`.
+/// Store-and-forward queue to the upstream: sequence → snappy remote_write body.
+pub const FORWARD: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.forward");
+/// Counters: `next_series_id`, `forward_next_seq`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("tsdb.meta");
 
-pub const MIGRATIONS: &[Migration] = &[Migration { name: "create tsdb tables", apply: create }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { name: "create tsdb tables", apply: create },
+    Migration { name: "create the forwarding queue", apply: create_forward },
+];
+
+fn create_forward(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(FORWARD)?;
+    txn.open_table(META)?.insert("forward_next_seq", 1)?;
+    Ok(())
+}
 
 fn create(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(SERIES)?;
