@@ -15,6 +15,7 @@ mod functions;
 mod value;
 
 pub mod eval;
+pub use aggregate::quantile;
 pub use eval::{Evaluator, Selection, plan};
 pub use value::{Metric, Sample, Series, Value, format_time, format_value, is_stale};
 
