@@ -85,6 +85,9 @@ pub struct Row {
     pub points: Vec<(i64, f64)>,
 }
 
+/// Group-by tags → bucket start → values.
+type Groups = BTreeMap<Vec<(String, String)>, BTreeMap<i64, Vec<f64>>>;
+
 pub struct Db {
     storage: Arc<Storage>,
 }
@@ -151,7 +154,7 @@ impl Db {
         let series = self.storage.select(&matchers);
         let labels: BTreeMap<u64, Arc<Labels>> = series.iter().cloned().collect();
         let data = self.storage.read(series.into_iter().map(|(id, _)| id).collect(), a.from, a.to).await?;
-        let mut groups: BTreeMap<Vec<(String, String)>, BTreeMap<i64, Vec<f64>>> = BTreeMap::new();
+        let mut groups: Groups = BTreeMap::new();
         for (id, points) in data {
             let l = &labels[&id];
             let key: Vec<(String, String)> =
