@@ -37,8 +37,11 @@ run --data-dir "$work/data" store check | grep -q ": ok" || fail "store check"
 run --data-dir "$work/data" store backup "$work/backup.redb" >/dev/null || fail "store backup"
 run --data-dir "$work/data" store restore "$work/backup.redb" >/dev/null || fail "store restore"
 
+# Roles listen on free ports, so the smoke never collides with a service.
+: > "$work/edgebox.toml"
+if run --list | grep -q '^tsdb '; then printf '[tsdb]\nlisten = "127.0.0.1:0"\n' >> "$work/edgebox.toml"; fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-${qemu:+$qemu} "$bin" --data-dir "$work/data" --admin-listen "127.0.0.1:$port" --log-format json up 2>"$work/log" &
+${qemu:+$qemu} "$bin" --config "$work/edgebox.toml" --data-dir "$work/data" --admin-listen "127.0.0.1:$port" --log-format json up 2>"$work/log" &
 pid=$!
 for _ in $(seq 1 200); do
   if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
