@@ -24,8 +24,11 @@ out_of_order_window_s = 3600
 # Samples whose timestamp is further than this many seconds in the future
 # are refused.
 max_future_s = 600
-# Raw samples are kept this long; 0 keeps them forever.
+# Samples are kept this long; 0 keeps them forever.
 retention_days = 30
+# Most bytes packed and raw samples may take; past it the oldest chunks go.
+# 0: no size limit.
+retention_max_bytes = 0
 # Most series in total; a write that would add more answers 429.
 max_series = 1000000
 # Most series of one metric name; a write that would add more answers 429.
@@ -57,8 +60,10 @@ pub struct TsdbConfig {
     pub out_of_order_window_s: u64,
     /// How far ahead of the clock a sample may be, in seconds.
     pub max_future_s: u64,
-    /// Raw retention in days; 0 keeps data forever.
+    /// Retention in days; 0 keeps data forever.
     pub retention_days: u64,
+    /// Size retention in bytes of sample data; 0: none.
+    pub retention_max_bytes: u64,
     /// Series limit in total.
     pub max_series: usize,
     /// Series limit per metric name.
@@ -81,6 +86,7 @@ impl Default for TsdbConfig {
             out_of_order_window_s: 3600,
             max_future_s: 600,
             retention_days: 30,
+            retention_max_bytes: 0,
             max_series: 1_000_000,
             max_series_per_metric: 100_000,
             compact_after_s: 7200,

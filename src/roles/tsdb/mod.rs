@@ -132,6 +132,17 @@ async fn compact_forever(storage: Arc<Storage>, cfg: TsdbConfig, shutdown: tokio
             Ok(n) => tracing::info!(samples = n, "tsdb packed raw samples into chunks"),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "tsdb compaction failed; will retry"),
         }
+        if cfg.retention_max_bytes > 0 {
+            match storage.enforce_size(cfg.retention_max_bytes).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    chunks = n,
+                    max_bytes = cfg.retention_max_bytes,
+                    "tsdb size retention dropped the oldest chunks"
+                ),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "tsdb size retention failed; will retry"),
+            }
+        }
     }
 }
 

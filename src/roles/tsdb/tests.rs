@@ -129,3 +129,26 @@ fn series_limits_refuse_the_whole_batch() {
         assert_eq!(read_all(&s, "a").await.len(), 2, "a refused batch stores nothing");
     });
 }
+
+#[test]
+fn size_retention_drops_the_oldest_chunks_first() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let s = open(&dir, Limits { out_of_order_ms: i64::MAX / 4, ..limits() });
+        let mut batch = Vec::new();
+        for i in 0..4800i64 {
+            batch.push(sample("big", "a", i * 15_000, (i as f64 * 1.37).sin() * 1e6));
+        }
+        s.append(batch, i64::MAX / 4).await.unwrap();
+        s.compact(i64::MAX, None).await.unwrap();
+        let (before, _, _) = s.footprint().await.unwrap();
+        assert_eq!(s.enforce_size(before * 10).await.unwrap(), 0, "under the limit nothing goes");
+        let dropped = s.enforce_size(before / 2).await.unwrap();
+        assert!(dropped >= 4, "{dropped}");
+        let (after, _, _) = s.footprint().await.unwrap();
+        assert!(after <= before / 2 + 8192, "{after} > {}", before / 2);
+        let left = read_all(&s, "big").await;
+        assert_eq!(left.last().unwrap().0, 4799 * 15_000, "the newest data stays");
+        assert!(left[0].0 > 0, "the oldest data went");
+    });
+}

@@ -446,6 +446,46 @@ impl Storage {
         Ok(packed)
     }
 
+    /// Drops the oldest chunks (across all series) until the packed and raw
+    /// samples take at most `max_bytes`; returns the chunks dropped. Freed
+    /// pages are reused by later writes, so the store file stops growing
+    /// near that size rather than shrinking.
+    pub async fn enforce_size(&self, max_bytes: u64) -> anyhow::Result<usize> {
+        let dropped = self
+            .store
+            .write(Durability::Immediate, move |txn| {
+                let mut chunks = txn.open_table(CHUNKS)?;
+                let samples = txn.open_table(SAMPLES)?;
+                let used = chunks.stats()?.stored_bytes() + samples.stats()?.stored_bytes();
+                if used <= max_bytes {
+                    return Ok(0);
+                }
+                let mut all: Vec<(i64, u64, u64)> = Vec::new();
+                for row in chunks.iter()? {
+                    let (k, v) = row?;
+                    let (id, first) = k.value();
+                    all.push((first, id, v.value().len() as u64 + 16));
+                }
+                all.sort_unstable();
+                let mut excess = used - max_bytes;
+                let mut dropped = 0;
+                for (first, id, size) in all {
+                    if excess == 0 {
+                        break;
+                    }
+                    chunks.remove((id, first))?;
+                    excess = excess.saturating_sub(size);
+                    dropped += 1;
+                }
+                Ok(dropped)
+            })
+            .await?;
+        if dropped > 0 {
+            metrics::counter!("edgebox_tsdb_size_retention_chunks_dropped_total").increment(dropped as u64);
+        }
+        Ok(dropped)
+    }
+
     /// Bytes and entries of the tsdb tables, for `bytes per sample`.
     pub async fn footprint(&self) -> anyhow::Result<(u64, u64, u64)> {
         self.store
