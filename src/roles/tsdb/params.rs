@@ -171,10 +171,7 @@ mod tests {
         assert_eq!(parse_duration("5m"), Some(300_000));
         assert_eq!(parse_duration("1h30m"), Some(5_400_000));
         assert_eq!(parse_duration("100ms"), Some(100));
-        for bad in ["", "5", "m", "5x", "-1", "1h-5m"] {
-            if bad == "5" {
-                continue;
-            }
+        for bad in ["", "m", "5x", "-1", "1h-5m"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
