@@ -251,11 +251,12 @@ fn the_cli_writes_and_queries_and_bearer_auth_is_enforced() {
     assert!(text(&out.stderr).contains("400"), "{}", text(&out.stderr));
 }
 
-/// kill -9 while a client streams writes; every write answered 204 is there
-/// after a restart on the same data directory.
+/// kill -9 while a client streams writes, with checkpoints every second
+/// in between; every write answered 204 is there after a restart on the
+/// same data directory.
 #[test]
 fn acknowledged_writes_survive_kill_9() {
-    let mut app = Appliance::start("[tsdb]\nlisten = \"127.0.0.1:0\"\n", &["up"]);
+    let mut app = Appliance::start("[tsdb]\nlisten = \"127.0.0.1:0\"\ncheckpoint_interval_s = 1\n", &["up"]);
     let addr = tsdb_addr(&app);
     app.wait_ready();
     let t0 = now_s() - 1000;
@@ -273,12 +274,13 @@ fn acknowledged_writes_survive_kill_9() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(2500));
     app.child.kill().unwrap();
     app.child.wait().unwrap();
     writer.join().unwrap();
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 20, "only {} writes acknowledged", acked.len());
+    assert!(app.logs_so_far().iter().any(|l| l.contains("tsdb checkpoint")), "no checkpoint ran before the kill");
 
     // Restart on the same data directory and count.
     let data = app.dir.path().join("data");

@@ -44,11 +44,15 @@ impl Rng {
 }
 
 /// One series of the dataset: line-protocol key and how its value moves.
+/// Values keep the resolution node_exporter reports: whole bytes and
+/// packets, CPU seconds and load averages in hundredths.
 struct SeriesGen {
     key: String,
     counter: bool,
     value: f64,
     step: f64,
+    /// Changes are whole multiples of this (a page, a sector, 0.01 s).
+    unit: f64,
 }
 
 fn dataset_series(hosts: usize) -> Vec<SeriesGen> {
@@ -56,11 +60,12 @@ fn dataset_series(hosts: usize) -> Vec<SeriesGen> {
     let mut out = Vec::with_capacity(hosts * SERIES_PER_HOST);
     for h in 0..hosts {
         let inst = format!("instance=host-{h}:9100,job=node");
-        let mut push =
-            |key: String, counter: bool, value: f64, step: f64| out.push(SeriesGen { key, counter, value, step });
+        let mut push = |key: String, counter: bool, value: f64, step: f64, unit: f64| {
+            out.push(SeriesGen { key, counter, value, step, unit })
+        };
         for cpu in 0..8 {
             for mode in ["idle", "user", "system", "iowait", "irq", "softirq", "steal", "nice"] {
-                push(format!("node_cpu_seconds_total,cpu={cpu},{inst},mode={mode}"), true, 1000.0, 0.15);
+                push(format!("node_cpu_seconds_total,cpu={cpu},{inst},mode={mode}"), true, 1000.0, 0.15, 0.01);
             }
         }
         for m in [
@@ -75,24 +80,24 @@ fn dataset_series(hosts: usize) -> Vec<SeriesGen> {
             "Inactive",
             "Dirty",
         ] {
-            push(format!("node_memory_{m}_bytes,{inst}"), false, 8.0e9, 4096.0 * 64.0);
+            push(format!("node_memory_{m}_bytes,{inst}"), false, 8.0e9, 4096.0 * 64.0, 4096.0);
         }
         for dev in ["eth0", "eth1", "lo"] {
-            push(format!("node_network_receive_bytes_total,device={dev},{inst}"), true, 1.0e9, 150_000.0);
-            push(format!("node_network_transmit_bytes_total,device={dev},{inst}"), true, 1.0e9, 90_000.0);
+            push(format!("node_network_receive_bytes_total,device={dev},{inst}"), true, 1.0e9, 150_000.0, 1.0);
+            push(format!("node_network_transmit_bytes_total,device={dev},{inst}"), true, 1.0e9, 90_000.0, 1.0);
         }
         for dev in ["sda", "sdb"] {
-            push(format!("node_disk_read_bytes_total,device={dev},{inst}"), true, 5.0e9, 40_960.0);
-            push(format!("node_disk_written_bytes_total,device={dev},{inst}"), true, 5.0e9, 81_920.0);
+            push(format!("node_disk_read_bytes_total,device={dev},{inst}"), true, 5.0e9, 40_960.0, 512.0);
+            push(format!("node_disk_written_bytes_total,device={dev},{inst}"), true, 5.0e9, 81_920.0, 512.0);
         }
         for mp in ["/", "/var", "/home", "/boot"] {
-            push(format!("node_filesystem_avail_bytes,{inst},mountpoint={mp}"), false, 5.0e10, 4096.0);
+            push(format!("node_filesystem_avail_bytes,{inst},mountpoint={mp}"), false, 5.0e10, 409_600.0, 4096.0);
         }
         for l in ["1", "5", "15"] {
-            push(format!("node_load{l},{inst}"), false, 1.0, 0.01);
+            push(format!("node_load{l},{inst}"), false, 1.0, 0.05, 0.01);
         }
         for n in 0..9 {
-            push(format!("node_netstat_Tcp_stat{n},{inst}"), true, 10_000.0, 12.0);
+            push(format!("node_netstat_Tcp_stat{n},{inst}"), true, 10_000.0, 12.0, 1.0);
         }
     }
     for s in out.iter_mut() {
@@ -115,13 +120,11 @@ fn dataset_bodies(opts: &Options) -> (Vec<Vec<u8>>, usize, i64, i64) {
     for p in 0..opts.points {
         let t = start + p as i64 * INTERVAL_MS;
         for s in series.iter_mut() {
-            if s.counter {
-                s.value += (rng.below(100) as f64 / 100.0 * s.step * 100.0).round() / 100.0;
-            } else {
-                let delta = (rng.below(201) as f64 - 100.0) / 100.0 * s.step;
-                s.value = (s.value + delta).max(0.0);
-                s.value = (s.value * 100.0).round() / 100.0;
-            }
+            let share = if s.counter { rng.below(100) as f64 } else { rng.below(201) as f64 - 100.0 } / 100.0;
+            let change = (share * s.step / s.unit).round() * s.unit;
+            // Hundredths stay exact decimals: round at that resolution.
+            let scale = if s.unit < 1.0 { 100.0 } else { 1.0 };
+            s.value = ((s.value + change).max(0.0) * scale).round() / scale;
             body.extend_from_slice(format!("{} value={} {t}\n", s.key, s.value).as_bytes());
             lines += 1;
             samples += 1;
@@ -173,7 +176,6 @@ struct Target {
     dir: tempfile::TempDir,
     write_path: String,
     promql: bool,
-    admin: Option<SocketAddr>,
 }
 
 impl Drop for Target {
@@ -202,7 +204,7 @@ fn start_edgebox(series_limit: usize) -> anyhow::Result<Target> {
     std::fs::write(
         &cfg,
         format!(
-            "[tsdb]\nlisten = \"127.0.0.1:{port}\"\ncompact_after_s = 0\nmax_body_bytes = 67108864\nmax_series = {series_limit}\nmax_series_per_metric = {series_limit}\n"
+            "[tsdb]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 67108864\nmax_series = {series_limit}\nmax_series_per_metric = {series_limit}\n"
         ),
     )?;
     let child = Command::new(std::env::current_exe()?)
@@ -216,15 +218,7 @@ fn start_edgebox(series_limit: usize) -> anyhow::Result<Target> {
         .spawn()?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     wait_http(addr, "/health", Duration::from_secs(20))?;
-    Ok(Target {
-        name: "edgebox",
-        child,
-        addr,
-        dir,
-        write_path: "/write?precision=ms".into(),
-        promql: true,
-        admin: Some(format!("127.0.0.1:{admin_port}").parse()?),
-    })
+    Ok(Target { name: "edgebox", child, addr, dir, write_path: "/write?precision=ms".into(), promql: true })
 }
 
 fn start_victoria() -> anyhow::Result<Target> {
@@ -247,7 +241,6 @@ fn start_victoria() -> anyhow::Result<Target> {
         dir,
         write_path: "/write?precision=ms".into(),
         promql: true,
-        admin: None,
     })
 }
 
@@ -284,7 +277,6 @@ fn start_influx() -> anyhow::Result<Target> {
         dir,
         write_path: "/write?db=bench&precision=ms".into(),
         promql: false,
-        admin: None,
     })
 }
 
@@ -329,29 +321,13 @@ fn query_ms(addr: SocketAddr, path: &str, runs: usize) -> anyhow::Result<f64> {
     Ok(times[times.len() / 2])
 }
 
-fn metric(admin: SocketAddr, name: &str) -> f64 {
-    httpclient::request(admin, "GET", "/metrics", &[], b"")
-        .ok()
-        .and_then(|r| {
-            String::from_utf8_lossy(&r.body)
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 /// Bytes on disk per sample, after the target settled its data.
 fn disk_per_sample(t: &mut Target, samples: usize) -> anyhow::Result<f64> {
     match t.name {
         "edgebox" => {
-            let admin = t.admin.context("no admin address")?;
-            let deadline = Instant::now() + Duration::from_secs(300);
-            while metric(admin, "edgebox_tsdb_compacted_samples_total") < samples as f64 {
-                anyhow::ensure!(Instant::now() < deadline, "compaction did not finish within 300 s");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            // Stop, then compact the file so free pages are not counted.
+            // Stop (the last checkpoint moves the heads into chunks and
+            // empties the log), then compact the file so free pages are
+            // not counted.
             let _ = Command::new("kill").args(["-TERM", &t.child.id().to_string()]).status();
             let _ = t.child.wait();
             let data = t.dir.path().join("data");

@@ -33,8 +33,10 @@ retention_max_bytes = 0
 max_series = 1000000
 # Most series of one metric name; a write that would add more answers 429.
 max_series_per_metric = 100000
-# Raw samples older than this many seconds are packed into Gorilla chunks.
-compact_after_s = 7200
+# Every this many seconds the in-memory heads are checkpointed into chunks
+# in the store and the write-ahead log they cover is dropped; a restart
+# replays at most this much log.
+checkpoint_interval_s = 60
 # Upstream remote_write endpoint (Prometheus, VictoriaMetrics, Mimir) that
 # every accepted sample is forwarded to, store-and-forward. Absent: none.
 # forward_url = "http://central:8428/api/v1/write"
@@ -68,8 +70,8 @@ pub struct TsdbConfig {
     pub max_series: usize,
     /// Series limit per metric name.
     pub max_series_per_metric: usize,
-    /// Age in seconds after which raw samples are packed into chunks.
-    pub compact_after_s: u64,
+    /// Seconds between checkpoints of the heads into chunks.
+    pub checkpoint_interval_s: u64,
     /// Upstream remote_write URL; absent: no forwarding.
     pub forward_url: Option<String>,
     /// Samples per forwarded batch.
@@ -89,7 +91,7 @@ impl Default for TsdbConfig {
             retention_max_bytes: 0,
             max_series: 1_000_000,
             max_series_per_metric: 100_000,
-            compact_after_s: 7200,
+            checkpoint_interval_s: 60,
             forward_url: None,
             forward_batch_samples: 5000,
         }
@@ -110,6 +112,9 @@ impl TsdbConfig {
         }
         if self.forward_batch_samples == 0 {
             return Err("tsdb.forward_batch_samples: must be at least 1".into());
+        }
+        if self.checkpoint_interval_s == 0 {
+            return Err("tsdb.checkpoint_interval_s: must be at least 1".into());
         }
         if self.max_series == 0 || self.max_series_per_metric == 0 {
             return Err("tsdb.max_series and tsdb.max_series_per_metric must be at least 1".into());

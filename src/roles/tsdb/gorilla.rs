@@ -23,8 +23,8 @@ pub enum ChunkError {
     Truncated { bit: usize, sample: usize, count: usize },
     #[error("chunk shorter than its 2-byte header")]
     NoHeader,
-    #[error("timestamp overflow at sample {sample}")]
-    Overflow { sample: usize },
+    #[error("timestamps do not increase at sample {sample}")]
+    NotIncreasing { sample: usize },
 }
 
 /// Appends bits most-significant first.
@@ -47,10 +47,20 @@ impl BitWriter {
         }
     }
 
-    /// Writes the low `n` bits of `v` (n ≤ 64), high bit first.
+    /// Writes the low `n` bits of `v` (n ≤ 64), high bit first, a byte's
+    /// worth at a time.
     fn write_bits(&mut self, v: u64, n: u8) {
-        for i in (0..n).rev() {
-            self.write_bit((v >> i) & 1 == 1);
+        let mut n = u32::from(n);
+        while n > 0 {
+            if self.used == 0 {
+                self.bytes.push(0);
+                self.used = 8;
+            }
+            let take = n.min(u32::from(self.used));
+            let part = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
+            self.used -= take as u8;
+            *self.bytes.last_mut().expect("pushed above") |= part << self.used;
+            n -= take;
         }
     }
 }
@@ -70,9 +80,19 @@ impl BitReader<'_> {
     }
 
     fn read_bits(&mut self, n: u8) -> Option<u64> {
+        let mut n = u32::from(n);
+        if self.pos + n as usize > self.bytes.len() * 8 {
+            return None;
+        }
         let mut v = 0u64;
-        for _ in 0..n {
-            v = (v << 1) | u64::from(self.read_bit()?);
+        while n > 0 {
+            let byte = self.bytes[self.pos / 8];
+            let left = 8 - (self.pos % 8) as u32;
+            let take = n.min(left);
+            let part = (u64::from(byte) >> (left - take)) & ((1u64 << take) - 1);
+            v = (v << take) | part;
+            self.pos += take as usize;
+            n -= take;
         }
         Some(v)
     }
@@ -132,13 +152,14 @@ impl Encoder {
                 self.w.write_bits(bits, 64);
             }
             1 => {
-                let delta = t.checked_sub(self.t).ok_or(ChunkError::Overflow { sample: 1 })?;
+                // Deltas wrap: any two increasing i64 timestamps round-trip.
+                let delta = t.wrapping_sub(self.t);
                 self.w.write_bits(delta as u64, 64);
                 self.t_delta = delta;
                 self.write_value(bits);
             }
-            n => {
-                let delta = t.checked_sub(self.t).ok_or(ChunkError::Overflow { sample: n })?;
+            _ => {
+                let delta = t.wrapping_sub(self.t);
                 let dod = delta.wrapping_sub(self.t_delta);
                 self.write_dod(dod);
                 self.t_delta = delta;
@@ -225,7 +246,11 @@ pub fn decode(chunk: &[u8]) -> Result<Vec<(i64, f64)>, ChunkError> {
                     let dod = read_dod(&mut r).ok_or_else(|| truncated(&r))?;
                     delta = delta.wrapping_add(dod);
                 }
-                t = t.checked_add(delta).ok_or(ChunkError::Overflow { sample: i })?;
+                let next = t.wrapping_add(delta);
+                if next <= t {
+                    return Err(ChunkError::NotIncreasing { sample: i });
+                }
+                t = next;
                 v = read_value(&mut r, v, &mut leading, &mut trailing).ok_or_else(|| truncated(&r))?;
             }
         }
@@ -353,6 +378,8 @@ mod tests {
     fn extreme_timestamp_gaps_round_trip() {
         let s = vec![(i64::MIN, 1.0), (i64::MIN + 1, 2.0), (0, 3.0), (1, 4.0), (i64::MAX, 5.0)];
         assert!(same_bits(&round_trip(&s), &s));
+        let s = vec![(-7_955_716_496_575_561_724, 1.0), (1_267_655_540_279_214_084, 1e300)];
+        assert!(same_bits(&round_trip(&s), &s), "a gap wider than i64 wraps and comes back");
     }
 
     #[test]

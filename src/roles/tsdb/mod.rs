@@ -3,9 +3,9 @@
 //! Collectors push Influx line protocol (`/write`, `/api/v2/write`) or
 //! JSON lines (`/api/v1/import`); Grafana reads it as a Prometheus data
 //! source (`/api/v1/query`, `/query_range`, `/series`, `/labels`). Samples
-//! live in the shared store: acknowledged writes are durable raw samples,
-//! packed into Gorilla chunks (`gorilla.rs`, docs/tsdb-format.md) once they
-//! are older than `compact_after_s`.
+//! live in the shared store: an acknowledged write is a durable log record
+//! and in the in-memory heads, checkpointed into compressed chunks every
+//! `checkpoint_interval_s` (storage/, docs/tsdb-format.md).
 
 mod bench;
 mod cli;
@@ -94,7 +94,7 @@ impl Role for Tsdb {
             });
             let listener = ctx.bind("http").await?;
             tracing::info!(addr = %listener.local_addr()?, "tsdb listening");
-            let compaction = tokio::spawn(compact_forever(storage.clone(), cfg.clone(), ctx.shutdown.clone()));
+            let checkpoints = tokio::spawn(checkpoint_forever(storage.clone(), cfg.clone(), ctx.shutdown.clone()));
             let forwarder = upstream.map(|u| {
                 tracing::info!(upstream = %u.url, "tsdb forwarding enabled");
                 tokio::spawn(forward::forward_forever(storage.clone(), u, ctx.shutdown.clone()))
@@ -102,7 +102,9 @@ impl Role for Tsdb {
             ctx.status.set_ready(true);
             let handler = move |req| http::handle(api.clone(), req);
             serve(http::NAME, listener, handler, ctx.shutdown.clone(), Duration::from_secs(5)).await;
-            compaction.abort();
+            if let Err(e) = checkpoints.await {
+                tracing::warn!(error = %e, "tsdb checkpoint task ended abnormally");
+            }
             // A batch in flight is sent again after a restart (at least
             // once; the upstream keeps one copy of each sample).
             if let Some(f) = forwarder {
@@ -113,24 +115,33 @@ impl Role for Tsdb {
     }
 }
 
-/// Packs old raw samples into chunks and applies retention: once a minute,
-/// or more often when `compact_after_s` is shorter.
-async fn compact_forever(storage: Arc<Storage>, cfg: TsdbConfig, shutdown: tokio_util::sync::CancellationToken) {
-    let every = Duration::from_secs((cfg.compact_after_s / 4).clamp(1, 60));
-    let mut tick = tokio::time::interval(every);
+/// Checkpoints the heads and applies retention every
+/// `checkpoint_interval_s`, or sooner when the log grew past its bound; a
+/// last checkpoint at shutdown makes the next start quick.
+async fn checkpoint_forever(storage: Arc<Storage>, cfg: TsdbConfig, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(cfg.checkpoint_interval_s));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+            _ = storage.checkpoint_wanted.notified() => false,
+        };
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let cutoff = now - (cfg.compact_after_s as i64).saturating_mul(1000);
         let horizon = (cfg.retention_days > 0).then(|| now - (cfg.retention_days as i64).saturating_mul(86_400_000));
-        match storage.compact(cutoff, horizon).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(samples = n, "tsdb packed raw samples into chunks"),
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "tsdb compaction failed; will retry"),
+        let started = std::time::Instant::now();
+        match storage.checkpoint(horizon).await {
+            Ok(s) if s.series > 0 => tracing::info!(
+                series = s.series,
+                sealed_samples = s.sealed_samples,
+                log_records = s.records,
+                ms = started.elapsed().as_millis() as u64,
+                "tsdb checkpoint"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "tsdb checkpoint failed; will retry"),
         }
         if cfg.retention_max_bytes > 0 {
             match storage.enforce_size(cfg.retention_max_bytes).await {
@@ -142,6 +153,9 @@ async fn compact_forever(storage: Arc<Storage>, cfg: TsdbConfig, shutdown: tokio
                 ),
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "tsdb size retention failed; will retry"),
             }
+        }
+        if stopping {
+            return;
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Storage-engine tests on a real store: durability across reopen, the
-//! out-of-order window, last-write-wins, chunk packing, retention and
+//! out-of-order window, last-write-wins, checkpoints, retention and
 //! cardinality limits.
 
 use std::sync::Arc;
@@ -81,36 +81,52 @@ fn the_time_window_refuses_old_and_future_samples_by_line() {
 }
 
 #[test]
-fn packing_into_chunks_changes_nothing_a_reader_sees() {
+fn checkpoints_change_nothing_a_reader_sees_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    rt().block_on(async {
-        // A day-long out-of-order window, so a late write can land in a packed range.
-        let s = open(&dir, Limits { out_of_order_ms: 86_400_000, ..limits() });
+    let rt = rt();
+    // A day-long out-of-order window, so a late write can land in a sealed chunk.
+    let lim = Limits { out_of_order_ms: 86_400_000, ..limits() };
+    let end = 2000 * 15_000;
+    let expected = rt.block_on(async {
+        let s = open(&dir, lim);
         let mut batch = Vec::new();
         for i in 0..2000i64 {
             batch.push(sample("temp", "a", i * 15_000, (i as f64 * 0.1).sin()));
-            batch.push(sample("temp", "b", i * 15_000 + 7, i as f64));
+            batch.push(sample("temp", "b", i * 15_000 + 7, i as f64 * 0.25));
         }
-        let end = 2000 * 15_000;
         s.append(batch, end).await.unwrap();
         let before = read_all(&s, "temp").await;
-        // Pack the first half, then a late write lands inside a packed chunk.
-        assert_eq!(s.compact(end / 2, None).await.unwrap(), 2000);
-        assert!(read_all(&s, "temp").await == before, "packing changed the data");
+        assert_eq!(before.len(), 4000);
+        let stats = s.checkpoint(None).await.unwrap();
+        assert_eq!((stats.series, stats.records), (2, 1));
+        assert!(read_all(&s, "temp").await == before, "the checkpoint changed the data");
+        // A late write lands inside a chunk already in the store.
         s.append(vec![sample("temp", "a", 15_000, 42.0)], end).await.unwrap();
         let mut expected = before.clone();
         let i = expected.iter().position(|p| p.0 == 15_000).unwrap();
         expected[i].1 = 42.0;
-        assert!(read_all(&s, "temp").await == expected, "raw must win over the chunk");
-        s.compact(end + 1, None).await.unwrap();
-        assert!(read_all(&s, "temp").await == expected, "re-packing must merge the late sample");
-        let (bytes, packed, raw) = s.footprint().await.unwrap();
-        assert_eq!((packed, raw), (4000, 0));
+        assert!(read_all(&s, "temp").await == expected, "the late write must win over the chunk");
+        s.checkpoint(None).await.unwrap();
+        assert!(read_all(&s, "temp").await == expected, "the checkpoint must merge the late sample");
+        let (bytes, stored, log) = s.footprint().await.unwrap();
+        assert_eq!((stored, log), (4000, 0));
         assert!((bytes as f64) / 4000.0 < 6.0, "{} bytes per sample", bytes as f64 / 4000.0);
+        // Written after the checkpoint: only in the log.
+        s.append(vec![sample("temp", "b", end, 1.5)], end).await.unwrap();
+        expected.push((end, 1.5));
+        expected
+    });
+    rt.block_on(async {
+        let s = open(&dir, lim);
+        let mut again = read_all(&s, "temp").await;
+        again.sort_by_key(|p| p.0);
+        let mut want = expected.clone();
+        want.sort_by_key(|p| p.0);
+        assert!(again == want, "a restart must see the checkpoint plus the replayed log");
         // Retention drops whole chunks past the horizon.
-        s.compact(end + 1, Some(end / 2)).await.unwrap();
+        s.checkpoint(Some(end / 2)).await.unwrap();
         let left = read_all(&s, "temp").await;
-        assert!(left.len() < 4000 && left.iter().all(|p| p.0 >= end / 2 - 480 * 15_000), "{}", left.len());
+        assert!(left.len() < 4000 && left.iter().all(|p| p.0 >= end / 2 - 240 * 15_000), "{}", left.len());
     });
 }
 
@@ -140,7 +156,7 @@ fn size_retention_drops_the_oldest_chunks_first() {
             batch.push(sample("big", "a", i * 15_000, (i as f64 * 1.37).sin() * 1e6));
         }
         s.append(batch, i64::MAX / 4).await.unwrap();
-        s.compact(i64::MAX, None).await.unwrap();
+        s.checkpoint(None).await.unwrap();
         let (before, _, _) = s.footprint().await.unwrap();
         assert_eq!(s.enforce_size(before * 10).await.unwrap(), 0, "under the limit nothing goes");
         let dropped = s.enforce_size(before / 2).await.unwrap();

@@ -1,6 +1,6 @@
 //! The in-memory series index: key → id, id → labels, and postings
 //! (label name → value → ids) for the matchers `=`, `!=`, `=~`, `!~`.
-//! Rebuilt from `tsdb.series` at start; updated after each commit.
+//! Rebuilt from `tsdb.series` at start; updated when a series is created.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -61,8 +61,6 @@ impl Matcher {
 #[derive(Debug, Clone)]
 pub struct SeriesEntry {
     pub labels: Arc<Labels>,
-    /// Newest sample timestamp (ms), for the out-of-order window.
-    pub max_t: i64,
 }
 
 #[derive(Debug, Default)]
@@ -99,10 +97,9 @@ impl Index {
         self.per_metric.get(metric).copied().unwrap_or(0)
     }
 
-    /// Adds a series (idempotent) with its newest timestamp.
-    pub fn insert(&mut self, id: u64, labels: Labels, max_t: i64) {
-        if let Some(e) = self.series.get_mut(&id) {
-            e.max_t = e.max_t.max(max_t);
+    /// Adds a series (idempotent).
+    pub fn insert(&mut self, id: u64, labels: Labels) {
+        if self.series.contains_key(&id) {
             return;
         }
         for (n, v) in labels.iter() {
@@ -112,13 +109,7 @@ impl Index {
             *self.per_metric.entry(m.to_owned()).or_default() += 1;
         }
         self.by_key.insert(labels.encode(), id);
-        self.series.insert(id, SeriesEntry { labels: Arc::new(labels), max_t });
-    }
-
-    pub fn bump_max_t(&mut self, id: u64, t: i64) {
-        if let Some(e) = self.series.get_mut(&id) {
-            e.max_t = e.max_t.max(t);
-        }
+        self.series.insert(id, SeriesEntry { labels: Arc::new(labels) });
     }
 
     /// Ids of the series every matcher accepts, in id order. At least one
@@ -187,10 +178,10 @@ mod tests {
 
     fn index() -> Index {
         let mut ix = Index::default();
-        ix.insert(1, labels(&[("__name__", "up"), ("job", "node"), ("instance", "a")]), 0);
-        ix.insert(2, labels(&[("__name__", "up"), ("job", "node"), ("instance", "b")]), 0);
-        ix.insert(3, labels(&[("__name__", "up"), ("job", "db")]), 0);
-        ix.insert(4, labels(&[("__name__", "cpu"), ("job", "node"), ("instance", "a")]), 0);
+        ix.insert(1, labels(&[("__name__", "up"), ("job", "node"), ("instance", "a")]));
+        ix.insert(2, labels(&[("__name__", "up"), ("job", "node"), ("instance", "b")]));
+        ix.insert(3, labels(&[("__name__", "up"), ("job", "db")]));
+        ix.insert(4, labels(&[("__name__", "cpu"), ("job", "node"), ("instance", "a")]));
         ix
     }
 

@@ -1,36 +1,54 @@
 //! The tsdb storage engine on the shared store.
 //!
-//! Writes are acknowledged after a durable group commit of raw samples into
-//! `tsdb.samples` (so an acknowledged write survives kill -9), which also
-//! gives out-of-order writes and last-write-wins duplicates for free. A
-//! background pass packs raw samples older than `compact_after_s` into
-//! Gorilla chunks in `tsdb.chunks`, merging with any chunk they overlap, and
-//! drops data past retention. Reads merge chunks and raw samples, raw
-//! winning. The series index lives in memory, rebuilt from `tsdb.series`.
+//! Prometheus's design, on redb: an append applies its samples to the
+//! in-memory heads (head.rs) and commits one write-ahead-log record
+//! (wal.rs) durably before it is acknowledged, so kill -9 loses nothing
+//! acknowledged. A checkpoint (checkpoint.rs) periodically writes sealed
+//! chunks, merges out-of-order samples into them, saves each open head and
+//! drops the log records it covers, all in one transaction; a restart
+//! loads the heads and replays the log after the checkpoint. Chunks use the
+//! smaller of Gorilla and a decimal encoding (chunk.rs). The series index
+//! lives in memory, rebuilt from `tsdb.series`.
 
+mod checkpoint;
+pub mod chunk;
+pub mod head;
 pub mod index;
 pub mod labels;
+mod queue;
 mod tables;
+mod varint;
+pub mod wal;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::ReadableTable;
 
-use super::gorilla;
 use crate::core::store::{Durability, Store};
+use head::Heads;
 pub use index::{Index, MatchOp, Matcher, SeriesEntry};
 pub use labels::Labels;
 pub use tables::MIGRATIONS;
-use tables::{CHUNKS, FORWARD, META, SAMPLES, SERIES, SERIES_BY_KEY};
+use tables::{CHUNKS, FORWARD, HEADS, META, SERIES, WAL};
 
-/// Samples per packed chunk.
-const CHUNK_SAMPLES: usize = 480;
+/// Log bytes after which a checkpoint is asked for early.
+const WAL_CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// One sample to append, with the input line it came from (for errors).
 #[derive(Debug, Clone)]
 pub struct Incoming {
     pub labels: Labels,
+    pub t: i64,
+    pub v: f64,
+    pub line: usize,
+}
+
+/// A sample whose series is already resolved to an id.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved {
+    pub id: u64,
     pub t: i64,
     pub v: f64,
     pub line: usize,
@@ -64,48 +82,86 @@ pub struct AppendOutcome {
 pub struct Storage {
     store: Store,
     index: RwLock<Index>,
+    heads: Heads,
+    /// The next log sequence, held while a batch is applied to the heads so
+    /// the log's order is the heads' order.
+    next_seq: Mutex<u64>,
+    next_series_id: AtomicU64,
+    /// One series creation at a time, so two requests naming the same new
+    /// series get the same id.
+    creating: tokio::sync::Mutex<()>,
+    /// One checkpoint at a time.
+    checkpointing: tokio::sync::Mutex<()>,
+    wal_bytes: AtomicU64,
     limits: Limits,
     /// Samples per queued remote_write batch; None: no forwarding.
     forward_batch: Option<usize>,
     /// Wakes the forwarder when a batch is queued.
     pub forward_queued: tokio::sync::Notify,
+    /// Wakes the checkpoint loop when the log grew past its bound.
+    pub checkpoint_wanted: tokio::sync::Notify,
 }
 
-type NewSeries = Vec<(Labels, Vec<(i64, f64)>)>;
-/// New series of a batch by key, with their samples.
-type NewByKey = HashMap<Vec<u8>, (Labels, Vec<(i64, f64)>)>;
-
 impl Storage {
-    /// Loads the index from the store. Blocking: call off the async workers.
+    /// Loads the index and the heads, replaying the log after the last
+    /// checkpoint. Blocking: call off the async workers.
     pub fn open(store: Store, limits: Limits) -> anyhow::Result<Storage> {
-        let index = store.read_blocking(|txn| {
-            let series = txn.open_table(SERIES)?;
-            let samples = txn.open_table(SAMPLES)?;
-            let chunks = txn.open_table(CHUNKS)?;
+        let heads = Heads::default();
+        let (index, next_id, next_seq, replayed) = store.read_blocking(|txn| {
             let mut ix = Index::default();
-            for row in series.iter()? {
+            for row in txn.open_table(SERIES)?.iter()? {
                 let (id, key) = row?;
                 let id = id.value();
                 let labels = Labels::decode(key.value()).map_err(|e| anyhow::anyhow!("tsdb.series id {id}: {e}"))?;
-                let raw_max =
-                    samples.range((id, i64::MIN)..=(id, i64::MAX))?.next_back().transpose()?.map(|(k, _)| k.value().1);
-                let chunk_max = chunks
-                    .range((id, i64::MIN)..=(id, i64::MAX))?
-                    .next_back()
-                    .transpose()?
-                    .map(|(_, v)| chunk_last_t(v.value()))
-                    .transpose()?;
-                ix.insert(id, labels, raw_max.max(chunk_max).unwrap_or(i64::MIN));
+                ix.insert(id, labels);
             }
-            Ok(ix)
+            let chunks = txn.open_table(CHUNKS)?;
+            for id in ix.ids() {
+                if let Some(row) = chunks.range((id, i64::MIN)..=(id, i64::MAX))?.next_back() {
+                    let floor = chunk::last_t(row?.1.value()).map_err(|e| anyhow::anyhow!("tsdb.chunks {id}: {e}"))?;
+                    heads.with(id, |h| h.set_floor(floor));
+                }
+            }
+            for row in txn.open_table(HEADS)?.iter()? {
+                let (id, v) = row?;
+                let id = id.value();
+                let samples = chunk::decode(v.value()).map_err(|e| anyhow::anyhow!("tsdb.heads {id}: {e}"))?;
+                heads.with(id, |h| h.restore(&samples));
+            }
+            let meta = txn.open_table(META)?;
+            let next_id = meta.get("next_series_id")?.map_or(1, |v| v.value());
+            let checkpoint = meta.get("checkpoint_seq")?.map_or(0, |v| v.value());
+            let mut last_seq = checkpoint;
+            let mut replayed = 0usize;
+            for row in txn.open_table(WAL)?.range(checkpoint + 1..)? {
+                let (seq, rec) = row?;
+                last_seq = seq.value();
+                let entries =
+                    wal::decode(rec.value()).map_err(|e| anyhow::anyhow!("tsdb.wal record {last_seq}: {e}"))?;
+                for e in &entries {
+                    heads.with(e.id, |h| h.push(e.t, e.v));
+                }
+                replayed += entries.len();
+            }
+            Ok((ix, next_id, last_seq + 1, replayed))
         })?;
+        if replayed > 0 {
+            tracing::info!(samples = replayed, "tsdb replayed the write-ahead log");
+        }
         metrics::gauge!("edgebox_tsdb_series").set(index.len() as f64);
         Ok(Storage {
             store,
             index: RwLock::new(index),
+            heads,
+            next_seq: Mutex::new(next_seq),
+            next_series_id: AtomicU64::new(next_id),
+            creating: tokio::sync::Mutex::new(()),
+            checkpointing: tokio::sync::Mutex::new(()),
+            wal_bytes: AtomicU64::new(0),
             limits,
             forward_batch: None,
             forward_queued: tokio::sync::Notify::new(),
+            checkpoint_wanted: tokio::sync::Notify::new(),
         })
     }
 
@@ -128,206 +184,193 @@ impl Storage {
     /// Appends samples durably. Samples outside the time window are refused
     /// one by one; a batch that would break a series limit is refused whole.
     pub async fn append(&self, batch: Vec<Incoming>, now_ms: i64) -> Result<AppendOutcome, AppendError> {
-        let mut outcome = AppendOutcome::default();
-        let mut known: Vec<(u64, i64, f64)> = Vec::new();
-        let mut new: NewByKey = HashMap::new();
+        let ids = self.resolve(batch.iter().map(|s| &s.labels)).await?;
+        let resolved = batch.iter().zip(ids).map(|(s, id)| Resolved { id, t: s.t, v: s.v, line: s.line }).collect();
+        self.append_resolved(resolved, now_ms).await
+    }
+
+    /// Series ids of label sets, creating the missing series durably (all
+    /// or none: a set that would break a limit refuses the whole batch).
+    pub async fn resolve<'a>(&self, sets: impl Iterator<Item = &'a Labels>) -> Result<Vec<u64>, AppendError> {
+        let mut ids = Vec::new();
+        let mut missing: HashMap<Vec<u8>, (Labels, Vec<usize>)> = HashMap::new();
         {
             let ix = self.index();
-            for s in batch {
-                if s.t > now_ms.saturating_add(self.limits.max_future_ms) {
-                    outcome.rejected.push((s.line, format!("timestamp {} ms is too far in the future", s.t)));
-                    continue;
-                }
-                let key = s.labels.encode();
+            for (i, labels) in sets.enumerate() {
+                let key = labels.encode();
                 match ix.id_of(&key) {
-                    Some(id) => {
-                        let newest = ix.get(id).map_or(i64::MIN, |e| e.max_t);
-                        if s.t < newest.saturating_sub(self.limits.out_of_order_ms) {
-                            outcome.rejected.push((
-                                s.line,
-                                format!(
-                                    "sample for {} at {} ms is more than {} s older than its newest sample",
-                                    s.labels,
-                                    s.t,
-                                    self.limits.out_of_order_ms / 1000
-                                ),
-                            ));
-                            continue;
-                        }
-                        known.push((id, s.t, s.v));
+                    Some(id) => ids.push(id),
+                    None => {
+                        ids.push(0);
+                        missing.entry(key).or_insert_with(|| (labels.clone(), Vec::new())).1.push(i);
                     }
-                    None => new.entry(key).or_insert_with(|| (s.labels, Vec::new())).1.push((s.t, s.v)),
                 }
             }
-            self.check_cardinality(&ix, &new)?;
         }
-        for (_, reason) in &outcome.rejected {
-            let kind = if reason.contains("future") { "future" } else { "out_of_order" };
-            metrics::counter!("edgebox_tsdb_samples_rejected_total", "reason" => kind).increment(1);
+        if missing.is_empty() {
+            return Ok(ids);
         }
-        outcome.accepted = known.len() + new.values().map(|(_, p)| p.len()).sum::<usize>();
-        if outcome.accepted == 0 {
-            return Ok(outcome);
+        let _one_at_a_time = self.creating.lock().await;
+        let mut fresh: Vec<(u64, Labels)> = Vec::new();
+        {
+            let ix = self.index();
+            missing.retain(|key, (_, positions)| match ix.id_of(key) {
+                Some(id) => {
+                    positions.iter().for_each(|&i| ids[i] = id);
+                    false
+                }
+                None => true,
+            });
+            self.check_cardinality(&ix, missing.values().map(|(l, _)| l))?;
+            for (labels, positions) in missing.into_values() {
+                let id = self.next_series_id.fetch_add(1, Ordering::Relaxed);
+                positions.iter().for_each(|&i| ids[i] = id);
+                fresh.push((id, labels));
+            }
         }
-        let new: Arc<NewSeries> = Arc::new(new.into_values().collect());
-        let known = Arc::new(known);
-        let queued: Arc<Vec<Vec<u8>>> = Arc::new(match self.forward_batch {
-            Some(batch) => self.forward_bodies(&new, &known, batch),
-            None => Vec::new(),
-        });
-        let (n, k, q) = (new.clone(), known.clone(), queued.clone());
-        let ids = self
-            .store
+        if fresh.is_empty() {
+            return Ok(ids);
+        }
+        let rows: Vec<(u64, Vec<u8>)> = fresh.iter().map(|(id, l)| (*id, l.encode())).collect();
+        let next = self.next_series_id.load(Ordering::Relaxed);
+        self.store
             .write(Durability::Immediate, move |txn| {
-                let mut samples = txn.open_table(SAMPLES)?;
-                let mut by_key = txn.open_table(SERIES_BY_KEY)?;
                 let mut series = txn.open_table(SERIES)?;
-                let mut meta = txn.open_table(META)?;
-                let mut next = meta.get("next_series_id")?.map_or(1, |v| v.value());
-                let mut ids = Vec::with_capacity(n.len());
-                for (labels, points) in n.iter() {
-                    let key = labels.encode();
-                    let existing = by_key.get(key.as_slice())?.map(|g| g.value());
-                    let id = match existing {
-                        Some(id) => id,
-                        None => {
-                            let id = next;
-                            next += 1;
-                            by_key.insert(key.as_slice(), id)?;
-                            series.insert(id, key.as_slice())?;
-                            id
-                        }
-                    };
-                    for &(t, v) in points {
-                        samples.insert((id, t), v)?;
-                    }
-                    ids.push(id);
+                for (id, key) in &rows {
+                    series.insert(*id, key.as_slice())?;
                 }
-                meta.insert("next_series_id", next)?;
-                for &(id, t, v) in k.iter() {
-                    samples.insert((id, t), v)?;
-                }
-                if !q.is_empty() {
-                    // Queued in the same transaction: a sample is forwarded
-                    // exactly when it was stored.
-                    let mut forward = txn.open_table(FORWARD)?;
-                    let mut seq = meta.get("forward_next_seq")?.map_or(1, |v| v.value());
-                    for body in q.iter() {
-                        forward.insert(seq, body.as_slice())?;
-                        seq += 1;
-                    }
-                    meta.insert("forward_next_seq", seq)?;
-                }
-                Ok(ids)
+                txn.open_table(META)?.insert("next_series_id", next)?;
+                Ok(())
             })
             .await?;
         let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
-        for ((labels, points), id) in new.iter().zip(ids) {
-            let max_t = points.iter().map(|p| p.0).max().unwrap_or(i64::MIN);
-            ix.insert(id, labels.clone(), max_t);
-        }
-        for &(id, t, _) in known.iter() {
-            ix.bump_max_t(id, t);
+        for (id, labels) in fresh {
+            ix.insert(id, labels);
         }
         metrics::gauge!("edgebox_tsdb_series").set(ix.len() as f64);
+        Ok(ids)
+    }
+
+    /// The id of a series that exists.
+    pub fn id_of(&self, labels: &Labels) -> Option<u64> {
+        self.index().id_of(&labels.encode())
+    }
+
+    /// Appends samples of known series: applies them to the heads, then
+    /// commits their log record durably before returning.
+    pub async fn append_resolved(&self, batch: Vec<Resolved>, now_ms: i64) -> Result<AppendOutcome, AppendError> {
+        let mut outcome = AppendOutcome::default();
+        let horizon = now_ms.saturating_add(self.limits.max_future_ms);
+        let mut by_shard: Vec<Vec<Resolved>> = vec![Vec::new(); Heads::shard_count()];
+        for s in batch {
+            if s.t > horizon {
+                outcome.rejected.push((s.line, format!("timestamp {} ms is too far in the future", s.t)));
+                metrics::counter!("edgebox_tsdb_samples_rejected_total", "reason" => "future").increment(1);
+                continue;
+            }
+            by_shard[Heads::shard_of(s.id)].push(s);
+        }
+        let mut accepted = Vec::new();
+        let mut late = Vec::new();
+        let seq = {
+            let mut next = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+            for (shard, samples) in by_shard.iter().enumerate() {
+                if samples.is_empty() {
+                    continue;
+                }
+                let mut heads = self.heads.lock(shard);
+                for s in samples {
+                    let h = heads.entry(s.id).or_default();
+                    if s.t < h.max_t().saturating_sub(self.limits.out_of_order_ms) {
+                        late.push(*s);
+                        continue;
+                    }
+                    h.push(s.t, s.v);
+                    accepted.push(wal::Entry { id: s.id, t: s.t, v: s.v });
+                }
+            }
+            let seq = *next;
+            *next += 1;
+            seq
+        };
+        if !late.is_empty() {
+            let ix = self.index();
+            for s in late {
+                let series = ix.get(s.id).map_or_else(|| format!("series {}", s.id), |e| e.labels.to_string());
+                outcome.rejected.push((
+                    s.line,
+                    format!(
+                        "sample for {series} at {} ms is more than {} s older than its newest sample",
+                        s.t,
+                        self.limits.out_of_order_ms / 1000
+                    ),
+                ));
+                metrics::counter!("edgebox_tsdb_samples_rejected_total", "reason" => "out_of_order").increment(1);
+            }
+        }
+        outcome.rejected.sort_by_key(|r| r.0);
+        outcome.accepted = accepted.len();
+        if accepted.is_empty() {
+            return Ok(outcome);
+        }
+        let record = wal::encode(&accepted);
+        let queued = match self.forward_batch {
+            Some(batch) => self.forward_bodies(&accepted, batch),
+            None => Vec::new(),
+        };
+        let forwarding = !queued.is_empty();
+        let bytes = record.len() as u64;
+        self.store
+            .write(Durability::Immediate, move |txn| {
+                txn.open_table(WAL)?.insert(seq, record.as_slice())?;
+                if !queued.is_empty() {
+                    // Queued in the same transaction: a sample is forwarded
+                    // exactly when it was stored.
+                    let mut meta = txn.open_table(META)?;
+                    let mut forward = txn.open_table(FORWARD)?;
+                    let mut next = meta.get("forward_next_seq")?.map_or(1, |v| v.value());
+                    for body in &queued {
+                        forward.insert(next, body.as_slice())?;
+                        next += 1;
+                    }
+                    meta.insert("forward_next_seq", next)?;
+                }
+                Ok(())
+            })
+            .await?;
         metrics::counter!("edgebox_tsdb_samples_appended_total").increment(outcome.accepted as u64);
-        if !queued.is_empty() {
+        if self.wal_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > WAL_CHECKPOINT_BYTES {
+            self.checkpoint_wanted.notify_one();
+        }
+        if forwarding {
             self.forward_queued.notify_one();
         }
         Ok(outcome)
     }
 
-    /// Accepted samples as snappy remote_write bodies of at most `batch`
-    /// samples each.
-    fn forward_bodies(&self, new: &NewSeries, known: &[(u64, i64, f64)], batch: usize) -> Vec<Vec<u8>> {
-        use super::remote_write::{Label, Sample, TimeSeries, WriteRequest, encode};
-        let ix = self.index();
-        let series = |labels: &Labels, points: &mut dyn Iterator<Item = (i64, f64)>| TimeSeries {
-            labels: labels.iter().map(|(n, v)| Label { name: n.to_owned(), value: v.to_owned() }).collect(),
-            samples: points.map(|(t, v)| Sample { value: v, timestamp: t }).collect(),
-        };
-        let mut all: Vec<TimeSeries> = new.iter().map(|(l, p)| series(l, &mut p.iter().copied())).collect();
-        let mut by_id: BTreeMap<u64, Vec<(i64, f64)>> = BTreeMap::new();
-        for &(id, t, v) in known {
-            by_id.entry(id).or_default().push((t, v));
+    fn check_cardinality<'a>(&self, ix: &Index, new: impl Iterator<Item = &'a Labels>) -> Result<(), AppendError> {
+        let mut adds = 0;
+        let mut per_metric: HashMap<&str, usize> = HashMap::new();
+        for labels in new {
+            adds += 1;
+            *per_metric.entry(labels.metric().unwrap_or("")).or_default() += 1;
         }
-        for (id, points) in by_id {
-            if let Some(e) = ix.get(id) {
-                all.push(series(&e.labels, &mut points.into_iter()));
-            }
-        }
-        let mut bodies = Vec::new();
-        let mut current = WriteRequest::default();
-        let mut count = 0;
-        for mut ts in all {
-            ts.samples.sort_by_key(|s| s.timestamp);
-            while !ts.samples.is_empty() {
-                let take = (batch - count).min(ts.samples.len());
-                let rest = ts.samples.split_off(take);
-                count += ts.samples.len();
-                current
-                    .timeseries
-                    .push(TimeSeries { labels: ts.labels.clone(), samples: std::mem::replace(&mut ts.samples, rest) });
-                if count == batch {
-                    bodies.push(encode(&current));
-                    current = WriteRequest::default();
-                    count = 0;
-                }
-            }
-        }
-        if count > 0 {
-            bodies.push(encode(&current));
-        }
-        bodies
-    }
-
-    /// The oldest queued forward batch, if any.
-    pub async fn forward_peek(&self) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
-        self.store
-            .read(|txn| {
-                let q = txn.open_table(FORWARD)?;
-                Ok(q.first()?.map(|(k, v)| (k.value(), v.value().to_vec())))
-            })
-            .await
-    }
-
-    /// Removes a batch the upstream took (or refused for good).
-    pub async fn forward_ack(&self, seq: u64) -> anyhow::Result<()> {
-        self.store
-            .write(Durability::Immediate, move |txn| {
-                txn.open_table(FORWARD)?.remove(seq)?;
-                Ok(())
-            })
-            .await
-    }
-
-    /// Batches waiting for the upstream.
-    pub async fn forward_backlog(&self) -> anyhow::Result<u64> {
-        self.store.read(|txn| Ok(txn.open_table(FORWARD)?.len()?)).await
-    }
-
-    fn check_cardinality(&self, ix: &Index, new: &NewByKey) -> Result<(), AppendError> {
-        if new.is_empty() {
+        if adds == 0 {
             return Ok(());
         }
         let hit = |msg: String| {
             metrics::counter!("edgebox_tsdb_cardinality_limit_hits_total").increment(1);
             Err(AppendError::Cardinality(msg))
         };
-        if ix.len() + new.len() > self.limits.max_series {
+        if ix.len() + adds > self.limits.max_series {
             return hit(format!(
-                "series limit reached: {} series exist, this write adds {}, tsdb.max_series is {}",
+                "series limit reached: {} series exist, this write adds {adds}, tsdb.max_series is {}",
                 ix.len(),
-                new.len(),
                 self.limits.max_series
             ));
         }
-        let mut per_metric: HashMap<&str, usize> = HashMap::new();
-        for (labels, _) in new.values() {
-            *per_metric.entry(labels.metric().unwrap_or("")).or_default() += 1;
-        }
-        for (metric, adds) in per_metric {
-            if ix.series_of_metric(metric) + adds > self.limits.max_series_per_metric {
+        for (metric, n) in per_metric {
+            if ix.series_of_metric(metric) + n > self.limits.max_series_per_metric {
                 return hit(format!(
                     "series limit for metric `{metric}` reached: tsdb.max_series_per_metric is {}",
                     self.limits.max_series_per_metric
@@ -352,162 +395,100 @@ impl Storage {
         self.index().label_values(name)
     }
 
-    /// Samples of each series in `[from, to]` (ms), oldest first.
+    /// Samples of each series in `[from, to]` (ms), oldest first: chunks
+    /// from the store merged with the heads, later writes winning.
     pub async fn read(&self, ids: Vec<u64>, from: i64, to: i64) -> anyhow::Result<Vec<(u64, Vec<(i64, f64)>)>> {
-        self.store
-            .read(move |txn| {
-                let chunks = txn.open_table(CHUNKS)?;
-                let samples = txn.open_table(SAMPLES)?;
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
-                    let mut merged: BTreeMap<i64, f64> = BTreeMap::new();
-                    for row in chunks.range((id, i64::MIN)..=(id, to))? {
-                        let (_, v) = row?;
-                        let bytes = v.value();
-                        if chunk_last_t(bytes)? < from {
-                            continue;
-                        }
-                        for (t, v) in gorilla::decode(&bytes[8..])? {
-                            if (from..=to).contains(&t) {
-                                merged.insert(t, v);
+        let mem: Vec<(u64, head::MemParts)> = ids.iter().map(|&id| (id, self.heads.parts(id, from, to))).collect();
+        // Chunks in the store hold nothing newer than a series' floor.
+        let need_store = mem.iter().any(|(_, p)| p.floor_t >= from);
+        let mut stored: Vec<Vec<Vec<(i64, f64)>>> = if need_store {
+            let wanted: Vec<(u64, bool)> = mem.iter().map(|(id, p)| (*id, p.floor_t >= from)).collect();
+            self.store
+                .read(move |txn| {
+                    let chunks = txn.open_table(CHUNKS)?;
+                    let mut out = Vec::with_capacity(wanted.len());
+                    for (id, want) in wanted {
+                        let mut parts = Vec::new();
+                        if want {
+                            for row in chunks.range((id, i64::MIN)..=(id, to))? {
+                                let (_, v) = row?;
+                                let v = v.value();
+                                if chunk::last_t(v)? >= from {
+                                    parts.push(chunk::decode(v).map_err(|e| anyhow::anyhow!("tsdb.chunks {id}: {e}"))?);
+                                }
                             }
                         }
+                        out.push(parts);
                     }
-                    for row in samples.range((id, from)..=(id, to))? {
-                        let (k, v) = row?;
-                        merged.insert(k.value().1, v.value());
-                    }
-                    out.push((id, merged.into_iter().collect()));
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    /// Packs raw samples older than `cutoff` into chunks and drops data
-    /// older than `horizon` (None: keep everything). Returns the number of
-    /// samples packed.
-    pub async fn compact(&self, cutoff: i64, horizon: Option<i64>) -> anyhow::Result<usize> {
-        let ids: Arc<Vec<u64>> = Arc::new(self.index().ids());
-        let packed = self
-            .store
-            .write(Durability::Immediate, move |txn| {
-                let mut samples = txn.open_table(SAMPLES)?;
-                let mut chunks = txn.open_table(CHUNKS)?;
-                if let Some(h) = horizon {
-                    samples.retain(|(_, t), _| t >= h)?;
-                    chunks.retain(|_, v| chunk_last_t(v).map_or(true, |last| last >= h))?;
-                }
-                let mut packed = 0;
-                // Raw keys sort by (series, t): each series' old samples are
-                // a prefix of its range, so the scan reads only what it packs.
-                for &id in ids.iter() {
-                    let mut raw: Vec<(i64, f64)> = Vec::new();
-                    for row in samples.range((id, i64::MIN)..(id, cutoff))? {
-                        let (k, v) = row?;
-                        raw.push((k.value().1, v.value()));
-                    }
-                    if raw.is_empty() {
-                        continue;
-                    }
-                    let (lo, hi) = (raw[0].0, raw[raw.len() - 1].0);
-                    let mut merged: BTreeMap<i64, f64> = BTreeMap::new();
-                    let mut overlapping = Vec::new();
-                    for row in chunks.range((id, i64::MIN)..=(id, hi))? {
-                        let (k, v) = row?;
-                        if chunk_last_t(v.value())? >= lo {
-                            overlapping.push(k.value().1);
-                            merged.extend(gorilla::decode(&v.value()[8..])?);
-                        }
-                    }
-                    for start in overlapping {
-                        chunks.remove((id, start))?;
-                    }
-                    for &(t, v) in &raw {
-                        merged.insert(t, v);
-                        samples.remove((id, t))?;
-                    }
-                    packed += raw.len();
-                    let merged: Vec<(i64, f64)> = merged.into_iter().collect();
-                    for part in merged.chunks(CHUNK_SAMPLES) {
-                        let mut enc = gorilla::Encoder::new();
-                        for &(t, v) in part {
-                            enc.append(t, v)?;
-                        }
-                        let mut value = part[part.len() - 1].0.to_be_bytes().to_vec();
-                        value.extend_from_slice(&enc.bytes());
-                        chunks.insert((id, part[0].0), value.as_slice())?;
-                    }
-                }
-                Ok(packed)
-            })
-            .await?;
-        metrics::counter!("edgebox_tsdb_compacted_samples_total").increment(packed as u64);
-        Ok(packed)
-    }
-
-    /// Drops the oldest chunks (across all series) until the packed and raw
-    /// samples take at most `max_bytes`; returns the chunks dropped. Freed
-    /// pages are reused by later writes, so the store file stops growing
-    /// near that size rather than shrinking.
-    pub async fn enforce_size(&self, max_bytes: u64) -> anyhow::Result<usize> {
-        let dropped = self
-            .store
-            .write(Durability::Immediate, move |txn| {
-                let mut chunks = txn.open_table(CHUNKS)?;
-                let samples = txn.open_table(SAMPLES)?;
-                let used = chunks.stats()?.stored_bytes() + samples.stats()?.stored_bytes();
-                if used <= max_bytes {
-                    return Ok(0);
-                }
-                let mut all: Vec<(i64, u64, u64)> = Vec::new();
-                for row in chunks.iter()? {
-                    let (k, v) = row?;
-                    let (id, first) = k.value();
-                    all.push((first, id, v.value().len() as u64 + 16));
-                }
-                all.sort_unstable();
-                let mut excess = used - max_bytes;
-                let mut dropped = 0;
-                for (first, id, size) in all {
-                    if excess == 0 {
-                        break;
-                    }
-                    chunks.remove((id, first))?;
-                    excess = excess.saturating_sub(size);
-                    dropped += 1;
-                }
-                Ok(dropped)
-            })
-            .await?;
-        if dropped > 0 {
-            metrics::counter!("edgebox_tsdb_size_retention_chunks_dropped_total").increment(dropped as u64);
+                    Ok(out)
+                })
+                .await?
+        } else {
+            Vec::new()
+        };
+        let mut out = Vec::with_capacity(mem.len());
+        for (i, (id, p)) in mem.into_iter().enumerate() {
+            let mut parts = stored.get_mut(i).map(std::mem::take).unwrap_or_default();
+            for v in &p.sealed {
+                parts.push(chunk::decode(v)?);
+            }
+            if !p.open.is_empty() {
+                parts.push(super::gorilla::decode(&p.open)?);
+            }
+            parts.push(p.ooo);
+            out.push((id, merge(parts, from, to)));
         }
-        Ok(dropped)
-    }
-
-    /// Bytes and entries of the tsdb tables, for `bytes per sample`.
-    pub async fn footprint(&self) -> anyhow::Result<(u64, u64, u64)> {
-        self.store
-            .read(|txn| {
-                let chunks = txn.open_table(CHUNKS)?;
-                let samples = txn.open_table(SAMPLES)?;
-                let mut packed = 0u64;
-                for row in chunks.iter()? {
-                    let (_, v) = row?;
-                    packed += v.value().get(8..10).map_or(0, |c| u64::from(u16::from_be_bytes([c[0], c[1]])));
-                }
-                Ok((chunks.stats()?.stored_bytes() + samples.stats()?.stored_bytes(), packed, samples.len()?))
-            })
-            .await
+        Ok(out)
     }
 }
 
-/// The last timestamp stored in front of a chunk.
-fn chunk_last_t(value: &[u8]) -> anyhow::Result<i64> {
-    let head: [u8; 8] = value
-        .get(..8)
-        .and_then(|h| h.try_into().ok())
-        .ok_or_else(|| anyhow::anyhow!("tsdb.chunks: value shorter than 8 bytes"))?;
-    Ok(i64::from_be_bytes(head))
+/// Merges sample runs given oldest write first into one run in `[from,
+/// to]`, a later run's sample replacing an earlier one's at the same time.
+fn merge(parts: Vec<Vec<(i64, f64)>>, from: i64, to: i64) -> Vec<(i64, f64)> {
+    let mut parts: Vec<Vec<(i64, f64)>> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+    let sorted_runs = parts.iter().all(|p| p.windows(2).all(|w| w[0].0 < w[1].0));
+    let disjoint = parts.windows(2).all(|w| w[0].last().map(|l| l.0) < w[1].first().map(|f| f.0));
+    let mut all: Vec<(i64, f64)> = if parts.len() == 1 && sorted_runs {
+        parts.pop().unwrap_or_default()
+    } else if sorted_runs && disjoint {
+        parts.concat()
+    } else {
+        let mut tagged: Vec<(i64, usize, f64)> = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+        let mut order = 0;
+        for p in parts {
+            for (t, v) in p {
+                tagged.push((t, order, v));
+                order += 1;
+            }
+        }
+        tagged.sort_unstable_by_key(|s| (s.0, s.1));
+        let mut out: Vec<(i64, f64)> = Vec::with_capacity(tagged.len());
+        for (t, _, v) in tagged {
+            match out.last_mut() {
+                Some(last) if last.0 == t => last.1 = v,
+                _ => out.push((t, v)),
+            }
+        }
+        out
+    };
+    all.retain(|(t, _)| (from..=to).contains(t));
+    all
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::merge;
+
+    #[test]
+    fn later_runs_win_and_the_range_is_cut() {
+        let chunk = vec![(1, 1.0), (2, 2.0), (3, 3.0)];
+        let head = vec![(4, 4.0), (5, 5.0)];
+        let late = vec![(2, 20.0), (0, 0.5), (2, 21.0)];
+        assert_eq!(merge(vec![chunk.clone(), head.clone()], 2, 4), vec![(2, 2.0), (3, 3.0), (4, 4.0)]);
+        assert_eq!(
+            merge(vec![chunk, head, late], i64::MIN, i64::MAX),
+            vec![(0, 0.5), (1, 1.0), (2, 21.0), (3, 3.0), (4, 4.0), (5, 5.0)]
+        );
+        assert!(merge(vec![vec![], vec![]], 0, 10).is_empty());
+    }
 }

@@ -1,0 +1,178 @@
+//! Checkpoints and retention: moving what the heads hold into chunks in
+//! one transaction that also drops the log records it covers, and dropping
+//! data past the time and size limits.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableTable, ReadableTableMetadata, Table};
+
+use super::head::CUT_SAMPLES;
+use super::tables::{CHUNKS, HEADS, META, WAL};
+use super::{Storage, chunk};
+use crate::core::store::Durability;
+
+/// What one checkpoint did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// Series whose state was written.
+    pub series: usize,
+    /// Samples written as sealed chunks or merged out-of-order samples.
+    pub sealed_samples: usize,
+    /// Log records dropped.
+    pub records: u64,
+}
+
+impl Storage {
+    /// Writes sealed chunks, merges out-of-order samples into the chunks
+    /// they fall in, saves changed open heads and drops the log records
+    /// this covers; with `horizon`, drops chunks and heads wholly older.
+    pub async fn checkpoint(&self, horizon: Option<i64>) -> anyhow::Result<CheckpointStats> {
+        let _one_at_a_time = self.checkpointing.lock().await;
+        let (cut, snaps) = {
+            // Under the sequence lock: every record up to `cut` is in the heads.
+            let next = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+            (*next - 1, self.heads.snapshot(horizon))
+        };
+        let snaps = std::sync::Arc::new(snaps);
+        let work = snaps.clone();
+        let written = self
+            .store
+            .write(Durability::Immediate, move |txn| {
+                let mut chunks = txn.open_table(CHUNKS)?;
+                let mut heads = txn.open_table(HEADS)?;
+                let mut stats = CheckpointStats { series: work.len(), ..Default::default() };
+                for snap in work.iter() {
+                    if snap.expired {
+                        heads.remove(snap.id)?;
+                        continue;
+                    }
+                    for (first, value) in &snap.sealed {
+                        chunks.insert((snap.id, *first), value.as_slice())?;
+                        stats.sealed_samples += chunk::sample_count(value)?;
+                    }
+                    if !snap.ooo.is_empty() {
+                        stats.sealed_samples += merge_late(&mut chunks, snap.id, &snap.ooo)?;
+                    }
+                    match snap.open.is_empty() {
+                        true => heads.remove(snap.id).map(drop)?,
+                        false => heads.insert(snap.id, chunk::encode(&snap.open).as_slice()).map(drop)?,
+                    }
+                }
+                if let Some(h) = horizon {
+                    chunks.retain(|_, v| chunk::last_t(v).map_or(true, |last| last >= h))?;
+                }
+                let mut wal = txn.open_table(WAL)?;
+                let before = wal.len()?;
+                wal.retain_in(..=cut, |_, _| false)?;
+                stats.records = before - wal.len()?;
+                txn.open_table(META)?.insert("checkpoint_seq", cut)?;
+                Ok(stats)
+            })
+            .await;
+        match written {
+            Ok(stats) => {
+                self.heads.release(&snaps, horizon);
+                self.wal_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+                metrics::counter!("edgebox_tsdb_checkpoints_total").increment(1);
+                metrics::counter!("edgebox_tsdb_sealed_samples_total").increment(stats.sealed_samples as u64);
+                Ok(stats)
+            }
+            Err(e) => {
+                self.heads.mark_dirty(&snaps);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the oldest chunks (across all series) until chunks, heads and
+    /// log take at most `max_bytes`; returns the chunks dropped. Freed pages
+    /// are reused by later writes, so the store file stops growing near
+    /// that size rather than shrinking.
+    pub async fn enforce_size(&self, max_bytes: u64) -> anyhow::Result<usize> {
+        let dropped = self
+            .store
+            .write(Durability::Immediate, move |txn| {
+                let mut chunks = txn.open_table(CHUNKS)?;
+                let used = chunks.stats()?.stored_bytes()
+                    + txn.open_table(HEADS)?.stats()?.stored_bytes()
+                    + txn.open_table(WAL)?.stats()?.stored_bytes();
+                if used <= max_bytes {
+                    return Ok(0);
+                }
+                let mut all: Vec<(i64, u64, u64)> = Vec::new();
+                for row in chunks.iter()? {
+                    let (k, v) = row?;
+                    let (id, first) = k.value();
+                    all.push((first, id, v.value().len() as u64 + 16));
+                }
+                all.sort_unstable();
+                let mut excess = used - max_bytes;
+                let mut dropped = 0;
+                for (first, id, size) in all {
+                    if excess == 0 {
+                        break;
+                    }
+                    chunks.remove((id, first))?;
+                    excess = excess.saturating_sub(size);
+                    dropped += 1;
+                }
+                Ok(dropped)
+            })
+            .await?;
+        if dropped > 0 {
+            metrics::counter!("edgebox_tsdb_size_retention_chunks_dropped_total").increment(dropped as u64);
+        }
+        Ok(dropped)
+    }
+
+    /// Bytes of chunks, heads and log; samples in chunks and saved heads;
+    /// log records not yet checkpointed.
+    pub async fn footprint(&self) -> anyhow::Result<(u64, u64, u64)> {
+        self.store
+            .read(|txn| {
+                let chunks = txn.open_table(CHUNKS)?;
+                let heads = txn.open_table(HEADS)?;
+                let wal = txn.open_table(WAL)?;
+                let mut samples = 0u64;
+                for row in chunks.iter()? {
+                    samples += chunk::sample_count(row?.1.value())? as u64;
+                }
+                for row in heads.iter()? {
+                    samples += chunk::sample_count(row?.1.value())? as u64;
+                }
+                let bytes =
+                    chunks.stats()?.stored_bytes() + heads.stats()?.stored_bytes() + wal.stats()?.stored_bytes();
+                Ok((bytes, samples, wal.len()?))
+            })
+            .await
+    }
+}
+
+/// Merges out-of-order samples (arrival order, the last winning) into the
+/// chunks they overlap, rewriting those; returns the samples merged.
+fn merge_late(
+    chunks: &mut Table<'_, (u64, i64), &'static [u8]>,
+    id: u64,
+    late: &[(i64, f64)],
+) -> anyhow::Result<usize> {
+    let lo = late.iter().map(|s| s.0).min().unwrap_or(i64::MIN);
+    let hi = late.iter().map(|s| s.0).max().unwrap_or(i64::MAX);
+    let mut merged: BTreeMap<i64, f64> = BTreeMap::new();
+    let mut overlapping = Vec::new();
+    for row in chunks.range((id, i64::MIN)..=(id, hi))? {
+        let (k, v) = row?;
+        if chunk::last_t(v.value())? >= lo {
+            overlapping.push(k.value().1);
+            merged.extend(chunk::decode(v.value()).map_err(|e| anyhow::anyhow!("tsdb.chunks {id}: {e}"))?);
+        }
+    }
+    for first in overlapping {
+        chunks.remove((id, first))?;
+    }
+    merged.extend(late.iter().copied());
+    let merged: Vec<(i64, f64)> = merged.into_iter().collect();
+    for part in merged.chunks(CUT_SAMPLES) {
+        chunks.insert((id, part[0].0), chunk::encode(part).as_slice())?;
+    }
+    Ok(late.len())
+}

@@ -1,0 +1,283 @@
+//! The in-memory heads: per series, the open Gorilla chunk that in-order
+//! samples append to, chunks sealed since the last checkpoint, and samples
+//! that arrived out of order behind data already sealed. Everything here is
+//! also in the write-ahead log until a checkpoint moved it to the store;
+//! nothing leaves memory before the checkpoint that wrote it committed.
+//!
+//! Sharded by series id so appends from concurrent requests rarely wait
+//! on each other.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use super::super::gorilla;
+use super::chunk;
+
+/// Samples in a head chunk before it is sealed. 240 is an hour of 15 s
+/// scrapes: big enough to compress well, small enough to keep a head
+/// near a few hundred bytes.
+pub const CUT_SAMPLES: usize = 240;
+const SHARDS: usize = 32;
+
+/// One series' in-memory state.
+#[derive(Debug)]
+pub struct SeriesHead {
+    /// The open chunk, strictly increasing timestamps.
+    open: gorilla::Encoder,
+    /// Newest timestamp of the series anywhere (the out-of-order window's reference).
+    max_t: i64,
+    /// Newest timestamp already sealed or in `tsdb.chunks`: samples at or
+    /// before it are out of order and merged into chunks at checkpoint.
+    floor_t: i64,
+    /// Sealed chunks not yet checkpointed: (first t, stored value).
+    sealed: Vec<(i64, Vec<u8>)>,
+    /// Out-of-order samples in arrival order (the last one wins).
+    ooo: Vec<(i64, f64)>,
+    /// Changed since the last checkpoint snapshot.
+    dirty: bool,
+}
+
+impl Default for SeriesHead {
+    fn default() -> Self {
+        Self {
+            open: gorilla::Encoder::new(),
+            max_t: i64::MIN,
+            floor_t: i64::MIN,
+            sealed: Vec::new(),
+            ooo: Vec::new(),
+            dirty: false,
+        }
+    }
+}
+
+impl SeriesHead {
+    pub fn max_t(&self) -> i64 {
+        self.max_t
+    }
+
+    /// Appends one sample; a duplicate timestamp replaces the value.
+    pub fn push(&mut self, t: i64, v: f64) {
+        self.dirty = true;
+        self.max_t = self.max_t.max(t);
+        if t <= self.floor_t {
+            self.ooo.push((t, v));
+            return;
+        }
+        match self.open.last_timestamp() {
+            Some(last) if t <= last => self.rewrite_with(t, v),
+            _ => {
+                // Bounded by CUT_SAMPLES < MAX_SAMPLES and the order check above.
+                let _ = self.open.append(t, v);
+            }
+        }
+        if self.open.len() >= CUT_SAMPLES {
+            self.seal();
+        }
+    }
+
+    /// The rare in-head out-of-order or duplicate sample: re-encode.
+    fn rewrite_with(&mut self, t: i64, v: f64) {
+        let mut samples = self.open_samples();
+        match samples.binary_search_by_key(&t, |s| s.0) {
+            Ok(i) => samples[i].1 = v,
+            Err(i) => samples.insert(i, (t, v)),
+        }
+        self.open = gorilla::Encoder::new();
+        for (t, v) in samples {
+            let _ = self.open.append(t, v);
+        }
+    }
+
+    fn open_samples(&self) -> Vec<(i64, f64)> {
+        if self.open.is_empty() {
+            return Vec::new();
+        }
+        // Our own encoder's output always decodes.
+        gorilla::decode(&self.open.bytes()).unwrap_or_default()
+    }
+
+    fn seal(&mut self) {
+        let samples = self.open_samples();
+        if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+            self.sealed.push((first.0, chunk::encode(&samples)));
+            self.floor_t = last.0;
+        }
+        self.open = gorilla::Encoder::new();
+    }
+
+    /// Loads a checkpointed open chunk (at start).
+    pub fn restore(&mut self, samples: &[(i64, f64)]) {
+        for &(t, v) in samples {
+            self.push(t, v);
+        }
+        self.dirty = false;
+    }
+
+    /// Raises the floor to the newest timestamp in `tsdb.chunks` (at start).
+    pub fn set_floor(&mut self, floor_t: i64) {
+        self.floor_t = self.floor_t.max(floor_t);
+        self.max_t = self.max_t.max(floor_t);
+    }
+
+    pub fn floor_t(&self) -> i64 {
+        self.floor_t
+    }
+}
+
+/// What a checkpoint takes from one dirty series.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub id: u64,
+    pub sealed: Vec<(i64, Vec<u8>)>,
+    pub ooo: Vec<(i64, f64)>,
+    /// The open chunk's samples; empty: no head row.
+    pub open: Vec<(i64, f64)>,
+    /// No sample newer than the retention horizon: drop the series' head.
+    pub expired: bool,
+}
+
+/// What a read takes from memory for one series, in priority order.
+#[derive(Debug, Default)]
+pub struct MemParts {
+    pub sealed: Vec<Vec<u8>>,
+    pub open: Vec<u8>,
+    pub ooo: Vec<(i64, f64)>,
+    pub floor_t: i64,
+}
+
+pub struct Heads {
+    shards: Vec<Mutex<HashMap<u64, SeriesHead>>>,
+}
+
+impl Default for Heads {
+    fn default() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+}
+
+impl Heads {
+    pub fn shard_of(id: u64) -> usize {
+        (id % SHARDS as u64) as usize
+    }
+
+    pub fn shard_count() -> usize {
+        SHARDS
+    }
+
+    pub fn lock(&self, shard: usize) -> MutexGuard<'_, HashMap<u64, SeriesHead>> {
+        self.shards[shard].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn with<T>(&self, id: u64, f: impl FnOnce(&mut SeriesHead) -> T) -> T {
+        f(self.lock(Self::shard_of(id)).entry(id).or_default())
+    }
+
+    /// Copies what a read of `[from, to]` needs, cheaply, under the lock.
+    pub fn parts(&self, id: u64, from: i64, to: i64) -> MemParts {
+        let shard = self.lock(Self::shard_of(id));
+        let Some(h) = shard.get(&id) else { return MemParts { floor_t: i64::MIN, ..MemParts::default() } };
+        let overlaps = |first: i64, last: i64| first <= to && last >= from;
+        MemParts {
+            sealed: h
+                .sealed
+                .iter()
+                .filter(|(first, v)| chunk::last_t(v).is_ok_and(|last| overlaps(*first, last)))
+                .map(|(_, v)| v.clone())
+                .collect(),
+            open: if h.open.last_timestamp().is_some_and(|last| last >= from) { h.open.bytes() } else { Vec::new() },
+            ooo: h.ooo.iter().copied().filter(|(t, _)| (from..=to).contains(t)).collect(),
+            floor_t: h.floor_t,
+        }
+    }
+
+    /// Takes a snapshot of every changed series and marks them clean.
+    pub fn snapshot(&self, horizon: Option<i64>) -> Vec<Snapshot> {
+        let mut out = Vec::new();
+        for shard in 0..SHARDS {
+            let mut s = self.lock(shard);
+            for (&id, h) in s.iter_mut() {
+                let expired = horizon.is_some_and(|hz| h.max_t < hz);
+                if !h.dirty && !expired {
+                    continue;
+                }
+                h.dirty = false;
+                out.push(Snapshot {
+                    id,
+                    sealed: h.sealed.clone(),
+                    ooo: h.ooo.clone(),
+                    open: h.open_samples(),
+                    expired,
+                });
+            }
+        }
+        out
+    }
+
+    /// After the checkpoint committed: drop what it wrote from memory.
+    pub fn release(&self, done: &[Snapshot], horizon: Option<i64>) {
+        for snap in done {
+            let mut s = self.lock(Self::shard_of(snap.id));
+            let Some(h) = s.get_mut(&snap.id) else { continue };
+            if snap.expired && horizon.is_some_and(|hz| h.max_t < hz) {
+                s.remove(&snap.id);
+                continue;
+            }
+            h.sealed.drain(..snap.sealed.len().min(h.sealed.len()));
+            h.ooo.drain(..snap.ooo.len().min(h.ooo.len()));
+        }
+    }
+
+    /// After a failed checkpoint: the snapshots' series are still to write.
+    pub fn mark_dirty(&self, failed: &[Snapshot]) {
+        for snap in failed {
+            if let Some(h) = self.lock(Self::shard_of(snap.id)).get_mut(&snap.id) {
+                h.dirty = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_samples_seal_at_the_cut_and_late_ones_go_out_of_order() {
+        let mut h = SeriesHead::default();
+        for i in 0..CUT_SAMPLES as i64 + 10 {
+            h.push(i * 1000, i as f64);
+        }
+        assert_eq!(h.sealed.len(), 1);
+        assert_eq!(h.floor_t, (CUT_SAMPLES as i64 - 1) * 1000);
+        assert_eq!(h.open.len(), 10);
+        h.push(5000, 42.0);
+        assert_eq!(h.ooo, vec![(5000, 42.0)], "behind the sealed chunk");
+        h.push(CUT_SAMPLES as i64 * 1000 + 500, 7.0);
+        h.push(CUT_SAMPLES as i64 * 1000, -1.0);
+        let open = h.open_samples();
+        assert_eq!(open.len(), 11, "an in-head late sample is inserted");
+        assert_eq!(open[0], (CUT_SAMPLES as i64 * 1000, -1.0), "and a duplicate replaces");
+        assert_eq!(open[1].0, CUT_SAMPLES as i64 * 1000 + 500);
+    }
+
+    #[test]
+    fn snapshots_leave_memory_only_after_release() {
+        let heads = Heads::default();
+        for i in 0..CUT_SAMPLES as i64 + 1 {
+            heads.with(7, |h| h.push(i, 1.0));
+        }
+        heads.with(7, |h| h.push(0, 2.0));
+        let snaps = heads.snapshot(None);
+        assert_eq!(snaps.len(), 1);
+        assert_eq!((snaps[0].sealed.len(), snaps[0].ooo.len(), snaps[0].open.len()), (1, 1, 1));
+        assert!(heads.snapshot(None).is_empty(), "clean after a snapshot");
+        heads.with(7, |h| h.push(1, 3.0));
+        let parts = heads.parts(7, 0, 10);
+        assert_eq!((parts.sealed.len(), parts.ooo.len()), (1, 2), "still readable before release");
+        heads.release(&snaps, None);
+        let parts = heads.parts(7, 0, i64::MAX);
+        assert_eq!((parts.sealed.len(), parts.ooo), (0, vec![(1, 3.0)]), "what came later stays");
+        heads.mark_dirty(&snaps);
+        assert_eq!(heads.snapshot(Some(i64::MAX)).len(), 1);
+    }
+}
