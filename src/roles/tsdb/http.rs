@@ -23,6 +23,8 @@ pub struct Api {
     pub auth: Auth,
     pub max_body: usize,
     pub limits: lineproto::Limits,
+    /// Line-protocol series keys already resolved to ids.
+    pub keys: ingest::KeyCache,
 }
 
 pub const NAME: &str = "tsdb";
@@ -117,8 +119,7 @@ async fn write(api: &Api, req: Request<Incoming>, v2: bool) -> FullResponse {
         Err(resp) => return resp,
     };
     let now = now_ms();
-    let (samples, errors) = ingest::samples(&body, precision, now, &api.limits);
-    let outcome = match api.storage.append(samples, now).await {
+    let (outcome, errors) = match ingest::write(&api.storage, &api.keys, &body, precision, now, &api.limits).await {
         Ok(o) => o,
         Err(AppendError::Cardinality(msg)) => return influx_error(route, StatusCode::TOO_MANY_REQUESTS, &msg),
         Err(AppendError::Store(e)) => {

@@ -1,10 +1,198 @@
 //! Line protocol to samples: `measurement,tags field=value` becomes the
 //! series `measurement_field{tags}` (the Telegraf/VictoriaMetrics mapping),
 //! names made Prometheus-safe, timestamps converted to milliseconds.
+//!
+//! The hot path never builds label sets: the raw bytes of a line's series
+//! key and field name map to a series id in a cache (`KeyCache`), so a line
+//! of a known series costs a split, a hash lookup and a number parse. A
+//! line the cache does not know, or one with escapes or strings, takes the
+//! full parser and fills the cache for the next time.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
 
 use super::lineproto::{self, FieldValue, LineError, Point};
 use super::storage::labels::{Labels, METRIC_NAME, sanitize_name};
-use super::storage::{AppendOutcome, Incoming};
+use super::storage::{AppendError, AppendOutcome, Incoming, Resolved, Storage};
+
+/// Raw `series key` + ` ` + `field name` bytes → series id.
+pub struct KeyCache {
+    map: RwLock<HashMap<Box<[u8]>, u64, foldhash::fast::RandomState>>,
+    max_entries: usize,
+}
+
+impl KeyCache {
+    /// A cache of at most `max_entries` keys; past that it starts over, so
+    /// memory stays bounded under churn.
+    pub fn new(max_entries: usize) -> Self {
+        Self { map: RwLock::new(HashMap::default()), max_entries }
+    }
+
+    fn insert(&self, entries: Vec<(Vec<u8>, u64)>) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() + entries.len() > self.max_entries {
+            map.clear();
+        }
+        map.extend(entries.into_iter().map(|(k, id)| (k.into_boxed_slice(), id)));
+    }
+}
+
+/// A line split at its spaces.
+struct Split<'a> {
+    series: &'a [u8],
+    fields: &'a [u8],
+    ts: Option<&'a [u8]>,
+}
+
+/// Splits a line at its spaces; None when the line needs the full parser
+/// (escapes, strings, leading blanks, comments).
+fn split_line(line: &[u8]) -> Option<Split<'_>> {
+    if line.first().is_none_or(|b| b.is_ascii_whitespace() || *b == b'#')
+        || line.iter().any(|&b| b == b'\\' || b == b'"')
+    {
+        return None;
+    }
+    let sp = line.iter().position(|&b| b == b' ')?;
+    let (key, rest) = (&line[..sp], &line[sp + 1..]);
+    Some(match rest.iter().position(|&b| b == b' ') {
+        Some(p) => Split { series: key, fields: &rest[..p], ts: Some(&rest[p + 1..]) },
+        None => Split { series: key, fields: rest, ts: None },
+    })
+}
+
+fn number(v: FieldValue) -> Option<f64> {
+    match v {
+        FieldValue::Float(f) => Some(f),
+        FieldValue::Int(i) => Some(i as f64),
+        FieldValue::UInt(u) => Some(u as f64),
+        FieldValue::Bool(b) => Some(f64::from(u8::from(b))),
+        FieldValue::Str(_) => None,
+    }
+}
+
+/// The hot path for one line: true when every field's series was cached
+/// and the samples were pushed; false leaves `out` as it was.
+fn fast_line(
+    line: &[u8],
+    number_: usize,
+    ctx: &LineCtx<'_>,
+    cache: &HashMap<Box<[u8]>, u64, foldhash::fast::RandomState>,
+    key: &mut Vec<u8>,
+    out: &mut Vec<Resolved>,
+) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > ctx.limits.max_line_bytes {
+        return false;
+    }
+    let Some(Split { series, fields, ts }) = split_line(line) else { return false };
+    let t = match ts {
+        None => ctx.now_ms,
+        Some(raw) => {
+            match std::str::from_utf8(raw)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .and_then(|t| ctx.precision.to_millis(t))
+            {
+                Some(t) => t,
+                None => return false,
+            }
+        }
+    };
+    let start = out.len();
+    for (n, field) in fields.split(|&b| b == b',').enumerate() {
+        let sample = (|| {
+            let eq = field.iter().position(|&b| b == b'=').filter(|&eq| eq > 0 && n < ctx.limits.max_fields)?;
+            key.clear();
+            key.extend_from_slice(series);
+            key.push(b' ');
+            key.extend_from_slice(&field[..eq]);
+            let id = *cache.get(key.as_slice())?;
+            let v = number(lineproto::parse_scalar(std::str::from_utf8(&field[eq + 1..]).ok()?)?)?;
+            Some(Resolved { id, t, v, line: number_ })
+        })();
+        match sample {
+            Some(s) => out.push(s),
+            None => {
+                out.truncate(start);
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// What every line of one body shares.
+struct LineCtx<'a> {
+    precision: Precision,
+    now_ms: i64,
+    limits: &'a lineproto::Limits,
+}
+
+/// Parses a line-protocol body and appends it: the good lines are stored,
+/// the bad ones come back as errors with their line numbers.
+pub async fn write(
+    storage: &Storage,
+    cache: &KeyCache,
+    body: &[u8],
+    precision: Precision,
+    now_ms: i64,
+    limits: &lineproto::Limits,
+) -> Result<(AppendOutcome, Vec<LineError>), AppendError> {
+    let ctx = LineCtx { precision, now_ms, limits };
+    let mut fast = Vec::new();
+    let mut slow_lines = Vec::new();
+    {
+        let map = cache.map.read().unwrap_or_else(|p| p.into_inner());
+        let mut key = Vec::with_capacity(256);
+        for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
+            if raw.is_empty() || fast_line(raw, i + 1, &ctx, &map, &mut key, &mut fast) {
+                continue;
+            }
+            slow_lines.push((i + 1, raw));
+        }
+    }
+    let mut errors = Vec::new();
+    let mut slow: Vec<Incoming> = Vec::new();
+    // (index in `slow`, raw cache key) for lines the fast path can take next time.
+    let mut learn: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (line, raw) in slow_lines {
+        let point = match lineproto::parse_one(raw, line, limits) {
+            None => continue,
+            Some(Err(e)) => {
+                errors.push(e);
+                continue;
+            }
+            Some(Ok(p)) => p,
+        };
+        let start = slow.len();
+        if let Err(message) = convert(point, line, precision, now_ms, &mut slow) {
+            errors.push(LineError { line, column: 1, message });
+            continue;
+        }
+        if let Some(Split { series, fields, .. }) = split_line(raw.strip_suffix(b"\r").unwrap_or(raw)) {
+            let names: Vec<&[u8]> =
+                fields.split(|&b| b == b',').filter_map(|f| f.split(|&b| b == b'=').next()).collect();
+            if names.len() == slow.len() - start {
+                for (k, name) in names.into_iter().enumerate() {
+                    learn.push((start + k, [series, b" ", name].concat()));
+                }
+            }
+        }
+    }
+    errors.sort_by_key(|e| e.line);
+    let mut resolved = fast;
+    if !slow.is_empty() {
+        let ids = storage.resolve(slow.iter().map(|s| &s.labels)).await?;
+        cache.insert(learn.into_iter().map(|(i, key)| (key, ids[i])).collect());
+        let from_slow = slow.iter().zip(ids).map(|(s, id)| Resolved { id, t: s.t, v: s.v, line: s.line });
+        resolved.extend(from_slow);
+        // Both runs are in line order; a stable sort keeps a body's order
+        // for last-write-wins within it.
+        resolved.sort_by_key(|r| r.line);
+    }
+    let outcome = storage.append_resolved(resolved, now_ms).await?;
+    Ok((outcome, errors))
+}
 
 /// Timestamp unit of a write request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,25 +235,6 @@ impl Precision {
     }
 }
 
-/// Parses a body into samples; per-line problems are returned with their
-/// line numbers, good lines are kept.
-pub fn samples(
-    body: &[u8],
-    precision: Precision,
-    now_ms: i64,
-    limits: &lineproto::Limits,
-) -> (Vec<Incoming>, Vec<LineError>) {
-    let (points, mut errors) = lineproto::parse(body, limits);
-    let mut out = Vec::with_capacity(points.len());
-    for (line, point) in points {
-        if let Err(message) = convert(point, line, precision, now_ms, &mut out) {
-            errors.push(LineError { line, column: 1, message });
-        }
-    }
-    errors.sort_by_key(|e| e.line);
-    (out, errors)
-}
-
 fn convert(p: Point, line: usize, precision: Precision, now_ms: i64, out: &mut Vec<Incoming>) -> Result<(), String> {
     let t = match p.timestamp {
         Some(t) => {
@@ -80,15 +249,9 @@ fn convert(p: Point, line: usize, precision: Precision, now_ms: i64, out: &mut V
     let measurement = sanitize_name(&p.measurement, true);
     let start = out.len();
     for (field, value) in p.fields {
-        let v = match value {
-            FieldValue::Float(f) => f,
-            FieldValue::Int(i) => i as f64,
-            FieldValue::UInt(u) => u as f64,
-            FieldValue::Bool(b) => f64::from(u8::from(b)),
-            FieldValue::Str(_) => {
-                out.truncate(start);
-                return Err(format!("field `{field}` is a string; tsdb stores numbers only"));
-            }
+        let Some(v) = number(value) else {
+            out.truncate(start);
+            return Err(format!("field `{field}` is a string; tsdb stores numbers only"));
         };
         let name = format!("{measurement}_{}", sanitize_name(&field, true));
         let mut labels = base.clone();
@@ -132,6 +295,59 @@ fn clip_list(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses a body into samples; per-line problems are returned with their
+    /// line numbers, good lines are kept.
+    fn samples(
+        body: &[u8],
+        precision: Precision,
+        now_ms: i64,
+        limits: &lineproto::Limits,
+    ) -> (Vec<Incoming>, Vec<LineError>) {
+        let (points, mut errors) = lineproto::parse(body, limits);
+        let mut out = Vec::with_capacity(points.len());
+        for (line, point) in points {
+            if let Err(message) = convert(point, line, precision, now_ms, &mut out) {
+                errors.push(LineError { line, column: 1, message });
+            }
+        }
+        errors.sort_by_key(|e| e.line);
+        (out, errors)
+    }
+
+    #[test]
+    fn the_cached_path_stores_what_the_full_parser_stores() {
+        use crate::core::store::{CORE_SCHEMA, SchemaOwner, Store, StoreOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let owners = [CORE_SCHEMA, SchemaOwner { name: "tsdb", migrations: crate::roles::tsdb::storage::MIGRATIONS }];
+        let store = Store::open(&dir.path().join("s.redb"), &owners, &StoreOptions::default()).unwrap();
+        let limits = crate::roles::tsdb::storage::Limits {
+            out_of_order_ms: i64::MAX / 4,
+            max_future_ms: i64::MAX / 4,
+            max_series: 100,
+            max_series_per_metric: 100,
+        };
+        let storage = Storage::open(store, limits).unwrap();
+        let cache = KeyCache::new(1000);
+        let body = b"cpu,host=a,dc=x idle=1.5,busy=2i,up=true\r\nmem used=7u\n\n# note\nnet,if=e\\ 0 rx=9\nbad line\n";
+        let lp = lineproto::Limits::default();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (o1, e1) = write(&storage, &cache, body, Precision::Nanos, 1000, &lp).await.unwrap();
+            assert_eq!(cache.map.read().unwrap().len(), 4, "lines without escapes are learned");
+            let (o2, e2) = write(&storage, &cache, body, Precision::Nanos, 2000, &lp).await.unwrap();
+            assert_eq!((o1.accepted, o2.accepted), (5, 5));
+            assert_eq!(e1, e2);
+            assert_eq!(e1.iter().map(|e| e.line).collect::<Vec<_>>(), vec![6]);
+            let all = storage.select(&[crate::roles::tsdb::storage::Matcher::regex("__name__", ".+", false).unwrap()]);
+            assert_eq!(all.len(), 5);
+            let ids = all.iter().map(|(id, _)| *id).collect();
+            for (id, points) in storage.read(ids, 0, 5000).await.unwrap() {
+                assert_eq!(points.len(), 2, "series {id}: {points:?}");
+                assert_eq!(points[0].1.to_bits(), points[1].1.to_bits(), "series {id}");
+            }
+        });
+    }
 
     #[test]
     fn fields_become_series_and_timestamps_milliseconds() {

@@ -67,29 +67,35 @@ pub fn parse(body: &[u8], limits: &Limits) -> (Vec<(usize, Point)>, Vec<LineErro
     let mut points = Vec::new();
     let mut errors = Vec::new();
     for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let trimmed_start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
-        let line = &raw[trimmed_start..];
-        if line.is_empty() || line[0] == b'#' {
-            continue;
-        }
-        let fail =
-            |column: usize, message: String| LineError { line: i + 1, column: column + trimmed_start + 1, message };
-        if raw.len() > limits.max_line_bytes {
-            errors.push(fail(0, format!("line is {} bytes, over the {}-byte limit", raw.len(), limits.max_line_bytes)));
-            continue;
-        }
-        let Ok(text) = std::str::from_utf8(line) else {
-            let at = std::str::from_utf8(line).err().map(|e| e.valid_up_to()).unwrap_or(0);
-            errors.push(fail(at, "not valid UTF-8".into()));
-            continue;
-        };
-        match parse_line(text, limits) {
-            Ok(p) => points.push((i + 1, p)),
-            Err((col, msg)) => errors.push(fail(col, msg)),
+        match parse_one(raw, i + 1, limits) {
+            Some(Ok(p)) => points.push((i + 1, p)),
+            Some(Err(e)) => errors.push(e),
+            None => {}
         }
     }
     (points, errors)
+}
+
+/// Parses one line (without its `\n`); None for a blank line or a comment.
+pub fn parse_one(raw: &[u8], number: usize, limits: &Limits) -> Option<Result<Point, LineError>> {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    let trimmed_start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
+    let line = &raw[trimmed_start..];
+    if line.is_empty() || line[0] == b'#' {
+        return None;
+    }
+    let fail = |column: usize, message: String| LineError { line: number, column: column + trimmed_start + 1, message };
+    if raw.len() > limits.max_line_bytes {
+        return Some(Err(fail(
+            0,
+            format!("line is {} bytes, over the {}-byte limit", raw.len(), limits.max_line_bytes),
+        )));
+    }
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t,
+        Err(e) => return Some(Err(fail(e.valid_up_to(), "not valid UTF-8".into()))),
+    };
+    Some(parse_line(text, limits).map_err(|(col, msg)| fail(col, msg)))
 }
 
 type LineResult<T> = Result<T, (usize, String)>;
@@ -237,7 +243,8 @@ fn field_value(c: &mut Cursor<'_>) -> LineResult<FieldValue> {
     parse_scalar(raw).ok_or_else(|| (at, format!("invalid field value `{}`", clip(raw))))
 }
 
-fn parse_scalar(raw: &str) -> Option<FieldValue> {
+/// A field value other than a string: bool, `i`/`u` integer or float.
+pub fn parse_scalar(raw: &str) -> Option<FieldValue> {
     match raw {
         "t" | "T" | "true" | "True" | "TRUE" => return Some(FieldValue::Bool(true)),
         "f" | "F" | "false" | "False" | "FALSE" => return Some(FieldValue::Bool(false)),

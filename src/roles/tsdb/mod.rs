@@ -91,6 +91,7 @@ impl Role for Tsdb {
                 auth,
                 max_body: cfg.max_body_bytes,
                 limits: lineproto::Limits::default(),
+                keys: ingest::KeyCache::new(cfg.max_series.saturating_mul(2).min(4_000_000)),
             });
             let listener = ctx.bind("http").await?;
             tracing::info!(addr = %listener.local_addr()?, "tsdb listening");
