@@ -184,9 +184,9 @@ fn print_table(data: &serde_json::Value) {
             .flatten()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
             .collect();
-        let m = Metric(pairs);
+        let m = Metric::new(pairs);
         let name = m.get("__name__").unwrap_or("").to_owned();
-        let rest: Vec<String> = m.without_name().0.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        let rest: Vec<String> = m.without_name().labels().iter().map(|(k, v)| format!("{k}={v:?}")).collect();
         format!("{name}{{{}}}", rest.join(", "))
     };
     match data["resultType"].as_str() {

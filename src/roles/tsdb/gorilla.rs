@@ -79,22 +79,28 @@ impl BitReader<'_> {
         Some(bit)
     }
 
+    /// Reads `n` ≤ 64 bits through a 128-bit big-endian window.
     fn read_bits(&mut self, n: u8) -> Option<u64> {
-        let mut n = u32::from(n);
+        if n == 0 {
+            return Some(0);
+        }
+        let n = u32::from(n);
         if self.pos + n as usize > self.bytes.len() * 8 {
             return None;
         }
-        let mut v = 0u64;
-        while n > 0 {
-            let byte = self.bytes[self.pos / 8];
-            let left = 8 - (self.pos % 8) as u32;
-            let take = n.min(left);
-            let part = (u64::from(byte) >> (left - take)) & ((1u64 << take) - 1);
-            v = (v << take) | part;
-            self.pos += take as usize;
-            n -= take;
-        }
-        Some(v)
+        let at = self.pos / 8;
+        let window = match self.bytes.get(at..at + 16) {
+            Some(w) => u128::from_be_bytes(w.try_into().ok()?),
+            None => {
+                let mut buf = [0u8; 16];
+                let tail = &self.bytes[at..];
+                buf[..tail.len()].copy_from_slice(tail);
+                u128::from_be_bytes(buf)
+            }
+        };
+        let v = (window << (self.pos % 8)) >> (128 - n);
+        self.pos += n as usize;
+        Some(v as u64)
     }
 }
 

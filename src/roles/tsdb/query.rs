@@ -68,7 +68,7 @@ pub async fn evaluate(
         }
         data.insert(sel.key, series);
     }
-    let ev = Evaluator { data: &data, start, end };
+    let ev = Evaluator::new(&data, start, end, step);
     let mut out = Vec::new();
     let mut t = start;
     while t <= end {

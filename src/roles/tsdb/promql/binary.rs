@@ -169,6 +169,6 @@ fn vector_op(
 }
 
 fn pretty(m: &Metric) -> String {
-    let inner: Vec<String> = m.0.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    let inner: Vec<String> = m.labels().iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{{{}}}", inner.join(", "))
 }

@@ -1,6 +1,7 @@
 //! The evaluator: selectors read from prefetched series; every other node
 //! is computed from its children at one timestamp.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -30,7 +31,7 @@ fn millis(d: &Duration) -> i64 {
 }
 
 /// The evaluation time of a selector at query time `t`.
-fn selector_time(vs: &VectorSelector, t: i64, start: i64, end: i64) -> i64 {
+pub fn selector_time(vs: &VectorSelector, t: i64, start: i64, end: i64) -> i64 {
     let base = match &vs.at {
         Some(AtModifier::Start) => start,
         Some(AtModifier::End) => end,
@@ -123,14 +124,81 @@ fn walk(expr: &Expr, start: i64, end: i64, out: &mut Vec<Selection>) -> Result<(
     Ok(())
 }
 
-/// Evaluates a parsed query at single timestamps over prefetched data.
+/// Most per-step results a range function keeps precomputed; past this a
+/// query is evaluated step by step instead.
+const ROLLUP_MAX: usize = 20_000_000;
+
+/// Evaluates a parsed query at each step over prefetched data.
 pub struct Evaluator<'a> {
-    pub data: &'a HashMap<usize, Vec<Series>>,
-    pub start: i64,
-    pub end: i64,
+    data: &'a HashMap<usize, Vec<Series>>,
+    start: i64,
+    end: i64,
+    step: i64,
+    /// Range-function results for every step, by call node, computed
+    /// series by series on first use.
+    rollups: RefCell<HashMap<usize, Vec<Vec<Sample>>>>,
 }
 
-impl Evaluator<'_> {
+impl<'a> Evaluator<'a> {
+    /// An evaluator for the steps `start, start + step, …, end`.
+    pub fn new(data: &'a HashMap<usize, Vec<Series>>, start: i64, end: i64, step: i64) -> Self {
+        Self { data, start, end, step: step.max(1), rollups: RefCell::new(HashMap::new()) }
+    }
+
+    /// Applies `f` to each series' window `[at - range, at]` (`at` the
+    /// selector time of `t`, stale markers removed). On the step grid, the
+    /// windows of all steps are computed at once by `node`, walking each
+    /// series once instead of searching it at every step.
+    pub fn rollup(
+        &self,
+        node: usize,
+        vs: &VectorSelector,
+        range: i64,
+        t: i64,
+        f: &dyn Fn(&Metric, &[(i64, f64)], i64) -> Option<Sample>,
+    ) -> Vec<Sample> {
+        let series = self.series(vs);
+        let steps = ((self.end - self.start) / self.step + 1) as usize;
+        let on_grid = t >= self.start && t <= self.end && (t - self.start) % self.step == 0;
+        if !on_grid || steps.saturating_mul(series.len()) > ROLLUP_MAX {
+            let at = selector_time(vs, t, self.start, self.end);
+            return self.range(vs, range, t).iter().filter_map(|s| f(&s.metric, &s.points, at)).collect();
+        }
+        let index = ((t - self.start) / self.step) as usize;
+        let mut cache = self.rollups.borrow_mut();
+        let per_step = cache.entry(node).or_insert_with(|| {
+            let mut out: Vec<Vec<Sample>> = vec![Vec::new(); steps];
+            let mut clean = Vec::new();
+            for s in series {
+                let p = &s.points;
+                let (mut lo, mut hi) = (0, 0);
+                for (i, slot) in out.iter_mut().enumerate() {
+                    let at = selector_time(vs, self.start + i as i64 * self.step, self.start, self.end);
+                    let from = at.saturating_sub(range);
+                    while hi < p.len() && p[hi].0 <= at {
+                        hi += 1;
+                    }
+                    while lo < hi && p[lo].0 < from {
+                        lo += 1;
+                    }
+                    let mut window = &p[lo..hi];
+                    if window.iter().any(|x| is_stale(x.1)) {
+                        clean.clear();
+                        clean.extend(window.iter().copied().filter(|x| !is_stale(x.1)));
+                        window = &clean;
+                    }
+                    if !window.is_empty()
+                        && let Some(sample) = f(&s.metric, window, at)
+                    {
+                        slot.push(sample);
+                    }
+                }
+            }
+            out
+        });
+        per_step.get(index).cloned().unwrap_or_default()
+    }
+
     pub fn eval(&self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
         match expr {
             Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),

@@ -2,7 +2,7 @@
 //! instant vector (or nothing). Functions drop the metric name, except
 //! `last_over_time`, `sort*` and `label_*`, as Prometheus 2.42 does.
 
-use promql_parser::parser::{Call, Expr};
+use promql_parser::parser::{Call, Expr, VectorSelector};
 
 use super::eval::Evaluator;
 use super::value::{Metric, NAME, Sample, Series, Value};
@@ -18,16 +18,13 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
         "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "changes" | "resets" | "avg_over_time"
         | "min_over_time" | "max_over_time" | "sum_over_time" | "count_over_time" | "last_over_time"
         | "stddev_over_time" | "stdvar_over_time" | "present_over_time" => {
-            let (series, range) = matrix_arg(ev, arg(0)?, t, name)?;
+            let (vs, range) = matrix_selector(arg(0)?, name)?;
             let keep_name = name == "last_over_time";
-            let out = series
-                .into_iter()
-                .filter_map(|s| {
-                    let v = range_fn(name, &s.points, t, range)?;
-                    Some(Sample { metric: if keep_name { s.metric } else { s.metric.without_name() }, v })
-                })
-                .collect();
-            Ok(Value::Vector(out))
+            let apply = |metric: &Metric, points: &[(i64, f64)], at: i64| {
+                let v = range_fn(name, points, at, range)?;
+                Some(Sample { metric: if keep_name { metric.clone() } else { metric.without_name() }, v })
+            };
+            Ok(Value::Vector(ev.rollup(std::ptr::from_ref(c) as usize, vs, range, t, &apply)))
         }
         "quantile_over_time" => {
             let q = ev.scalar(arg(0)?, t, "quantile_over_time")?;
@@ -135,16 +132,19 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
     }
 }
 
-fn matrix_arg(ev: &Evaluator<'_>, e: &Expr, t: i64, name: &str) -> Result<(Vec<Series>, i64), QueryError> {
+/// The selector and range of a range-vector argument.
+fn matrix_selector<'e>(e: &'e Expr, name: &str) -> Result<(&'e VectorSelector, i64), QueryError> {
     match e {
-        Expr::MatrixSelector(ms) => {
-            let range = i64::try_from(ms.range.as_millis()).unwrap_or(i64::MAX);
-            Ok((ev.range(&ms.vs, range, t), range))
-        }
-        Expr::Paren(p) => matrix_arg(ev, &p.expr, t, name),
+        Expr::MatrixSelector(ms) => Ok((&ms.vs, i64::try_from(ms.range.as_millis()).unwrap_or(i64::MAX))),
+        Expr::Paren(p) => matrix_selector(&p.expr, name),
         Expr::Subquery(_) => Err(QueryError::unsupported("subqueries are not supported")),
         _ => Err(QueryError::bad(format!("{name}() expects a range vector"))),
     }
+}
+
+fn matrix_arg(ev: &Evaluator<'_>, e: &Expr, t: i64, name: &str) -> Result<(Vec<Series>, i64), QueryError> {
+    let (vs, range) = matrix_selector(e, name)?;
+    Ok((ev.range(vs, range, t), range))
 }
 
 fn map_vector(ev: &Evaluator<'_>, e: &Expr, t: i64, name: &str, f: impl Fn(f64) -> f64) -> Result<Value, QueryError> {

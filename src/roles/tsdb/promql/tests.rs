@@ -40,8 +40,13 @@ impl Db {
     }
 
     fn eval(&self, expr: &Expr, t: i64) -> Result<Value, super::QueryError> {
+        Ok(self.eval_range(expr, t, t, 1)?.remove(0))
+    }
+
+    /// Evaluates at every step of `[start, end]`, as a range query does.
+    fn eval_range(&self, expr: &Expr, start: i64, end: i64, step: i64) -> Result<Vec<Value>, super::QueryError> {
         let mut data: HashMap<usize, Vec<Series>> = HashMap::new();
-        for sel in plan(expr, t, t)? {
+        for sel in plan(expr, start, end)? {
             let chosen = self
                 .series
                 .iter()
@@ -55,7 +60,8 @@ impl Db {
                 .collect();
             data.insert(sel.key, chosen);
         }
-        Evaluator { data: &data, start: t, end: t }.eval(expr, t)
+        let ev = Evaluator::new(&data, start, end, step);
+        (0..=(end - start) / step).map(|i| ev.eval(expr, start + i * step)).collect()
     }
 }
 
@@ -236,4 +242,27 @@ fn series_notation_expands_like_promqltest() {
     assert_eq!(expand("-1+1x1").unwrap(), vec![Some(-1.0), Some(0.0)]);
     assert_eq!(expand("_x2").unwrap(), vec![None, None, None]);
     assert_eq!(expand("3x1").unwrap(), vec![Some(3.0), Some(3.0)]);
+}
+
+#[test]
+fn range_queries_agree_with_instant_queries_at_every_step() {
+    let mut db = Db::default();
+    db.load(15_000, "req{job=\"a\"} 0+10x40 5 5+3x20").unwrap();
+    db.load(15_000, "req{job=\"b\"} 1+1x10 _x5 stale 3+7x40").unwrap();
+    for q in [
+        "rate(req[1m])",
+        "sum by (job) (increase(req[2m] offset 30s))",
+        "max_over_time(req[45s] @ 300)",
+        "last_over_time(req[1m])",
+        "irate(req[5m]) * 2",
+    ] {
+        let expr = parse(q).unwrap();
+        let (start, end, step) = (0, 900_000, 20_000);
+        let ranged = db.eval_range(&expr, start, end, step).unwrap();
+        for (i, got) in ranged.iter().enumerate() {
+            let t = start + i as i64 * step;
+            let want = db.eval(&expr, t).unwrap();
+            assert_eq!(format!("{got:?}"), format!("{want:?}"), "{q} at {t}");
+        }
+    }
 }

@@ -1,41 +1,99 @@
 //! PromQL values: label sets, samples, series, and the four result types.
 
+use std::sync::{Arc, OnceLock};
+
 /// A label set, sorted by name; unlike a stored series it may lack a name.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Metric(pub Vec<(String, String)>);
+/// Shared, so handing a series' labels to every step of a range query is a
+/// reference count, and dropping the name is computed once per series.
+#[derive(Clone, Default)]
+pub struct Metric(Arc<MetricInner>);
+
+#[derive(Default)]
+struct MetricInner {
+    labels: Vec<(String, String)>,
+    unnamed: OnceLock<Metric>,
+}
+
+impl PartialEq for Metric {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.labels() == other.labels()
+    }
+}
+
+impl Eq for Metric {}
+
+impl std::hash::Hash for Metric {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.labels().hash(state);
+    }
+}
+
+impl PartialOrd for Metric {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Metric {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.labels().cmp(other.labels())
+    }
+}
+
+impl std::fmt::Debug for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Metric").field(&self.labels()).finish()
+    }
+}
 
 pub const NAME: &str = "__name__";
 
 impl Metric {
+    /// A metric from label pairs, sorted here.
+    pub fn new(mut labels: Vec<(String, String)>) -> Metric {
+        labels.sort();
+        Metric(Arc::new(MetricInner { labels, unnamed: OnceLock::new() }))
+    }
+
+    pub fn labels(&self) -> &[(String, String)] {
+        &self.0.labels
+    }
+
     pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Metric {
-        let mut v: Vec<(String, String)> = pairs.map(|(a, b)| (a.to_owned(), b.to_owned())).collect();
-        v.sort();
-        Metric(v)
+        Metric::new(pairs.map(|(a, b)| (a.to_owned(), b.to_owned())).collect())
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.labels().iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
+    fn filtered(&self, keep: impl Fn(&str) -> bool) -> Metric {
+        Metric::new(self.labels().iter().filter(|(n, _)| keep(n)).cloned().collect())
+    }
+
+    /// The same labels without `__name__`, computed once per metric.
     pub fn without_name(&self) -> Metric {
-        Metric(self.0.iter().filter(|(n, _)| n != NAME).cloned().collect())
+        if self.get(NAME).is_none() {
+            return self.clone();
+        }
+        self.0.unnamed.get_or_init(|| self.filtered(|n| n != NAME)).clone()
     }
 
     /// Sets a label; an empty value removes it.
     pub fn set(&mut self, name: &str, value: &str) {
-        self.0.retain(|(n, _)| n != name);
+        let mut labels: Vec<(String, String)> = self.labels().iter().filter(|(n, _)| n != name).cloned().collect();
         if !value.is_empty() {
-            self.0.push((name.to_owned(), value.to_owned()));
-            self.0.sort();
+            labels.push((name.to_owned(), value.to_owned()));
         }
+        *self = Metric::new(labels);
     }
 
     pub fn keep(&self, names: &[String]) -> Metric {
-        Metric(self.0.iter().filter(|(n, _)| names.contains(n)).cloned().collect())
+        self.filtered(|n| names.iter().any(|k| k == n))
     }
 
     pub fn remove(&self, names: &[String]) -> Metric {
-        Metric(self.0.iter().filter(|(n, _)| !names.contains(n)).cloned().collect())
+        self.filtered(|n| !names.iter().any(|k| k == n))
     }
 
     /// The labels `by`/`on` keep, or those `without`/`ignoring` leave (the
@@ -44,14 +102,14 @@ impl Metric {
         match modifier {
             promql_parser::parser::LabelModifier::Include(l) => self.keep(&l.labels),
             promql_parser::parser::LabelModifier::Exclude(l) => {
-                Metric(self.0.iter().filter(|(n, _)| n != NAME && !l.labels.contains(n)).cloned().collect())
+                self.filtered(|n| n != NAME && !l.labels.iter().any(|k| k == n))
             }
         }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::Value::Object(
-            self.0.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
+            self.labels().iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
         )
     }
 }
