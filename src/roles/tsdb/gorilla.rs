@@ -31,7 +31,7 @@ pub enum ChunkError {
 #[derive(Debug, Default, Clone)]
 struct BitWriter {
     bytes: Vec<u8>,
-    /// Bits used in the last byte (0 means a new byte is needed).
+    /// Free bits left in the last byte (0: the next bit starts a new byte).
     used: u8,
 }
 
@@ -47,21 +47,28 @@ impl BitWriter {
         }
     }
 
-    /// Writes the low `n` bits of `v` (n ≤ 64), high bit first, a byte's
-    /// worth at a time.
+    /// Writes the low `n` bits of `v` (n ≤ 64), high bit first: the free
+    /// bits of the last byte, then whole bytes at once.
     fn write_bits(&mut self, v: u64, n: u8) {
         let mut n = u32::from(n);
-        while n > 0 {
-            if self.used == 0 {
-                self.bytes.push(0);
-                self.used = 8;
-            }
-            let take = n.min(u32::from(self.used));
-            let part = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
-            self.used -= take as u8;
-            *self.bytes.last_mut().expect("pushed above") |= part << self.used;
-            n -= take;
+        if n == 0 {
+            return;
         }
+        let low = |v: u64, n: u32| if n == 64 { v } else { v & ((1u64 << n) - 1) };
+        if self.used > 0 {
+            let free = u32::from(self.used);
+            let take = n.min(free);
+            let part = low(v >> (n - take), take) as u8;
+            *self.bytes.last_mut().expect("a byte has free bits") |= part << (free - take);
+            self.used -= take as u8;
+            n -= take;
+            if n == 0 {
+                return;
+            }
+        }
+        let aligned = low(v, n) << (64 - n);
+        self.bytes.extend_from_slice(&aligned.to_be_bytes()[..n.div_ceil(8) as usize]);
+        self.used = ((8 - n % 8) % 8) as u8;
     }
 }
 

@@ -12,6 +12,9 @@ pub struct Metric(Arc<MetricInner>);
 struct MetricInner {
     labels: Vec<(String, String)>,
     unnamed: OnceLock<Metric>,
+    /// The first `by`/`without` projection asked for: every step of an
+    /// aggregation asks the same one.
+    projected: OnceLock<(promql_parser::parser::LabelModifier, Metric)>,
 }
 
 impl PartialEq for Metric {
@@ -36,6 +39,9 @@ impl PartialOrd for Metric {
 
 impl Ord for Metric {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
         self.labels().cmp(other.labels())
     }
 }
@@ -52,7 +58,7 @@ impl Metric {
     /// A metric from label pairs, sorted here.
     pub fn new(mut labels: Vec<(String, String)>) -> Metric {
         labels.sort();
-        Metric(Arc::new(MetricInner { labels, unnamed: OnceLock::new() }))
+        Metric(Arc::new(MetricInner { labels, unnamed: OnceLock::new(), projected: OnceLock::new() }))
     }
 
     pub fn labels(&self) -> &[(String, String)] {
@@ -99,6 +105,11 @@ impl Metric {
     /// The labels `by`/`on` keep, or those `without`/`ignoring` leave (the
     /// metric name always goes then).
     pub fn project(&self, modifier: &promql_parser::parser::LabelModifier) -> Metric {
+        let (k, m) = self.0.projected.get_or_init(|| (modifier.clone(), self.project_now(modifier)));
+        if k == modifier { m.clone() } else { self.project_now(modifier) }
+    }
+
+    fn project_now(&self, modifier: &promql_parser::parser::LabelModifier) -> Metric {
         match modifier {
             promql_parser::parser::LabelModifier::Include(l) => self.keep(&l.labels),
             promql_parser::parser::LabelModifier::Exclude(l) => {
