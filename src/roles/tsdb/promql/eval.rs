@@ -124,6 +124,9 @@ fn walk(expr: &Expr, start: i64, end: i64, out: &mut Vec<Selection>) -> Result<(
     Ok(())
 }
 
+/// A range function applied to one series' window ending at a time.
+pub type WindowFn<'f> = dyn Fn(&Metric, &[(i64, f64)], i64) -> Option<Sample> + 'f;
+
 /// Most per-step results a range function keeps precomputed; past this a
 /// query is evaluated step by step instead.
 const ROLLUP_MAX: usize = 20_000_000;
@@ -155,7 +158,7 @@ impl<'a> Evaluator<'a> {
         vs: &VectorSelector,
         range: i64,
         t: i64,
-        f: &dyn Fn(&Metric, &[(i64, f64)], i64) -> Option<Sample>,
+        f: &WindowFn<'_>,
     ) -> Vec<Sample> {
         let series = self.series(vs);
         let steps = ((self.end - self.start) / self.step + 1) as usize;
