@@ -152,14 +152,7 @@ impl<'a> Evaluator<'a> {
     /// selector time of `t`, stale markers removed). On the step grid, the
     /// windows of all steps are computed at once by `node`, walking each
     /// series once instead of searching it at every step.
-    pub fn rollup(
-        &self,
-        node: usize,
-        vs: &VectorSelector,
-        range: i64,
-        t: i64,
-        f: &WindowFn<'_>,
-    ) -> Vec<Sample> {
+    pub fn rollup(&self, node: usize, vs: &VectorSelector, range: i64, t: i64, f: &WindowFn<'_>) -> Vec<Sample> {
         let series = self.series(vs);
         let steps = ((self.end - self.start) / self.step + 1) as usize;
         let on_grid = t >= self.start && t <= self.end && (t - self.start) % self.step == 0;

@@ -29,24 +29,24 @@ pub struct SeriesHead {
     /// Newest timestamp already sealed or in `tsdb.chunks`: samples at or
     /// before it are out of order and merged into chunks at checkpoint.
     floor_t: i64,
-    /// Sealed chunks not yet checkpointed: (first t, stored value).
-    sealed: Vec<(i64, Vec<u8>)>,
-    /// Out-of-order samples in arrival order (the last one wins).
-    ooo: Vec<(i64, f64)>,
+    /// Sealed chunks and late samples waiting for the checkpoint; boxed,
+    /// as most series have none most of the time.
+    spill: Option<Box<Spill>>,
     /// Changed since the last checkpoint snapshot.
     dirty: bool,
 }
 
+#[derive(Debug, Default)]
+struct Spill {
+    /// Sealed chunks not yet checkpointed: (first t, stored value).
+    sealed: Vec<(i64, Vec<u8>)>,
+    /// Out-of-order samples in arrival order (the last one wins).
+    ooo: Vec<(i64, f64)>,
+}
+
 impl Default for SeriesHead {
     fn default() -> Self {
-        Self {
-            open: gorilla::Encoder::new(),
-            max_t: i64::MIN,
-            floor_t: i64::MIN,
-            sealed: Vec::new(),
-            ooo: Vec::new(),
-            dirty: false,
-        }
+        Self { open: gorilla::Encoder::new(), max_t: i64::MIN, floor_t: i64::MIN, spill: None, dirty: false }
     }
 }
 
@@ -60,7 +60,7 @@ impl SeriesHead {
         self.dirty = true;
         self.max_t = self.max_t.max(t);
         if t <= self.floor_t {
-            self.ooo.push((t, v));
+            self.spill().ooo.push((t, v));
             return;
         }
         match self.open.last_timestamp() {
@@ -99,7 +99,7 @@ impl SeriesHead {
     fn seal(&mut self) {
         let samples = self.open_samples();
         if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
-            self.sealed.push((first.0, chunk::encode(&samples)));
+            self.spill().sealed.push((first.0, chunk::encode(&samples)));
             self.floor_t = last.0;
         }
         self.open = gorilla::Encoder::new();
@@ -121,6 +121,18 @@ impl SeriesHead {
 
     pub fn floor_t(&self) -> i64 {
         self.floor_t
+    }
+
+    fn spill(&mut self) -> &mut Spill {
+        self.spill.get_or_insert_with(Box::default)
+    }
+
+    fn sealed(&self) -> &[(i64, Vec<u8>)] {
+        self.spill.as_deref().map_or(&[], |s| &s.sealed)
+    }
+
+    fn ooo(&self) -> &[(i64, f64)] {
+        self.spill.as_deref().map_or(&[], |s| &s.ooo)
     }
 }
 
@@ -179,13 +191,13 @@ impl Heads {
         let overlaps = |first: i64, last: i64| first <= to && last >= from;
         MemParts {
             sealed: h
-                .sealed
+                .sealed()
                 .iter()
                 .filter(|(first, v)| chunk::last_t(v).is_ok_and(|last| overlaps(*first, last)))
                 .map(|(_, v)| v.clone())
                 .collect(),
             open: if h.open.last_timestamp().is_some_and(|last| last >= from) { h.open.bytes() } else { Vec::new() },
-            ooo: h.ooo.iter().copied().filter(|(t, _)| (from..=to).contains(t)).collect(),
+            ooo: h.ooo().iter().copied().filter(|(t, _)| (from..=to).contains(t)).collect(),
             floor_t: h.floor_t,
         }
     }
@@ -203,8 +215,8 @@ impl Heads {
                 h.dirty = false;
                 out.push(Snapshot {
                     id,
-                    sealed: h.sealed.clone(),
-                    ooo: h.ooo.clone(),
+                    sealed: h.sealed().to_vec(),
+                    ooo: h.ooo().to_vec(),
                     open: h.open_samples(),
                     expired,
                 });
@@ -222,8 +234,13 @@ impl Heads {
                 s.remove(&snap.id);
                 continue;
             }
-            h.sealed.drain(..snap.sealed.len().min(h.sealed.len()));
-            h.ooo.drain(..snap.ooo.len().min(h.ooo.len()));
+            if let Some(spill) = h.spill.as_deref_mut() {
+                spill.sealed.drain(..snap.sealed.len().min(spill.sealed.len()));
+                spill.ooo.drain(..snap.ooo.len().min(spill.ooo.len()));
+                if spill.sealed.is_empty() && spill.ooo.is_empty() {
+                    h.spill = None;
+                }
+            }
         }
     }
 
@@ -247,11 +264,11 @@ mod tests {
         for i in 0..CUT_SAMPLES as i64 + 10 {
             h.push(i * 1000, i as f64);
         }
-        assert_eq!(h.sealed.len(), 1);
+        assert_eq!(h.sealed().len(), 1);
         assert_eq!(h.floor_t, (CUT_SAMPLES as i64 - 1) * 1000);
         assert_eq!(h.open.len(), 10);
         h.push(5000, 42.0);
-        assert_eq!(h.ooo, vec![(5000, 42.0)], "behind the sealed chunk");
+        assert_eq!(h.ooo(), [(5000, 42.0)], "behind the sealed chunk");
         h.push(CUT_SAMPLES as i64 * 1000 + 500, 7.0);
         h.push(CUT_SAMPLES as i64 * 1000, -1.0);
         let open = h.open_samples();

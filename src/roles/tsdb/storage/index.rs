@@ -2,7 +2,7 @@
 //! (label name → value → ids) for the matchers `=`, `!=`, `=~`, `!~`.
 //! Rebuilt from `tsdb.series` at start; updated when a series is created.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::labels::{Labels, METRIC_NAME};
@@ -63,12 +63,23 @@ pub struct SeriesEntry {
     pub labels: Arc<Labels>,
 }
 
+/// Ids in creation order, which is id order.
+type Postings = Vec<u64>;
+
 #[derive(Debug, Default)]
 pub struct Index {
-    by_key: HashMap<Vec<u8>, u64>,
+    /// Label-set hash → id; a hash shared by two sets lists the others in
+    /// `collisions`. Keeping hashes, not keys, saves a key copy per series.
+    by_hash: HashMap<u64, u64>,
+    collisions: HashMap<u64, Vec<u64>>,
     series: HashMap<u64, SeriesEntry>,
-    postings: HashMap<String, BTreeMap<String, BTreeSet<u64>>>,
+    postings: HashMap<String, BTreeMap<String, Postings>>,
     per_metric: HashMap<String, usize>,
+}
+
+fn hash_of(labels: &Labels) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(labels)
 }
 
 impl Index {
@@ -85,8 +96,14 @@ impl Index {
         self.series.keys().copied().collect()
     }
 
-    pub fn id_of(&self, key: &[u8]) -> Option<u64> {
-        self.by_key.get(key).copied()
+    pub fn id_of(&self, labels: &Labels) -> Option<u64> {
+        let h = hash_of(labels);
+        let same = |id: &u64| self.series.get(id).is_some_and(|e| *e.labels == *labels);
+        let first = self.by_hash.get(&h)?;
+        if same(first) {
+            return Some(*first);
+        }
+        self.collisions.get(&h)?.iter().copied().find(|id| same(id))
     }
 
     pub fn get(&self, id: u64) -> Option<&SeriesEntry> {
@@ -103,12 +120,21 @@ impl Index {
             return;
         }
         for (n, v) in labels.iter() {
-            self.postings.entry(n.to_owned()).or_default().entry(v.to_owned()).or_default().insert(id);
+            let ids = self.postings.entry(n.to_owned()).or_default().entry(v.to_owned()).or_default();
+            match ids.last() {
+                Some(&last) if last > id => ids.insert(ids.partition_point(|&x| x < id), id),
+                _ => ids.push(id),
+            }
         }
         if let Some(m) = labels.metric() {
             *self.per_metric.entry(m.to_owned()).or_default() += 1;
         }
-        self.by_key.insert(labels.encode(), id);
+        match self.by_hash.entry(hash_of(&labels)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(o) => self.collisions.entry(*o.key()).or_default().push(id),
+        }
         self.series.insert(id, SeriesEntry { labels: Arc::new(labels) });
     }
 
@@ -117,7 +143,7 @@ impl Index {
     /// query layer checks.
     pub fn select(&self, matchers: &[Matcher]) -> Vec<u64> {
         // Start from the smallest postings list an equality matcher names.
-        let seed: Option<&BTreeSet<u64>> = matchers
+        let seed: Option<&Postings> = matchers
             .iter()
             .filter_map(|m| match &m.op {
                 MatchOp::Equal(v) if !v.is_empty() => {
@@ -166,7 +192,7 @@ impl Index {
     }
 }
 
-static EMPTY: BTreeSet<u64> = BTreeSet::new();
+static EMPTY: Postings = Vec::new();
 
 #[cfg(test)]
 mod tests {
@@ -207,6 +233,18 @@ mod tests {
         assert!(m.matches("b") && !m.matches("abc"));
         assert!(Matcher::regex("a", "(", false).unwrap_err().contains("invalid regex"));
         assert!(Matcher::regex("a", "(a{1000}){1000}", false).is_err(), "an exploding pattern must be refused");
+    }
+
+    #[test]
+    fn label_sets_sharing_a_hash_keep_their_own_ids() {
+        let mut ix = index();
+        let b = labels(&[("__name__", "up"), ("job", "other")]);
+        // Pretend `b` hashes like series 1: the lookup must still tell them apart.
+        ix.by_hash.insert(hash_of(&b), 1);
+        ix.insert(9, b.clone());
+        assert_eq!(ix.id_of(&b), Some(9));
+        assert_eq!(ix.id_of(&labels(&[("__name__", "up"), ("job", "node"), ("instance", "a")])), Some(1));
+        assert_eq!(ix.id_of(&labels(&[("__name__", "up"), ("job", "none")])), None);
     }
 
     #[test]

@@ -6,8 +6,15 @@ use std::fmt;
 /// The label holding the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Vec<(String, String)>);
+/// Stored compactly (one string and its boundaries, two allocations), as
+/// the index holds one per series.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Labels {
+    /// Names and values back to back: n0 v0 n1 v1 …
+    text: Box<str>,
+    /// End offset in `text` of each name and value.
+    ends: Box<[u32]>,
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LabelsError {
@@ -66,9 +73,35 @@ impl Labels {
                 return Err(LabelsError::BadName(n.clone()));
             }
         }
-        let labels = Labels(pairs);
+        let labels = Labels::from_sorted(&pairs);
         labels.metric().ok_or(LabelsError::NoMetricName)?;
         Ok(labels)
+    }
+
+    fn from_sorted(pairs: &[(String, String)]) -> Labels {
+        let mut text = String::with_capacity(pairs.iter().map(|(n, v)| n.len() + v.len()).sum());
+        let mut ends = Vec::with_capacity(pairs.len() * 2);
+        for (n, v) in pairs {
+            text.push_str(n);
+            ends.push(text.len() as u32);
+            text.push_str(v);
+            ends.push(text.len() as u32);
+        }
+        Labels { text: text.into_boxed_str(), ends: ends.into_boxed_slice() }
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.ends.len() / 2
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
     }
 
     pub fn metric(&self) -> Option<&str> {
@@ -76,18 +109,27 @@ impl Labels {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| self.0[i].1.as_str())
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.part(2 * mid).cmp(name) {
+                std::cmp::Ordering::Equal => return Some(self.part(2 * mid + 1)),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        None
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        (0..self.len()).map(|i| (self.part(2 * i), self.part(2 * i + 1)))
     }
 
     /// Canonical encoding: per label, u32 LE name length, name, u32 LE value
     /// length, value.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.0.iter().map(|(n, v)| n.len() + v.len() + 8).sum());
-        for (n, v) in &self.0 {
+        let mut out = Vec::with_capacity(self.text.len() + self.ends.len() * 4);
+        for (n, v) in self.iter() {
             for s in [n, v] {
                 out.extend_from_slice(&(s.len() as u32).to_le_bytes());
                 out.extend_from_slice(s.as_bytes());
@@ -115,7 +157,13 @@ impl Labels {
             let v = take(&mut b)?;
             pairs.push((n, v));
         }
-        Ok(Labels(pairs))
+        Ok(Labels::from_sorted(&pairs))
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -123,7 +171,7 @@ impl fmt::Display for Labels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.metric().unwrap_or(""))?;
         let rest: Vec<String> =
-            self.0.iter().filter(|(n, _)| n != METRIC_NAME).map(|(n, v)| format!("{n}={v:?}")).collect();
+            self.iter().filter(|(n, _)| *n != METRIC_NAME).map(|(n, v)| format!("{n}={v:?}")).collect();
         write!(f, "{{{}}}", rest.join(", "))
     }
 }

@@ -193,16 +193,15 @@ impl Storage {
     /// or none: a set that would break a limit refuses the whole batch).
     pub async fn resolve<'a>(&self, sets: impl Iterator<Item = &'a Labels>) -> Result<Vec<u64>, AppendError> {
         let mut ids = Vec::new();
-        let mut missing: HashMap<Vec<u8>, (Labels, Vec<usize>)> = HashMap::new();
+        let mut missing: HashMap<Labels, Vec<usize>> = HashMap::new();
         {
             let ix = self.index();
             for (i, labels) in sets.enumerate() {
-                let key = labels.encode();
-                match ix.id_of(&key) {
+                match ix.id_of(labels) {
                     Some(id) => ids.push(id),
                     None => {
                         ids.push(0);
-                        missing.entry(key).or_insert_with(|| (labels.clone(), Vec::new())).1.push(i);
+                        missing.entry(labels.clone()).or_default().push(i);
                     }
                 }
             }
@@ -214,15 +213,15 @@ impl Storage {
         let mut fresh: Vec<(u64, Labels)> = Vec::new();
         {
             let ix = self.index();
-            missing.retain(|key, (_, positions)| match ix.id_of(key) {
+            missing.retain(|labels, positions| match ix.id_of(labels) {
                 Some(id) => {
                     positions.iter().for_each(|&i| ids[i] = id);
                     false
                 }
                 None => true,
             });
-            self.check_cardinality(&ix, missing.values().map(|(l, _)| l))?;
-            for (labels, positions) in missing.into_values() {
+            self.check_cardinality(&ix, missing.keys())?;
+            for (labels, positions) in missing {
                 let id = self.next_series_id.fetch_add(1, Ordering::Relaxed);
                 positions.iter().for_each(|&i| ids[i] = id);
                 fresh.push((id, labels));
@@ -253,7 +252,7 @@ impl Storage {
 
     /// The id of a series that exists.
     pub fn id_of(&self, labels: &Labels) -> Option<u64> {
-        self.index().id_of(&labels.encode())
+        self.index().id_of(labels)
     }
 
     /// Appends samples of known series: applies them to the heads, then
