@@ -7,9 +7,14 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, ReadableTableMetadata, Table};
 
 use super::head::CUT_SAMPLES;
-use super::tables::{CHUNKS, HEADS, META, WAL};
+use super::blocks;
+use super::tables::{CHUNKS, HEAD_BLOCKS, META, WAL};
 use super::{Storage, chunk};
 use crate::core::store::Durability;
+
+/// Head rows to change, by block: per series Some(value) to store, None
+/// to drop.
+type HeadChanges = BTreeMap<u64, Vec<(u64, Option<Vec<u8>>)>>;
 
 /// What one checkpoint did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +44,12 @@ impl Storage {
             .store
             .write(Durability::Immediate, move |txn| {
                 let mut chunks = txn.open_table(CHUNKS)?;
-                let mut heads = txn.open_table(HEADS)?;
                 let mut stats = CheckpointStats { series: work.len(), ..Default::default() };
+                let mut heads = HeadChanges::new();
                 for snap in work.iter() {
+                    let block = blocks::block_of(snap.id, blocks::HEAD_SHIFT);
                     if snap.expired {
-                        heads.remove(snap.id)?;
+                        heads.entry(block).or_default().push((snap.id, None));
                         continue;
                     }
                     for (first, value) in &snap.sealed {
@@ -53,9 +59,25 @@ impl Storage {
                     if !snap.ooo.is_empty() {
                         stats.sealed_samples += merge_late(&mut chunks, snap.id, &snap.ooo)?;
                     }
-                    match snap.open.is_empty() {
-                        true => heads.remove(snap.id).map(drop)?,
-                        false => heads.insert(snap.id, chunk::encode(&snap.open).as_slice()).map(drop)?,
+                    let open = (!snap.open.is_empty()).then(|| chunk::encode(&snap.open));
+                    heads.entry(block).or_default().push((snap.id, open));
+                }
+                let mut head_rows = txn.open_table(HEAD_BLOCKS)?;
+                for (block, changes) in heads {
+                    let mut entries = match head_rows.get(block)? {
+                        Some(row) => blocks::decode(row.value())
+                            .map_err(|e| anyhow::anyhow!("tsdb.head_blocks row {block}: {e}"))?,
+                        None => BTreeMap::new(),
+                    };
+                    for (id, value) in changes {
+                        match value {
+                            Some(v) => entries.insert(id, v),
+                            None => entries.remove(&id),
+                        };
+                    }
+                    match entries.is_empty() {
+                        true => head_rows.remove(block).map(drop)?,
+                        false => head_rows.insert(block, blocks::encode(&entries).as_slice()).map(drop)?,
                     }
                 }
                 if let Some(h) = horizon {
@@ -94,7 +116,7 @@ impl Storage {
             .write(Durability::Immediate, move |txn| {
                 let mut chunks = txn.open_table(CHUNKS)?;
                 let used = chunks.stats()?.stored_bytes()
-                    + txn.open_table(HEADS)?.stats()?.stored_bytes()
+                    + txn.open_table(HEAD_BLOCKS)?.stats()?.stored_bytes()
                     + txn.open_table(WAL)?.stats()?.stored_bytes();
                 if used <= max_bytes {
                     return Ok(0);
@@ -131,14 +153,16 @@ impl Storage {
         self.store
             .read(|txn| {
                 let chunks = txn.open_table(CHUNKS)?;
-                let heads = txn.open_table(HEADS)?;
+                let heads = txn.open_table(HEAD_BLOCKS)?;
                 let wal = txn.open_table(WAL)?;
                 let mut samples = 0u64;
                 for row in chunks.iter()? {
                     samples += chunk::sample_count(row?.1.value())? as u64;
                 }
                 for row in heads.iter()? {
-                    samples += chunk::sample_count(row?.1.value())? as u64;
+                    for value in blocks::decode(row?.1.value()).map_err(anyhow::Error::msg)?.values() {
+                        samples += chunk::sample_count(value)? as u64;
+                    }
                 }
                 let bytes =
                     chunks.stats()?.stored_bytes() + heads.stats()?.stored_bytes() + wal.stats()?.stored_bytes();

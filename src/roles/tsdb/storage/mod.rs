@@ -10,6 +10,7 @@
 //! smaller of Gorilla and a decimal encoding (chunk.rs). The series index
 //! lives in memory, rebuilt from `tsdb.series`.
 
+mod blocks;
 mod checkpoint;
 pub mod chunk;
 pub mod head;
@@ -31,7 +32,7 @@ use head::Heads;
 pub use index::{Index, MatchOp, Matcher, SeriesEntry};
 pub use labels::Labels;
 pub use tables::MIGRATIONS;
-use tables::{CHUNKS, FORWARD, HEADS, META, SERIES, WAL};
+use tables::{CHUNKS, FORWARD, HEAD_BLOCKS, META, SERIES_BLOCKS, WAL};
 
 /// Log bytes after which a checkpoint is asked for early.
 const WAL_CHECKPOINT_BYTES: u64 = 64 << 20;
@@ -109,11 +110,15 @@ impl Storage {
         let heads = Heads::default();
         let (index, next_id, next_seq, replayed) = store.read_blocking(|txn| {
             let mut ix = Index::default();
-            for row in txn.open_table(SERIES)?.iter()? {
-                let (id, key) = row?;
-                let id = id.value();
-                let labels = Labels::decode(key.value()).map_err(|e| anyhow::anyhow!("tsdb.series id {id}: {e}"))?;
-                ix.insert(id, labels);
+            for row in txn.open_table(SERIES_BLOCKS)?.iter()? {
+                let (block, row) = row?;
+                let block = block.value();
+                let entries = blocks::decode_compressed(row.value())
+                    .map_err(|e| anyhow::anyhow!("tsdb.series_blocks row {block}: {e}"))?;
+                for (id, key) in entries {
+                    let labels = Labels::decode(&key).map_err(|e| anyhow::anyhow!("tsdb.series_blocks id {id}: {e}"))?;
+                    ix.insert(id, labels);
+                }
             }
             let chunks = txn.open_table(CHUNKS)?;
             for id in ix.ids() {
@@ -122,11 +127,15 @@ impl Storage {
                     heads.with(id, |h| h.set_floor(floor));
                 }
             }
-            for row in txn.open_table(HEADS)?.iter()? {
-                let (id, v) = row?;
-                let id = id.value();
-                let samples = chunk::decode(v.value()).map_err(|e| anyhow::anyhow!("tsdb.heads {id}: {e}"))?;
-                heads.with(id, |h| h.restore(&samples));
+            for row in txn.open_table(HEAD_BLOCKS)?.iter()? {
+                let (block, row) = row?;
+                let block = block.value();
+                let entries =
+                    blocks::decode(row.value()).map_err(|e| anyhow::anyhow!("tsdb.head_blocks row {block}: {e}"))?;
+                for (id, v) in entries {
+                    let samples = chunk::decode(&v).map_err(|e| anyhow::anyhow!("tsdb.head_blocks id {id}: {e}"))?;
+                    heads.with(id, |h| h.restore(&samples));
+                }
             }
             let meta = txn.open_table(META)?;
             let next_id = meta.get("next_series_id")?.map_or(1, |v| v.value());
@@ -234,9 +243,20 @@ impl Storage {
         let next = self.next_series_id.load(Ordering::Relaxed);
         self.store
             .write(Durability::Immediate, move |txn| {
-                let mut series = txn.open_table(SERIES)?;
-                for (id, key) in &rows {
-                    series.insert(*id, key.as_slice())?;
+                let mut series = txn.open_table(SERIES_BLOCKS)?;
+                let mut by_block: std::collections::BTreeMap<u64, Vec<&(u64, Vec<u8>)>> = Default::default();
+                for row in &rows {
+                    by_block.entry(blocks::block_of(row.0, blocks::SERIES_SHIFT)).or_default().push(row);
+                }
+                for (block, fresh) in by_block {
+                    let mut entries = match series.get(block)? {
+                        Some(row) => blocks::decode_compressed(row.value())
+                            .map_err(|e| anyhow::anyhow!("tsdb.series_blocks row {block}: {e}"))?,
+                        None => Default::default(),
+                    };
+                    entries.extend(fresh.into_iter().cloned());
+                    let row = blocks::encode_compressed(&entries).map_err(anyhow::Error::msg)?;
+                    series.insert(block, row.as_slice())?;
                 }
                 txn.open_table(META)?.insert("next_series_id", next)?;
                 Ok(())

@@ -4,12 +4,13 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::core::store::Migration;
 
-/// Series id → canonical label encoding.
-pub const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.series");
+/// Block (`id >> 8`) → snappy row of series id → canonical label encoding (blocks.rs).
+pub const SERIES_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.series_blocks");
 /// Write-ahead log: sequence → record of (series, t, value) samples (wal.rs).
 pub const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.wal");
-/// Open head chunk per series as of the last checkpoint (chunk.rs value).
-pub const HEADS: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.heads");
+/// Block (`id >> 6`) → row of series id → open head chunk as of the last
+/// checkpoint (blocks.rs rows of chunk.rs values).
+pub const HEAD_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.head_blocks");
 /// Sealed chunks: (series, first t) → chunk.rs value.
 pub const CHUNKS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("tsdb.chunks");
 /// Store-and-forward queue to the upstream: sequence → snappy remote_write body.
@@ -17,7 +18,9 @@ pub const FORWARD: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.forw
 /// Counters: `next_series_id`, `forward_next_seq`, `checkpoint_seq`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("tsdb.meta");
 
-/// Tables of the first layout, moved by the third migration.
+/// Tables of earlier layouts, moved by the migrations.
+const SERIES_V1: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.series");
+const HEADS_V3: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.heads");
 const SERIES_BY_KEY_V1: TableDefinition<&[u8], u64> = TableDefinition::new("tsdb.series_by_key");
 const SAMPLES_V1: TableDefinition<(u64, i64), f64> = TableDefinition::new("tsdb.samples");
 
@@ -25,10 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "create tsdb tables", apply: create },
     Migration { name: "create the forwarding queue", apply: create_forward },
     Migration { name: "write-ahead log and heads replace raw sample rows", apply: to_wal },
+    Migration { name: "series and heads in block rows", apply: to_blocks },
 ];
 
 fn create(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    txn.open_table(SERIES)?;
+    txn.open_table(SERIES_V1)?;
     txn.open_table(SERIES_BY_KEY_V1)?;
     txn.open_table(SAMPLES_V1)?;
     txn.open_table(CHUNKS)?;
@@ -56,7 +60,7 @@ fn to_wal(txn: &WriteTransaction) -> Result<(), redb::Error> {
     if !entries.is_empty() {
         wal.insert(1, super::wal::encode(&entries).as_slice())?;
     }
-    txn.open_table(HEADS)?;
+    txn.open_table(HEADS_V3)?;
     txn.delete_table(SAMPLES_V1)?;
     txn.delete_table(SERIES_BY_KEY_V1)?;
     let mut chunks = txn.open_table(CHUNKS)?;
@@ -75,6 +79,32 @@ fn to_wal(txn: &WriteTransaction) -> Result<(), redb::Error> {
         chunks.insert(key, tagged.as_slice())?;
     }
     txn.open_table(META)?.insert("checkpoint_seq", 0)?;
+    Ok(())
+}
+
+/// Per-series rows of `tsdb.series` and `tsdb.heads` become block rows.
+fn to_blocks(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    use std::collections::BTreeMap;
+
+    use super::blocks;
+    let mut moves = [(SERIES_V1, SERIES_BLOCKS, blocks::SERIES_SHIFT, true), (HEADS_V3, HEAD_BLOCKS, blocks::HEAD_SHIFT, false)];
+    for (old, new, shift, compressed) in moves.iter_mut() {
+        let mut by_block: BTreeMap<u64, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
+        for row in txn.open_table(*old)?.iter()? {
+            let (id, v) = row?;
+            by_block.entry(blocks::block_of(id.value(), *shift)).or_default().insert(id.value(), v.value().to_vec());
+        }
+        let mut table = txn.open_table(*new)?;
+        for (block, entries) in by_block {
+            let row = if *compressed {
+                blocks::encode_compressed(&entries).map_err(redb::Error::Corrupted)?
+            } else {
+                blocks::encode(&entries)
+            };
+            table.insert(block, row.as_slice())?;
+        }
+        txn.delete_table(*old)?;
+    }
     Ok(())
 }
 
@@ -97,6 +127,7 @@ mod tests {
         store
             .write_blocking(Durability::Immediate, move |txn| {
                 txn.open_table(SAMPLES_V1)?.insert((1, 30), 3.5)?;
+                txn.open_table(SERIES_V1)?.insert(1, b"labels of 1".as_slice())?;
                 txn.open_table(CHUNKS)?.insert((1, 10), v1.as_slice())?;
                 Ok(())
             })
@@ -114,6 +145,10 @@ mod tests {
                     vec![super::super::wal::Entry { id: 1, t: 30, v: 3.5 }]
                 );
                 assert!(txn.open_table(SAMPLES_V1).is_err(), "the raw table is gone");
+                let row = txn.open_table(SERIES_BLOCKS)?.get(0)?.unwrap().value().to_vec();
+                let series = super::super::blocks::decode_compressed(&row).unwrap();
+                assert_eq!(series.get(&1).map(Vec::as_slice), Some(b"labels of 1".as_slice()));
+                assert!(txn.open_table(SERIES_V1).is_err(), "per-series rows are gone");
                 Ok(())
             })
             .unwrap();
