@@ -26,7 +26,13 @@ out_of_order_window_s = 3600
 max_future_s = 600
 # Samples are kept this long; 0 keeps them forever.
 retention_days = 30
-# Most bytes packed and raw samples may take; past it the oldest chunks go.
+# Days 5-minute rollups (min, max, sum and count per bucket) are kept:
+# longer than raw samples, they answer queries over the time raw retention
+# dropped. 0 turns them off.
+rollup_5m_days = 90
+# Days 1-hour rollups are kept, for queries older than the 5-minute ones.
+rollup_1h_days = 365
+# Most bytes chunks, heads and the log may take; past it the oldest chunks go.
 # 0: no size limit.
 retention_max_bytes = 0
 # Most series in total; a write that would add more answers 429.
@@ -64,6 +70,10 @@ pub struct TsdbConfig {
     pub max_future_s: u64,
     /// Retention in days; 0 keeps data forever.
     pub retention_days: u64,
+    /// Days 5-minute rollups are kept; 0: none.
+    pub rollup_5m_days: u64,
+    /// Days 1-hour rollups are kept; 0: none.
+    pub rollup_1h_days: u64,
     /// Size retention in bytes of sample data; 0: none.
     pub retention_max_bytes: u64,
     /// Series limit in total.
@@ -88,6 +98,8 @@ impl Default for TsdbConfig {
             out_of_order_window_s: 3600,
             max_future_s: 600,
             retention_days: 30,
+            rollup_5m_days: 90,
+            rollup_1h_days: 365,
             retention_max_bytes: 0,
             max_series: 1_000_000,
             max_series_per_metric: 100_000,
@@ -99,6 +111,18 @@ impl Default for TsdbConfig {
 }
 
 impl TsdbConfig {
+    /// Retention as the storage engine takes it.
+    pub fn retention(&self) -> super::storage::Retention {
+        let days = |d: u64| (d as i64).saturating_mul(86_400_000);
+        super::storage::Retention {
+            raw_ms: (self.retention_days > 0).then(|| days(self.retention_days)),
+            rollups: super::storage::RollupPolicy {
+                keep_5m_ms: days(self.rollup_5m_days),
+                keep_1h_ms: days(self.rollup_1h_days),
+            },
+        }
+    }
+
     /// Cross-key checks, as one message naming the key at fault.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(p) = crate::core::auth::problem(self.auth, self.listen, self.token_file.as_deref()) {

@@ -78,9 +78,10 @@ impl Role for Tsdb {
                 cfg.forward_url.as_deref().map(forward::Upstream::parse).transpose().map_err(anyhow::Error::msg)?;
             let batch = cfg.forward_batch_samples;
             let forwarding = upstream.is_some();
+            let retention = cfg.retention();
             let storage = Arc::new(
                 tokio::task::spawn_blocking(move || {
-                    let s = Storage::open(store, limits)?;
+                    let s = Storage::open(store, limits)?.with_retention(retention);
                     anyhow::Ok(if forwarding { s.with_forwarding(batch) } else { s })
                 })
                 .await??,
@@ -116,9 +117,9 @@ impl Role for Tsdb {
     }
 }
 
-/// Checkpoints the heads and applies retention every
-/// `checkpoint_interval_s`, or sooner when the log grew past its bound; a
-/// last checkpoint at shutdown makes the next start quick.
+/// Checkpoints the heads, rolls up settled hours and applies retention
+/// every `checkpoint_interval_s`, or sooner when the log grew past its
+/// bound; a last checkpoint at shutdown makes the next start quick.
 async fn checkpoint_forever(storage: Arc<Storage>, cfg: TsdbConfig, shutdown: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(cfg.checkpoint_interval_s));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -143,6 +144,11 @@ async fn checkpoint_forever(storage: Arc<Storage>, cfg: TsdbConfig, shutdown: to
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "tsdb checkpoint failed; will retry"),
+        }
+        match storage.roll_up(cfg.retention().rollups, now).await {
+            Ok(Some((upto, buckets))) => tracing::info!(upto_ms = upto, buckets, "tsdb rollup pass"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "tsdb rollup pass failed; will retry"),
         }
         if cfg.retention_max_bytes > 0 {
             match storage.enforce_size(cfg.retention_max_bytes).await {

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::http::{Api, ApiError};
 use super::params::Params;
 use super::promql::{self, Evaluator, Metric, QueryError, Series, Value, format_time, format_value};
+use super::storage::rollup::Resolution;
 use super::storage::{Labels, Storage};
 
 /// Most samples one query may read, and most steps of a range query.
@@ -39,6 +40,57 @@ pub fn selectors(api: &Api, exprs: &[&str]) -> Result<Vec<(u64, Arc<Labels>)>, A
     Ok(out.into_iter().collect())
 }
 
+/// The parts of `[from, to]` older than raw retention, by the rollup
+/// resolution that still covers them (finest first).
+fn downsampled_spans(storage: &Storage, from: i64, to: i64, now: i64) -> Vec<(Resolution, i64, i64)> {
+    let ret = storage.retention();
+    let Some(raw_ms) = ret.raw_ms else { return Vec::new() };
+    let mut newer = now - raw_ms;
+    let mut out = Vec::new();
+    for (res, keep) in ret.rollups.kept() {
+        let oldest = now - keep;
+        let (a, b) = (from.max(oldest), to.min(newer - 1));
+        if a <= b {
+            out.push((res, a, b));
+        }
+        newer = newer.min(oldest);
+    }
+    out
+}
+
+/// Puts rollup points in front of each series' raw points where raw
+/// retention dropped the samples.
+async fn with_rollups(
+    storage: &Storage,
+    ids: &[u64],
+    sel: &promql::Selection,
+    read: &mut [(u64, Vec<(i64, f64)>)],
+) -> Result<(), ApiError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let spans = downsampled_spans(storage, sel.from, sel.to, now);
+    if spans.is_empty() || ids.is_empty() {
+        return Ok(());
+    }
+    // Coarsest (oldest) first, so each series' points stay in time order.
+    let mut older: Vec<Vec<(i64, f64)>> = vec![Vec::new(); read.len()];
+    for (res, a, b) in spans.into_iter().rev() {
+        let got = storage.read_rollups(ids.to_vec(), res, a, b, sel.column).await.map_err(ApiError::internal)?;
+        for (slot, (_, points)) in older.iter_mut().zip(got) {
+            let after = slot.last().map_or(i64::MIN, |p| p.0);
+            slot.extend(points.into_iter().filter(|p| p.0 > after));
+        }
+    }
+    for ((_, raw), mut points) in read.iter_mut().zip(older) {
+        let first_raw = raw.first().map_or(i64::MAX, |p| p.0);
+        points.retain(|p| p.0 < first_raw);
+        if !points.is_empty() {
+            points.append(raw);
+            *raw = points;
+        }
+    }
+    Ok(())
+}
+
 /// Evaluates `query` at every step of `[start, end]`.
 pub async fn evaluate(
     storage: &Storage,
@@ -55,8 +107,12 @@ pub async fn evaluate(
         for alt in &sel.matchers {
             chosen.extend(storage.select(alt));
         }
-        let read =
-            storage.read(chosen.keys().copied().collect(), sel.from, sel.to).await.map_err(ApiError::internal)?;
+        let ids: Vec<u64> = chosen.keys().copied().collect();
+        let mut read = storage.read(ids.clone(), sel.from, sel.to).await.map_err(ApiError::internal)?;
+        for (_, points) in read.iter_mut() {
+            promql::eval::as_column(points, sel.column);
+        }
+        with_rollups(storage, &ids, &sel, &mut read).await?;
         let mut series = Vec::with_capacity(read.len());
         for (id, points) in read {
             budget = budget.checked_sub(points.len()).ok_or_else(|| {

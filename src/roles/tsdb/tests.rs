@@ -168,3 +168,56 @@ fn size_retention_drops_the_oldest_chunks_first() {
         assert!(left[0].0 > 0, "the oldest data went");
     });
 }
+
+#[test]
+fn rollups_answer_for_time_raw_retention_dropped() {
+    use super::storage::{Retention, RollupPolicy};
+    const HOUR: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let retention = Retention {
+            raw_ms: Some(24 * HOUR),
+            rollups: RollupPolicy { keep_5m_ms: 240 * HOUR, keep_1h_ms: 720 * HOUR },
+        };
+        let store = Store::open(&dir.path().join("s.redb"), OWNERS, &StoreOptions::default()).unwrap();
+        let s = Storage::open(store, limits()).unwrap().with_retention(retention);
+        // Ten hours of 15 s samples, two days ago.
+        let start = (now - 48 * HOUR).div_euclid(HOUR) * HOUR;
+        let raw: Vec<(i64, f64)> = (0..2400i64).map(|i| (start + i * 15_000, (i % 17) as f64 * 0.5)).collect();
+        s.append(raw.iter().map(|&(t, v)| sample("m", "a", t, v)).collect(), now).await.unwrap();
+        s.checkpoint(None).await.unwrap();
+        let mut passes = 0;
+        while s.roll_up(retention.rollups, now).await.unwrap().is_some() {
+            passes += 1;
+            assert!(passes < 10, "the rollup passes do not converge");
+        }
+        s.checkpoint(Some(now - 24 * HOUR)).await.unwrap();
+        assert!(read_all(&s, "m").await.is_empty(), "raw retention must have dropped the samples");
+
+        for (q, agg) in [
+            ("max_over_time(m[1h])", "max"),
+            ("min_over_time(m[1h])", "min"),
+            ("sum_over_time(m[1h])", "sum"),
+            ("count_over_time(m[1h])", "count"),
+            ("avg_over_time(m[1h])", "avg"),
+        ] {
+            let out = super::query::evaluate(&s, q, start + HOUR, start + 9 * HOUR, HOUR).await.unwrap();
+            assert_eq!(out.len(), 9, "{q}");
+            for (t, value) in out {
+                // Buckets cover [t - 1h, t).
+                let w: Vec<f64> = raw.iter().filter(|p| p.0 >= t - HOUR && p.0 < t).map(|p| p.1).collect();
+                let want = match agg {
+                    "max" => w.iter().copied().fold(f64::MIN, f64::max),
+                    "min" => w.iter().copied().fold(f64::MAX, f64::min),
+                    "sum" => w.iter().sum(),
+                    "count" => w.len() as f64,
+                    _ => w.iter().sum::<f64>() / w.len() as f64,
+                };
+                let super::promql::Value::Vector(v) = value else { panic!("{q}: not a vector") };
+                assert_eq!(v.len(), 1, "{q} at {t}");
+                assert!((v[0].v - want).abs() < 1e-9, "{q} at {t}: {} != {want}", v[0].v);
+            }
+        }
+    });
+}

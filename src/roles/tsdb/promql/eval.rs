@@ -10,7 +10,7 @@ use promql_parser::parser::{AtModifier, Expr, MatrixSelector, Offset, VectorSele
 
 use super::value::{Metric, Sample, Series, Value, is_stale};
 use super::{LOOKBACK_MS, QueryError, aggregate, binary, functions};
-use crate::roles::tsdb::storage::Matcher;
+use crate::roles::tsdb::storage::{Column, Matcher};
 
 /// One selector of a query: what to select and which window to read.
 pub struct Selection {
@@ -20,6 +20,27 @@ pub struct Selection {
     pub matchers: Vec<Vec<Matcher>>,
     pub from: i64,
     pub to: i64,
+    /// What the selector's function needs from downsampled buckets.
+    pub column: Column,
+}
+
+/// Raw samples in the shape a column gives: `count_over_time` sums
+/// counts (1 per raw sample), so rollup buckets and raw samples mix.
+pub fn as_column(points: &mut [(i64, f64)], column: Column) {
+    if column == Column::Count {
+        points.iter_mut().filter(|p| !is_stale(p.1)).for_each(|p| p.1 = 1.0);
+    }
+}
+
+/// The bucket column a range function over a selector reads.
+fn column_for(function: &str) -> Column {
+    match function {
+        "min_over_time" => Column::Min,
+        "max_over_time" => Column::Max,
+        "sum_over_time" => Column::Sum,
+        "count_over_time" => Column::Count,
+        _ => Column::Avg,
+    }
 }
 
 fn key(vs: &VectorSelector) -> usize {
@@ -88,33 +109,40 @@ fn matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
 /// needs from it.
 pub fn plan(expr: &Expr, start: i64, end: i64) -> Result<Vec<Selection>, QueryError> {
     let mut out = Vec::new();
-    walk(expr, start, end, &mut out)?;
+    walk(expr, start, end, Column::Avg, &mut out)?;
     Ok(out)
 }
 
-fn walk(expr: &Expr, start: i64, end: i64, out: &mut Vec<Selection>) -> Result<(), QueryError> {
-    let window = |vs: &VectorSelector, back: i64| -> Result<Selection, QueryError> {
+fn walk(expr: &Expr, start: i64, end: i64, column: Column, out: &mut Vec<Selection>) -> Result<(), QueryError> {
+    let window = |vs: &VectorSelector, back: i64, column: Column| -> Result<Selection, QueryError> {
         let (a, b) = (selector_time(vs, start, start, end), selector_time(vs, end, start, end));
-        Ok(Selection { key: key(vs), matchers: matchers(vs)?, from: a.min(b).saturating_sub(back), to: a.max(b) })
+        Ok(Selection {
+            key: key(vs),
+            matchers: matchers(vs)?,
+            from: a.min(b).saturating_sub(back),
+            to: a.max(b),
+            column,
+        })
     };
+    let plain = Column::Avg;
     match expr {
-        Expr::VectorSelector(vs) => out.push(window(vs, LOOKBACK_MS)?),
-        Expr::MatrixSelector(MatrixSelector { vs, range }) => out.push(window(vs, millis(range))?),
+        Expr::VectorSelector(vs) => out.push(window(vs, LOOKBACK_MS, plain)?),
+        Expr::MatrixSelector(MatrixSelector { vs, range }) => out.push(window(vs, millis(range), column)?),
         Expr::Aggregate(a) => {
-            walk(&a.expr, start, end, out)?;
+            walk(&a.expr, start, end, plain, out)?;
             if let Some(p) = &a.param {
-                walk(p, start, end, out)?;
+                walk(p, start, end, plain, out)?;
             }
         }
-        Expr::Unary(u) => walk(&u.expr, start, end, out)?,
+        Expr::Unary(u) => walk(&u.expr, start, end, plain, out)?,
         Expr::Binary(b) => {
-            walk(&b.lhs, start, end, out)?;
-            walk(&b.rhs, start, end, out)?;
+            walk(&b.lhs, start, end, plain, out)?;
+            walk(&b.rhs, start, end, plain, out)?;
         }
-        Expr::Paren(p) => walk(&p.expr, start, end, out)?,
+        Expr::Paren(p) => walk(&p.expr, start, end, column, out)?,
         Expr::Call(c) => {
             for a in &c.args.args {
-                walk(a, start, end, out)?;
+                walk(a, start, end, column_for(c.func.name), out)?;
             }
         }
         Expr::Subquery(_) => return Err(QueryError::unsupported("subqueries are not supported")),
@@ -129,7 +157,7 @@ pub type WindowFn<'f> = dyn Fn(&Metric, &[(i64, f64)], i64) -> Option<Sample> + 
 
 /// Most per-step results a range function keeps precomputed; past this a
 /// query is evaluated step by step instead.
-const ROLLUP_MAX: usize = 20_000_000;
+const WINDOWS_MAX: usize = 20_000_000;
 
 /// Evaluates a parsed query at each step over prefetched data.
 pub struct Evaluator<'a> {
@@ -139,29 +167,29 @@ pub struct Evaluator<'a> {
     step: i64,
     /// Range-function results for every step, by call node, computed
     /// series by series on first use.
-    rollups: RefCell<HashMap<usize, Vec<Vec<Sample>>>>,
+    windows: RefCell<HashMap<usize, Vec<Vec<Sample>>>>,
 }
 
 impl<'a> Evaluator<'a> {
     /// An evaluator for the steps `start, start + step, …, end`.
     pub fn new(data: &'a HashMap<usize, Vec<Series>>, start: i64, end: i64, step: i64) -> Self {
-        Self { data, start, end, step: step.max(1), rollups: RefCell::new(HashMap::new()) }
+        Self { data, start, end, step: step.max(1), windows: RefCell::new(HashMap::new()) }
     }
 
     /// Applies `f` to each series' window `[at - range, at]` (`at` the
     /// selector time of `t`, stale markers removed). On the step grid, the
     /// windows of all steps are computed at once by `node`, walking each
     /// series once instead of searching it at every step.
-    pub fn rollup(&self, node: usize, vs: &VectorSelector, range: i64, t: i64, f: &WindowFn<'_>) -> Vec<Sample> {
+    pub fn over_windows(&self, node: usize, vs: &VectorSelector, range: i64, t: i64, f: &WindowFn<'_>) -> Vec<Sample> {
         let series = self.series(vs);
         let steps = ((self.end - self.start) / self.step + 1) as usize;
         let on_grid = t >= self.start && t <= self.end && (t - self.start) % self.step == 0;
-        if !on_grid || steps.saturating_mul(series.len()) > ROLLUP_MAX {
+        if !on_grid || steps.saturating_mul(series.len()) > WINDOWS_MAX {
             let at = selector_time(vs, t, self.start, self.end);
             return self.range(vs, range, t).iter().filter_map(|s| f(&s.metric, &s.points, at)).collect();
         }
         let index = ((t - self.start) / self.step) as usize;
-        let mut cache = self.rollups.borrow_mut();
+        let mut cache = self.windows.borrow_mut();
         let per_step = cache.entry(node).or_insert_with(|| {
             let mut out: Vec<Vec<Sample>> = vec![Vec::new(); steps];
             let mut clean = Vec::new();

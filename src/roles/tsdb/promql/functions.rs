@@ -24,7 +24,7 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
                 let v = range_fn(name, points, at, range)?;
                 Some(Sample { metric: if keep_name { metric.clone() } else { metric.without_name() }, v })
             };
-            Ok(Value::Vector(ev.rollup(std::ptr::from_ref(c) as usize, vs, range, t, &apply)))
+            Ok(Value::Vector(ev.over_windows(std::ptr::from_ref(c) as usize, vs, range, t, &apply)))
         }
         "quantile_over_time" => {
             let q = ev.scalar(arg(0)?, t, "quantile_over_time")?;
@@ -200,7 +200,7 @@ fn range_fn(name: &str, points: &[(i64, f64)], t: i64, range: i64) -> Option<f64
         "min_over_time" => vals().fold(f64::NAN, |a, v| if a.is_nan() || v < a { v } else { a }),
         "max_over_time" => vals().fold(f64::NAN, |a, v| if a.is_nan() || v > a { v } else { a }),
         "sum_over_time" => vals().sum(),
-        "count_over_time" => n,
+        "count_over_time" => vals().sum(),
         "last_over_time" => points.last()?.1,
         "present_over_time" => 1.0,
         "stddev_over_time" => variance(vals()).sqrt(),

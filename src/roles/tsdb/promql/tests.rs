@@ -53,9 +53,11 @@ impl Db {
                 .filter(|s| {
                     sel.matchers.iter().any(|alt| alt.iter().all(|m| m.matches(s.metric.get(&m.name).unwrap_or(""))))
                 })
-                .map(|s| Series {
-                    metric: s.metric.clone(),
-                    points: s.points.iter().copied().filter(|p| p.0 >= sel.from && p.0 <= sel.to).collect(),
+                .map(|s| {
+                    let mut points: Vec<(i64, f64)> =
+                        s.points.iter().copied().filter(|p| p.0 >= sel.from && p.0 <= sel.to).collect();
+                    super::eval::as_column(&mut points, sel.column);
+                    Series { metric: s.metric.clone(), points }
                 })
                 .collect();
             data.insert(sel.key, chosen);

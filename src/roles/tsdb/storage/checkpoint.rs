@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use redb::{ReadableTable, ReadableTableMetadata, Table};
 
-use super::head::CUT_SAMPLES;
 use super::blocks;
+use super::head::CUT_SAMPLES;
 use super::tables::{CHUNKS, HEAD_BLOCKS, META, WAL};
 use super::{Storage, chunk};
 use crate::core::store::Durability;

@@ -202,6 +202,21 @@ impl Heads {
         }
     }
 
+    /// The oldest timestamp held in memory: open, sealed or late samples.
+    pub fn oldest(&self) -> Option<i64> {
+        let mut oldest: Option<i64> = None;
+        for shard in 0..SHARDS {
+            for h in self.lock(shard).values() {
+                let firsts = h.open_samples().first().map(|s| s.0).into_iter();
+                let firsts = firsts.chain(h.sealed().iter().map(|s| s.0)).chain(h.ooo().iter().map(|s| s.0));
+                if let Some(t) = firsts.min() {
+                    oldest = Some(oldest.map_or(t, |o| o.min(t)));
+                }
+            }
+        }
+        oldest
+    }
+
     /// Takes a snapshot of every changed series and marks them clean.
     pub fn snapshot(&self, horizon: Option<i64>) -> Vec<Snapshot> {
         let mut out = Vec::new();

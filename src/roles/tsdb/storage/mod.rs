@@ -17,6 +17,7 @@ pub mod head;
 pub mod index;
 pub mod labels;
 mod queue;
+pub mod rollup;
 mod tables;
 mod varint;
 pub mod wal;
@@ -31,6 +32,7 @@ use crate::core::store::{Durability, Store};
 use head::Heads;
 pub use index::{Index, MatchOp, Matcher, SeriesEntry};
 pub use labels::Labels;
+pub use rollup::{Column, RollupPolicy};
 pub use tables::MIGRATIONS;
 use tables::{CHUNKS, FORWARD, HEAD_BLOCKS, META, SERIES_BLOCKS, WAL};
 
@@ -72,6 +74,13 @@ pub enum AppendError {
     Store(#[from] anyhow::Error),
 }
 
+/// How long data is kept: raw samples (None: forever) and each rollup.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retention {
+    pub raw_ms: Option<i64>,
+    pub rollups: RollupPolicy,
+}
+
 /// What an append kept and refused.
 #[derive(Debug, Default)]
 pub struct AppendOutcome {
@@ -95,6 +104,7 @@ pub struct Storage {
     checkpointing: tokio::sync::Mutex<()>,
     wal_bytes: AtomicU64,
     limits: Limits,
+    retention: Retention,
     /// Samples per queued remote_write batch; None: no forwarding.
     forward_batch: Option<usize>,
     /// Wakes the forwarder when a batch is queued.
@@ -116,7 +126,8 @@ impl Storage {
                 let entries = blocks::decode_compressed(row.value())
                     .map_err(|e| anyhow::anyhow!("tsdb.series_blocks row {block}: {e}"))?;
                 for (id, key) in entries {
-                    let labels = Labels::decode(&key).map_err(|e| anyhow::anyhow!("tsdb.series_blocks id {id}: {e}"))?;
+                    let labels =
+                        Labels::decode(&key).map_err(|e| anyhow::anyhow!("tsdb.series_blocks id {id}: {e}"))?;
                     ix.insert(id, labels);
                 }
             }
@@ -168,10 +179,22 @@ impl Storage {
             checkpointing: tokio::sync::Mutex::new(()),
             wal_bytes: AtomicU64::new(0),
             limits,
+            retention: Retention::default(),
             forward_batch: None,
             forward_queued: tokio::sync::Notify::new(),
             checkpoint_wanted: tokio::sync::Notify::new(),
         })
+    }
+
+    /// How long raw data and rollups are kept, which reads need to know
+    /// where raw data ends.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    pub fn retention(&self) -> Retention {
+        self.retention
     }
 
     /// Queues every accepted sample for the upstream from now on, in

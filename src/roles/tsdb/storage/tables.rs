@@ -13,9 +13,12 @@ pub const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.wal");
 pub const HEAD_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.head_blocks");
 /// Sealed chunks: (series, first t) → chunk.rs value.
 pub const CHUNKS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("tsdb.chunks");
+/// Downsampled buckets: (resolution, series, row start) → rollup.rs row.
+pub const ROLLUPS: TableDefinition<(u8, u64, i64), &[u8]> = TableDefinition::new("tsdb.rollups");
 /// Store-and-forward queue to the upstream: sequence → snappy remote_write body.
 pub const FORWARD: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.forward");
-/// Counters: `next_series_id`, `forward_next_seq`, `checkpoint_seq`.
+/// Counters: `next_series_id`, `forward_next_seq`, `checkpoint_seq`,
+/// `rollup_watermark`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("tsdb.meta");
 
 /// Tables of earlier layouts, moved by the migrations.
@@ -29,7 +32,13 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "create the forwarding queue", apply: create_forward },
     Migration { name: "write-ahead log and heads replace raw sample rows", apply: to_wal },
     Migration { name: "series and heads in block rows", apply: to_blocks },
+    Migration { name: "create the rollup table", apply: create_rollups },
 ];
+
+fn create_rollups(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(ROLLUPS)?;
+    Ok(())
+}
 
 fn create(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(SERIES_V1)?;
@@ -87,7 +96,8 @@ fn to_blocks(txn: &WriteTransaction) -> Result<(), redb::Error> {
     use std::collections::BTreeMap;
 
     use super::blocks;
-    let mut moves = [(SERIES_V1, SERIES_BLOCKS, blocks::SERIES_SHIFT, true), (HEADS_V3, HEAD_BLOCKS, blocks::HEAD_SHIFT, false)];
+    let mut moves =
+        [(SERIES_V1, SERIES_BLOCKS, blocks::SERIES_SHIFT, true), (HEADS_V3, HEAD_BLOCKS, blocks::HEAD_SHIFT, false)];
     for (old, new, shift, compressed) in moves.iter_mut() {
         let mut by_block: BTreeMap<u64, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
         for row in txn.open_table(*old)?.iter()? {
