@@ -315,19 +315,72 @@ mod tests {
         (out, errors)
     }
 
-    #[test]
-    fn the_cached_path_stores_what_the_full_parser_stores() {
+    fn storage(dir: &tempfile::TempDir) -> Storage {
         use crate::core::store::{CORE_SCHEMA, SchemaOwner, Store, StoreOptions};
-        let dir = tempfile::tempdir().unwrap();
         let owners = [CORE_SCHEMA, SchemaOwner { name: "tsdb", migrations: crate::roles::tsdb::storage::MIGRATIONS }];
         let store = Store::open(&dir.path().join("s.redb"), &owners, &StoreOptions::default()).unwrap();
         let limits = crate::roles::tsdb::storage::Limits {
             out_of_order_ms: i64::MAX / 4,
             max_future_ms: i64::MAX / 4,
-            max_series: 100,
-            max_series_per_metric: 100,
+            max_series: 1000,
+            max_series_per_metric: 1000,
         };
-        let storage = Storage::open(store, limits).unwrap();
+        Storage::open(store, limits).unwrap()
+    }
+
+    /// Every series' samples, by label text, values as bits.
+    async fn contents(s: &Storage) -> Vec<(String, Vec<(i64, u64)>)> {
+        let all = s.select(&[crate::roles::tsdb::storage::Matcher::regex("__name__", ".+", false).unwrap()]);
+        let names: std::collections::HashMap<u64, String> = all.iter().map(|(id, l)| (*id, l.to_string())).collect();
+        let mut out: Vec<(String, Vec<(i64, u64)>)> = s
+            .read(all.iter().map(|(id, _)| *id).collect(), i64::MIN, i64::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, p)| (names[&id].clone(), p.into_iter().map(|(t, v)| (t, v.to_bits())).collect()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        #[test]
+        fn cached_and_uncached_writes_store_the_same(
+            lines in proptest::collection::vec(
+                (0usize..3, 0usize..3, proptest::collection::vec((0usize..3, 0usize..6), 1..3), proptest::option::of(0i64..5)),
+                1..12,
+            )
+        ) {
+            let values = ["1", "-2.5", "3i", "4u", "true", "F"];
+            let body: String = lines
+                .iter()
+                .map(|(m, host, fields, ts)| {
+                    let fields: Vec<String> = fields.iter().map(|(f, v)| format!("f{f}={}", values[*v])).collect();
+                    let ts = ts.map(|t| format!(" {t}")).unwrap_or_default();
+                    format!("m{m},host=h{host} {}{ts}\n", fields.join(","))
+                })
+                .collect();
+            let lp = lineproto::Limits::default();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+                let (cached, uncached) = (storage(&d1), storage(&d2));
+                let cache = KeyCache::new(1000);
+                for now in [10, 20] {
+                    let a = write(&cached, &cache, body.as_bytes(), Precision::Seconds, now, &lp).await.unwrap();
+                    let b = write(&uncached, &KeyCache::new(1000), body.as_bytes(), Precision::Seconds, now, &lp).await.unwrap();
+                    assert_eq!((a.0.accepted, &a.1), (b.0.accepted, &b.1));
+                }
+                assert_eq!(contents(&cached).await, contents(&uncached).await, "{body}");
+            });
+        }
+    }
+
+    #[test]
+    fn the_cached_path_stores_what_the_full_parser_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = storage(&dir);
         let cache = KeyCache::new(1000);
         let body = b"cpu,host=a,dc=x idle=1.5,busy=2i,up=true\r\nmem used=7u\n\n# note\nnet,if=e\\ 0 rx=9\nbad line\n";
         let lp = lineproto::Limits::default();
