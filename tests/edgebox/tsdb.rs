@@ -107,6 +107,14 @@ fn line_protocol_in_promql_out() {
     assert!(body.contains("[\"a\",\"b\"]"), "{body}");
     let (_, body) = http(addr, "GET", "/api/v1/series?match[]=http_requests", &[], b"");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"].as_array().unwrap().len(), 2);
+    // A time range bounds /series: before the data, nothing; across it, both.
+    let count = |path: String| {
+        let (status, body) = http(addr, "GET", &path, &[], b"");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"].as_array().unwrap().len()
+    };
+    assert_eq!(count(format!("/api/v1/series?match[]=http_requests&start={}&end={}", t0 - 900, t0 - 60)), 0);
+    assert_eq!(count(format!("/api/v1/series?match[]=http_requests&start={}&end={}", t0 + 60, t0 + 120)), 2);
     let (_, body) = http(addr, "GET", "/api/v1/status/buildinfo", &[], b"");
     assert!(body.contains("\"version\""), "{body}");
 

@@ -216,7 +216,15 @@ pub async fn series(api: Arc<Api>, params: Params) -> Result<serde_json::Value, 
     if matches.is_empty() {
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
-    let found = selectors(&api, &matches)?;
+    let start = params.time("start", i64::MIN).map_err(ApiError::bad_data)?;
+    let end = params.time("end", i64::MAX).map_err(ApiError::bad_data)?;
+    let mut found = selectors(&api, &matches)?;
+    if start > i64::MIN || end < i64::MAX {
+        let ids = found.iter().map(|(id, _)| *id).collect();
+        let active: std::collections::HashSet<u64> =
+            api.storage.with_data_between(ids, start, end).await.map_err(ApiError::internal)?.into_iter().collect();
+        found.retain(|(id, _)| active.contains(id));
+    }
     Ok(serde_json::Value::Array(found.into_iter().map(|(_, l)| promql::eval::metric_of(&l).to_json()).collect()))
 }
 

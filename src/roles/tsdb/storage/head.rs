@@ -123,6 +123,11 @@ impl SeriesHead {
         self.floor_t
     }
 
+    fn oldest(&self) -> Option<i64> {
+        let open = self.open_samples().first().map(|s| s.0);
+        open.into_iter().chain(self.sealed().iter().map(|s| s.0)).chain(self.ooo().iter().map(|s| s.0)).min()
+    }
+
     fn spill(&mut self) -> &mut Spill {
         self.spill.get_or_insert_with(Box::default)
     }
@@ -204,17 +209,17 @@ impl Heads {
 
     /// The oldest timestamp held in memory: open, sealed or late samples.
     pub fn oldest(&self) -> Option<i64> {
-        let mut oldest: Option<i64> = None;
-        for shard in 0..SHARDS {
-            for h in self.lock(shard).values() {
-                let firsts = h.open_samples().first().map(|s| s.0).into_iter();
-                let firsts = firsts.chain(h.sealed().iter().map(|s| s.0)).chain(h.ooo().iter().map(|s| s.0));
-                if let Some(t) = firsts.min() {
-                    oldest = Some(oldest.map_or(t, |o| o.min(t)));
-                }
-            }
-        }
-        oldest
+        (0..SHARDS).flat_map(|shard| self.lock(shard).values().filter_map(SeriesHead::oldest).collect::<Vec<_>>()).min()
+    }
+
+    /// The newest timestamp of one series (in memory or already stored).
+    pub fn newest_of(&self, id: u64) -> Option<i64> {
+        self.lock(Self::shard_of(id)).get(&id).map(SeriesHead::max_t)
+    }
+
+    /// The oldest timestamp one series holds in memory.
+    pub fn oldest_of(&self, id: u64) -> Option<i64> {
+        self.lock(Self::shard_of(id)).get(&id).and_then(SeriesHead::oldest)
     }
 
     /// Takes a snapshot of every changed series and marks them clean.

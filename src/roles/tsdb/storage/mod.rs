@@ -437,6 +437,34 @@ impl Storage {
         self.index().label_values(name)
     }
 
+    /// The series (of `ids`) holding samples between `from` and `to`, judged
+    /// by their oldest and newest timestamps, as Prometheus's `/series`
+    /// judges by block ranges.
+    pub async fn with_data_between(&self, ids: Vec<u64>, from: i64, to: i64) -> anyhow::Result<Vec<u64>> {
+        let spans: Vec<(u64, i64, Option<i64>)> = ids
+            .into_iter()
+            .map(|id| (id, self.heads.newest_of(id).unwrap_or(i64::MIN), self.heads.oldest_of(id)))
+            .collect();
+        self.store
+            .read(move |txn| {
+                let chunks = txn.open_table(CHUNKS)?;
+                let mut out = Vec::new();
+                for (id, newest, in_memory) in spans {
+                    let stored =
+                        chunks.range((id, i64::MIN)..=(id, i64::MAX))?.next().transpose()?.map(|(k, _)| k.value().1);
+                    let oldest = match (stored, in_memory) {
+                        (Some(a), Some(b)) => a.min(b),
+                        (a, b) => a.or(b).unwrap_or(i64::MAX),
+                    };
+                    if newest >= from && oldest <= to {
+                        out.push(id);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     /// Samples of each series in `[from, to]` (ms), oldest first: chunks
     /// from the store merged with the heads, later writes winning.
     pub async fn read(&self, ids: Vec<u64>, from: i64, to: i64) -> anyhow::Result<Vec<(u64, Vec<(i64, f64)>)>> {
