@@ -2,11 +2,11 @@
 //! is computed from its children at one timestamp.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, UNIX_EPOCH};
 
 use promql_parser::label::MatchOp as PMatchOp;
-use promql_parser::parser::{AtModifier, Expr, MatrixSelector, Offset, VectorSelector};
+use promql_parser::parser::{AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector};
 
 use super::value::{Metric, Sample, Series, Value, is_stale};
 use super::{LOOKBACK_MS, QueryError, aggregate, binary, functions};
@@ -53,7 +53,12 @@ fn millis(d: &Duration) -> i64 {
 
 /// The evaluation time of a selector at query time `t`.
 pub fn selector_time(vs: &VectorSelector, t: i64, start: i64, end: i64) -> i64 {
-    let base = match &vs.at {
+    modified_time(&vs.at, &vs.offset, t, start, end)
+}
+
+/// `t` moved by an `@` and an `offset` modifier.
+fn modified_time(at: &Option<AtModifier>, offset: &Option<Offset>, t: i64, start: i64, end: i64) -> i64 {
+    let base = match at {
         Some(AtModifier::Start) => start,
         Some(AtModifier::End) => end,
         Some(AtModifier::At(time)) => match time.duration_since(UNIX_EPOCH) {
@@ -62,7 +67,7 @@ pub fn selector_time(vs: &VectorSelector, t: i64, start: i64, end: i64) -> i64 {
         },
         None => t,
     };
-    match &vs.offset {
+    match offset {
         Some(Offset::Pos(d)) => base.saturating_sub(millis(d)),
         Some(Offset::Neg(d)) => base.saturating_add(millis(d)),
         None => base,
@@ -145,12 +150,23 @@ fn walk(expr: &Expr, start: i64, end: i64, column: Column, out: &mut Vec<Selecti
                 walk(a, start, end, column_for(c.func.name), out)?;
             }
         }
-        Expr::Subquery(_) => return Err(QueryError::unsupported("subqueries are not supported")),
+        Expr::Subquery(sq) => {
+            let (a, b) = (
+                modified_time(&sq.at, &sq.offset, start, start, end),
+                modified_time(&sq.at, &sq.offset, end, start, end),
+            );
+            walk(&sq.expr, a.min(b).saturating_sub(millis(&sq.range)), a.max(b), plain, out)?;
+        }
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
         Expr::Extension(_) => return Err(QueryError::unsupported("extension expressions are not supported")),
     }
     Ok(())
 }
+
+/// A subquery's step when it names none.
+const SUBQUERY_STEP_MS: i64 = 60_000;
+/// Most inner evaluations one subquery may take.
+const MAX_SUBQUERY_STEPS: i64 = 11_000;
 
 /// A range function applied to one series' window ending at a time.
 pub type WindowFn<'f> = dyn Fn(&Metric, &[(i64, f64)], i64) -> Option<Sample> + 'f;
@@ -243,7 +259,7 @@ impl<'a> Evaluator<'a> {
             Expr::Binary(b) => binary::eval(self, b, t),
             Expr::Aggregate(a) => aggregate::eval(self, a, t),
             Expr::Call(c) => functions::call(self, c, t),
-            Expr::Subquery(_) => Err(QueryError::unsupported("subqueries are not supported")),
+            Expr::Subquery(sq) => Ok(Value::Matrix(self.subquery(sq, t)?)),
             Expr::Extension(_) => Err(QueryError::unsupported("extension expressions are not supported")),
         }
     }
@@ -255,6 +271,11 @@ impl<'a> Evaluator<'a> {
     /// The newest sample of each series within the lookback window, unless
     /// that sample is a stale marker.
     fn instant(&self, vs: &VectorSelector, t: i64) -> Vec<Sample> {
+        self.instant_with_time(vs, t).into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// `instant` with each sample's own timestamp.
+    pub fn instant_with_time(&self, vs: &VectorSelector, t: i64) -> Vec<(Sample, i64)> {
         let at = selector_time(vs, t, self.start, self.end);
         let mut out = Vec::new();
         for s in self.series(vs) {
@@ -263,8 +284,9 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             let (pt, v) = s.points[end - 1];
-            if pt > at - LOOKBACK_MS && !is_stale(v) {
-                out.push(Sample { metric: s.metric.clone(), v });
+            // Prometheus 2.x: a sample exactly 5 minutes old still counts.
+            if pt >= at - LOOKBACK_MS && !is_stale(v) {
+                out.push((Sample { metric: s.metric.clone(), v }, pt));
             }
         }
         out
@@ -284,6 +306,38 @@ impl<'a> Evaluator<'a> {
             }
         }
         out
+    }
+
+    /// A subquery's evaluation time at query time `t`.
+    pub fn subquery_time(&self, sq: &SubqueryExpr, t: i64) -> i64 {
+        modified_time(&sq.at, &sq.offset, t, self.start, self.end)
+    }
+
+    /// A subquery: the inner expression at every multiple of its step in
+    /// `[at - range, at]`, as series. The step defaults to one minute
+    /// (Prometheus's default evaluation interval).
+    pub fn subquery(&self, sq: &SubqueryExpr, t: i64) -> Result<Vec<Series>, QueryError> {
+        let at = self.subquery_time(sq, t);
+        let range = millis(&sq.range);
+        let step = sq.step.as_ref().map_or(SUBQUERY_STEP_MS, millis).max(1);
+        if range / step > MAX_SUBQUERY_STEPS {
+            return Err(QueryError::bad(format!(
+                "subquery {sq} would evaluate more than {MAX_SUBQUERY_STEPS} steps; use a larger step"
+            )));
+        }
+        let mut first = (at - range).div_euclid(step) * step;
+        if first < at - range {
+            first += step;
+        }
+        let mut by_metric: BTreeMap<Metric, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut ti = first;
+        while ti <= at {
+            for s in self.vector(&sq.expr, ti, "a subquery")? {
+                by_metric.entry(s.metric).or_default().push((ti, s.v));
+            }
+            ti += step;
+        }
+        Ok(by_metric.into_iter().map(|(metric, points)| Series { metric, points }).collect())
     }
 
     /// Evaluates `expr` expecting an instant vector.

@@ -2,7 +2,7 @@
 //! instant vector (or nothing). Functions drop the metric name, except
 //! `last_over_time`, `sort*` and `label_*`, as Prometheus 2.42 does.
 
-use promql_parser::parser::{Call, Expr, VectorSelector};
+use promql_parser::parser::{Call, Expr, SubqueryExpr, VectorSelector};
 
 use super::eval::Evaluator;
 use super::value::{Metric, NAME, Sample, Series, Value};
@@ -18,13 +18,28 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
         "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "changes" | "resets" | "avg_over_time"
         | "min_over_time" | "max_over_time" | "sum_over_time" | "count_over_time" | "last_over_time"
         | "stddev_over_time" | "stdvar_over_time" | "present_over_time" => {
-            let (vs, range) = matrix_selector(arg(0)?, name)?;
             let keep_name = name == "last_over_time";
-            let apply = |metric: &Metric, points: &[(i64, f64)], at: i64| {
-                let v = range_fn(name, points, at, range)?;
-                Some(Sample { metric: if keep_name { metric.clone() } else { metric.without_name() }, v })
+            let out = match range_arg(arg(0)?, name)? {
+                RangeArg::Selector(vs, range) => {
+                    let apply = |metric: &Metric, points: &[(i64, f64)], at: i64| {
+                        let v = range_fn(name, points, at, range)?;
+                        Some(Sample { metric: if keep_name { metric.clone() } else { metric.without_name() }, v })
+                    };
+                    ev.over_windows(std::ptr::from_ref(c) as usize, vs, range, t, &apply)
+                }
+                RangeArg::Subquery(sq) => {
+                    let range = i64::try_from(sq.range.as_millis()).unwrap_or(i64::MAX);
+                    let at = ev.subquery_time(sq, t);
+                    ev.subquery(sq, t)?
+                        .into_iter()
+                        .filter_map(|s| {
+                            let v = range_fn(name, &s.points, at, range)?;
+                            Some(Sample { metric: if keep_name { s.metric } else { s.metric.without_name() }, v })
+                        })
+                        .collect()
+                }
             };
-            Ok(Value::Vector(ev.over_windows(std::ptr::from_ref(c) as usize, vs, range, t, &apply)))
+            Ok(Value::Vector(out))
         }
         "quantile_over_time" => {
             let q = ev.scalar(arg(0)?, t, "quantile_over_time")?;
@@ -84,9 +99,56 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
             Ok(Value::Scalar(if v.len() == 1 { v[0].v } else { f64::NAN }))
         }
         "timestamp" => {
-            // The sample's own timestamp is not kept by the evaluator; for a
-            // plain selector it is the newest sample's time.
-            Err(QueryError::unsupported("function `timestamp` is not supported"))
+            // A plain selector gives each sample's own time; anything
+            // computed, the evaluation time (as Prometheus does).
+            let e = arg(0)?;
+            let out = match e {
+                Expr::VectorSelector(vs) => ev
+                    .instant_with_time(vs, t)
+                    .into_iter()
+                    .map(|(s, pt)| Sample { metric: s.metric.without_name(), v: pt as f64 / 1000.0 })
+                    .collect(),
+                _ => ev
+                    .vector(e, t, name)?
+                    .into_iter()
+                    .map(|s| Sample { metric: s.metric.without_name(), v: t as f64 / 1000.0 })
+                    .collect(),
+            };
+            Ok(Value::Vector(out))
+        }
+        "predict_linear" | "double_exponential_smoothing" => {
+            let smoothing = name != "predict_linear";
+            let p1 = ev.scalar(arg(1)?, t, name)?;
+            let p2 = if smoothing { ev.scalar(arg(2)?, t, name)? } else { 0.0 };
+            if smoothing && !(p1 > 0.0 && p1 < 1.0 && p2 > 0.0 && p2 < 1.0) {
+                return Err(QueryError::bad(format!(
+                    "holt_winters: smoothing and trend factors must be in (0, 1), got {p1} and {p2}"
+                )));
+            }
+            let f = |points: &[(i64, f64)], at: i64| match name {
+                "predict_linear" if points.len() >= 2 => {
+                    let (slope, intercept) = linear_regression(points, at);
+                    Some(slope * p1 + intercept)
+                }
+                _ if smoothing => holt_winters(points, p1, p2),
+                _ => None,
+            };
+            let out = match range_arg(arg(0)?, name)? {
+                RangeArg::Selector(vs, range) => {
+                    let apply = |m: &Metric, points: &[(i64, f64)], at: i64| {
+                        Some(Sample { metric: m.without_name(), v: f(points, at)? })
+                    };
+                    ev.over_windows(std::ptr::from_ref(c) as usize, vs, range, t, &apply)
+                }
+                RangeArg::Subquery(sq) => {
+                    let at = ev.subquery_time(sq, t);
+                    ev.subquery(sq, t)?
+                        .into_iter()
+                        .filter_map(|s| Some(Sample { metric: s.metric.without_name(), v: f(&s.points, at)? }))
+                        .collect()
+                }
+            };
+            Ok(Value::Vector(out))
         }
         "minute" | "hour" | "day_of_week" | "day_of_month" | "day_of_year" | "days_in_month" | "month" | "year" => {
             let samples = match args.first() {
@@ -132,25 +194,75 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
     }
 }
 
-/// The selector and range of a range-vector argument.
-fn matrix_selector<'e>(e: &'e Expr, name: &str) -> Result<(&'e VectorSelector, i64), QueryError> {
+/// A range-vector argument: a selector with its range, or a subquery.
+enum RangeArg<'e> {
+    Selector(&'e VectorSelector, i64),
+    Subquery(&'e SubqueryExpr),
+}
+
+fn range_arg<'e>(e: &'e Expr, name: &str) -> Result<RangeArg<'e>, QueryError> {
     match e {
-        Expr::MatrixSelector(ms) => Ok((&ms.vs, i64::try_from(ms.range.as_millis()).unwrap_or(i64::MAX))),
-        Expr::Paren(p) => matrix_selector(&p.expr, name),
-        Expr::Subquery(_) => Err(QueryError::unsupported("subqueries are not supported")),
+        Expr::MatrixSelector(ms) => {
+            Ok(RangeArg::Selector(&ms.vs, i64::try_from(ms.range.as_millis()).unwrap_or(i64::MAX)))
+        }
+        Expr::Paren(p) => range_arg(&p.expr, name),
+        Expr::Subquery(sq) => Ok(RangeArg::Subquery(sq)),
         _ => Err(QueryError::bad(format!("{name}() expects a range vector"))),
     }
 }
 
 fn matrix_arg(ev: &Evaluator<'_>, e: &Expr, t: i64, name: &str) -> Result<(Vec<Series>, i64), QueryError> {
-    let (vs, range) = matrix_selector(e, name)?;
-    Ok((ev.range(vs, range, t), range))
+    match range_arg(e, name)? {
+        RangeArg::Selector(vs, range) => Ok((ev.range(vs, range, t), range)),
+        RangeArg::Subquery(sq) => Ok((ev.subquery(sq, t)?, i64::try_from(sq.range.as_millis()).unwrap_or(i64::MAX))),
+    }
 }
 
 fn map_vector(ev: &Evaluator<'_>, e: &Expr, t: i64, name: &str, f: impl Fn(f64) -> f64) -> Result<Value, QueryError> {
     Ok(Value::Vector(
         ev.vector(e, t, name)?.into_iter().map(|s| Sample { metric: s.metric.without_name(), v: f(s.v) }).collect(),
     ))
+}
+
+/// Least-squares fit of the window: (slope per second, value at
+/// `intercept_t`), as Prometheus computes it (a constant series has slope
+/// 0, or NaN when it is infinite).
+fn linear_regression(points: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
+    let first = points[0].1;
+    if points.iter().all(|p| p.1 == first) {
+        return if first.is_infinite() { (f64::NAN, f64::NAN) } else { (0.0, first) };
+    }
+    let n = points.len() as f64;
+    let (mut sx, mut sy, mut sxy, mut sxx) = (0.0, 0.0, 0.0, 0.0);
+    for &(pt, v) in points {
+        let x = (pt - intercept_t) as f64 / 1000.0;
+        sx += x;
+        sy += v;
+        sxy += x * v;
+        sxx += x * x;
+    }
+    let cov = sxy / n - sx * sy / n / n;
+    let var = sxx / n - sx * sx / n / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+/// Prometheus's `holt_winters`: double exponential smoothing with
+/// smoothing factor `sf` and trend factor `tf`, both in (0, 1).
+fn holt_winters(points: &[(i64, f64)], sf: f64, tf: f64) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1) = (0.0, points[0].1);
+    let mut b = points[1].1 - points[0].1;
+    for (i, p) in points.iter().enumerate().skip(1) {
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let next = sf * p.1 + (1.0 - sf) * (s1 + b);
+        (s0, s1) = (s1, next);
+    }
+    Some(s1)
 }
 
 /// One range function over a window ending at `t`; None drops the series.
@@ -178,19 +290,7 @@ fn range_fn(name: &str, points: &[(i64, f64)], t: i64, range: i64) -> Option<f64
             if points.len() < 2 {
                 return None;
             }
-            // Least-squares slope, times relative to the first sample.
-            let t0 = points[0].0;
-            let (mut sx, mut sy, mut sxy, mut sxx) = (0.0, 0.0, 0.0, 0.0);
-            for &(pt, v) in points {
-                let x = (pt - t0) as f64 / 1000.0;
-                sx += x;
-                sy += v;
-                sxy += x * v;
-                sxx += x * x;
-            }
-            let cov = sxy - sx * sy / n;
-            let var = sxx - sx * sx / n;
-            cov / var
+            linear_regression(points, points[0].0).0
         }
         "changes" => {
             points.windows(2).filter(|w| w[0].1 != w[1].1 && !(w[0].1.is_nan() && w[1].1.is_nan())).count() as f64

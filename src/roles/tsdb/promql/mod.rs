@@ -67,8 +67,61 @@ pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
     if deepest > MAX_NESTING {
         return Err(QueryError::bad(format!("query nests {deepest} levels deep, over the limit of {MAX_NESTING}")));
     }
-    promql_parser::parser::parse(query).map_err(|e| QueryError::bad(format!("parse error: {e}")))
+    let query = with_renamed_functions(query);
+    promql_parser::parser::parse(&query).map_err(|e| QueryError::bad(format!("parse error: {e}")))
+}
+
+/// Prometheus 2.x's `holt_winters` is `double_exponential_smoothing` to the
+/// parser (the Prometheus 3 name): renamed where it is a function call,
+/// outside string literals.
+fn with_renamed_functions(query: &str) -> std::borrow::Cow<'_, str> {
+    const OLD: &str = "holt_winters";
+    if !query.contains(OLD) {
+        return query.into();
+    }
+    let bytes = query.as_bytes();
+    let mut out = String::with_capacity(query.len() + 32);
+    let (mut i, mut quote) = (0, None::<u8>);
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(_) if b == b'\\' && i + 1 < bytes.len() => {
+                // An escape: keep it and the character it escapes.
+                out.push('\\');
+                i += 1;
+            }
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if matches!(b, b'"' | b'\'' | b'`') => quote = Some(b),
+            None if query[i..].starts_with(OLD)
+                && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'))
+                && query[i + OLD.len()..].trim_start().starts_with('(') =>
+            {
+                out.push_str("double_exponential_smoothing");
+                i += OLD.len();
+                continue;
+            }
+            None => {}
+        }
+        let ch = query[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out.into()
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod rename_tests {
+    #[test]
+    fn holt_winters_is_renamed_only_where_it_is_called() {
+        let q = r#"holt_winters (x{a="holt_winters(", b="\"holt_winters("}[5m], 0.1, 0.2) + my_holt_winters(y)"#;
+        assert_eq!(
+            super::with_renamed_functions(q),
+            r#"double_exponential_smoothing (x{a="holt_winters(", b="\"holt_winters("}[5m], 0.1, 0.2) + my_holt_winters(y)"#
+        );
+        assert!(super::parse("holt_winters(x[5m], 0.5, 0.5)").is_ok());
+    }
+}
