@@ -27,48 +27,49 @@ pub enum ChunkError {
     NotIncreasing { sample: usize },
 }
 
-/// Appends bits most-significant first.
+/// Appends bits most-significant first, through a 64-bit accumulator
+/// flushed eight bytes at a time.
 #[derive(Debug, Default, Clone)]
 struct BitWriter {
+    /// Whole bytes written.
     bytes: Vec<u8>,
-    /// Free bits left in the last byte (0: the next bit starts a new byte).
-    used: u8,
+    /// Pending bits, right-aligned: the low `pending` (< 64) of them.
+    acc: u64,
+    pending: u32,
 }
 
 impl BitWriter {
     fn write_bit(&mut self, bit: bool) {
-        if self.used == 0 {
-            self.bytes.push(0);
-            self.used = 8;
-        }
-        self.used -= 1;
-        if bit {
-            *self.bytes.last_mut().expect("pushed above") |= 1 << self.used;
-        }
+        self.write_bits(u64::from(bit), 1);
     }
 
-    /// Writes the low `n` bits of `v` (n ≤ 64), high bit first: the free
-    /// bits of the last byte, then whole bytes at once.
+    /// Writes the low `n` bits of `v` (n ≤ 64), high bit first.
     fn write_bits(&mut self, v: u64, n: u8) {
-        let mut n = u32::from(n);
+        let n = u32::from(n);
         if n == 0 {
             return;
         }
-        let low = |v: u64, n: u32| if n == 64 { v } else { v & ((1u64 << n) - 1) };
-        if self.used > 0 {
-            let free = u32::from(self.used);
-            let take = n.min(free);
-            let part = low(v >> (n - take), take) as u8;
-            *self.bytes.last_mut().expect("a byte has free bits") |= part << (free - take);
-            self.used -= take as u8;
-            n -= take;
-            if n == 0 {
-                return;
-            }
+        let v = if n == 64 { v } else { v & ((1u64 << n) - 1) };
+        let room = 64 - self.pending;
+        if n < room {
+            self.acc = (self.acc << n) | v;
+            self.pending += n;
+        } else {
+            let rest = n - room;
+            let full = if room == 64 { v >> rest } else { (self.acc << room) | (v >> rest) };
+            self.bytes.extend_from_slice(&full.to_be_bytes());
+            self.acc = if rest == 0 { 0 } else { v & ((1u64 << rest) - 1) };
+            self.pending = rest;
         }
-        let aligned = low(v, n) << (64 - n);
-        self.bytes.extend_from_slice(&aligned.to_be_bytes()[..n.div_ceil(8) as usize]);
-        self.used = ((8 - n % 8) % 8) as u8;
+    }
+
+    /// Every bit written, the last byte zero-padded.
+    fn append_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.bytes);
+        if self.pending > 0 {
+            let aligned = self.acc << (64 - self.pending);
+            out.extend_from_slice(&aligned.to_be_bytes()[..self.pending.div_ceil(8) as usize]);
+        }
     }
 }
 
@@ -229,9 +230,9 @@ impl Encoder {
 
     /// The chunk's bytes: header and bit stream.
     pub fn bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(2 + self.w.bytes.len());
+        let mut out = Vec::with_capacity(11 + self.w.bytes.len());
         out.extend_from_slice(&(self.count as u16).to_be_bytes());
-        out.extend_from_slice(&self.w.bytes);
+        self.w.append_to(&mut out);
         out
     }
 }

@@ -33,11 +33,11 @@ impl Storage {
     /// this covers; with `horizon`, drops chunks and heads wholly older.
     pub async fn checkpoint(&self, horizon: Option<i64>) -> anyhow::Result<CheckpointStats> {
         let _one_at_a_time = self.checkpointing.lock().await;
-        let (cut, snaps) = {
-            // Under the sequence lock: every record up to `cut` is in the heads.
-            let next = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
-            (*next - 1, self.heads.snapshot(horizon))
-        };
+        // Every record up to `cut` is wholly in the heads before the
+        // snapshot starts. Appends running meanwhile may land partly in it;
+        // their records are after `cut` and replay over it idempotently.
+        let cut = self.seqs().settled();
+        let snaps = self.heads.snapshot(horizon);
         let snaps = std::sync::Arc::new(snaps);
         let work = snaps.clone();
         let written = self

@@ -17,6 +17,8 @@ use super::chunk;
 /// scrapes: big enough to compress well, small enough to keep a head
 /// near a few hundred bytes.
 pub const CUT_SAMPLES: usize = 240;
+/// Late samples buffered before the open chunk is re-encoded with them.
+const LATE_MERGE: usize = 32;
 const SHARDS: usize = 32;
 
 /// One series' in-memory state.
@@ -42,6 +44,9 @@ struct Spill {
     sealed: Vec<(i64, Vec<u8>)>,
     /// Out-of-order samples in arrival order (the last one wins).
     ooo: Vec<(i64, f64)>,
+    /// Samples that arrived late but inside the open chunk's time range,
+    /// in arrival order; merged into it in batches.
+    late: Vec<(i64, f64)>,
 }
 
 impl Default for SeriesHead {
@@ -64,7 +69,14 @@ impl SeriesHead {
             return;
         }
         match self.open.last_timestamp() {
-            Some(last) if t <= last => self.rewrite_with(t, v),
+            Some(last) if t <= last => {
+                // Late inside the open chunk: buffered, merged in batches.
+                let late = &mut self.spill().late;
+                late.push((t, v));
+                if late.len() >= LATE_MERGE {
+                    self.merge_late();
+                }
+            }
             _ => {
                 // Bounded by CUT_SAMPLES < MAX_SAMPLES and the order check above.
                 let _ = self.open.append(t, v);
@@ -76,11 +88,11 @@ impl SeriesHead {
     }
 
     /// The rare in-head out-of-order or duplicate sample: re-encode.
-    fn rewrite_with(&mut self, t: i64, v: f64) {
-        let mut samples = self.open_samples();
-        match samples.binary_search_by_key(&t, |s| s.0) {
-            Ok(i) => samples[i].1 = v,
-            Err(i) => samples.insert(i, (t, v)),
+    /// Re-encodes the open chunk with the buffered late samples in it.
+    fn merge_late(&mut self) {
+        let samples = self.open_samples();
+        if let Some(spill) = self.spill.as_deref_mut() {
+            spill.late.clear();
         }
         self.open = gorilla::Encoder::new();
         for (t, v) in samples {
@@ -88,9 +100,16 @@ impl SeriesHead {
         }
     }
 
+    /// The open chunk's samples with the late ones merged (a late sample
+    /// wins on an equal timestamp: it arrived after).
     fn open_samples(&self) -> Vec<(i64, f64)> {
         if self.open.is_empty() {
             return Vec::new();
+        }
+        let late = self.spill.as_deref().map_or(&[][..], |s| &s.late[..]);
+        if !late.is_empty() {
+            let mut runs = vec![gorilla::decode(&self.open.bytes()).unwrap_or_default(), late.to_vec()];
+            return super::merge(std::mem::take(&mut runs), i64::MIN, i64::MAX);
         }
         // Our own encoder's output always decodes.
         gorilla::decode(&self.open.bytes()).unwrap_or_default()
@@ -98,6 +117,9 @@ impl SeriesHead {
 
     fn seal(&mut self) {
         let samples = self.open_samples();
+        if let Some(spill) = self.spill.as_deref_mut() {
+            spill.late.clear();
+        }
         if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
             self.spill().sealed.push((first.0, chunk::encode(&samples)));
             self.floor_t = last.0;
@@ -158,17 +180,22 @@ pub struct Snapshot {
 pub struct MemParts {
     pub sealed: Vec<Vec<u8>>,
     pub open: Vec<u8>,
+    /// Late samples inside the open chunk's range, newer than it.
+    pub late: Vec<(i64, f64)>,
     pub ooo: Vec<(i64, f64)>,
     pub floor_t: i64,
 }
 
+/// One shard's series; ids are not attacker-chosen, a fast hash is fine.
+pub type HeadMap = HashMap<u64, SeriesHead, foldhash::fast::RandomState>;
+
 pub struct Heads {
-    shards: Vec<Mutex<HashMap<u64, SeriesHead>>>,
+    shards: Vec<Mutex<HeadMap>>,
 }
 
 impl Default for Heads {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HeadMap::default())).collect() }
     }
 }
 
@@ -181,7 +208,7 @@ impl Heads {
         SHARDS
     }
 
-    pub fn lock(&self, shard: usize) -> MutexGuard<'_, HashMap<u64, SeriesHead>> {
+    pub fn lock(&self, shard: usize) -> MutexGuard<'_, HeadMap> {
         self.shards[shard].lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -202,6 +229,9 @@ impl Heads {
                 .map(|(_, v)| v.clone())
                 .collect(),
             open: if h.open.last_timestamp().is_some_and(|last| last >= from) { h.open.bytes() } else { Vec::new() },
+            late: h.spill.as_deref().map_or_else(Vec::new, |sp| {
+                sp.late.iter().copied().filter(|(t, _)| (from..=to).contains(t)).collect()
+            }),
             ooo: h.ooo().iter().copied().filter(|(t, _)| (from..=to).contains(t)).collect(),
             floor_t: h.floor_t,
         }
@@ -233,6 +263,10 @@ impl Heads {
                     continue;
                 }
                 h.dirty = false;
+                // Fold buffered late samples in now, so reads stop merging them.
+                if h.spill.as_ref().is_some_and(|sp| !sp.late.is_empty()) {
+                    h.merge_late();
+                }
                 out.push(Snapshot {
                     id,
                     sealed: h.sealed().to_vec(),
@@ -295,6 +329,25 @@ mod tests {
         assert_eq!(open.len(), 11, "an in-head late sample is inserted");
         assert_eq!(open[0], (CUT_SAMPLES as i64 * 1000, -1.0), "and a duplicate replaces");
         assert_eq!(open[1].0, CUT_SAMPLES as i64 * 1000 + 500);
+    }
+
+    #[test]
+    fn late_samples_inside_the_open_chunk_are_buffered_then_merged() {
+        let mut h = SeriesHead::default();
+        for i in 0..100i64 {
+            h.push(i * 10, i as f64);
+        }
+        for i in 0..LATE_MERGE as i64 - 1 {
+            h.push(i * 10 + 5, -1.0);
+        }
+        assert_eq!(h.spill.as_ref().unwrap().late.len(), LATE_MERGE - 1, "buffered, not re-encoded");
+        assert_eq!(h.open_samples().len(), 100 + LATE_MERGE - 1, "but visible");
+        h.push(20, 42.0);
+        assert!(h.spill.as_ref().unwrap().late.is_empty(), "merged at the batch size");
+        let open = h.open_samples();
+        assert_eq!(open.len(), 100 + LATE_MERGE - 1);
+        assert_eq!(open.iter().find(|s| s.0 == 20), Some(&(20, 42.0)), "the later write wins");
+        assert!(open.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
     #[test]

@@ -74,6 +74,30 @@ pub enum AppendError {
     Store(#[from] anyhow::Error),
 }
 
+/// Log sequence bookkeeping.
+struct Seqs {
+    next: u64,
+    applying: std::collections::BTreeSet<u64>,
+}
+
+impl Seqs {
+    fn begin(&mut self) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        self.applying.insert(seq);
+        seq
+    }
+
+    fn applied(&mut self, seq: u64) {
+        self.applying.remove(&seq);
+    }
+
+    /// Every sequence up to this one is wholly in the heads.
+    fn settled(&self) -> u64 {
+        self.applying.first().map_or(self.next, |&first| first) - 1
+    }
+}
+
 /// How long data is kept: raw samples (None: forever) and each rollup.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Retention {
@@ -93,9 +117,9 @@ pub struct Storage {
     store: Store,
     index: RwLock<Index>,
     heads: Heads,
-    /// The next log sequence, held while a batch is applied to the heads so
-    /// the log's order is the heads' order.
-    next_seq: Mutex<u64>,
+    /// Log sequences: the next one, and those whose samples are still
+    /// being applied to the heads (a checkpoint covers only what is below).
+    seqs: Mutex<Seqs>,
     next_series_id: AtomicU64,
     /// One series creation at a time, so two requests naming the same new
     /// series get the same id.
@@ -173,7 +197,7 @@ impl Storage {
             store,
             index: RwLock::new(index),
             heads,
-            next_seq: Mutex::new(next_seq),
+            seqs: Mutex::new(Seqs { next: next_seq, applying: std::collections::BTreeSet::new() }),
             next_series_id: AtomicU64::new(next_id),
             creating: tokio::sync::Mutex::new(()),
             checkpointing: tokio::sync::Mutex::new(()),
@@ -202,6 +226,10 @@ impl Storage {
     pub fn with_forwarding(mut self, batch: usize) -> Self {
         self.forward_batch = Some(batch.max(1));
         self
+    }
+
+    fn seqs(&self) -> std::sync::MutexGuard<'_, Seqs> {
+        self.seqs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -314,8 +342,10 @@ impl Storage {
         }
         let mut accepted = Vec::new();
         let mut late = Vec::new();
-        let seq = {
-            let mut next = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = self.seqs().begin();
+        {
+            // Shard by shard, concurrent appends interleave; each series
+            // still sees one request's samples in order.
             for (shard, samples) in by_shard.iter().enumerate() {
                 if samples.is_empty() {
                     continue;
@@ -331,10 +361,8 @@ impl Storage {
                     accepted.push(wal::Entry { id: s.id, t: s.t, v: s.v });
                 }
             }
-            let seq = *next;
-            *next += 1;
-            seq
-        };
+        }
+        self.seqs().applied(seq);
         if !late.is_empty() {
             let ix = self.index();
             for s in late {
@@ -505,6 +533,7 @@ impl Storage {
             if !p.open.is_empty() {
                 parts.push(super::gorilla::decode(&p.open)?);
             }
+            parts.push(p.late);
             parts.push(p.ooo);
             out.push((id, merge(parts, from, to)));
         }
@@ -514,35 +543,65 @@ impl Storage {
 
 /// Merges sample runs given oldest write first into one run in `[from,
 /// to]`, a later run's sample replacing an earlier one's at the same time.
+/// Runs in arrival order (late samples) are sorted first, the last of
+/// equal times kept.
 fn merge(parts: Vec<Vec<(i64, f64)>>, from: i64, to: i64) -> Vec<(i64, f64)> {
-    let mut parts: Vec<Vec<(i64, f64)>> = parts.into_iter().filter(|p| !p.is_empty()).collect();
-    let sorted_runs = parts.iter().all(|p| p.windows(2).all(|w| w[0].0 < w[1].0));
-    let disjoint = parts.windows(2).all(|w| w[0].last().map(|l| l.0) < w[1].first().map(|f| f.0));
-    let mut all: Vec<(i64, f64)> = if parts.len() == 1 && sorted_runs {
-        parts.pop().unwrap_or_default()
-    } else if sorted_runs && disjoint {
-        parts.concat()
-    } else {
-        let mut tagged: Vec<(i64, usize, f64)> = Vec::with_capacity(parts.iter().map(Vec::len).sum());
-        let mut order = 0;
-        for p in parts {
-            for (t, v) in p {
-                tagged.push((t, order, v));
-                order += 1;
+    let mut acc: Vec<(i64, f64)> = Vec::new();
+    for mut run in parts {
+        if run.is_empty() {
+            continue;
+        }
+        if !run.windows(2).all(|w| w[0].0 < w[1].0) {
+            run.sort_by_key(|s| s.0);
+            let mut kept: Vec<(i64, f64)> = Vec::with_capacity(run.len());
+            for s in run {
+                match kept.last_mut() {
+                    Some(last) if last.0 == s.0 => *last = s,
+                    _ => kept.push(s),
+                }
+            }
+            run = kept;
+        }
+        acc = match acc.last() {
+            None => run,
+            Some(last) if last.0 < run[0].0 => {
+                acc.extend(run);
+                acc
+            }
+            Some(_) => merge_two(&acc, &run),
+        };
+    }
+    let lo = acc.partition_point(|s| s.0 < from);
+    let hi = acc.partition_point(|s| s.0 <= to);
+    acc.truncate(hi);
+    acc.drain(..lo);
+    acc
+}
+
+/// Two sorted runs into one; `newer` wins equal timestamps.
+fn merge_two(older: &[(i64, f64)], newer: &[(i64, f64)]) -> Vec<(i64, f64)> {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let (mut i, mut j) = (0, 0);
+    while i < older.len() && j < newer.len() {
+        match older[i].0.cmp(&newer[j].0) {
+            std::cmp::Ordering::Less => {
+                out.push(older[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(newer[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(newer[j]);
+                i += 1;
+                j += 1;
             }
         }
-        tagged.sort_unstable_by_key(|s| (s.0, s.1));
-        let mut out: Vec<(i64, f64)> = Vec::with_capacity(tagged.len());
-        for (t, _, v) in tagged {
-            match out.last_mut() {
-                Some(last) if last.0 == t => last.1 = v,
-                _ => out.push((t, v)),
-            }
-        }
-        out
-    };
-    all.retain(|(t, _)| (from..=to).contains(t));
-    all
+    }
+    out.extend_from_slice(&older[i..]);
+    out.extend_from_slice(&newer[j..]);
+    out
 }
 
 #[cfg(test)]
