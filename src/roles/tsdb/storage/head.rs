@@ -218,8 +218,13 @@ impl Heads {
 
     /// Copies what a read of `[from, to]` needs, cheaply, under the lock.
     pub fn parts(&self, id: u64, from: i64, to: i64) -> MemParts {
-        let shard = self.lock(Self::shard_of(id));
-        let Some(h) = shard.get(&id) else { return MemParts { floor_t: i64::MIN, ..MemParts::default() } };
+        let mut shard = self.lock(Self::shard_of(id));
+        let Some(h) = shard.get_mut(&id) else { return MemParts { floor_t: i64::MIN, ..MemParts::default() } };
+        // Fold buffered late samples in once rather than at every read.
+        if h.spill.as_ref().is_some_and(|sp| !sp.late.is_empty()) {
+            h.merge_late();
+        }
+        let h = &*h;
         let overlaps = |first: i64, last: i64| first <= to && last >= from;
         MemParts {
             sealed: h
