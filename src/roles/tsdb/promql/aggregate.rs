@@ -10,9 +10,41 @@ use super::QueryError;
 use super::eval::Evaluator;
 use super::value::{Metric, NAME, Sample, Value};
 
-/// The group a sample belongs to under `by`/`without`.
-fn group_key(m: &Metric, modifier: &Option<LabelModifier>) -> Metric {
-    modifier.as_ref().map_or_else(Metric::default, |md| m.project(md))
+/// The group a sample belongs to under `by`/`without`: interned, so the
+/// samples of one group share one metric.
+fn group_key(ev: &Evaluator<'_>, m: &Metric, modifier: &Option<LabelModifier>) -> Metric {
+    match modifier {
+        Some(md) => m.project_interned(md, &|p| ev.intern(p)),
+        None => ev.intern(Metric::default()),
+    }
+}
+
+/// Samples by group, in label order. Groups are found by the interned
+/// metric's identity first, so labels are compared only when a metric is
+/// seen the first time.
+fn grouped(ev: &Evaluator<'_>, input: Vec<Sample>, modifier: &Option<LabelModifier>) -> Vec<(Metric, Vec<Sample>)> {
+    use std::collections::HashMap;
+    let mut by_identity: HashMap<usize, usize> = HashMap::new();
+    let mut by_labels: HashMap<Metric, usize> = HashMap::new();
+    let mut groups: Vec<(Metric, Vec<Sample>)> = Vec::new();
+    for s in input {
+        let key = group_key(ev, &s.metric, modifier);
+        let slot = match by_identity.get(&key.identity()) {
+            Some(&slot) => slot,
+            None => {
+                let id = key.identity();
+                let slot = *by_labels.entry(key.clone()).or_insert_with(|| {
+                    groups.push((key, Vec::new()));
+                    groups.len() - 1
+                });
+                by_identity.insert(id, slot);
+                slot
+            }
+        };
+        groups[slot].1.push(s);
+    }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    groups
 }
 
 pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
@@ -21,10 +53,7 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, t: i64) -> Result<Value, Quer
     let param = |what: &str| -> Result<&Expr, QueryError> {
         a.param.as_deref().ok_or_else(|| QueryError::bad(format!("{op} needs a parameter ({what})")))
     };
-    let mut groups: BTreeMap<Metric, Vec<Sample>> = BTreeMap::new();
-    for s in input {
-        groups.entry(group_key(&s.metric, &a.modifier)).or_default().push(s);
-    }
+    let groups = grouped(ev, input, &a.modifier);
     let mut out = Vec::new();
     match op.as_str() {
         "sum" | "avg" | "min" | "max" | "count" | "group" | "stddev" | "stdvar" => {

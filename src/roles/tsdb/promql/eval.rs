@@ -184,12 +184,31 @@ pub struct Evaluator<'a> {
     /// Range-function results for every step, by call node, computed
     /// series by series on first use.
     windows: RefCell<HashMap<usize, Vec<Vec<Sample>>>>,
+    /// One shared metric per label set, for grouping by identity.
+    interned: RefCell<std::collections::HashSet<Metric>>,
 }
 
 impl<'a> Evaluator<'a> {
     /// An evaluator for the steps `start, start + step, …, end`.
     pub fn new(data: &'a HashMap<usize, Vec<Series>>, start: i64, end: i64, step: i64) -> Self {
-        Self { data, start, end, step: step.max(1), windows: RefCell::new(HashMap::new()) }
+        Self {
+            data,
+            start,
+            end,
+            step: step.max(1),
+            windows: RefCell::new(HashMap::new()),
+            interned: RefCell::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// The shared metric with these labels.
+    pub fn intern(&self, m: Metric) -> Metric {
+        let mut set = self.interned.borrow_mut();
+        if let Some(existing) = set.get(&m) {
+            return existing.clone();
+        }
+        set.insert(m.clone());
+        m
     }
 
     /// Applies `f` to each series' window `[at - range, at]` (`at` the

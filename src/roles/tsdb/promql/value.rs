@@ -105,8 +105,23 @@ impl Metric {
     /// The labels `by`/`on` keep, or those `without`/`ignoring` leave (the
     /// metric name always goes then).
     pub fn project(&self, modifier: &promql_parser::parser::LabelModifier) -> Metric {
-        let (k, m) = self.0.projected.get_or_init(|| (modifier.clone(), self.project_now(modifier)));
-        if k == modifier { m.clone() } else { self.project_now(modifier) }
+        self.project_interned(modifier, &|m| m)
+    }
+
+    /// `project`, remembered for this metric (every step of an aggregation
+    /// asks the same), the result passed through `intern` once.
+    pub fn project_interned(
+        &self,
+        modifier: &promql_parser::parser::LabelModifier,
+        intern: &dyn Fn(Metric) -> Metric,
+    ) -> Metric {
+        let (k, m) = self.0.projected.get_or_init(|| (modifier.clone(), intern(self.project_now(modifier))));
+        if k == modifier { m.clone() } else { intern(self.project_now(modifier)) }
+    }
+
+    /// Identity of this shared label set: equal for clones of one metric.
+    pub fn identity(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
     }
 
     fn project_now(&self, modifier: &promql_parser::parser::LabelModifier) -> Metric {
