@@ -234,9 +234,10 @@ impl Heads {
                 .map(|(_, v)| v.clone())
                 .collect(),
             open: if h.open.last_timestamp().is_some_and(|last| last >= from) { h.open.bytes() } else { Vec::new() },
-            late: h.spill.as_deref().map_or_else(Vec::new, |sp| {
-                sp.late.iter().copied().filter(|(t, _)| (from..=to).contains(t)).collect()
-            }),
+            late: h
+                .spill
+                .as_deref()
+                .map_or_else(Vec::new, |sp| sp.late.iter().copied().filter(|(t, _)| (from..=to).contains(t)).collect()),
             ooo: h.ooo().iter().copied().filter(|(t, _)| (from..=to).contains(t)).collect(),
             floor_t: h.floor_t,
         }
