@@ -151,6 +151,7 @@ fn line_protocol_in_promql_out() {
         ("foo(", 400, "parse error"),
         ("histogram_count(http_requests)", 422, "histogram_count"),
         ("rate(http_requests[5m])[10m:1m]", 200, "\"resultType\":\"matrix\""),
+        ("max_over_time(max_over_time(http_requests[3h:1s])[3h:1s])", 400, "more than 1000000 steps"),
         ("{job=~\".*\"}", 400, "non-empty matcher"),
         ("http_requests{a=~\"(\"}", 400, "regex"),
     ] {

@@ -167,6 +167,9 @@ fn walk(expr: &Expr, start: i64, end: i64, column: Column, out: &mut Vec<Selecti
 const SUBQUERY_STEP_MS: i64 = 60_000;
 /// Most inner evaluations one subquery may take.
 const MAX_SUBQUERY_STEPS: i64 = 11_000;
+/// Most inner evaluations all subqueries of one query may take together
+/// (nested subqueries and range queries multiply them).
+const MAX_SUBQUERY_EVALS: u64 = 1_000_000;
 
 /// A range function applied to one series' window ending at a time.
 pub type WindowFn<'f> = dyn Fn(&Metric, &[(i64, f64)], i64) -> Option<Sample> + 'f;
@@ -186,6 +189,8 @@ pub struct Evaluator<'a> {
     windows: RefCell<HashMap<usize, Vec<Vec<Sample>>>>,
     /// One shared metric per label set, for grouping by identity.
     interned: RefCell<std::collections::HashSet<Metric>>,
+    /// Subquery inner evaluations so far, against MAX_SUBQUERY_EVALS.
+    subquery_evals: std::cell::Cell<u64>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -198,6 +203,7 @@ impl<'a> Evaluator<'a> {
             step: step.max(1),
             windows: RefCell::new(HashMap::new()),
             interned: RefCell::new(std::collections::HashSet::new()),
+            subquery_evals: std::cell::Cell::new(0),
         }
     }
 
@@ -351,6 +357,13 @@ impl<'a> Evaluator<'a> {
         let mut by_metric: BTreeMap<Metric, Vec<(i64, f64)>> = BTreeMap::new();
         let mut ti = first;
         while ti <= at {
+            let evals = self.subquery_evals.get() + 1;
+            if evals > MAX_SUBQUERY_EVALS {
+                return Err(QueryError::bad(format!(
+                    "subqueries of this query would evaluate more than {MAX_SUBQUERY_EVALS} steps; use larger steps or fewer nested subqueries"
+                )));
+            }
+            self.subquery_evals.set(evals);
             for s in self.vector(&sq.expr, ti, "a subquery")? {
                 by_metric.entry(s.metric).or_default().push((ti, s.v));
             }
