@@ -1,28 +1,149 @@
 //! Rows that hold many series: `tsdb.series_blocks` and `tsdb.head_blocks`
-//! key a row by `series id >> shift`, so ten thousand small values become a
-//! few hundred large ones. A B-tree entry costs its key and bookkeeping
-//! and leaves pages part empty; large values are packed whole, which
-//! halves the bytes small per-series rows took.
+//! pack the entries of consecutive series ids into rows of at most
+//! `ROW_BUDGET` bytes, each keyed by its first id. redb gives a leaf that
+//! holds a large value a power-of-two number of pages, so rows sized to one
+//! page waste little, where one small row per series or rows of arbitrary
+//! size left a third of the file empty.
 //!
 //! Row: `varint count`, then per entry `varint series id`, `varint length`
 //! and the entry's bytes, ids increasing. Series rows are also
-//! snappy-compressed: label sets of one block repeat most of their names
-//! and values.
+//! snappy-compressed: label sets of neighbouring series repeat most of
+//! their names and values. Rows partition the id space: the row for an id
+//! is the one with the largest key at or below it.
 
 use std::collections::BTreeMap;
 
+use redb::ReadableTable;
+
 use super::varint::{Reader, put_u64};
 
-/// Series per label-set row (ids `n << 8 .. (n + 1) << 8`).
-pub const SERIES_SHIFT: u32 = 8;
-/// Series per head row.
-pub const HEAD_SHIFT: u32 = 6;
+/// Most bytes a row takes, so it and its leaf fit one 4 KiB page.
+pub const ROW_BUDGET: usize = 3900;
 
-pub fn block_of(id: u64, shift: u32) -> u64 {
-    id >> shift
+/// How a table's rows are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Plain,
+    Snappy,
 }
 
-pub fn encode(entries: &BTreeMap<u64, Vec<u8>>) -> Vec<u8> {
+impl Codec {
+    pub fn encode(self, entries: &BTreeMap<u64, Vec<u8>>) -> Result<Vec<u8>, String> {
+        match self {
+            Codec::Plain => Ok(encode(entries)),
+            Codec::Snappy => {
+                snap::raw::Encoder::new().compress_vec(&encode(entries)).map_err(|e| format!("snappy: {e}"))
+            }
+        }
+    }
+
+    pub fn decode(self, row: &[u8]) -> Result<BTreeMap<u64, Vec<u8>>, String> {
+        match self {
+            Codec::Plain => decode(row),
+            Codec::Snappy => {
+                decode(&snap::raw::Decoder::new().decompress_vec(row).map_err(|e| format!("snappy: {e}"))?)
+            }
+        }
+    }
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn entry_len(id: u64, bytes: &[u8]) -> usize {
+    varint_len(id) + varint_len(bytes.len() as u64) + bytes.len()
+}
+
+/// Splits entries into rows of at most `ROW_BUDGET` bytes (an entry larger
+/// than that gets a row of its own), each with its first id.
+pub fn pack(entries: BTreeMap<u64, Vec<u8>>, codec: Codec) -> Result<Vec<(u64, Vec<u8>)>, String> {
+    let mut out = Vec::new();
+    match codec {
+        Codec::Plain => {
+            let mut row: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+            let mut size = 0;
+            for (id, bytes) in entries {
+                let len = entry_len(id, &bytes);
+                if !row.is_empty() && size + len + varint_len(row.len() as u64 + 1) > ROW_BUDGET {
+                    flush(&mut row, codec, &mut out)?;
+                    size = 0;
+                }
+                size += len;
+                row.insert(id, bytes);
+            }
+            if !row.is_empty() {
+                flush(&mut row, codec, &mut out)?;
+            }
+        }
+        Codec::Snappy => halve(entries, &mut out)?,
+    }
+    Ok(out)
+}
+
+fn flush(row: &mut BTreeMap<u64, Vec<u8>>, codec: Codec, out: &mut Vec<(u64, Vec<u8>)>) -> Result<(), String> {
+    let first = *row.keys().next().unwrap_or(&0);
+    out.push((first, codec.encode(row)?));
+    row.clear();
+    Ok(())
+}
+
+/// Compressed rows: the whole set if it fits, else each half.
+fn halve(entries: BTreeMap<u64, Vec<u8>>, out: &mut Vec<(u64, Vec<u8>)>) -> Result<(), String> {
+    let Some(&first) = entries.keys().next() else { return Ok(()) };
+    let row = Codec::Snappy.encode(&entries)?;
+    if row.len() <= ROW_BUDGET || entries.len() == 1 {
+        out.push((first, row));
+        return Ok(());
+    }
+    let mut low = entries;
+    let middle = *low.keys().nth(low.len() / 2).unwrap_or(&first);
+    let high = low.split_off(&middle);
+    halve(low, out)?;
+    halve(high, out)
+}
+
+/// Applies per-series changes (Some: store, None: remove) to a table of
+/// packed rows, re-packing every row touched.
+pub fn apply(
+    table: &mut redb::Table<'_, u64, &'static [u8]>,
+    changes: BTreeMap<u64, Option<Vec<u8>>>,
+    codec: Codec,
+    name: &str,
+) -> anyhow::Result<()> {
+    // The row each change falls in: the largest key at or below its id, or
+    // the first row when the id precedes them all.
+    let mut touched: BTreeMap<Option<u64>, Vec<(u64, Option<Vec<u8>>)>> = BTreeMap::new();
+    for (id, change) in changes {
+        let below = table.range(..=id)?.next_back().transpose()?.map(|(k, _)| k.value());
+        let row = match below {
+            Some(k) => Some(k),
+            None => table.first()?.map(|(k, _)| k.value()),
+        };
+        touched.entry(row).or_default().push((id, change));
+    }
+    for (row, changes) in touched {
+        let mut entries = match row {
+            Some(key) => {
+                let bytes = table.remove(key)?.map(|v| v.value().to_vec()).unwrap_or_default();
+                codec.decode(&bytes).map_err(|e| anyhow::anyhow!("{name} row {key}: {e}"))?
+            }
+            None => BTreeMap::new(),
+        };
+        for (id, change) in changes {
+            match change {
+                Some(bytes) => entries.insert(id, bytes),
+                None => entries.remove(&id),
+            };
+        }
+        for (first, bytes) in pack(entries, codec).map_err(anyhow::Error::msg)? {
+            table.insert(first, bytes.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+fn encode(entries: &BTreeMap<u64, Vec<u8>>) -> Vec<u8> {
     let mut out = Vec::with_capacity(entries.values().map(|v| v.len() + 6).sum::<usize>() + 4);
     put_u64(&mut out, entries.len() as u64);
     for (id, bytes) in entries {
@@ -33,7 +154,7 @@ pub fn encode(entries: &BTreeMap<u64, Vec<u8>>) -> Vec<u8> {
     out
 }
 
-pub fn decode(row: &[u8]) -> Result<BTreeMap<u64, Vec<u8>>, String> {
+fn decode(row: &[u8]) -> Result<BTreeMap<u64, Vec<u8>>, String> {
     let mut r = Reader::new(row);
     let bad = |offset: usize, what: &str| format!("byte {offset}: {what}");
     let n = r.u64().map_err(|o| bad(o, "entry count"))?;
@@ -53,16 +174,6 @@ pub fn decode(row: &[u8]) -> Result<BTreeMap<u64, Vec<u8>>, String> {
     Ok(out)
 }
 
-/// A series row: the entries, snappy-compressed.
-pub fn encode_compressed(entries: &BTreeMap<u64, Vec<u8>>) -> Result<Vec<u8>, String> {
-    snap::raw::Encoder::new().compress_vec(&encode(entries)).map_err(|e| format!("snappy: {e}"))
-}
-
-pub fn decode_compressed(row: &[u8]) -> Result<BTreeMap<u64, Vec<u8>>, String> {
-    let raw = snap::raw::Decoder::new().decompress_vec(row).map_err(|e| format!("snappy: {e}"))?;
-    decode(&raw)
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -72,14 +183,66 @@ mod tests {
     proptest! {
         #[test]
         fn rows_round_trip(entries in prop::collection::btree_map(any::<u64>(), prop::collection::vec(any::<u8>(), 0..40), 0..50)) {
-            prop_assert_eq!(&decode(&encode(&entries)).unwrap(), &entries);
-            prop_assert_eq!(&decode_compressed(&encode_compressed(&entries).unwrap()).unwrap(), &entries);
+            for codec in [Codec::Plain, Codec::Snappy] {
+                prop_assert_eq!(&codec.decode(&codec.encode(&entries).unwrap()).unwrap(), &entries);
+            }
+        }
+
+        #[test]
+        fn packed_rows_fit_the_budget_and_keep_every_entry(
+            entries in prop::collection::btree_map(0u64..100_000, prop::collection::vec(any::<u8>(), 0..600), 0..200),
+        ) {
+            for codec in [Codec::Plain, Codec::Snappy] {
+                let rows = pack(entries.clone(), codec).unwrap();
+                let mut back = BTreeMap::new();
+                for (first, row) in &rows {
+                    let part = codec.decode(row).unwrap();
+                    prop_assert_eq!(part.keys().next(), Some(first));
+                    prop_assert!(row.len() <= ROW_BUDGET || part.len() == 1, "{} bytes, {} entries", row.len(), part.len());
+                    back.extend(part);
+                }
+                prop_assert_eq!(&back, &entries);
+            }
         }
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode(&bytes);
-            let _ = decode_compressed(&bytes);
+            let _ = Codec::Plain.decode(&bytes);
+            let _ = Codec::Snappy.decode(&bytes);
         }
+    }
+
+    #[test]
+    fn changes_land_in_the_row_covering_their_id() {
+        use crate::core::store::{CORE_SCHEMA, Durability, Store, StoreOptions};
+        const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), &[CORE_SCHEMA], &StoreOptions::default()).unwrap();
+        let rows = store
+            .write_blocking(Durability::Immediate, |txn| {
+                let mut t = txn.open_table(T)?;
+                // 100 entries of 100 bytes: several rows.
+                apply(&mut t, (10..110).map(|id| (id, Some(vec![id as u8; 100]))).collect(), Codec::Plain, "t")?;
+                // Update one, remove one, add one before all and one after all.
+                let changes =
+                    BTreeMap::from([(50, Some(vec![7; 5])), (60, None), (1, Some(vec![1])), (500, Some(vec![5]))]);
+                apply(&mut t, changes, Codec::Plain, "t")?;
+                let mut all = BTreeMap::new();
+                let mut firsts = Vec::new();
+                for row in t.iter()? {
+                    let (k, v) = row?;
+                    let part = Codec::Plain.decode(v.value()).unwrap();
+                    assert_eq!(part.keys().next(), Some(&k.value()));
+                    firsts.push(k.value());
+                    all.extend(part);
+                }
+                assert!(firsts.len() > 2, "{firsts:?}");
+                Ok(all)
+            })
+            .unwrap();
+        assert_eq!(rows.len(), 101);
+        assert_eq!(rows[&50], vec![7; 5]);
+        assert!(!rows.contains_key(&60));
+        assert_eq!((rows[&1].clone(), rows[&500].clone()), (vec![1], vec![5]));
     }
 }

@@ -12,10 +12,6 @@ use super::tables::{CHUNKS, HEAD_BLOCKS, META, WAL};
 use super::{Storage, chunk};
 use crate::core::store::Durability;
 
-/// Head rows to change, by block: per series Some(value) to store, None
-/// to drop.
-type HeadChanges = BTreeMap<u64, Vec<(u64, Option<Vec<u8>>)>>;
-
 /// What one checkpoint did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointStats {
@@ -45,11 +41,11 @@ impl Storage {
             .write(Durability::Immediate, move |txn| {
                 let mut chunks = txn.open_table(CHUNKS)?;
                 let mut stats = CheckpointStats { series: work.len(), ..Default::default() };
-                let mut heads = HeadChanges::new();
+                // Per series: Some(open chunk) to store, None to drop.
+                let mut heads: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
                 for snap in work.iter() {
-                    let block = blocks::block_of(snap.id, blocks::HEAD_SHIFT);
                     if snap.expired {
-                        heads.entry(block).or_default().push((snap.id, None));
+                        heads.insert(snap.id, None);
                         continue;
                     }
                     for (first, value) in &snap.sealed {
@@ -59,27 +55,10 @@ impl Storage {
                     if !snap.ooo.is_empty() {
                         stats.sealed_samples += merge_late(&mut chunks, snap.id, &snap.ooo)?;
                     }
-                    let open = (!snap.open.is_empty()).then(|| chunk::encode(&snap.open));
-                    heads.entry(block).or_default().push((snap.id, open));
+                    heads.insert(snap.id, (!snap.open.is_empty()).then(|| chunk::encode(&snap.open)));
                 }
                 let mut head_rows = txn.open_table(HEAD_BLOCKS)?;
-                for (block, changes) in heads {
-                    let mut entries = match head_rows.get(block)? {
-                        Some(row) => blocks::decode(row.value())
-                            .map_err(|e| anyhow::anyhow!("tsdb.head_blocks row {block}: {e}"))?,
-                        None => BTreeMap::new(),
-                    };
-                    for (id, value) in changes {
-                        match value {
-                            Some(v) => entries.insert(id, v),
-                            None => entries.remove(&id),
-                        };
-                    }
-                    match entries.is_empty() {
-                        true => head_rows.remove(block).map(drop)?,
-                        false => head_rows.insert(block, blocks::encode(&entries).as_slice()).map(drop)?,
-                    }
-                }
+                blocks::apply(&mut head_rows, heads, blocks::Codec::Plain, "tsdb.head_blocks")?;
                 if let Some(h) = horizon {
                     chunks.retain(|_, v| chunk::last_t(v).map_or(true, |last| last >= h))?;
                 }
@@ -160,7 +139,7 @@ impl Storage {
                     samples += chunk::sample_count(row?.1.value())? as u64;
                 }
                 for row in heads.iter()? {
-                    for value in blocks::decode(row?.1.value()).map_err(anyhow::Error::msg)?.values() {
+                    for value in blocks::Codec::Plain.decode(row?.1.value()).map_err(anyhow::Error::msg)?.values() {
                         samples += chunk::sample_count(value)? as u64;
                     }
                 }

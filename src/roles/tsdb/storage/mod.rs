@@ -147,7 +147,8 @@ impl Storage {
             for row in txn.open_table(SERIES_BLOCKS)?.iter()? {
                 let (block, row) = row?;
                 let block = block.value();
-                let entries = blocks::decode_compressed(row.value())
+                let entries = blocks::Codec::Snappy
+                    .decode(row.value())
                     .map_err(|e| anyhow::anyhow!("tsdb.series_blocks row {block}: {e}"))?;
                 for (id, key) in entries {
                     let labels =
@@ -165,8 +166,9 @@ impl Storage {
             for row in txn.open_table(HEAD_BLOCKS)?.iter()? {
                 let (block, row) = row?;
                 let block = block.value();
-                let entries =
-                    blocks::decode(row.value()).map_err(|e| anyhow::anyhow!("tsdb.head_blocks row {block}: {e}"))?;
+                let entries = blocks::Codec::Plain
+                    .decode(row.value())
+                    .map_err(|e| anyhow::anyhow!("tsdb.head_blocks row {block}: {e}"))?;
                 for (id, v) in entries {
                     let samples = chunk::decode(&v).map_err(|e| anyhow::anyhow!("tsdb.head_blocks id {id}: {e}"))?;
                     heads.with(id, |h| h.restore(&samples));
@@ -295,20 +297,8 @@ impl Storage {
         self.store
             .write(Durability::Immediate, move |txn| {
                 let mut series = txn.open_table(SERIES_BLOCKS)?;
-                let mut by_block: std::collections::BTreeMap<u64, Vec<&(u64, Vec<u8>)>> = Default::default();
-                for row in &rows {
-                    by_block.entry(blocks::block_of(row.0, blocks::SERIES_SHIFT)).or_default().push(row);
-                }
-                for (block, fresh) in by_block {
-                    let mut entries = match series.get(block)? {
-                        Some(row) => blocks::decode_compressed(row.value())
-                            .map_err(|e| anyhow::anyhow!("tsdb.series_blocks row {block}: {e}"))?,
-                        None => Default::default(),
-                    };
-                    entries.extend(fresh.into_iter().cloned());
-                    let row = blocks::encode_compressed(&entries).map_err(anyhow::Error::msg)?;
-                    series.insert(block, row.as_slice())?;
-                }
+                let changes = rows.iter().map(|(id, key)| (*id, Some(key.clone()))).collect();
+                blocks::apply(&mut series, changes, blocks::Codec::Snappy, "tsdb.series_blocks")?;
                 txn.open_table(META)?.insert("next_series_id", next)?;
                 Ok(())
             })

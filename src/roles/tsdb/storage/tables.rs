@@ -1,15 +1,16 @@
 //! The tsdb's tables in the shared store (layout in docs/tsdb-format.md).
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use crate::core::store::Migration;
 
-/// Block (`id >> 8`) → snappy row of series id → canonical label encoding (blocks.rs).
+/// First series id of a row → snappy row of series id → canonical label
+/// encoding (blocks.rs).
 pub const SERIES_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.series_blocks");
 /// Write-ahead log: sequence → record of (series, t, value) samples (wal.rs).
 pub const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.wal");
-/// Block (`id >> 6`) → row of series id → open head chunk as of the last
-/// checkpoint (blocks.rs rows of chunk.rs values).
+/// First series id of a row → row of series id → open head chunk as of the
+/// last checkpoint (blocks.rs rows of chunk.rs values).
 pub const HEAD_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tsdb.head_blocks");
 /// Sealed chunks: (series, first t) → chunk.rs value.
 pub const CHUNKS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("tsdb.chunks");
@@ -33,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "write-ahead log and heads replace raw sample rows", apply: to_wal },
     Migration { name: "series and heads in block rows", apply: to_blocks },
     Migration { name: "create the rollup table", apply: create_rollups },
+    Migration { name: "rows of a page keyed by their first series", apply: repack },
 ];
 
 fn create_rollups(txn: &WriteTransaction) -> Result<(), redb::Error> {
@@ -91,29 +93,49 @@ fn to_wal(txn: &WriteTransaction) -> Result<(), redb::Error> {
     Ok(())
 }
 
-/// Per-series rows of `tsdb.series` and `tsdb.heads` become block rows.
+/// Per-series rows of `tsdb.series` and `tsdb.heads` become packed rows.
 fn to_blocks(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    use std::collections::BTreeMap;
-
-    use super::blocks;
-    let mut moves =
-        [(SERIES_V1, SERIES_BLOCKS, blocks::SERIES_SHIFT, true), (HEADS_V3, HEAD_BLOCKS, blocks::HEAD_SHIFT, false)];
-    for (old, new, shift, compressed) in moves.iter_mut() {
-        let mut by_block: BTreeMap<u64, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
-        for row in txn.open_table(*old)?.iter()? {
+    use super::blocks::Codec;
+    for (old, new, codec) in [(SERIES_V1, SERIES_BLOCKS, Codec::Snappy), (HEADS_V3, HEAD_BLOCKS, Codec::Plain)] {
+        let mut entries = std::collections::BTreeMap::new();
+        for row in txn.open_table(old)?.iter()? {
             let (id, v) = row?;
-            by_block.entry(blocks::block_of(id.value(), *shift)).or_default().insert(id.value(), v.value().to_vec());
+            entries.insert(id.value(), v.value().to_vec());
         }
-        let mut table = txn.open_table(*new)?;
-        for (block, entries) in by_block {
-            let row = if *compressed {
-                blocks::encode_compressed(&entries).map_err(redb::Error::Corrupted)?
-            } else {
-                blocks::encode(&entries)
-            };
-            table.insert(block, row.as_slice())?;
+        write_packed(txn, new, entries, codec)?;
+        txn.delete_table(old)?;
+    }
+    Ok(())
+}
+
+/// Rows keyed by block number become rows of at most a page, keyed by
+/// their first series id.
+fn repack(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    use super::blocks::Codec;
+    for (table, codec) in [(SERIES_BLOCKS, Codec::Snappy), (HEAD_BLOCKS, Codec::Plain)] {
+        let mut entries = std::collections::BTreeMap::new();
+        for row in txn.open_table(table)?.iter()? {
+            let (block, v) = row?;
+            let part = codec
+                .decode(v.value())
+                .map_err(|e| redb::Error::Corrupted(format!("{} row {}: {e}", table.name(), block.value())))?;
+            entries.extend(part);
         }
-        txn.delete_table(*old)?;
+        txn.delete_table(table)?;
+        write_packed(txn, table, entries, codec)?;
+    }
+    Ok(())
+}
+
+fn write_packed(
+    txn: &WriteTransaction,
+    table: TableDefinition<u64, &[u8]>,
+    entries: std::collections::BTreeMap<u64, Vec<u8>>,
+    codec: super::blocks::Codec,
+) -> Result<(), redb::Error> {
+    let mut t = txn.open_table(table)?;
+    for (first, row) in super::blocks::pack(entries, codec).map_err(redb::Error::Corrupted)? {
+        t.insert(first, row.as_slice())?;
     }
     Ok(())
 }
@@ -155,8 +177,8 @@ mod tests {
                     vec![super::super::wal::Entry { id: 1, t: 30, v: 3.5 }]
                 );
                 assert!(txn.open_table(SAMPLES_V1).is_err(), "the raw table is gone");
-                let row = txn.open_table(SERIES_BLOCKS)?.get(0)?.unwrap().value().to_vec();
-                let series = super::super::blocks::decode_compressed(&row).unwrap();
+                let row = txn.open_table(SERIES_BLOCKS)?.get(1)?.unwrap().value().to_vec();
+                let series = super::super::blocks::Codec::Snappy.decode(&row).unwrap();
                 assert_eq!(series.get(&1).map(Vec::as_slice), Some(b"labels of 1".as_slice()));
                 assert!(txn.open_table(SERIES_V1).is_err(), "per-series rows are gone");
                 Ok(())
