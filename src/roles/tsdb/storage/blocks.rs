@@ -103,6 +103,9 @@ fn halve(entries: BTreeMap<u64, Vec<u8>>, out: &mut Vec<(u64, Vec<u8>)>) -> Resu
     halve(high, out)
 }
 
+/// One series' change: Some(bytes) to store, None to remove.
+type Change = (u64, Option<Vec<u8>>);
+
 /// Applies per-series changes (Some: store, None: remove) to a table of
 /// packed rows, re-packing every row touched.
 pub fn apply(
@@ -113,7 +116,7 @@ pub fn apply(
 ) -> anyhow::Result<()> {
     // The row each change falls in: the largest key at or below its id, or
     // the first row when the id precedes them all.
-    let mut touched: BTreeMap<Option<u64>, Vec<(u64, Option<Vec<u8>>)>> = BTreeMap::new();
+    let mut touched: BTreeMap<Option<u64>, Vec<Change>> = BTreeMap::new();
     for (id, change) in changes {
         let below = table.range(..=id)?.next_back().transpose()?.map(|(k, _)| k.value());
         let row = match below {
