@@ -228,6 +228,12 @@ impl Encoder {
         }
     }
 
+    /// The samples appended so far, decoded straight from the bit stream.
+    pub fn samples(&self) -> Vec<(i64, f64)> {
+        // Our own stream always decodes; the buffer is the chunk's bytes.
+        decode(&self.bytes()).unwrap_or_default()
+    }
+
     /// The chunk's bytes: header and bit stream.
     pub fn bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(11 + self.w.bytes.len());

@@ -24,8 +24,9 @@ fn group_key(ev: &Evaluator<'_>, m: &Metric, modifier: &Option<LabelModifier>) -
 /// seen the first time.
 fn grouped(ev: &Evaluator<'_>, input: Vec<Sample>, modifier: &Option<LabelModifier>) -> Vec<(Metric, Vec<Sample>)> {
     use std::collections::HashMap;
-    let mut by_identity: HashMap<usize, usize> = HashMap::new();
-    let mut by_labels: HashMap<Metric, usize> = HashMap::new();
+    type Fast = foldhash::fast::RandomState;
+    let mut by_identity: HashMap<usize, usize, Fast> = HashMap::default();
+    let mut by_labels: HashMap<Metric, usize, Fast> = HashMap::default();
     let mut groups: Vec<(Metric, Vec<Sample>)> = Vec::new();
     for s in input {
         let key = group_key(ev, &s.metric, modifier);

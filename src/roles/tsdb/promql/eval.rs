@@ -172,7 +172,15 @@ const MAX_SUBQUERY_STEPS: i64 = 11_000;
 const MAX_SUBQUERY_EVALS: u64 = 1_000_000;
 
 /// A range function applied to one series' window ending at a time.
-pub type WindowFn<'f> = dyn Fn(&Metric, &[(i64, f64)], i64) -> Option<Sample> + 'f;
+pub type WindowFn<'f> = dyn Fn(&Metric, &[(i64, f64)], i64) -> Option<Sample> + Sync + 'f;
+
+/// Windows (series × steps) past which a range function runs on every core.
+const PARALLEL_WINDOWS: usize = 50_000;
+
+/// Threads a query may use: the cores, at most four.
+fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
+}
 
 /// Most per-step results a range function keeps precomputed; past this a
 /// query is evaluated step by step instead.
@@ -232,31 +240,22 @@ impl<'a> Evaluator<'a> {
         let index = ((t - self.start) / self.step) as usize;
         let mut cache = self.windows.borrow_mut();
         let per_step = cache.entry(node).or_insert_with(|| {
-            let mut out: Vec<Vec<Sample>> = vec![Vec::new(); steps];
-            let mut clean = Vec::new();
-            for s in series {
-                let p = &s.points;
-                let (mut lo, mut hi) = (0, 0);
-                for (i, slot) in out.iter_mut().enumerate() {
-                    let at = selector_time(vs, self.start + i as i64 * self.step, self.start, self.end);
-                    let from = at.saturating_sub(range);
-                    while hi < p.len() && p[hi].0 <= at {
-                        hi += 1;
-                    }
-                    while lo < hi && p[lo].0 < from {
-                        lo += 1;
-                    }
-                    let mut window = &p[lo..hi];
-                    if window.iter().any(|x| is_stale(x.1)) {
-                        clean.clear();
-                        clean.extend(window.iter().copied().filter(|x| !is_stale(x.1)));
-                        window = &clean;
-                    }
-                    if !window.is_empty()
-                        && let Some(sample) = f(&s.metric, window, at)
-                    {
-                        slot.push(sample);
-                    }
+            // Series are independent: split them over the cores, then join
+            // each step's samples in series order.
+            let threads = if steps * series.len() < PARALLEL_WINDOWS { 1 } else { worker_threads() };
+            let grid = (self.start, self.end, self.step);
+            let part = series.len().div_ceil(threads).max(1);
+            let parts: Vec<Vec<Vec<Sample>>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = series
+                    .chunks(part)
+                    .map(|chunk| scope.spawn(move || windows_of(chunk, vs, range, grid, steps, f)))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+            });
+            let mut out: Vec<Vec<Sample>> = (0..steps).map(|_| Vec::with_capacity(series.len())).collect();
+            for part in parts {
+                for (slot, samples) in out.iter_mut().zip(part) {
+                    slot.extend(samples);
                 }
             }
             out
@@ -387,6 +386,46 @@ impl<'a> Evaluator<'a> {
             other => Err(QueryError::bad(format!("{what} expects a scalar, got {}", other.kind()))),
         }
     }
+}
+
+/// `f` over every step's window of each of `series`, walking each
+/// series once.
+fn windows_of(
+    series: &[Series],
+    vs: &VectorSelector,
+    range: i64,
+    (start, end, step): (i64, i64, i64),
+    steps: usize,
+    f: &WindowFn<'_>,
+) -> Vec<Vec<Sample>> {
+    let mut out: Vec<Vec<Sample>> = (0..steps).map(|_| Vec::with_capacity(series.len())).collect();
+    let mut clean = Vec::new();
+    for s in series {
+        let p = &s.points;
+        let (mut lo, mut hi) = (0, 0);
+        for (i, slot) in out.iter_mut().enumerate() {
+            let at = selector_time(vs, start + i as i64 * step, start, end);
+            let from = at.saturating_sub(range);
+            while hi < p.len() && p[hi].0 <= at {
+                hi += 1;
+            }
+            while lo < hi && p[lo].0 < from {
+                lo += 1;
+            }
+            let mut window = &p[lo..hi];
+            if window.iter().any(|x| is_stale(x.1)) {
+                clean.clear();
+                clean.extend(window.iter().copied().filter(|x| !is_stale(x.1)));
+                window = &clean;
+            }
+            if !window.is_empty()
+                && let Some(sample) = f(&s.metric, window, at)
+            {
+                slot.push(sample);
+            }
+        }
+    }
+    out
 }
 
 /// Metric of a selected series, as the evaluator sees it.

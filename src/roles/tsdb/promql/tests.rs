@@ -268,3 +268,19 @@ fn range_queries_agree_with_instant_queries_at_every_step() {
         }
     }
 }
+
+#[test]
+fn range_functions_split_over_cores_agree_with_one_step_at_a_time() {
+    let mut db = Db::default();
+    for i in 0..1200 {
+        db.load(15_000, &format!("s{{i=\"{i}\"}} 0+{}x80", i % 7 + 1)).unwrap();
+    }
+    let expr = parse("sum by (i) (rate(s[1m]))").unwrap();
+    let (start, end, step) = (60_000, 1_200_000, 20_000);
+    let ranged = db.eval_range(&expr, start, end, step).unwrap();
+    assert!(ranged.len() * 1200 > 50_000, "must cross the parallel threshold");
+    for (i, got) in ranged.iter().enumerate().step_by(7) {
+        let t = start + i as i64 * step;
+        assert_eq!(format!("{got:?}"), format!("{:?}", db.eval(&expr, t).unwrap()), "at {t}");
+    }
+}

@@ -179,7 +179,8 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 pub struct MemParts {
     pub sealed: Vec<Vec<u8>>,
-    pub open: Vec<u8>,
+    /// The open chunk's samples, decoded under the lock.
+    pub open: Vec<(i64, f64)>,
     /// Late samples inside the open chunk's range, newer than it.
     pub late: Vec<(i64, f64)>,
     pub ooo: Vec<(i64, f64)>,
@@ -233,7 +234,7 @@ impl Heads {
                 .filter(|(first, v)| chunk::last_t(v).is_ok_and(|last| overlaps(*first, last)))
                 .map(|(_, v)| v.clone())
                 .collect(),
-            open: if h.open.last_timestamp().is_some_and(|last| last >= from) { h.open.bytes() } else { Vec::new() },
+            open: if h.open.last_timestamp().is_some_and(|last| last >= from) { h.open.samples() } else { Vec::new() },
             late: h
                 .spill
                 .as_deref()

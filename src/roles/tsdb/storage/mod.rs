@@ -520,9 +520,7 @@ impl Storage {
             for v in &p.sealed {
                 parts.push(chunk::decode(v)?);
             }
-            if !p.open.is_empty() {
-                parts.push(super::gorilla::decode(&p.open)?);
-            }
+            parts.push(p.open);
             parts.push(p.late);
             parts.push(p.ooo);
             out.push((id, merge(parts, from, to)));
