@@ -174,8 +174,9 @@ const MAX_SUBQUERY_EVALS: u64 = 1_000_000;
 /// A range function applied to one series' window ending at a time.
 pub type WindowFn<'f> = dyn Fn(&Metric, &[(i64, f64)], i64) -> Option<Sample> + Sync + 'f;
 
-/// Windows (series × steps) past which a range function runs on every core.
-const PARALLEL_WINDOWS: usize = 50_000;
+/// Windows (series × steps) plus points past which a range function runs
+/// on every core.
+const PARALLEL_WORK: usize = 100_000;
 
 /// Threads a query may use: the cores, at most four.
 fn worker_threads() -> usize {
@@ -242,7 +243,8 @@ impl<'a> Evaluator<'a> {
         let per_step = cache.entry(node).or_insert_with(|| {
             // Series are independent: split them over the cores, then join
             // each step's samples in series order.
-            let threads = if steps * series.len() < PARALLEL_WINDOWS { 1 } else { worker_threads() };
+            let work = steps * series.len() + series.iter().map(|s| s.points.len()).sum::<usize>();
+            let threads = if work < PARALLEL_WORK { 1 } else { worker_threads() };
             let grid = (self.start, self.end, self.step);
             let part = series.len().div_ceil(threads).max(1);
             let parts: Vec<Vec<Vec<Sample>>> = std::thread::scope(|scope| {
