@@ -146,6 +146,20 @@ pub fn apply(
     Ok(())
 }
 
+/// Every entry of a table of packed rows; a damaged row is named.
+pub fn entries(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    codec: Codec,
+    name: &str,
+) -> anyhow::Result<BTreeMap<u64, Vec<u8>>> {
+    let mut all = BTreeMap::new();
+    for row in table.iter()? {
+        let (first, row) = row?;
+        all.extend(codec.decode(row.value()).map_err(|e| anyhow::anyhow!("{name} row {}: {e}", first.value()))?);
+    }
+    Ok(all)
+}
+
 fn encode(entries: &BTreeMap<u64, Vec<u8>>) -> Vec<u8> {
     let mut out = Vec::with_capacity(entries.values().map(|v| v.len() + 6).sum::<usize>() + 4);
     put_u64(&mut out, entries.len() as u64);

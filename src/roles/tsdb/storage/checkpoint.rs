@@ -138,10 +138,8 @@ impl Storage {
                 for row in chunks.iter()? {
                     samples += chunk::sample_count(row?.1.value())? as u64;
                 }
-                for row in heads.iter()? {
-                    for value in blocks::Codec::Plain.decode(row?.1.value()).map_err(anyhow::Error::msg)?.values() {
-                        samples += chunk::sample_count(value)? as u64;
-                    }
+                for value in blocks::entries(&heads, blocks::Codec::Plain, "tsdb.head_blocks")?.values() {
+                    samples += chunk::sample_count(value)? as u64;
                 }
                 let bytes =
                     chunks.stats()?.stored_bytes() + heads.stats()?.stored_bytes() + wal.stats()?.stored_bytes();

@@ -144,17 +144,10 @@ impl Storage {
         let heads = Heads::default();
         let (index, next_id, next_seq, replayed) = store.read_blocking(|txn| {
             let mut ix = Index::default();
-            for row in txn.open_table(SERIES_BLOCKS)?.iter()? {
-                let (block, row) = row?;
-                let block = block.value();
-                let entries = blocks::Codec::Snappy
-                    .decode(row.value())
-                    .map_err(|e| anyhow::anyhow!("tsdb.series_blocks row {block}: {e}"))?;
-                for (id, key) in entries {
-                    let labels =
-                        Labels::decode(&key).map_err(|e| anyhow::anyhow!("tsdb.series_blocks id {id}: {e}"))?;
-                    ix.insert(id, labels);
-                }
+            let series = txn.open_table(SERIES_BLOCKS)?;
+            for (id, key) in blocks::entries(&series, blocks::Codec::Snappy, "tsdb.series_blocks")? {
+                let labels = Labels::decode(&key).map_err(|e| anyhow::anyhow!("tsdb.series_blocks id {id}: {e}"))?;
+                ix.insert(id, labels);
             }
             let chunks = txn.open_table(CHUNKS)?;
             for id in ix.ids() {
@@ -163,16 +156,10 @@ impl Storage {
                     heads.with(id, |h| h.set_floor(floor));
                 }
             }
-            for row in txn.open_table(HEAD_BLOCKS)?.iter()? {
-                let (block, row) = row?;
-                let block = block.value();
-                let entries = blocks::Codec::Plain
-                    .decode(row.value())
-                    .map_err(|e| anyhow::anyhow!("tsdb.head_blocks row {block}: {e}"))?;
-                for (id, v) in entries {
-                    let samples = chunk::decode(&v).map_err(|e| anyhow::anyhow!("tsdb.head_blocks id {id}: {e}"))?;
-                    heads.with(id, |h| h.restore(&samples));
-                }
+            let saved = txn.open_table(HEAD_BLOCKS)?;
+            for (id, v) in blocks::entries(&saved, blocks::Codec::Plain, "tsdb.head_blocks")? {
+                let samples = chunk::decode(&v).map_err(|e| anyhow::anyhow!("tsdb.head_blocks id {id}: {e}"))?;
+                heads.with(id, |h| h.restore(&samples));
             }
             let meta = txn.open_table(META)?;
             let next_id = meta.get("next_series_id")?.map_or(1, |v| v.value());

@@ -113,14 +113,8 @@ fn to_blocks(txn: &WriteTransaction) -> Result<(), redb::Error> {
 fn repack(txn: &WriteTransaction) -> Result<(), redb::Error> {
     use super::blocks::Codec;
     for (table, codec) in [(SERIES_BLOCKS, Codec::Snappy), (HEAD_BLOCKS, Codec::Plain)] {
-        let mut entries = std::collections::BTreeMap::new();
-        for row in txn.open_table(table)?.iter()? {
-            let (block, v) = row?;
-            let part = codec
-                .decode(v.value())
-                .map_err(|e| redb::Error::Corrupted(format!("{} row {}: {e}", table.name(), block.value())))?;
-            entries.extend(part);
-        }
+        let entries = super::blocks::entries(&txn.open_table(table)?, codec, table.name())
+            .map_err(|e| redb::Error::Corrupted(format!("{e:#}")))?;
         txn.delete_table(table)?;
         write_packed(txn, table, entries, codec)?;
     }
