@@ -18,9 +18,11 @@ use serde_json::json;
 
 use crate::core::auth::Auth;
 use crate::core::config::AdminConfig;
+use crate::core::exit::ConfigProblem;
 use crate::core::httpserve::{FullResponse, respond, serve};
 use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, StatusHandle};
 use crate::core::telemetry::ProcessMetrics;
+use crate::core::tls::ServerTls;
 
 /// The name the admin service runs under (its span, metrics and status).
 pub const NAME: &str = "admin";
@@ -29,6 +31,7 @@ pub const NAME: &str = "admin";
 pub struct AdminService {
     listen: SocketAddr,
     auth: Auth,
+    tls: Option<ServerTls>,
     prometheus: PrometheusHandle,
     roles: Vec<(&'static str, StatusHandle)>,
     process: ProcessMetrics,
@@ -44,7 +47,8 @@ impl AdminService {
         facts: serde_json::Value,
     ) -> anyhow::Result<Self> {
         let auth = Auth::load(cfg.auth, cfg.token_file.as_ref(), "admin.token_file")?;
-        Ok(Self { listen: cfg.listen, auth, prometheus, roles, process, facts })
+        let tls = cfg.tls.as_ref().map(|t| ServerTls::load(t, "admin.tls")).transpose().map_err(ConfigProblem::from)?;
+        Ok(Self { listen: cfg.listen, auth, tls, prometheus, roles, process, facts })
     }
 }
 
@@ -56,14 +60,15 @@ impl Role for AdminService {
     fn run(self: Box<Self>, ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let listener = ctx.bind("http").await?;
-            tracing::info!(addr = %listener.local_addr()?, "admin listening");
+            tracing::info!(addr = %listener.local_addr()?, tls = self.tls.is_some(), "admin listening");
             ctx.status.set_ready(true);
+            let tls = self.tls.clone();
             let state = Arc::new(*self);
             let handler = move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(state.handle(req)) }
             };
-            serve(NAME, listener, handler, ctx.shutdown.clone(), Duration::from_secs(2)).await;
+            serve(NAME, listener, tls, handler, ctx.shutdown.clone(), Duration::from_secs(2)).await;
             Ok(())
         })
     }

@@ -22,12 +22,15 @@ pub enum AuthMode {
     Bearer,
 }
 
-/// Why an auth setting is refused, or None when it is acceptable.
-pub fn problem(mode: AuthMode, listen: SocketAddr, token_file: Option<&Path>) -> Option<String> {
+/// Why an auth setting is refused, or None when it is acceptable. A
+/// listener whose TLS requires client certificates (mutual TLS) is
+/// authenticated by them, so it may use auth = "none" on any address.
+pub fn problem(mode: AuthMode, listen: SocketAddr, token_file: Option<&Path>, client_certs: bool) -> Option<String> {
     match (mode, token_file) {
-        (AuthMode::None, _) if !listen.ip().is_loopback() => {
-            Some(format!("{listen} is not a loopback address; set auth = \"bearer\" with a token_file to expose it"))
-        }
+        (AuthMode::None, _) if !listen.ip().is_loopback() && !client_certs => Some(format!(
+            "{listen} is not a loopback address; set auth = \"bearer\" with a token_file, or require client \
+             certificates with tls.client_ca_file, to expose it"
+        )),
         (AuthMode::Bearer, None) => Some("auth = \"bearer\" needs token_file".into()),
         _ => None,
     }
@@ -109,10 +112,11 @@ mod tests {
     fn unauthenticated_listeners_stay_on_loopback() {
         let lo: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:1".parse().unwrap();
-        assert!(problem(AuthMode::None, lo, None).is_none());
-        assert!(problem(AuthMode::None, any, None).unwrap().contains("not a loopback"));
-        assert!(problem(AuthMode::Bearer, any, None).unwrap().contains("token_file"));
-        assert!(problem(AuthMode::Bearer, any, Some(Path::new("/t"))).is_none());
+        assert!(problem(AuthMode::None, lo, None, false).is_none());
+        assert!(problem(AuthMode::None, any, None, false).unwrap().contains("not a loopback"));
+        assert!(problem(AuthMode::None, any, None, true).is_none());
+        assert!(problem(AuthMode::Bearer, any, None, false).unwrap().contains("token_file"));
+        assert!(problem(AuthMode::Bearer, any, Some(Path::new("/t")), false).is_none());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Serving HTTP/1.1 and HTTP/2 on a listener, for the admin service and every
-//! role: one accept loop, the telemetry layer, a header-read timeout against
+//! role: one accept loop, TLS when configured, the telemetry layer, a header-read timeout against
 //! slowloris clients, and a graceful drain on shutdown.
 
 use std::convert::Infallible;
@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::telemetry::{HttpTelemetryLayer, MatchedRoute};
+use crate::core::tls::ServerTls;
 
 /// A complete response with a byte body.
 pub type FullResponse = Response<Full<Bytes>>;
@@ -37,11 +38,15 @@ pub fn respond(
     resp
 }
 
-/// Serves `handler` on `listener` until `shutdown` fires, then lets open
-/// requests finish for up to `drain`.
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `handler` on `listener`, over TLS when `tls` is set, until
+/// `shutdown` fires, then lets open requests finish for up to `drain`.
 pub async fn serve<H, F>(
     role: &'static str,
     listener: TcpListener,
+    tls: Option<ServerTls>,
     handler: H,
     shutdown: CancellationToken,
     drain: Duration,
@@ -70,10 +75,34 @@ pub async fn serve<H, F>(
         let service = tower::ServiceBuilder::new()
             .layer(HttpTelemetryLayer::new(role))
             .service(tower::service_fn(handler.clone()));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn.into_owned());
+        let service = TowerToHyperService::new(service);
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
+                        .await
+                }
+                Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        watcher
+                            .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
+                            .await
+                    }
+                    Ok(Err(e)) => {
+                        metrics::counter!("edgebox_tls_handshake_failures_total", "role" => role).increment(1);
+                        tracing::debug!(role, %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        metrics::counter!("edgebox_tls_handshake_failures_total", "role" => role).increment(1);
+                        tracing::debug!(role, %peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!(role, %peer, error = %e, "connection ended with an error");
             }
         });

@@ -17,3 +17,4 @@ pub mod runtime;
 pub mod store;
 pub mod sysinfo;
 pub mod telemetry;
+pub mod tls;

@@ -9,4 +9,6 @@ mod otlp;
 mod store;
 mod support;
 #[cfg(feature = "tsdb")]
+mod tls;
+#[cfg(feature = "tsdb")]
 mod tsdb;

@@ -6,14 +6,17 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use edgebox::core::httpclient::{self, Endpoint};
+use edgebox::core::tls::ClientTls;
+
 use crate::support::{Appliance, field, text};
 
-fn now_s() -> i64 {
+pub fn now_s() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 /// The tsdb's bound address, from its "tsdb listening" log line.
-fn tsdb_addr(app: &Appliance) -> SocketAddr {
+pub fn tsdb_addr(app: &Appliance) -> SocketAddr {
     field(&app.wait_log("tsdb listening"), "addr").unwrap().parse().unwrap()
 }
 
@@ -328,36 +331,59 @@ fn http_try(addr: SocketAddr, body: &[u8]) -> (u16, String) {
 }
 
 /// A real VictoriaMetrics, started on a free port with a private directory.
-struct Victoria {
+pub struct Victoria {
     child: std::process::Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
+    endpoint: Endpoint,
+    auth: Vec<(&'static str, String)>,
     _dir: tempfile::TempDir,
 }
 
 impl Victoria {
-    fn start(port: u16) -> Victoria {
+    pub fn start(port: u16) -> Victoria {
+        Self::start_with(port, &[], None, vec![])
+    }
+
+    /// With extra flags (TLS, basic auth); `tls` and `auth` are what this
+    /// test's own requests to it then need.
+    pub fn start_with(
+        port: u16,
+        flags: &[String],
+        tls: Option<ClientTls>,
+        auth: Vec<(&'static str, String)>,
+    ) -> Victoria {
         let dir = tempfile::tempdir().unwrap();
         let child = std::process::Command::new("victoria-metrics")
             .arg(format!("-storageDataPath={}", dir.path().display()))
             .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
             .args(["-loggerLevel=ERROR", "-search.latencyOffset=0s"])
+            .args(flags)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("victoria-metrics is not installed (Debian package victoria-metrics; `make test` installs it)");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let vm = Victoria { child, addr, endpoint: Endpoint::plain(addr).with_tls(tls), auth, _dir: dir };
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while http_try_get(addr, "/health") != 200 {
+        while vm.get("/health").0 != 200 {
             assert!(std::time::Instant::now() < deadline, "victoria-metrics did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Victoria { child, addr, _dir: dir }
+        vm
+    }
+
+    /// A GET with this test's credentials; status 0 when it cannot connect.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        match httpclient::request(&self.endpoint, "GET", path, &self.auth, b"") {
+            Ok(r) => (r.status, String::from_utf8_lossy(&r.body).into_owned()),
+            Err(_) => (0, String::new()),
+        }
     }
 
     /// Values of `metric` it holds, after flushing its buffers.
-    fn values(&self, metric: &str) -> Vec<f64> {
-        let _ = http(self.addr, "GET", "/internal/force_flush", &[], b"");
-        let (_, body) = http(self.addr, "GET", &format!("/api/v1/export?match[]={metric}"), &[], b"");
+    pub fn values(&self, metric: &str) -> Vec<f64> {
+        let _ = self.get("/internal/force_flush");
+        let (_, body) = self.get(&format!("/api/v1/export?match[]={metric}"));
         body.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .flat_map(|v| v["values"].as_array().cloned().unwrap_or_default())
@@ -373,18 +399,11 @@ impl Drop for Victoria {
     }
 }
 
-fn http_try_get(addr: SocketAddr, path: &str) -> u16 {
-    match std::net::TcpStream::connect(addr) {
-        Ok(_) => http(addr, "GET", path, &[], b"").0,
-        Err(_) => 0,
-    }
-}
-
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !ok() {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");

@@ -272,7 +272,9 @@ fn validate(text: &str, root: &DeTable<'_>, core: &CoreConfig, problems: &mut Ve
         }
     }
     let admin = &core.admin;
-    if let Some(p) = crate::core::auth::problem(admin.auth, admin.listen, admin.token_file.as_deref()) {
+    if let Some(p) =
+        crate::core::auth::problem(admin.auth, admin.listen, admin.token_file.as_deref(), admin.client_certs())
+    {
         let key = if admin.auth == AuthMode::None { "listen" } else { "auth" };
         problems.push(at(text, span_of(root, &["admin", key]), Some(&format!("admin.{key}")), p));
     }

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::tls::ServerTlsConfig;
+
 pub use crate::core::auth::AuthMode;
 pub use load::{ConfigError, LoadedConfig, default_config_text, load, load_text};
 
@@ -93,11 +95,21 @@ pub struct AdminConfig {
     pub auth: AuthMode,
     /// File holding the bearer token, with auth = "bearer".
     pub token_file: Option<PathBuf>,
+    /// TLS for the listener; absent: plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+impl AdminConfig {
+    /// Whether the listener requires client certificates.
+    pub fn client_certs(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some())
+    }
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)), auth: AuthMode::None, token_file: None }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)), auth: AuthMode::None, token_file: None, tls: None }
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::core::httpclient;
+use crate::core::httpclient::{self, Endpoint};
 
 /// Options of one run.
 pub struct Options {
@@ -188,7 +188,7 @@ impl Drop for Target {
 fn wait_http(addr: SocketAddr, path: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if httpclient::request(addr, "GET", path, &[], b"").is_ok_and(|r| r.status < 500) {
+        if httpclient::request(&Endpoint::plain(addr), "GET", path, &[], b"").is_ok_and(|r| r.status < 500) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -268,7 +268,7 @@ fn start_influx() -> anyhow::Result<Target> {
         .context("cannot start influxd (Debian package influxdb)")?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     wait_http(addr, "/ping", Duration::from_secs(30))?;
-    let r = httpclient::request(addr, "POST", "/query?q=CREATE%20DATABASE%20bench", &[], b"")?;
+    let r = httpclient::request(&Endpoint::plain(addr), "POST", "/query?q=CREATE%20DATABASE%20bench", &[], b"")?;
     anyhow::ensure!(r.status == 200, "influxd: CREATE DATABASE answered {}", r.status);
     Ok(Target {
         name: "influxdb 1.6",
@@ -291,7 +291,7 @@ fn ingest(t: &Target, bodies: &Arc<Vec<Vec<u8>>>, clients: usize) -> anyhow::Res
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(body) = bodies.get(i) else { return Ok(()) };
-                    let r = httpclient::request(addr, "POST", &path, &[], body)?;
+                    let r = httpclient::request(&Endpoint::plain(addr), "POST", &path, &[], body)?;
                     anyhow::ensure!(
                         r.status == 204,
                         "write answered {}: {}",
@@ -313,7 +313,7 @@ fn query_ms(addr: SocketAddr, path: &str, runs: usize) -> anyhow::Result<f64> {
     let mut times = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
-        let r = httpclient::request(addr, "GET", path, &[], b"")?;
+        let r = httpclient::request(&Endpoint::plain(addr), "GET", path, &[], b"")?;
         anyhow::ensure!(r.status == 200, "query answered {}: {}", r.status, String::from_utf8_lossy(&r.body));
         times.push(started.elapsed().as_secs_f64() * 1000.0);
     }
@@ -341,7 +341,7 @@ fn disk_per_sample(t: &mut Target, samples: usize) -> anyhow::Result<f64> {
             Ok(std::fs::metadata(data.join("edgebox.redb"))?.len() as f64 / samples as f64)
         }
         name if name.starts_with("victoria") => {
-            let _ = httpclient::request(t.addr, "GET", "/internal/force_flush", &[], b"");
+            let _ = httpclient::request(&Endpoint::plain(t.addr), "GET", "/internal/force_flush", &[], b"");
             std::thread::sleep(Duration::from_secs(5));
             Ok(dir_bytes(&t.dir.path().join("data")) as f64 / samples as f64)
         }
@@ -403,7 +403,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let rate = samples as f64 / secs;
         let (qa, qr) = if t.promql {
             if t.name.starts_with("victoria") {
-                let _ = httpclient::request(t.addr, "GET", "/internal/force_flush", &[], b"");
+                let _ = httpclient::request(&Endpoint::plain(t.addr), "GET", "/internal/force_flush", &[], b"");
                 std::thread::sleep(Duration::from_secs(2));
             }
             (Some(query_ms(t.addr, &q_avg, 5)?), Some(query_ms(t.addr, &q_rate, 5)?))

@@ -4,11 +4,12 @@ use std::io::Read;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::config::TsdbConfig;
 use super::promql::{Metric, format_value};
 use crate::commands::Invocation;
 use crate::core::auth::AuthMode;
-use crate::core::httpclient;
+use crate::core::exit::ConfigProblem;
+use crate::core::httpclient::{self, Endpoint};
+use crate::core::tls::pinned_client;
 
 pub fn command() -> Command {
     Command::new("tsdb")
@@ -80,7 +81,9 @@ pub fn command() -> Command {
         )
 }
 
-fn tsdb_config(inv: &Invocation) -> anyhow::Result<(TsdbConfig, Vec<(&'static str, String)>)> {
+/// The running role's listener as the config describes it, and the headers
+/// that authenticate to it.
+fn tsdb_endpoint(inv: &Invocation) -> anyhow::Result<(Endpoint, Vec<(&'static str, String)>)> {
     let loaded = inv.load_config()?;
     let role = loaded
         .roles
@@ -96,7 +99,19 @@ fn tsdb_config(inv: &Invocation) -> anyhow::Result<(TsdbConfig, Vec<(&'static st
             std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("tsdb.token_file {}: {e}", path.display()))?;
         headers.push(("Authorization", format!("Bearer {}", token.trim())));
     }
-    Ok((tsdb.cfg, headers))
+    let tls = match &tsdb.cfg.tls {
+        Some(t) if t.client_ca_file.is_some() => {
+            return Err(ConfigProblem(
+                "tsdb.tls.client_ca_file: the listener takes only clients with a certificate, and the CLI has none; \
+                 use the HTTP API with one (e.g. curl --cert)"
+                    .into(),
+            )
+            .into());
+        }
+        Some(t) => Some(pinned_client(t, "tsdb.tls")?),
+        None => None,
+    };
+    Ok((Endpoint::plain(tsdb.cfg.listen).with_tls(tls), headers))
 }
 
 pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
@@ -115,7 +130,7 @@ pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
             rss_series: n("rss-series"),
         });
     }
-    let (cfg, mut headers) = tsdb_config(inv)?;
+    let (to, mut headers) = tsdb_endpoint(inv)?;
     match matches.subcommand() {
         Some(("write", m)) => {
             let body = match m.get_many::<String>("lines") {
@@ -127,8 +142,7 @@ pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
                 }
             };
             let precision = m.get_one::<String>("precision").map_or("ns", String::as_str);
-            let reply =
-                httpclient::request(cfg.listen, "POST", &format!("/write?precision={precision}"), &headers, &body)?;
+            let reply = httpclient::request(&to, "POST", &format!("/write?precision={precision}"), &headers, &body)?;
             if reply.status == 204 {
                 return Ok(());
             }
@@ -157,7 +171,7 @@ pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
             };
             let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
             headers.push(("Content-Type", "application/x-www-form-urlencoded".into()));
-            let reply = httpclient::request(cfg.listen, "POST", path, &headers, body.as_bytes())?;
+            let reply = httpclient::request(&to, "POST", path, &headers, body.as_bytes())?;
             let v: serde_json::Value = serde_json::from_slice(&reply.body)
                 .map_err(|e| anyhow::anyhow!("tsdb answered {} with a body that is not JSON: {e}", reply.status))?;
             if v["status"] != "success" {

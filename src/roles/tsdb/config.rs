@@ -1,11 +1,13 @@
 //! `[tsdb]`: the time-series database's config section.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::core::auth::AuthMode;
+use crate::core::tls::{ClientTlsConfig, ServerTlsConfig};
 
 /// The documented default section, printed by `edgebox config default`.
 pub const DEFAULT: &str = r#"[tsdb]
@@ -44,10 +46,33 @@ max_series_per_metric = 100000
 # replays at most this much log.
 checkpoint_interval_s = 60
 # Upstream remote_write endpoint (Prometheus, VictoriaMetrics, Mimir) that
-# every accepted sample is forwarded to, store-and-forward. Absent: none.
-# forward_url = "http://central:8428/api/v1/write"
+# every accepted sample is forwarded to, store-and-forward, over http:// or
+# https://. Absent: none.
+# forward_url = "https://central:8428/api/v1/write"
 # Samples per forwarded batch.
 forward_batch_samples = 5000
+# File holding a bearer token sent to the upstream.
+# forward_token_file = "/etc/edgebox/upstream.token"
+# Basic auth for the upstream: the user, and the file holding the password.
+# forward_username = "edge-17"
+# forward_password_file = "/etc/edgebox/upstream.password"
+# Extra headers on every forwarded request, e.g. Mimir's tenant.
+# forward_headers = { "X-Scope-OrgID" = "edge" }
+# TLS for the listener (PEM files, re-read within a second when they
+# change). With client_ca_file every client must present a certificate
+# signed by that CA, and auth = "none" is then allowed off loopback.
+# [tsdb.tls]
+# cert_file = "/etc/edgebox/tsdb.pem"
+# key_file = "/etc/edgebox/tsdb.key"
+# client_ca_file = "/etc/edgebox/clients-ca.pem"
+# TLS to an https forward_url: the CA bundle the upstream must chain to
+# (absent: the Mozilla roots built in), a client certificate for upstreams
+# that ask for one, and the name to check when it is not the URL's host.
+# [tsdb.forward_tls]
+# ca_file = "/etc/edgebox/upstream-ca.pem"
+# cert_file = "/etc/edgebox/edge.pem"
+# key_file = "/etc/edgebox/edge.key"
+# server_name = "central.example"
 "#;
 
 /// The same section used by the compliance test: any free port.
@@ -86,6 +111,19 @@ pub struct TsdbConfig {
     pub forward_url: Option<String>,
     /// Samples per forwarded batch.
     pub forward_batch_samples: usize,
+    /// Bearer token file for the upstream.
+    pub forward_token_file: Option<PathBuf>,
+    /// Basic-auth user for the upstream.
+    pub forward_username: Option<String>,
+    /// File holding the basic-auth password.
+    pub forward_password_file: Option<PathBuf>,
+    /// Extra headers on forwarded requests.
+    pub forward_headers: BTreeMap<String, String>,
+    /// TLS for the listener; absent: plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
+    /// TLS to an https upstream.
+    pub forward_tls: ClientTlsConfig,
 }
 
 impl Default for TsdbConfig {
@@ -106,6 +144,12 @@ impl Default for TsdbConfig {
             checkpoint_interval_s: 60,
             forward_url: None,
             forward_batch_samples: 5000,
+            forward_token_file: None,
+            forward_username: None,
+            forward_password_file: None,
+            forward_headers: BTreeMap::new(),
+            tls: None,
+            forward_tls: ClientTlsConfig::default(),
         }
     }
 }
@@ -125,7 +169,8 @@ impl TsdbConfig {
 
     /// Cross-key checks, as one message naming the key at fault.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(p) = crate::core::auth::problem(self.auth, self.listen, self.token_file.as_deref()) {
+        let client_certs = self.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+        if let Some(p) = crate::core::auth::problem(self.auth, self.listen, self.token_file.as_deref(), client_certs) {
             return Err(format!("tsdb.listen/auth: {p}"));
         }
         if self.max_body_bytes < 1024 {
@@ -133,6 +178,19 @@ impl TsdbConfig {
         }
         if let Some(url) = &self.forward_url {
             super::forward::Upstream::parse(url)?;
+        }
+        if self.forward_username.is_some() != self.forward_password_file.is_some() {
+            return Err("tsdb.forward_username and tsdb.forward_password_file go together".into());
+        }
+        if self.forward_username.is_some() && self.forward_token_file.is_some() {
+            return Err("tsdb.forward_token_file and tsdb.forward_username: choose bearer or basic auth".into());
+        }
+        for (name, value) in &self.forward_headers {
+            if http::HeaderName::try_from(name.as_str()).is_err()
+                || http::HeaderValue::try_from(value.as_str()).is_err()
+            {
+                return Err(format!("tsdb.forward_headers.{name}: not a valid HTTP header"));
+            }
         }
         if self.forward_batch_samples == 0 {
             return Err("tsdb.forward_batch_samples: must be at least 1".into());

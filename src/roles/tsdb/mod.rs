@@ -29,8 +29,10 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::core::auth::Auth;
+use crate::core::exit::ConfigProblem;
 use crate::core::httpserve::serve;
 use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, RoleEntry, load_with};
+use crate::core::tls::ServerTls;
 use config::TsdbConfig;
 use storage::{Limits, Storage};
 
@@ -74,8 +76,9 @@ impl Role for Tsdb {
                 max_series_per_metric: cfg.max_series_per_metric,
             };
             let store = ctx.store.clone();
-            let upstream =
-                cfg.forward_url.as_deref().map(forward::Upstream::parse).transpose().map_err(anyhow::Error::msg)?;
+            let tls =
+                cfg.tls.as_ref().map(|t| ServerTls::load(t, "tsdb.tls")).transpose().map_err(ConfigProblem::from)?;
+            let upstream = forward::Sender::load(&cfg)?;
             let batch = cfg.forward_batch_samples;
             let forwarding = upstream.is_some();
             let retention = cfg.retention();
@@ -95,15 +98,15 @@ impl Role for Tsdb {
                 keys: ingest::KeyCache::new(cfg.max_series.saturating_mul(2).min(4_000_000)),
             });
             let listener = ctx.bind("http").await?;
-            tracing::info!(addr = %listener.local_addr()?, "tsdb listening");
+            tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "tsdb listening");
             let checkpoints = tokio::spawn(checkpoint_forever(storage.clone(), cfg.clone(), ctx.shutdown.clone()));
             let forwarder = upstream.map(|u| {
-                tracing::info!(upstream = %u.url, "tsdb forwarding enabled");
+                tracing::info!(upstream = %u.upstream.url, "tsdb forwarding enabled");
                 tokio::spawn(forward::forward_forever(storage.clone(), u, ctx.shutdown.clone()))
             });
             ctx.status.set_ready(true);
             let handler = move |req| http::handle(api.clone(), req);
-            serve(http::NAME, listener, handler, ctx.shutdown.clone(), Duration::from_secs(5)).await;
+            serve(http::NAME, listener, tls, handler, ctx.shutdown.clone(), Duration::from_secs(5)).await;
             if let Err(e) = checkpoints.await {
                 tracing::warn!(error = %e, "tsdb checkpoint task ended abnormally");
             }

@@ -1,0 +1,154 @@
+//! The server side: a listener's certificate, re-read when its files change
+//! (a rotation by certguard or any tool that replaces the files takes effect
+//! within a second, without a restart), and an optional client CA that makes
+//! every client present a certificate.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::{ServerTlsConfig, TlsError, load_certs, load_key, load_roots, provider};
+
+/// How often the certificate files are checked for a change, at most.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// A listener's TLS, ready to accept connections.
+#[derive(Clone)]
+pub struct ServerTls {
+    acceptor: TlsAcceptor,
+    client_certs: bool,
+}
+
+impl ServerTls {
+    /// Loads the certificate, key and client CA named by `cfg`; `key` is the
+    /// config section in errors (e.g. "tsdb.tls").
+    pub fn load(cfg: &ServerTlsConfig, key: &str) -> Result<Self, TlsError> {
+        let provider = provider();
+        let resolver = ReloadingCert::load(cfg, key, provider.clone())?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| setup(key, e))?;
+        let builder = match &cfg.client_ca_file {
+            Some(path) => {
+                let roots = Arc::new(load_roots(path, &format!("{key}.client_ca_file"))?);
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .map_err(|e| setup(&format!("{key}.client_ca_file"), e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(resolver));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self { acceptor: TlsAcceptor::from(Arc::new(config)), client_certs: cfg.client_ca_file.is_some() })
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn requires_client_certs(&self) -> bool {
+        self.client_certs
+    }
+
+    /// Runs the handshake on an accepted connection.
+    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        self.acceptor.accept(tcp).await
+    }
+}
+
+fn setup(key: &str, e: impl std::fmt::Display) -> TlsError {
+    TlsError::Setup { key: key.to_owned(), what: e.to_string() }
+}
+
+/// The certificate in use and what its files looked like when it was read.
+#[derive(Debug)]
+struct Loaded {
+    current: Arc<CertifiedKey>,
+    stamp: Stamp,
+    checked: Instant,
+}
+
+/// Identity of both files' contents as the file system shows it: a rename
+/// over the file changes the inode, an edit in place the mtime or length.
+type Stamp = [Option<(u64, u64, SystemTime)>; 2];
+
+#[derive(Debug)]
+struct ReloadingCert {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    key: String,
+    provider: Arc<CryptoProvider>,
+    state: Mutex<Loaded>,
+}
+
+impl ReloadingCert {
+    fn load(cfg: &ServerTlsConfig, key: &str, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
+        let stamp = stamp(&cfg.cert_file, &cfg.key_file);
+        let current = Arc::new(certified_key(&cfg.cert_file, &cfg.key_file, key, &provider)?);
+        Ok(Self {
+            cert_file: cfg.cert_file.clone(),
+            key_file: cfg.key_file.clone(),
+            key: key.to_owned(),
+            provider,
+            state: Mutex::new(Loaded { current, stamp, checked: Instant::now() }),
+        })
+    }
+
+    /// Re-reads the files when they changed since the last read. A pair that
+    /// does not load (a rotation half written, a key that does not match)
+    /// keeps the previous certificate and is tried again at the next check.
+    fn refresh(&self, state: &mut Loaded) {
+        if state.checked.elapsed() < RECHECK {
+            return;
+        }
+        state.checked = Instant::now();
+        let now = stamp(&self.cert_file, &self.key_file);
+        if now == state.stamp {
+            return;
+        }
+        match certified_key(&self.cert_file, &self.key_file, &self.key, &self.provider) {
+            Ok(k) => {
+                state.current = Arc::new(k);
+                state.stamp = now;
+                tracing::info!(section = %self.key, cert_file = %self.cert_file.display(), "TLS certificate reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS certificate files changed but do not load; keeping the previous one")
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh(&mut state);
+        Some(state.current.clone())
+    }
+}
+
+fn stamp(cert_file: &Path, key_file: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    [cert_file, key_file].map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.ino(), m.len(), m.modified().ok()?))))
+}
+
+/// The chain and key from their files, checked to belong together.
+fn certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+    key: &str,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
+    let certs = load_certs(cert_file, &format!("{key}.cert_file"))?;
+    let private = load_key(key_file, &format!("{key}.key_file"))?;
+    CertifiedKey::from_der(certs, private, provider).map_err(|e| TlsError::Pem {
+        key: format!("{key}.key_file"),
+        path: key_file.to_owned(),
+        what: format!("does not fit {}: {e}", cert_file.display()),
+    })
+}

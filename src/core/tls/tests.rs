@@ -1,0 +1,172 @@
+//! Real handshakes over loopback: trust, client certificates, pinning,
+//! reloading, and errors that name the file at fault.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::testpki::{Leaf, TestCa};
+use super::*;
+
+/// Serves one echo of up to 5 bytes per connection, for `connections`
+/// connections, and returns the address.
+async fn echo_server(tls: ServerTls, connections: usize) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..connections {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                if let Ok(mut s) = tls.accept(tcp).await {
+                    let mut buf = [0u8; 5];
+                    if s.read_exact(&mut buf).await.is_ok() {
+                        let _ = s.write_all(&buf).await;
+                        let _ = s.shutdown().await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Connects, sends "hello", and returns the echo and the leaf the server showed.
+async fn hello(client: ClientTls, addr: std::net::SocketAddr) -> Result<(Vec<u8>, Vec<u8>), String> {
+    tokio::task::spawn_blocking(move || {
+        let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut s = client.connect(tcp).map_err(|e| e.to_string())?;
+        s.write_all(b"hello").map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        let leaf = s.conn.peer_certificates().unwrap()[0].to_vec();
+        Ok((buf.to_vec(), leaf))
+    })
+    .await
+    .unwrap()
+}
+
+fn server_cfg(leaf: &Leaf, client_ca: Option<&Path>) -> ServerTlsConfig {
+    ServerTlsConfig {
+        cert_file: leaf.cert_file.clone(),
+        key_file: leaf.key_file.clone(),
+        client_ca_file: client_ca.map(Path::to_owned),
+    }
+}
+
+fn trusting(ca: &TestCa) -> ClientTlsConfig {
+    ClientTlsConfig { ca_file: Some(ca.ca_file.clone()), ..Default::default() }
+}
+
+#[tokio::test]
+async fn a_client_trusting_the_ca_talks_to_the_server_by_name_and_by_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "servers");
+    let leaf = ca.leaf(dir.path(), "server", &["localhost", "127.0.0.1"]);
+    let addr = echo_server(ServerTls::load(&server_cfg(&leaf, None), "x.tls").unwrap(), 4).await;
+    for host in ["localhost", "127.0.0.1"] {
+        let client = ClientTls::load(&trusting(&ca), host, "x.forward_tls").unwrap();
+        assert_eq!(hello(client, addr).await.unwrap().0, b"hello");
+    }
+    // The wrong name, and the built-in roots (which do not hold this CA), fail.
+    let wrong = ClientTls::load(&trusting(&ca), "central.example", "x").unwrap();
+    let e = hello(wrong, addr).await.unwrap_err();
+    assert!(e.contains("not valid for name \"central.example\""), "{e}");
+    let public = ClientTls::load(&ClientTlsConfig::default(), "localhost", "x").unwrap();
+    let e = hello(public, addr).await.unwrap_err();
+    assert!(e.contains("UnknownIssuer"), "{e}");
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_when_a_client_ca_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let servers = TestCa::new(dir.path(), "servers");
+    let clients = TestCa::new(dir.path(), "clients");
+    let rogue = TestCa::new(dir.path(), "rogue");
+    let leaf = servers.leaf(dir.path(), "server", &["localhost"]);
+    let tls = ServerTls::load(&server_cfg(&leaf, Some(&clients.ca_file)), "x.tls").unwrap();
+    assert!(tls.requires_client_certs());
+    let addr = echo_server(tls, 3).await;
+    let with = |who: Option<&Leaf>| ClientTlsConfig {
+        cert_file: who.map(|l| l.cert_file.clone()),
+        key_file: who.map(|l| l.key_file.clone()),
+        ..trusting(&servers)
+    };
+    let device = clients.leaf(dir.path(), "device", &["device-1"]);
+    let impostor = rogue.leaf(dir.path(), "impostor", &["device-1"]);
+    let ok = ClientTls::load(&with(Some(&device)), "localhost", "x").unwrap();
+    assert_eq!(hello(ok, addr).await.unwrap().0, b"hello");
+    for who in [None, Some(&impostor)] {
+        let client = ClientTls::load(&with(who), "localhost", "x").unwrap();
+        assert!(hello(client, addr).await.is_err(), "a client without a certificate from the client CA got in");
+    }
+}
+
+#[tokio::test]
+async fn the_pinned_client_trusts_exactly_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "servers");
+    let leaf = ca.leaf(dir.path(), "server", &["device.example"]);
+    let other = ca.leaf(dir.path(), "other", &["device.example"]);
+    let addr = echo_server(ServerTls::load(&server_cfg(&leaf, None), "x.tls").unwrap(), 2).await;
+    let pinned = pinned_client(&server_cfg(&leaf, None), "x.tls").unwrap();
+    assert_eq!(hello(pinned, addr).await.unwrap().0, b"hello");
+    let pinned_other = pinned_client(&server_cfg(&other, None), "x.tls").unwrap();
+    assert!(hello(pinned_other, addr).await.unwrap_err().contains("other than its configured cert_file"));
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "servers");
+    let leaf = ca.leaf(dir.path(), "server", &["localhost"]);
+    let addr = echo_server(ServerTls::load(&server_cfg(&leaf, None), "x.tls").unwrap(), 3).await;
+    let client = || ClientTls::load(&trusting(&ca), "localhost", "x").unwrap();
+    let first = hello(client(), addr).await.unwrap().1;
+
+    // A half-done rotation: a new certificate with the old key does not load.
+    let next = ca.leaf(dir.path(), "next", &["localhost"]);
+    std::fs::copy(&next.cert_file, &leaf.cert_file).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(hello(client(), addr).await.unwrap().1, first, "a mismatched pair must not replace the certificate");
+
+    // The key follows: the new pair is served.
+    std::fs::rename(&next.key_file, &leaf.key_file).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let rotated = hello(client(), addr).await.unwrap().1;
+    assert_ne!(rotated, first);
+    assert_eq!(rotated, load_certs(&next.cert_file, "x").unwrap()[0].to_vec());
+}
+
+#[test]
+fn errors_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "servers");
+    let leaf = ca.leaf(dir.path(), "server", &["localhost"]);
+    let other = ca.leaf(dir.path(), "other", &["localhost"]);
+    let err = |cfg: &ServerTlsConfig| ServerTls::load(cfg, "tsdb.tls").err().unwrap().to_string();
+
+    let missing = ServerTlsConfig { cert_file: dir.path().join("nope.pem"), ..server_cfg(&leaf, None) };
+    assert!(err(&missing).starts_with(&format!("tsdb.tls.cert_file {}", dir.path().join("nope.pem").display())));
+
+    let not_pem = dir.path().join("garbage.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let e = err(&ServerTlsConfig { cert_file: not_pem.clone(), ..server_cfg(&leaf, None) });
+    assert!(e.contains("garbage.pem") && e.contains("no CERTIFICATE"), "{e}");
+    let e = err(&ServerTlsConfig { key_file: not_pem.clone(), ..server_cfg(&leaf, None) });
+    assert!(e.contains("tsdb.tls.key_file") && e.contains("no PRIVATE KEY"), "{e}");
+
+    let mismatched = ServerTlsConfig { key_file: other.key_file.clone(), ..server_cfg(&leaf, None) };
+    let e = err(&mismatched);
+    assert!(e.contains("other.key") && e.contains("does not fit"), "{e}");
+
+    let e = err(&server_cfg(&leaf, Some(&not_pem)));
+    assert!(e.contains("tsdb.tls.client_ca_file") && e.contains("garbage.pem"), "{e}");
+
+    let half = ClientTlsConfig { cert_file: Some(leaf.cert_file.clone()), ..Default::default() };
+    let e = ClientTls::load(&half, "localhost", "tsdb.forward_tls").unwrap_err().to_string();
+    assert!(e.contains("tsdb.forward_tls") && e.contains("go together"), "{e}");
+}
