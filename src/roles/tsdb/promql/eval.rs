@@ -171,8 +171,26 @@ const MAX_SUBQUERY_STEPS: i64 = 11_000;
 /// (nested subqueries and range queries multiply them).
 const MAX_SUBQUERY_EVALS: u64 = 1_000_000;
 
+/// One series' samples inside a window (stale markers removed) and what the
+/// walk over the series already knows of them.
+#[derive(Clone, Copy)]
+pub struct Window<'a> {
+    pub points: &'a [(i64, f64)],
+    /// True when no value is below the one before it (no counter reset), so
+    /// counter functions can skip looking for resets; false when there is
+    /// one or nobody checked.
+    pub monotonic: bool,
+}
+
+impl<'a> Window<'a> {
+    /// Points nobody has examined yet.
+    pub fn unknown(points: &'a [(i64, f64)]) -> Self {
+        Window { points, monotonic: false }
+    }
+}
+
 /// A range function applied to one series' window ending at a time.
-pub type WindowFn<'f> = dyn Fn(&Metric, &[(i64, f64)], i64) -> Option<Sample> + Sync + 'f;
+pub type WindowFn<'f> = dyn Fn(&Metric, Window<'_>, i64) -> Option<Sample> + Sync + 'f;
 
 /// Windows (series × steps) plus points past which a range function runs
 /// on every core.
@@ -194,8 +212,8 @@ pub struct Evaluator<'a> {
     end: i64,
     step: i64,
     /// Range-function results for every step, by call node, computed
-    /// series by series on first use.
-    windows: RefCell<HashMap<usize, Vec<Vec<Sample>>>>,
+    /// series by series on first use and handed out once per step.
+    windows: RefCell<HashMap<usize, Vec<Option<Vec<Sample>>>>>,
     /// One shared metric per label set, for grouping by identity.
     interned: RefCell<std::collections::HashSet<Metric>>,
     /// Subquery inner evaluations so far, against MAX_SUBQUERY_EVALS.
@@ -234,9 +252,12 @@ impl<'a> Evaluator<'a> {
         let series = self.series(vs);
         let steps = ((self.end - self.start) / self.step + 1) as usize;
         let on_grid = t >= self.start && t <= self.end && (t - self.start) % self.step == 0;
-        if !on_grid || steps.saturating_mul(series.len()) > WINDOWS_MAX {
+        let step_by_step = || {
             let at = selector_time(vs, t, self.start, self.end);
-            return self.range(vs, range, t).iter().filter_map(|s| f(&s.metric, &s.points, at)).collect();
+            self.range(vs, range, t).iter().filter_map(|s| f(&s.metric, Window::unknown(&s.points), at)).collect()
+        };
+        if !on_grid || steps.saturating_mul(series.len()) > WINDOWS_MAX {
+            return step_by_step();
         }
         let index = ((t - self.start) / self.step) as usize;
         let mut cache = self.windows.borrow_mut();
@@ -254,15 +275,24 @@ impl<'a> Evaluator<'a> {
                     .collect();
                 handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
             });
-            let mut out: Vec<Vec<Sample>> = (0..steps).map(|_| Vec::with_capacity(series.len())).collect();
+            let mut parts = parts.into_iter();
+            let mut out: Vec<Vec<Sample>> = parts.next().unwrap_or_default();
             for part in parts {
                 for (slot, samples) in out.iter_mut().zip(part) {
                     slot.extend(samples);
                 }
             }
-            out
+            out.into_iter().map(Some).collect()
         });
-        per_step.get(index).cloned().unwrap_or_default()
+        // Each step is asked for once; a second ask (the same node reached
+        // twice at one time) is computed again rather than cloned.
+        match per_step.get_mut(index).and_then(Option::take) {
+            Some(samples) => samples,
+            None => {
+                drop(cache);
+                step_by_step()
+            }
+        }
     }
 
     pub fn eval(&self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
@@ -402,8 +432,18 @@ fn windows_of(
 ) -> Vec<Vec<Sample>> {
     let mut out: Vec<Vec<Sample>> = (0..steps).map(|_| Vec::with_capacity(series.len())).collect();
     let mut clean = Vec::new();
+    // drops[i]: values below their predecessor among points 1..=i, so a
+    // window [lo, hi) holds a counter reset iff drops[hi - 1] > drops[lo].
+    let mut drops: Vec<u32> = Vec::new();
     for s in series {
         let p = &s.points;
+        let stale = p.iter().any(|x| is_stale(x.1));
+        drops.clear();
+        drops.extend(p.iter().scan((0u32, f64::NAN), |(n, prev), x| {
+            *n += u32::from(x.1 < *prev);
+            *prev = x.1;
+            Some(*n)
+        }));
         let (mut lo, mut hi) = (0, 0);
         for (i, slot) in out.iter_mut().enumerate() {
             let at = selector_time(vs, start + i as i64 * step, start, end);
@@ -414,13 +454,17 @@ fn windows_of(
             while lo < hi && p[lo].0 < from {
                 lo += 1;
             }
-            let mut window = &p[lo..hi];
-            if window.iter().any(|x| is_stale(x.1)) {
-                clean.clear();
-                clean.extend(window.iter().copied().filter(|x| !is_stale(x.1)));
-                window = &clean;
+            if lo == hi {
+                continue;
             }
-            if !window.is_empty()
+            let window = if stale && p[lo..hi].iter().any(|x| is_stale(x.1)) {
+                clean.clear();
+                clean.extend(p[lo..hi].iter().copied().filter(|x| !is_stale(x.1)));
+                Window::unknown(&clean)
+            } else {
+                Window { points: &p[lo..hi], monotonic: drops[hi - 1] == drops[lo] }
+            };
+            if !window.points.is_empty()
                 && let Some(sample) = f(&s.metric, window, at)
             {
                 slot.push(sample);

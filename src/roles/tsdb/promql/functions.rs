@@ -4,7 +4,7 @@
 
 use promql_parser::parser::{Call, Expr, SubqueryExpr, VectorSelector};
 
-use super::eval::Evaluator;
+use super::eval::{Evaluator, Window};
 use super::value::{Metric, NAME, Sample, Series, Value};
 use super::{QueryError, aggregate};
 
@@ -21,8 +21,8 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
             let keep_name = name == "last_over_time";
             let out = match range_arg(arg(0)?, name)? {
                 RangeArg::Selector(vs, range) => {
-                    let apply = |metric: &Metric, points: &[(i64, f64)], at: i64| {
-                        let v = range_fn(name, points, at, range)?;
+                    let apply = |metric: &Metric, window: Window<'_>, at: i64| {
+                        let v = range_fn(name, window, at, range)?;
                         Some(Sample { metric: if keep_name { metric.clone() } else { metric.without_name() }, v })
                     };
                     ev.over_windows(std::ptr::from_ref(c) as usize, vs, range, t, &apply)
@@ -33,7 +33,7 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
                     ev.subquery(sq, t)?
                         .into_iter()
                         .filter_map(|s| {
-                            let v = range_fn(name, &s.points, at, range)?;
+                            let v = range_fn(name, Window::unknown(&s.points), at, range)?;
                             Some(Sample { metric: if keep_name { s.metric } else { s.metric.without_name() }, v })
                         })
                         .collect()
@@ -135,8 +135,8 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
             };
             let out = match range_arg(arg(0)?, name)? {
                 RangeArg::Selector(vs, range) => {
-                    let apply = |m: &Metric, points: &[(i64, f64)], at: i64| {
-                        Some(Sample { metric: m.without_name(), v: f(points, at)? })
+                    let apply = |m: &Metric, window: Window<'_>, at: i64| {
+                        Some(Sample { metric: m.without_name(), v: f(window.points, at)? })
                     };
                     ev.over_windows(std::ptr::from_ref(c) as usize, vs, range, t, &apply)
                 }
@@ -266,13 +266,15 @@ fn holt_winters(points: &[(i64, f64)], sf: f64, tf: f64) -> Option<f64> {
 }
 
 /// One range function over a window ending at `t`; None drops the series.
-fn range_fn(name: &str, points: &[(i64, f64)], t: i64, range: i64) -> Option<f64> {
+fn range_fn(name: &str, window: Window<'_>, t: i64, range: i64) -> Option<f64> {
+    let points = window.points;
     let vals = || points.iter().map(|p| p.1);
     let n = points.len() as f64;
+    let counter = if window.monotonic { Counter::Monotonic } else { Counter::MayReset };
     Some(match name {
-        "rate" => extrapolated(points, t, range, true, true)?,
-        "increase" => extrapolated(points, t, range, true, false)?,
-        "delta" => extrapolated(points, t, range, false, false)?,
+        "rate" => extrapolated(points, t, range, Some(counter), true)?,
+        "increase" => extrapolated(points, t, range, Some(counter), false)?,
+        "delta" => extrapolated(points, t, range, None, false)?,
         "irate" | "idelta" => {
             let [.., (t1, v1), (t2, v2)] = points else { return None };
             let d = if name == "irate" && v2 < v1 { *v2 } else { v2 - v1 };
@@ -295,6 +297,7 @@ fn range_fn(name: &str, points: &[(i64, f64)], t: i64, range: i64) -> Option<f64
         "changes" => {
             points.windows(2).filter(|w| w[0].1 != w[1].1 && !(w[0].1.is_nan() && w[1].1.is_nan())).count() as f64
         }
+        "resets" if window.monotonic => 0.0,
         "resets" => points.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64,
         "avg_over_time" => vals().sum::<f64>() / n,
         "min_over_time" => vals().fold(f64::NAN, |a, v| if a.is_nan() || v < a { v } else { a }),
@@ -321,17 +324,25 @@ fn variance(vals: impl Iterator<Item = f64>) -> f64 {
     m2 / count
 }
 
+/// What is known of a counter's window.
+#[derive(Clone, Copy, PartialEq)]
+enum Counter {
+    /// No value is below its predecessor.
+    Monotonic,
+    MayReset,
+}
+
 /// Prometheus's extrapolatedRate: the increase over the samples, adjusted
 /// for counter resets, extrapolated to the window edges (never below zero
-/// for counters), per second for `rate`.
-fn extrapolated(points: &[(i64, f64)], t: i64, range: i64, counter: bool, per_second: bool) -> Option<f64> {
+/// for counters), per second for `rate`. `counter` is None for gauges.
+fn extrapolated(points: &[(i64, f64)], t: i64, range: i64, counter: Option<Counter>, per_second: bool) -> Option<f64> {
     if points.len() < 2 {
         return None;
     }
     let (range_start, range_end) = (t - range, t);
     let (first, last) = (points[0], points[points.len() - 1]);
     let mut result = last.1 - first.1;
-    if counter {
+    if counter == Some(Counter::MayReset) {
         let mut prev = first.1;
         for &(_, v) in &points[1..] {
             if v < prev {
@@ -344,7 +355,7 @@ fn extrapolated(points: &[(i64, f64)], t: i64, range: i64, counter: bool, per_se
     let to_end = (range_end - last.0) as f64 / 1000.0;
     let sampled = (last.0 - first.0) as f64 / 1000.0;
     let avg_between = sampled / (points.len() - 1) as f64;
-    if counter && result > 0.0 && first.1 >= 0.0 {
+    if counter.is_some() && result > 0.0 && first.1 >= 0.0 {
         let to_zero = sampled * (first.1 / result);
         if to_zero < to_start {
             to_start = to_zero;
@@ -480,11 +491,11 @@ mod tests {
     fn rate_extrapolates_like_prometheus() {
         // A counter rising 10 per 15 s, sampled across a 1 m window.
         let pts: Vec<(i64, f64)> = (0..5).map(|i| (i * 15_000, i as f64 * 10.0)).collect();
-        let r = extrapolated(&pts, 60_000, 60_000, true, true).unwrap();
+        let r = extrapolated(&pts, 60_000, 60_000, Some(Counter::MayReset), true).unwrap();
         assert!((r - 0.6666666666666666).abs() < 1e-12, "{r}");
         // A reset adds the value before it.
         let pts = vec![(0, 5.0), (15_000, 10.0), (30_000, 2.0)];
-        let inc = extrapolated(&pts, 30_000, 30_000, true, false).unwrap();
+        let inc = extrapolated(&pts, 30_000, 30_000, Some(Counter::MayReset), false).unwrap();
         assert!((inc - 7.0).abs() < 1e-12, "{inc}");
     }
 }
