@@ -1,14 +1,15 @@
 //! Rows that hold many series: `tsdb.series_blocks` and `tsdb.head_blocks`
 //! pack the entries of consecutive series ids into rows of at most
 //! `ROW_BUDGET` bytes, each keyed by its first id. redb gives a leaf that
-//! holds a large value a power-of-two number of pages, so rows sized to one
-//! page waste little, where one small row per series or rows of arbitrary
-//! size left a third of the file empty.
+//! holds a large value a power-of-two number of pages, so rows that fill
+//! one page exactly waste nothing, where one small row per series or rows
+//! of arbitrary size left a third of the file empty.
 //!
 //! Row: `varint count`, then per entry `varint series id`, `varint length`
 //! and the entry's bytes, ids increasing. Series rows are also
-//! snappy-compressed: label sets of neighbouring series repeat most of
-//! their names and values. Rows partition the id space: the row for an id
+//! deflate-compressed (label sets of neighbouring series repeat most of
+//! their names and values; deflate takes them to about a tenth), packed by
+//! their compressed size. Rows partition the id space: the row for an id
 //! is the one with the largest key at or below it.
 
 use std::collections::BTreeMap;
@@ -17,22 +18,34 @@ use redb::ReadableTable;
 
 use super::varint::{Reader, put_u64};
 
-/// Most bytes a row takes, so it and its leaf fit one 4 KiB page.
-pub const ROW_BUDGET: usize = 3900;
+/// Most bytes a row takes: a redb leaf of one entry needs a 4-byte page
+/// header, a 4-byte value length and the 8-byte key besides the value, and
+/// 4 096 - 16 fits one 4 KiB page exactly.
+pub const ROW_BUDGET: usize = 4080;
+
+/// Most bytes a compressed row may expand to: far above any row `pack`
+/// writes, a bound against a damaged row claiming gigabytes.
+const MAX_RAW_ROW: u64 = 16 << 20;
 
 /// How a table's rows are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     Plain,
+    /// Series rows up to schema 6; read by the migration to Deflate.
     Snappy,
+    Deflate,
 }
 
 impl Codec {
-    pub fn encode(self, entries: &BTreeMap<u64, Vec<u8>>) -> Result<Vec<u8>, String> {
+    pub fn encode<'a>(self, entries: impl IntoIterator<Item = (&'a u64, &'a Vec<u8>)>) -> Result<Vec<u8>, String> {
+        let plain = encode(entries);
         match self {
-            Codec::Plain => Ok(encode(entries)),
-            Codec::Snappy => {
-                snap::raw::Encoder::new().compress_vec(&encode(entries)).map_err(|e| format!("snappy: {e}"))
+            Codec::Plain => Ok(plain),
+            Codec::Snappy => snap::raw::Encoder::new().compress_vec(&plain).map_err(|e| format!("snappy: {e}")),
+            Codec::Deflate => {
+                use std::io::Write;
+                let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+                enc.write_all(&plain).and_then(|_| enc.finish()).map_err(|e| format!("deflate: {e}"))
             }
         }
     }
@@ -42,6 +55,18 @@ impl Codec {
             Codec::Plain => decode(row),
             Codec::Snappy => {
                 decode(&snap::raw::Decoder::new().decompress_vec(row).map_err(|e| format!("snappy: {e}"))?)
+            }
+            Codec::Deflate => {
+                use std::io::Read;
+                let mut plain = Vec::new();
+                flate2::read::DeflateDecoder::new(row)
+                    .take(MAX_RAW_ROW + 1)
+                    .read_to_end(&mut plain)
+                    .map_err(|e| format!("deflate: {e}"))?;
+                if plain.len() as u64 > MAX_RAW_ROW {
+                    return Err(format!("deflate: expands past {MAX_RAW_ROW} bytes"));
+                }
+                decode(&plain)
             }
         }
     }
@@ -55,52 +80,44 @@ fn entry_len(id: u64, bytes: &[u8]) -> usize {
     varint_len(id) + varint_len(bytes.len() as u64) + bytes.len()
 }
 
-/// Splits entries into rows of at most `ROW_BUDGET` bytes (an entry larger
-/// than that gets a row of its own), each with its first id.
+/// Splits entries into rows of at most `ROW_BUDGET` bytes as stored (an
+/// entry larger than that gets a row of its own), each with its first id.
 pub fn pack(entries: BTreeMap<u64, Vec<u8>>, codec: Codec) -> Result<Vec<(u64, Vec<u8>)>, String> {
+    let entries: Vec<(u64, Vec<u8>)> = entries.into_iter().collect();
     let mut out = Vec::new();
-    match codec {
-        Codec::Plain => {
-            let mut row: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-            let mut size = 0;
-            for (id, bytes) in entries {
-                let len = entry_len(id, &bytes);
-                if !row.is_empty() && size + len + varint_len(row.len() as u64 + 1) > ROW_BUDGET {
-                    flush(&mut row, codec, &mut out)?;
-                    size = 0;
-                }
-                size += len;
-                row.insert(id, bytes);
+    let mut rest = entries.as_slice();
+    // Raw bytes per stored byte: exact for Plain; for compressed rows learnt
+    // from the row before (a first guess, then a row that came out too
+    // large is cut and tried again).
+    let mut ratio = if codec == Codec::Plain { 1.0 } else { 4.0 };
+    while !rest.is_empty() {
+        let budget = if codec == Codec::Plain { ROW_BUDGET } else { (ROW_BUDGET as f64 * ratio * 0.97) as usize };
+        let mut take = fitting(rest, budget);
+        loop {
+            let row = codec.encode(rest[..take].iter().map(|(id, b)| (id, b)))?;
+            if row.len() <= ROW_BUDGET || take == 1 {
+                let raw: usize = rest[..take].iter().map(|(id, b)| entry_len(*id, b)).sum();
+                ratio = (raw as f64 / row.len().max(1) as f64).max(1.0);
+                out.push((rest[0].0, row));
+                rest = &rest[take..];
+                break;
             }
-            if !row.is_empty() {
-                flush(&mut row, codec, &mut out)?;
-            }
+            take = ((take as f64 * ROW_BUDGET as f64 / row.len() as f64 * 0.98) as usize).clamp(1, take - 1);
         }
-        Codec::Snappy => halve(entries, &mut out)?,
     }
     Ok(out)
 }
 
-fn flush(row: &mut BTreeMap<u64, Vec<u8>>, codec: Codec, out: &mut Vec<(u64, Vec<u8>)>) -> Result<(), String> {
-    let first = *row.keys().next().unwrap_or(&0);
-    out.push((first, codec.encode(row)?));
-    row.clear();
-    Ok(())
-}
-
-/// Compressed rows: the whole set if it fits, else each half.
-fn halve(entries: BTreeMap<u64, Vec<u8>>, out: &mut Vec<(u64, Vec<u8>)>) -> Result<(), String> {
-    let Some(&first) = entries.keys().next() else { return Ok(()) };
-    let row = Codec::Snappy.encode(&entries)?;
-    if row.len() <= ROW_BUDGET || entries.len() == 1 {
-        out.push((first, row));
-        return Ok(());
+/// How many leading entries fit `budget` raw bytes (at least one).
+fn fitting(entries: &[(u64, Vec<u8>)], budget: usize) -> usize {
+    let mut size = 0;
+    for (n, (id, bytes)) in entries.iter().enumerate() {
+        size += entry_len(*id, bytes);
+        if n > 0 && size + varint_len(n as u64 + 1) > budget {
+            return n;
+        }
     }
-    let mut low = entries;
-    let middle = *low.keys().nth(low.len() / 2).unwrap_or(&first);
-    let high = low.split_off(&middle);
-    halve(low, out)?;
-    halve(high, out)
+    entries.len()
 }
 
 /// One series' change: Some(bytes) to store, None to remove.
@@ -160,14 +177,18 @@ pub fn entries(
     Ok(all)
 }
 
-fn encode(entries: &BTreeMap<u64, Vec<u8>>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.values().map(|v| v.len() + 6).sum::<usize>() + 4);
-    put_u64(&mut out, entries.len() as u64);
+fn encode<'a>(entries: impl IntoIterator<Item = (&'a u64, &'a Vec<u8>)>) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut n = 0u64;
     for (id, bytes) in entries {
-        put_u64(&mut out, *id);
-        put_u64(&mut out, bytes.len() as u64);
-        out.extend_from_slice(bytes);
+        put_u64(&mut body, *id);
+        put_u64(&mut body, bytes.len() as u64);
+        body.extend_from_slice(bytes);
+        n += 1;
     }
+    let mut out = Vec::with_capacity(body.len() + 4);
+    put_u64(&mut out, n);
+    out.extend_from_slice(&body);
     out
 }
 
@@ -200,7 +221,7 @@ mod tests {
     proptest! {
         #[test]
         fn rows_round_trip(entries in prop::collection::btree_map(any::<u64>(), prop::collection::vec(any::<u8>(), 0..40), 0..50)) {
-            for codec in [Codec::Plain, Codec::Snappy] {
+            for codec in [Codec::Plain, Codec::Snappy, Codec::Deflate] {
                 prop_assert_eq!(&codec.decode(&codec.encode(&entries).unwrap()).unwrap(), &entries);
             }
         }
@@ -209,7 +230,7 @@ mod tests {
         fn packed_rows_fit_the_budget_and_keep_every_entry(
             entries in prop::collection::btree_map(0u64..100_000, prop::collection::vec(any::<u8>(), 0..600), 0..200),
         ) {
-            for codec in [Codec::Plain, Codec::Snappy] {
+            for codec in [Codec::Plain, Codec::Snappy, Codec::Deflate] {
                 let rows = pack(entries.clone(), codec).unwrap();
                 let mut back = BTreeMap::new();
                 for (first, row) in &rows {
@@ -226,6 +247,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             let _ = Codec::Plain.decode(&bytes);
             let _ = Codec::Snappy.decode(&bytes);
+            let _ = Codec::Deflate.decode(&bytes);
         }
     }
 

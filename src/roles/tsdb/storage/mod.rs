@@ -145,7 +145,7 @@ impl Storage {
         let (index, next_id, next_seq, replayed) = store.read_blocking(|txn| {
             let mut ix = Index::default();
             let series = txn.open_table(SERIES_BLOCKS)?;
-            for (id, key) in blocks::entries(&series, blocks::Codec::Snappy, "tsdb.series_blocks")? {
+            for (id, key) in blocks::entries(&series, blocks::Codec::Deflate, "tsdb.series_blocks")? {
                 let labels = Labels::decode(&key).map_err(|e| anyhow::anyhow!("tsdb.series_blocks id {id}: {e}"))?;
                 ix.insert(id, labels);
             }
@@ -285,7 +285,7 @@ impl Storage {
             .write(Durability::Immediate, move |txn| {
                 let mut series = txn.open_table(SERIES_BLOCKS)?;
                 let changes = rows.iter().map(|(id, key)| (*id, Some(key.clone()))).collect();
-                blocks::apply(&mut series, changes, blocks::Codec::Snappy, "tsdb.series_blocks")?;
+                blocks::apply(&mut series, changes, blocks::Codec::Deflate, "tsdb.series_blocks")?;
                 txn.open_table(META)?.insert("next_series_id", next)?;
                 Ok(())
             })

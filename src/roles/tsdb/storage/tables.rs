@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "series and heads in block rows", apply: to_blocks },
     Migration { name: "create the rollup table", apply: create_rollups },
     Migration { name: "rows of a page keyed by their first series", apply: repack },
+    Migration { name: "deflated series rows; rows fill their page", apply: to_deflate },
 ];
 
 fn create_rollups(txn: &WriteTransaction) -> Result<(), redb::Error> {
@@ -112,13 +113,29 @@ fn to_blocks(txn: &WriteTransaction) -> Result<(), redb::Error> {
 /// their first series id.
 fn repack(txn: &WriteTransaction) -> Result<(), redb::Error> {
     use super::blocks::Codec;
-    for (table, codec) in [(SERIES_BLOCKS, Codec::Snappy), (HEAD_BLOCKS, Codec::Plain)] {
-        let entries = super::blocks::entries(&txn.open_table(table)?, codec, table.name())
-            .map_err(|e| redb::Error::Corrupted(format!("{e:#}")))?;
-        txn.delete_table(table)?;
-        write_packed(txn, table, entries, codec)?;
-    }
-    Ok(())
+    recode(txn, SERIES_BLOCKS, Codec::Snappy, Codec::Snappy)?;
+    recode(txn, HEAD_BLOCKS, Codec::Plain, Codec::Plain)
+}
+
+/// Series rows go from snappy to deflate, packed by compressed size, and
+/// head rows are re-packed to fill their page.
+fn to_deflate(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    use super::blocks::Codec;
+    recode(txn, SERIES_BLOCKS, Codec::Snappy, Codec::Deflate)?;
+    recode(txn, HEAD_BLOCKS, Codec::Plain, Codec::Plain)
+}
+
+/// Rewrites a table of packed rows from one codec to another.
+fn recode(
+    txn: &WriteTransaction,
+    table: TableDefinition<u64, &[u8]>,
+    from: super::blocks::Codec,
+    to: super::blocks::Codec,
+) -> Result<(), redb::Error> {
+    let entries = super::blocks::entries(&txn.open_table(table)?, from, table.name())
+        .map_err(|e| redb::Error::Corrupted(format!("{e:#}")))?;
+    txn.delete_table(table)?;
+    write_packed(txn, table, entries, to)
 }
 
 fn write_packed(
@@ -172,7 +189,7 @@ mod tests {
                 );
                 assert!(txn.open_table(SAMPLES_V1).is_err(), "the raw table is gone");
                 let row = txn.open_table(SERIES_BLOCKS)?.get(1)?.unwrap().value().to_vec();
-                let series = super::super::blocks::Codec::Snappy.decode(&row).unwrap();
+                let series = super::super::blocks::Codec::Deflate.decode(&row).unwrap();
                 assert_eq!(series.get(&1).map(Vec::as_slice), Some(b"labels of 1".as_slice()));
                 assert!(txn.open_table(SERIES_V1).is_err(), "per-series rows are gone");
                 Ok(())
