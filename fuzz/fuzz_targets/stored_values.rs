@@ -1,8 +1,10 @@
-//! Arbitrary bytes as a stored chunk value or a log record: decoding
+//! Arbitrary bytes as a stored chunk value, a log record or a packed row
+//! (plain or deflated): decoding
 //! errors, never panics; and samples derived from the input round-trip
 //! bit for bit through the chunk encoder (decimal or Gorilla).
 #![no_main]
 
+use edgebox::roles::tsdb::storage::blocks::Codec;
 use edgebox::roles::tsdb::storage::{chunk, wal};
 use libfuzzer_sys::fuzz_target;
 
@@ -10,6 +12,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = chunk::decode(data);
     let _ = chunk::sample_count(data);
     let _ = wal::decode(data);
+    let _ = Codec::Plain.decode(data);
+    let _ = Codec::Deflate.decode(data);
     let mut t = i64::MIN / 2;
     let mut samples = Vec::new();
     for c in data.chunks_exact(10).take(chunk::MAX_SAMPLES) {

@@ -10,7 +10,7 @@
 //! smaller of Gorilla and a decimal encoding (chunk.rs). The series index
 //! lives in memory, rebuilt from `tsdb.series`.
 
-mod blocks;
+pub mod blocks;
 mod checkpoint;
 pub mod chunk;
 pub mod head;
