@@ -120,6 +120,11 @@ fn line_protocol_in_promql_out() {
     assert_eq!(count(format!("/api/v1/series?match[]=http_requests&start={}&end={}", t0 + 60, t0 + 120)), 2);
     let (_, body) = http(addr, "GET", "/api/v1/status/buildinfo", &[], b"");
     assert!(body.contains("\"version\""), "{body}");
+    // What Grafana asks besides queries: answered, empty.
+    let (status, body) = http(addr, "GET", "/api/v1/query_exemplars?query=http_requests", &[], b"");
+    assert_eq!((status, body.as_str()), (200, r#"{"data":[],"status":"success"}"#));
+    let (status, body) = http(addr, "GET", "/api/v1/metadata", &[], b"");
+    assert_eq!((status, body.as_str()), (200, r#"{"data":{},"status":"success"}"#));
 
     // Bad input: each gets a clear error, nothing stored is damaged.
     let now = now_s();

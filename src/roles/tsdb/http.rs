@@ -60,6 +60,11 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<FullRespons
             json!({"version": "2.42.0", "revision": env!("EDGEBOX_GIT_COMMIT"), "branch": "edgebox",
                    "buildUser": "edgebox", "buildDate": "", "goVersion": format!("edgebox {}", env!("CARGO_PKG_VERSION"))}),
         ),
+        // Grafana asks for both; no exemplars or metric metadata are kept
+        // (remote_write carries them optionally), so both answer empty, as a
+        // Prometheus without any does.
+        (Method::GET | Method::POST, "/api/v1/query_exemplars") => prom_ok("/api/v1/query_exemplars", json!([])),
+        (Method::GET, "/api/v1/metadata") => prom_ok("/api/v1/metadata", json!({})),
         (Method::GET, "/health" | "/ping") => respond("/health", StatusCode::NO_CONTENT, "text/plain", ""),
         (_, "/write" | "/api/v2/write" | "/api/v1/write" | "/api/v1/import") => {
             respond("", StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n")
