@@ -22,7 +22,7 @@ use crate::core::exit::ConfigProblem;
 use crate::core::httpserve::{FullResponse, respond, serve};
 use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, StatusHandle};
 use crate::core::telemetry::ProcessMetrics;
-use crate::core::tls::ServerTls;
+use crate::core::tls::{ServerTls, ServerTlsConfig};
 
 /// The name the admin service runs under (its span, metrics and status).
 pub const NAME: &str = "admin";
@@ -31,7 +31,7 @@ pub const NAME: &str = "admin";
 pub struct AdminService {
     listen: SocketAddr,
     auth: Auth,
-    tls: Option<ServerTls>,
+    tls: Option<ServerTlsConfig>,
     prometheus: PrometheusHandle,
     roles: Vec<(&'static str, StatusHandle)>,
     process: ProcessMetrics,
@@ -47,8 +47,7 @@ impl AdminService {
         facts: serde_json::Value,
     ) -> anyhow::Result<Self> {
         let auth = Auth::load(cfg.auth, cfg.token_file.as_ref(), "admin.token_file")?;
-        let tls = cfg.tls.as_ref().map(|t| ServerTls::load(t, "admin.tls")).transpose().map_err(ConfigProblem::from)?;
-        Ok(Self { listen: cfg.listen, auth, tls, prometheus, roles, process, facts })
+        Ok(Self { listen: cfg.listen, auth, tls: cfg.tls.clone(), prometheus, roles, process, facts })
     }
 }
 
@@ -59,10 +58,13 @@ impl Role for AdminService {
 
     fn run(self: Box<Self>, ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
+            // TLS files may come from certguard on its first start.
+            ctx.inputs_ready(&self.tls.as_ref().map(|t| t.files()).unwrap_or_default()).await?;
+            let tls =
+                self.tls.as_ref().map(|t| ServerTls::load(t, "admin.tls")).transpose().map_err(ConfigProblem::from)?;
             let listener = ctx.bind("http").await?;
-            tracing::info!(addr = %listener.local_addr()?, tls = self.tls.is_some(), "admin listening");
+            tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "admin listening");
             ctx.status.set_ready(true);
-            let tls = self.tls.clone();
             let state = Arc::new(*self);
             let handler = move |req| {
                 let state = state.clone();

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::core::tls::ClientTls;
+use crate::core::auth::AuthMode;
+use crate::core::exit::ConfigProblem;
+use crate::core::tls::{ClientTls, ServerTlsConfig, pinned_client};
 
 /// A response: status code and body.
 pub struct Reply {
@@ -41,6 +43,37 @@ impl Endpoint {
     pub fn with_tls(self, tls: Option<ClientTls>) -> Endpoint {
         Endpoint { tls, ..self }
     }
+}
+
+/// A listener of this appliance as its config describes it, for the CLI:
+/// the endpoint (TLS pinned to the configured certificate) and the headers
+/// that authenticate to it. `section` names the config section in errors.
+pub fn local(
+    section: &str,
+    listen: SocketAddr,
+    auth: AuthMode,
+    token_file: Option<&std::path::Path>,
+    tls: Option<&ServerTlsConfig>,
+) -> anyhow::Result<(Endpoint, Vec<(&'static str, String)>)> {
+    let mut headers = Vec::new();
+    if auth == AuthMode::Bearer {
+        let path = token_file.unwrap_or(std::path::Path::new(""));
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| ConfigProblem(format!("{section}.token_file {}: {e}", path.display())))?;
+        headers.push(("Authorization", format!("Bearer {}", token.trim())));
+    }
+    let tls = match tls {
+        Some(t) if t.client_ca_file.is_some() => {
+            return Err(ConfigProblem(format!(
+                "{section}.tls.client_ca_file: the listener takes only clients with a certificate, and the CLI has \
+                 none; use the HTTP API with one (e.g. curl --cert)"
+            ))
+            .into());
+        }
+        Some(t) => Some(pinned_client(t, &format!("{section}.tls"))?),
+        None => None,
+    };
+    Ok((Endpoint::plain(listen).with_tls(tls), headers))
 }
 
 /// Sends one request.

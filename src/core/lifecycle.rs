@@ -143,11 +143,13 @@ async fn supervise(
     let ctl = control::bind(&ctl_path)?;
     let control_task = tokio::spawn(control::serve(ctl, ctl_path, store.clone(), shutdown.clone()));
 
+    let produced = decls.iter().flat_map(|(n, d)| d.files.iter().map(|f| (f.clone(), *n))).collect();
     let shared = Shared {
         store: store.clone(),
         data_dir: core.edgebox.data_dir.clone(),
         files: FileIo::new(&io),
         shutdown: shutdown.clone(),
+        produced: Arc::new(produced),
     };
     let mut tasks = JoinSet::new();
     let mut running = Vec::new();

@@ -68,6 +68,19 @@ where
     Ok(Box::new(build(config).map_err(<toml::de::Error as serde::de::Error>::custom)?))
 }
 
+/// For a role's tests: its documented default section parses to exactly
+/// its config type's default, which it returns.
+#[cfg(test)]
+pub fn documented_default<C>(text: &str, section: &str) -> C
+where
+    C: DeserializeOwned + Default + PartialEq + std::fmt::Debug,
+{
+    let table: toml::Table = toml::from_str(text).expect("the documented default is TOML");
+    let parsed: C = table[section].clone().try_into().expect("the documented default fits the config type");
+    assert_eq!(parsed, C::default(), "[{section}]: the documented default differs from the code's");
+    parsed
+}
+
 /// A role, built and not yet running.
 pub trait Role: Any + Send {
     /// Every listener and file the role will use. Checked for conflicts with
@@ -168,7 +181,12 @@ pub struct Shared {
     pub data_dir: PathBuf,
     pub files: FileIo,
     pub shutdown: CancellationToken,
+    /// Every file some role declared it writes, and that role.
+    pub produced: Arc<BTreeMap<PathBuf, &'static str>>,
 }
+
+/// How long a role waits for a file another role writes at its first start.
+const INPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Everything a role is given; no role reaches for a global.
 pub struct RoleCtx {
@@ -184,6 +202,7 @@ pub struct RoleCtx {
     pub reload: watch::Receiver<Reload>,
     pub status: StatusHandle,
     declared: Declared,
+    produced: Arc<BTreeMap<PathBuf, &'static str>>,
 }
 
 impl RoleCtx {
@@ -203,7 +222,32 @@ impl RoleCtx {
             reload,
             status,
             declared,
+            produced: shared.produced.clone(),
         }
+    }
+
+    /// Waits until each of `inputs` that another role declared it writes
+    /// exists (a TLS certificate certguard issues on its first start), for
+    /// up to a minute. Files no other role writes are not waited for: their
+    /// absence is the caller's error to report.
+    pub async fn inputs_ready(&self, inputs: &[&std::path::Path]) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + INPUT_WAIT;
+        for path in inputs {
+            let Some(writer) = self.produced.get(*path).filter(|w| **w != self.name) else { continue };
+            if !path.exists() {
+                tracing::info!(file = %path.display(), writer, "waiting for a file another role writes");
+            }
+            while !path.exists() {
+                if tokio::time::Instant::now() >= deadline {
+                    anyhow::bail!("{}: role `{writer}` did not write it within {INPUT_WAIT:?}", path.display());
+                }
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Binds a listener the role declared. Binding anything undeclared is an
@@ -232,6 +276,9 @@ pub struct RoleStatus {
     /// The last reload generation the role saw, and what it said of it.
     pub last_reload: Option<String>,
     pub state: &'static str,
+    /// What the role reports of its own work (certguard: its certificates).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub detail: serde_json::Value,
 }
 
 /// Shared, cheap-to-clone handle on one role's status. Handles made from
@@ -265,6 +312,9 @@ impl StatusHandle {
     }
     pub fn note_reload(&self, text: String) {
         self.lock().last_reload = Some(text);
+    }
+    pub fn set_detail(&self, detail: serde_json::Value) {
+        self.lock().detail = detail;
     }
     pub fn add_listener(&self, name: &str, addr: SocketAddr) {
         self.lock().listeners.insert(name.to_owned(), addr);

@@ -6,6 +6,8 @@
 
 use crate::core::role::RoleEntry;
 
+#[cfg(feature = "certguard")]
+pub mod certguard;
 #[cfg(feature = "tsdb")]
 pub mod tsdb;
 
@@ -13,6 +15,8 @@ pub mod tsdb;
 pub const ROLES: &[RoleEntry] = &[
     #[cfg(feature = "tsdb")]
     tsdb::ENTRY,
+    #[cfg(feature = "certguard")]
+    certguard::ENTRY,
 ];
 
 /// Subcommands the core owns; no role may take one of these names.

@@ -2,6 +2,8 @@
 //! argv[0] symlinks), real sockets, a real store and a real OTLP receiver.
 
 mod appliance;
+#[cfg(all(feature = "certguard", feature = "tsdb"))]
+mod certguard;
 mod cli;
 mod compliance;
 mod embedded;

@@ -37,6 +37,15 @@ pub struct ServerTlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
+impl ServerTlsConfig {
+    /// The files it reads.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut out = vec![self.cert_file.as_path(), self.key_file.as_path()];
+        out.extend(self.client_ca_file.as_deref());
+        out
+    }
+}
+
 /// An outbound connection's TLS: whom to trust and, optionally, who we are.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +64,13 @@ pub struct ClientTlsConfig {
     /// the host in the URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+}
+
+impl ClientTlsConfig {
+    /// The files it reads.
+    pub fn files(&self) -> Vec<&Path> {
+        [&self.ca_file, &self.cert_file, &self.key_file].into_iter().flatten().map(PathBuf::as_path).collect()
+    }
 }
 
 /// Why TLS material could not be used; every variant names the config key

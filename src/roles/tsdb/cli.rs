@@ -6,10 +6,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::promql::{Metric, format_value};
 use crate::commands::Invocation;
-use crate::core::auth::AuthMode;
-use crate::core::exit::ConfigProblem;
 use crate::core::httpclient::{self, Endpoint};
-use crate::core::tls::pinned_client;
 
 pub fn command() -> Command {
     Command::new("tsdb")
@@ -92,26 +89,8 @@ fn tsdb_endpoint(inv: &Invocation) -> anyhow::Result<(Endpoint, Vec<(&'static st
         .ok_or_else(|| anyhow::anyhow!("tsdb is not compiled in"))?;
     let any: Box<dyn std::any::Any> = role.role;
     let tsdb = any.downcast::<super::Tsdb>().map_err(|_| anyhow::anyhow!("tsdb role has an unexpected type"))?;
-    let mut headers = Vec::new();
-    if tsdb.cfg.auth == AuthMode::Bearer {
-        let path = tsdb.cfg.token_file.clone().unwrap_or_default();
-        let token =
-            std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("tsdb.token_file {}: {e}", path.display()))?;
-        headers.push(("Authorization", format!("Bearer {}", token.trim())));
-    }
-    let tls = match &tsdb.cfg.tls {
-        Some(t) if t.client_ca_file.is_some() => {
-            return Err(ConfigProblem(
-                "tsdb.tls.client_ca_file: the listener takes only clients with a certificate, and the CLI has none; \
-                 use the HTTP API with one (e.g. curl --cert)"
-                    .into(),
-            )
-            .into());
-        }
-        Some(t) => Some(pinned_client(t, "tsdb.tls")?),
-        None => None,
-    };
-    Ok((Endpoint::plain(tsdb.cfg.listen).with_tls(tls), headers))
+    let c = &tsdb.cfg;
+    httpclient::local("tsdb", c.listen, c.auth, c.token_file.as_deref(), c.tls.as_ref())
 }
 
 pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {

@@ -211,9 +211,6 @@ mod tests {
 
     #[test]
     fn documented_default_equals_the_code_default() {
-        let table: toml::Table = toml::from_str(DEFAULT).unwrap();
-        let parsed: TsdbConfig = table["tsdb"].clone().try_into().unwrap();
-        assert_eq!(parsed, TsdbConfig::default());
-        parsed.validate().unwrap();
+        crate::core::role::documented_default::<TsdbConfig>(DEFAULT, "tsdb").validate().unwrap();
     }
 }

@@ -76,6 +76,10 @@ impl Role for Tsdb {
                 max_series_per_metric: cfg.max_series_per_metric,
             };
             let store = ctx.store.clone();
+            // TLS files may come from certguard on its first start.
+            let mut inputs = cfg.tls.as_ref().map(|t| t.files()).unwrap_or_default();
+            inputs.extend(cfg.forward_tls.files());
+            ctx.inputs_ready(&inputs).await?;
             let tls =
                 cfg.tls.as_ref().map(|t| ServerTls::load(t, "tsdb.tls")).transpose().map_err(ConfigProblem::from)?;
             let upstream = forward::Sender::load(&cfg)?;

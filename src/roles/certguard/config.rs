@@ -1,0 +1,238 @@
+//! `[certguard]`: the embedded CA and the certificates it keeps current.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The documented default section, printed by `edgebox config default`.
+pub const DEFAULT: &str = r#"[certguard]
+# File holding the 32-byte key that encrypts the CA's private keys in the
+# store; created (mode 0600) when missing. Absent: <data_dir>/certguard.key.
+# Keep it off the data disk where the device allows.
+# key_file = "/etc/edgebox/certguard.key"
+# Common name of the embedded root CA (and, with " intermediate", of the
+# intermediate that signs every certificate).
+ca_name = "edgebox CA"
+# Lifetime of the root CA, in days.
+root_days = 3650
+# Lifetime of the intermediate CA, in days (at most the root's).
+intermediate_days = 365
+# PEM file the trust bundle (the root) is written to. Absent: not written.
+# trust_bundle_file = "/etc/edgebox/ca.pem"
+# Seconds between checks of which certificates are due.
+check_interval_s = 30
+# Managed certificates: one [[certguard.certs]] table each.
+# [[certguard.certs]]
+# Name, unique: in logs, metrics and `edgebox certguard status`.
+# name = "tsdb"
+# Subject alternative names: DNS names, IP addresses, a SPIFFE ID.
+# dns_names = ["device-17.example"]
+# ip_addresses = ["10.0.0.17"]
+# spiffe_id = "spiffe://edge.example/node/17"
+# "ecdsa-p256" (default) or "ed25519".
+# key_type = "ecdsa-p256"
+# Lifetime in hours, and the fraction of it after which it is renewed
+# (with up to 5% jitter either way).
+# lifetime_hours = 2160
+# renew_at = 0.667
+# Files written atomically: the certificate followed by the intermediate,
+# and the private key (always mode 0600).
+# cert_file = "/etc/edgebox/tsdb.pem"
+# key_file = "/etc/edgebox/tsdb.key"
+# Mode of the certificate file.
+# cert_mode = "0644"
+# After writing: signal the process in a pid file, and/or run a command
+# (argv, no shell) within a timeout. edgebox's own listeners reload their
+# files by themselves and need neither.
+# reload_pid_file = "/run/nginx.pid"
+# reload_signal = "HUP"
+# reload_command = ["/usr/sbin/nginx", "-s", "reload"]
+# reload_timeout_s = 30
+"#;
+
+/// The compliance section: nothing to manage, the CA made in the store.
+pub const COMPLIANCE: &str = "[certguard]\n";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CertguardConfig {
+    /// Key-encryption key file; absent: in the data directory.
+    pub key_file: Option<PathBuf>,
+    /// Root CA common name.
+    pub ca_name: String,
+    /// Root lifetime, days.
+    pub root_days: u32,
+    /// Intermediate lifetime, days.
+    pub intermediate_days: u32,
+    /// Where the root is written as the trust bundle.
+    pub trust_bundle_file: Option<PathBuf>,
+    /// Seconds between renewal checks.
+    pub check_interval_s: u64,
+    /// The managed certificates.
+    pub certs: Vec<ManagedCert>,
+}
+
+impl Default for CertguardConfig {
+    fn default() -> Self {
+        Self {
+            key_file: None,
+            ca_name: "edgebox CA".into(),
+            root_days: 3650,
+            intermediate_days: 365,
+            trust_bundle_file: None,
+            check_interval_s: 30,
+            certs: Vec::new(),
+        }
+    }
+}
+
+/// The key algorithm of a managed certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    #[default]
+    EcdsaP256,
+    Ed25519,
+}
+
+/// One certificate certguard issues, installs and renews.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedCert {
+    pub name: String,
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    #[serde(default)]
+    pub ip_addresses: Vec<IpAddr>,
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+    #[serde(default)]
+    pub key_type: KeyType,
+    /// Lifetime in hours; fractions allow the short ones tests use.
+    #[serde(default = "default_lifetime_hours")]
+    pub lifetime_hours: f64,
+    #[serde(default = "default_renew_at")]
+    pub renew_at: f64,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    #[serde(default = "default_cert_mode")]
+    pub cert_mode: String,
+    #[serde(default)]
+    pub reload_pid_file: Option<PathBuf>,
+    #[serde(default = "default_signal")]
+    pub reload_signal: String,
+    #[serde(default)]
+    pub reload_command: Vec<String>,
+    #[serde(default = "default_reload_timeout")]
+    pub reload_timeout_s: u64,
+}
+
+fn default_lifetime_hours() -> f64 {
+    2160.0
+}
+fn default_renew_at() -> f64 {
+    0.667
+}
+fn default_cert_mode() -> String {
+    "0644".into()
+}
+fn default_signal() -> String {
+    "HUP".into()
+}
+fn default_reload_timeout() -> u64 {
+    30
+}
+
+impl ManagedCert {
+    /// The certificate file's mode as a number.
+    pub fn mode(&self) -> Result<u32, String> {
+        u32::from_str_radix(self.cert_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| format!("certguard.certs.{}.cert_mode {:?}: not an octal mode", self.name, self.cert_mode))
+    }
+
+    /// The signal name for `reload_signal`, as kill(1) takes it.
+    pub fn signal(&self) -> Result<&str, String> {
+        match self.reload_signal.trim_start_matches("SIG") {
+            s @ ("HUP" | "USR1" | "USR2" | "TERM" | "QUIT") => Ok(s),
+            other => {
+                Err(format!("certguard.certs.{}.reload_signal {other:?}: use HUP, USR1, USR2, QUIT or TERM", self.name))
+            }
+        }
+    }
+}
+
+impl CertguardConfig {
+    /// Cross-key checks, as one message naming the key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ca_name.trim().is_empty() {
+            return Err("certguard.ca_name: must not be empty".into());
+        }
+        if self.root_days == 0 || self.intermediate_days == 0 || self.intermediate_days > self.root_days {
+            return Err("certguard.root_days and intermediate_days: at least 1, intermediate within root".into());
+        }
+        if self.check_interval_s == 0 {
+            return Err("certguard.check_interval_s: must be at least 1".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for c in &self.certs {
+            let at = |k: &str| format!("certguard.certs.{}.{k}", c.name);
+            if c.name.is_empty() || !names.insert(c.name.as_str()) {
+                return Err(format!("certguard.certs: name {:?} is empty or used twice", c.name));
+            }
+            if c.dns_names.is_empty() && c.ip_addresses.is_empty() && c.spiffe_id.is_none() {
+                return Err(format!("{}: needs dns_names, ip_addresses or spiffe_id", at("name")));
+            }
+            if let Some(id) = &c.spiffe_id
+                && !id.starts_with("spiffe://")
+            {
+                return Err(format!("{} {id:?}: must start with spiffe://", at("spiffe_id")));
+            }
+            if !(c.lifetime_hours > 0.0 && c.lifetime_hours * 3600.0 >= 2.0) {
+                return Err(format!("{}: must be positive (at least two seconds)", at("lifetime_hours")));
+            }
+            if c.lifetime_hours > f64::from(self.intermediate_days) * 24.0 {
+                return Err(format!("{}: longer than the intermediate CA lives", at("lifetime_hours")));
+            }
+            if !(0.1..=0.95).contains(&c.renew_at) {
+                return Err(format!("{}: must be between 0.1 and 0.95", at("renew_at")));
+            }
+            if c.cert_file == c.key_file {
+                return Err(format!("{}: the same file as key_file", at("cert_file")));
+            }
+            c.mode()?;
+            c.signal()?;
+            if c.reload_timeout_s == 0 {
+                return Err(format!("{}: must be at least 1", at("reload_timeout_s")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_default_equals_the_code_default() {
+        crate::core::role::documented_default::<CertguardConfig>(DEFAULT, "certguard").validate().unwrap();
+    }
+
+    #[test]
+    fn bad_certificates_are_named() {
+        let cert = |extra: &str| {
+            let text = format!("[[certs]]\nname = \"a\"\ncert_file = \"/c\"\nkey_file = \"/k\"\n{extra}\n");
+            toml::from_str::<CertguardConfig>(&text).unwrap().validate()
+        };
+        assert!(cert("dns_names = [\"a.example\"]").is_ok());
+        assert!(cert("").unwrap_err().contains("certguard.certs.a.name: needs dns_names"));
+        assert!(cert("spiffe_id = \"http://x\"").unwrap_err().contains("spiffe_id"));
+        assert!(cert("dns_names = [\"a\"]\nrenew_at = 1.5").unwrap_err().contains("renew_at"));
+        assert!(cert("dns_names = [\"a\"]\ncert_mode = \"999\"").unwrap_err().contains("cert_mode"));
+        assert!(cert("dns_names = [\"a\"]\nreload_signal = \"KILL\"").unwrap_err().contains("reload_signal"));
+        assert!(cert("dns_names = [\"a\"]\nlifetime_hours = 100000").unwrap_err().contains("intermediate"));
+    }
+}

@@ -1,0 +1,131 @@
+//! Putting a certificate in service: files written atomically (a temporary
+//! file in the same directory, fsync, rename, directory fsync), so a reader
+//! sees the old file or the new one and never a half-written one, and the
+//! reload action that makes the server read them.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::config::ManagedCert;
+
+/// Replaces `path` with `bytes`, mode `mode`, atomically and durably.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().with_context(|| format!("{}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.certguard-{}", name.to_string_lossy(), std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        // The mode given at creation is filtered by the umask; set it exactly.
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Puts a certificate in service: writes the key first (a server that
+/// reloads between the two writes then fails to load a mismatched pair and
+/// keeps the old one), then the chain, then runs the reload action. When
+/// the reload fails, the previous files are put back, so the server's files
+/// and what it serves stay the same certificate.
+pub async fn install(cert: &ManagedCert, chain: String, key: String) -> anyhow::Result<()> {
+    let mode = cert.mode().map_err(anyhow::Error::msg)?;
+    let target = cert.clone();
+    let previous = tokio::task::spawn_blocking(move || {
+        let previous = (std::fs::read(&target.cert_file).ok(), std::fs::read(&target.key_file).ok());
+        write_atomically(&target.key_file, key.as_bytes(), 0o600)?;
+        write_atomically(&target.cert_file, chain.as_bytes(), mode)?;
+        anyhow::Ok(previous)
+    })
+    .await??;
+    let Err(e) = reload(cert).await else { return Ok(()) };
+    if let (Some(old_cert), Some(old_key)) = previous {
+        let target = cert.clone();
+        tokio::task::spawn_blocking(move || {
+            write_atomically(&target.key_file, &old_key, 0o600)?;
+            write_atomically(&target.cert_file, &old_cert, mode)
+        })
+        .await??;
+        return Err(e.context("reload failed; the previous certificate files are back in place"));
+    }
+    Err(e)
+}
+
+/// Runs the certificate's reload action, if it has one.
+async fn reload(cert: &ManagedCert) -> anyhow::Result<()> {
+    if let Some(pid_file) = &cert.reload_pid_file {
+        let pid = std::fs::read_to_string(pid_file)
+            .with_context(|| format!("reload_pid_file {}", pid_file.display()))?
+            .trim()
+            .parse::<u32>()
+            .with_context(|| format!("reload_pid_file {}: not a process id", pid_file.display()))?;
+        let signal = cert.signal().map_err(anyhow::Error::msg)?;
+        run(&["kill".into(), format!("-{signal}"), pid.to_string()], Duration::from_secs(5)).await?;
+    }
+    if !cert.reload_command.is_empty() {
+        run(&cert.reload_command, Duration::from_secs(cert.reload_timeout_s)).await?;
+    }
+    Ok(())
+}
+
+/// Runs argv to completion within `timeout`; a command still running then
+/// is killed. Its stderr goes into the error.
+async fn run(argv: &[String], timeout: Duration) -> anyhow::Result<()> {
+    let shown = argv.join(" ");
+    let child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("reload `{shown}`: cannot start"))?;
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| anyhow::anyhow!("reload `{shown}`: still running after {timeout:?}; killed"))??;
+    if !out.status.success() {
+        anyhow::bail!("reload `{shown}`: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_replace_the_file_with_the_mode_asked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k.pem");
+        write_atomically(&f, b"one", 0o600).unwrap();
+        write_atomically(&f, b"two", 0o640).unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        let e = write_atomically(&dir.path().join("missing/k.pem"), b"x", 0o600).unwrap_err();
+        assert!(format!("{e:#}").contains("missing/k.pem"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn reload_commands_fail_clearly_and_hang_no_longer_than_their_timeout() {
+        let ok = run(&["true".into()], Duration::from_secs(5)).await;
+        assert!(ok.is_ok());
+        let failed = run(&["sh".into(), "-c".into(), "echo nope >&2; exit 3".into()], Duration::from_secs(5)).await;
+        let e = format!("{:#}", failed.unwrap_err());
+        assert!(e.contains("nope") && e.contains("exit status: 3"), "{e}");
+        let started = std::time::Instant::now();
+        let hung = run(&["sleep".into(), "30".into()], Duration::from_millis(300)).await;
+        assert!(format!("{:#}", hung.unwrap_err()).contains("still running"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

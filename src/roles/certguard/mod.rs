@@ -1,0 +1,98 @@
+//! certguard: issues certificates from an embedded CA and keeps them
+//! current. The root and intermediate live in the shared store with their
+//! keys sealed under a key file (seal.rs, ca.rs); each managed certificate
+//! from the config is issued, written atomically to its files, reloaded
+//! into its server and renewed at a fraction of its lifetime (service.rs,
+//! install.rs). `edgebox certguard status` shows them.
+
+mod ca;
+mod cli;
+pub mod config;
+mod install;
+mod seal;
+mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use redb::WriteTransaction;
+
+use crate::core::role::{Declared, Role, RoleCtx, RoleEntry, load_with};
+use crate::core::store::Migration;
+use config::CertguardConfig;
+
+pub const ENTRY: RoleEntry = RoleEntry {
+    name: "certguard",
+    summary: "certificate issuance and rotation from an embedded CA",
+    feature: "certguard",
+    default_config: config::DEFAULT,
+    compliance_config: config::COMPLIANCE,
+    migrations: MIGRATIONS,
+    load: |section| load_with(section, Certguard::new),
+    command: cli::command,
+    run_command: cli::run,
+};
+
+const MIGRATIONS: &[Migration] = &[Migration { name: "create certguard tables", apply: create }];
+
+fn create(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(ca::CA_TABLE)?;
+    txn.open_table(service::CERTS_TABLE)?;
+    Ok(())
+}
+
+/// The role, built from its config section.
+pub struct Certguard {
+    cfg: CertguardConfig,
+}
+
+impl Certguard {
+    fn new(cfg: CertguardConfig) -> Result<Self, String> {
+        cfg.validate()?;
+        Ok(Self { cfg })
+    }
+}
+
+impl Role for Certguard {
+    fn declared(&self) -> Declared {
+        let mut files: Vec<_> = self.cfg.certs.iter().flat_map(|c| [c.cert_file.clone(), c.key_file.clone()]).collect();
+        files.extend(self.cfg.trust_bundle_file.clone());
+        files.extend(self.cfg.key_file.clone());
+        Declared { listeners: vec![], files }
+    }
+
+    fn run(self: Box<Self>, ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let cfg = self.cfg;
+            let key_file = cfg.key_file.clone().unwrap_or_else(|| ctx.data_dir.join("certguard.key"));
+            let (store, ca_cfg) = (ctx.store.clone(), cfg.clone());
+            let ca = tokio::task::spawn_blocking(move || {
+                let sealer = seal::Sealer::open_or_create(&key_file)?;
+                ca::Ca::load_or_create(&store, &sealer, &ca_cfg)
+            })
+            .await??;
+            let clock: service::Clock = Arc::new(std::time::SystemTime::now);
+            let mut guard = service::Guard::new(cfg.clone(), ca, ctx.store.clone(), clock);
+            guard.write_trust_bundle()?;
+            let mut interval = tokio::time::interval(Duration::from_secs(cfg.check_interval_s));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                    _ = interval.tick() => {}
+                }
+                match guard.tick().await {
+                    Ok(detail) => ctx.status.set_detail(detail),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "certguard pass failed; retrying"),
+                }
+                if !ctx.status.snapshot().ready {
+                    ctx.status.set_ready(true);
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

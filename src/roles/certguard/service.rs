@@ -1,0 +1,231 @@
+//! Keeping managed certificates current: one pass (`tick`) finds what is
+//! due (never issued, its files missing or replaced, its names changed, or
+//! past its renewal time), issues, installs, reloads and records it; a
+//! failure is retried with capped exponential backoff and never passes
+//! silently (metrics, log warnings as expiry nears). The clock is passed in,
+//! so renewal timing is tested without waiting.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::TableDefinition;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use super::ca::{Ca, Issued};
+use super::config::{CertguardConfig, ManagedCert};
+use super::install;
+use crate::core::store::{Durability, Store};
+
+/// `certguard.certs`: name → Record as JSON.
+pub const CERTS_TABLE: TableDefinition<&str, &str> = TableDefinition::new("certguard.certs");
+
+/// A clock; the role uses the system's, tests their own.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Longest wait between retries of a failing certificate.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// What certguard knows of one managed certificate, kept in the store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Serial of the certificate in service (hex), if any.
+    pub serial: Option<String>,
+    /// Unix seconds.
+    pub not_before: u64,
+    pub not_after: u64,
+    /// When to renew, Unix seconds.
+    pub renew_at: u64,
+    /// SHA-256 of the leaf, hex: the installed file must still hold it.
+    pub leaf_sha256: String,
+    /// The names and key the certificate was issued for.
+    pub issued_for: String,
+    /// Last failure, if the last attempt failed, and when to try again.
+    pub last_error: Option<String>,
+    pub failures: u32,
+    pub retry_at: u64,
+    /// Unix seconds of the last successful issuance.
+    pub rotated_at: u64,
+}
+
+/// Why a certificate is (re)issued now, or None.
+fn due(spec: &ManagedCert, rec: Option<&Record>, now: u64) -> Option<&'static str> {
+    let Some(rec) = rec.filter(|r| r.serial.is_some()) else { return Some("never issued") };
+    if rec.failures > 0 && now < rec.retry_at {
+        return None;
+    }
+    if rec.issued_for != issued_for(spec) {
+        return Some("its names or key changed");
+    }
+    if installed_sha256(spec).as_deref() != Some(rec.leaf_sha256.as_str()) {
+        return Some("its file is missing or holds another certificate");
+    }
+    (now >= rec.renew_at).then_some("renewal time")
+}
+
+/// The part of the config a certificate is issued for.
+fn issued_for(spec: &ManagedCert) -> String {
+    serde_json::json!([spec.dns_names, spec.ip_addresses, spec.spiffe_id, spec.key_type, spec.lifetime_hours])
+        .to_string()
+}
+
+/// SHA-256 of the first certificate in the installed cert file.
+fn installed_sha256(spec: &ManagedCert) -> Option<String> {
+    let pem = std::fs::read(&spec.cert_file).ok()?;
+    let leaf = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
+    Some(sha256_hex(&leaf))
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// When to renew: `renew_at` of the lifetime (from issuance, not from the
+/// backdated start of validity), moved up to 5% of the lifetime either way
+/// so a fleet issued together does not renew together.
+fn renewal_time(spec: &ManagedCert, issued: &Issued, jitter: f64) -> u64 {
+    let (from, to) = (unix(issued.issued_at), unix(issued.not_after));
+    let life = to.saturating_sub(from) as f64;
+    let at = spec.renew_at + 0.05 * (jitter * 2.0 - 1.0);
+    from + (life * at.clamp(0.05, 0.98)) as u64
+}
+
+/// The role's state between passes.
+pub struct Guard {
+    pub cfg: CertguardConfig,
+    pub ca: Ca,
+    pub store: Store,
+    pub clock: Clock,
+    jitter: u64,
+}
+
+impl Guard {
+    pub fn new(cfg: CertguardConfig, ca: Ca, store: Store, clock: Clock) -> Guard {
+        let seed = unix(clock()) ^ u64::from(std::process::id()).rotate_left(32);
+        Guard { cfg, ca, store, clock, jitter: seed | 1 }
+    }
+
+    fn next_jitter(&mut self) -> f64 {
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        (self.jitter % 10_000) as f64 / 10_000.0
+    }
+
+    /// Records of every managed certificate, by name.
+    pub async fn records(&self) -> anyhow::Result<Vec<(String, Option<Record>)>> {
+        let names: Vec<String> = self.cfg.certs.iter().map(|c| c.name.clone()).collect();
+        self.store
+            .read(move |txn| {
+                let Ok(t) = txn.open_table(CERTS_TABLE) else {
+                    return Ok(names.into_iter().map(|n| (n, None)).collect());
+                };
+                names
+                    .into_iter()
+                    .map(|n| {
+                        let rec = t.get(n.as_str())?.map(|v| serde_json::from_str::<Record>(v.value())).transpose()?;
+                        Ok((n, rec))
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn save(&self, name: &str, rec: &Record) -> anyhow::Result<()> {
+        let (name, json) = (name.to_owned(), serde_json::to_string(rec)?);
+        self.store
+            .write(Durability::Immediate, move |txn| {
+                txn.open_table(CERTS_TABLE)?.insert(name.as_str(), json.as_str())?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// One pass over every managed certificate; returns the status detail.
+    pub async fn tick(&mut self) -> anyhow::Result<serde_json::Value> {
+        let records = self.records().await?;
+        metrics::gauge!("edgebox_certguard_managed_certificates").set(self.cfg.certs.len() as f64);
+        let mut detail = Vec::new();
+        for (spec, (_, rec)) in self.cfg.certs.clone().iter().zip(records) {
+            let now = unix((self.clock)());
+            let rec = match due(spec, rec.as_ref(), now) {
+                Some(why) => self.rotate(spec, rec.unwrap_or_default(), now, why).await?,
+                None => rec.unwrap_or_default(),
+            };
+            report(spec, &rec, now);
+            detail.push(serde_json::json!({
+                "name": spec.name, "serial": rec.serial, "not_after": rec.not_after, "renew_at": rec.renew_at,
+                "rotated_at": rec.rotated_at, "failures": rec.failures, "last_error": rec.last_error,
+            }));
+        }
+        Ok(serde_json::json!({ "certificates": detail }))
+    }
+
+    /// Issues, installs and reloads one certificate; a failure is recorded
+    /// with its retry time (the old certificate stays in service).
+    async fn rotate(&mut self, spec: &ManagedCert, mut rec: Record, now: u64, why: &str) -> anyhow::Result<Record> {
+        let span = tracing::info_span!("certguard.rotate", cert = %spec.name, reason = why);
+        let started = std::time::Instant::now();
+        let attempt = async {
+            let issued = self.ca.issue(spec, (self.clock)())?;
+            install::install(spec, issued.chain_pem.clone(), issued.key_pem.clone()).await?;
+            anyhow::Ok(issued)
+        };
+        match attempt.instrument(span).await {
+            Ok(issued) => {
+                let jitter = self.next_jitter();
+                rec = Record {
+                    serial: Some(issued.serial.clone()),
+                    not_before: unix(issued.not_before),
+                    not_after: unix(issued.not_after),
+                    renew_at: renewal_time(spec, &issued, jitter),
+                    leaf_sha256: sha256_hex(&issued.leaf_der),
+                    issued_for: issued_for(spec),
+                    last_error: None,
+                    failures: 0,
+                    retry_at: 0,
+                    rotated_at: now,
+                };
+                metrics::counter!("edgebox_certguard_rotations_total", "cert" => spec.name.clone()).increment(1);
+                metrics::histogram!("edgebox_certguard_rotation_seconds").record(started.elapsed().as_secs_f64());
+                tracing::info!(cert = %spec.name, serial = %issued.serial, reason = why, not_after = rec.not_after, "certguard installed a certificate");
+            }
+            Err(e) => {
+                rec.failures += 1;
+                let backoff = Duration::from_secs(10u64 << rec.failures.min(12)).min(MAX_BACKOFF);
+                rec.retry_at = now + backoff.as_secs();
+                rec.last_error = Some(format!("{e:#}"));
+                metrics::counter!("edgebox_certguard_failures_total", "cert" => spec.name.clone()).increment(1);
+                tracing::warn!(cert = %spec.name, error = %format!("{e:#}"), retry_in_s = backoff.as_secs(), "certguard could not rotate a certificate; the old one stays in service");
+            }
+        }
+        self.save(&spec.name, &rec).await?;
+        Ok(rec)
+    }
+
+    /// Writes the trust bundle when the config names a file for it.
+    pub fn write_trust_bundle(&self) -> anyhow::Result<()> {
+        if let Some(path) = &self.cfg.trust_bundle_file {
+            install::write_atomically(path, self.ca.root_pem().as_bytes(), 0o644)?;
+        }
+        Ok(())
+    }
+}
+
+/// Metrics and log warnings for a certificate's remaining life.
+fn report(spec: &ManagedCert, rec: &Record, now: u64) {
+    let left = rec.not_after as f64 - now as f64;
+    metrics::gauge!("edgebox_certguard_expiry_seconds", "cert" => spec.name.clone()).set(left);
+    let life = rec.not_after.saturating_sub(rec.not_before) as f64;
+    if rec.serial.is_some() && left <= 0.0 {
+        tracing::error!(cert = %spec.name, "certguard: certificate has EXPIRED");
+    } else if rec.serial.is_some() && left < life * 0.1 {
+        tracing::warn!(cert = %spec.name, seconds_left = left as i64, "certguard: certificate expires soon");
+    }
+}

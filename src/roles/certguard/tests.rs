@@ -1,0 +1,166 @@
+//! certguard against real X.509 and real handshakes: the CA survives a
+//! restart only with its key file, issued certificates verify in a TLS
+//! handshake against the trust bundle, and renewal follows an injected
+//! clock (issue, keep, renew at its time, reissue a deleted file, keep the
+//! old files when the reload fails).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::ca::Ca;
+use super::config::{CertguardConfig, KeyType, ManagedCert};
+use super::seal::Sealer;
+use super::service::{Clock, Guard};
+use crate::core::store::{CORE_SCHEMA, SchemaOwner, Store, StoreOptions};
+use crate::core::tls::{ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig};
+
+fn store(dir: &Path) -> Store {
+    let schemas = [CORE_SCHEMA, SchemaOwner { name: "certguard", migrations: super::MIGRATIONS }];
+    Store::open(&dir.join("s.redb"), &schemas, &StoreOptions::default()).unwrap()
+}
+
+fn spec(dir: &Path, name: &str) -> ManagedCert {
+    let text = format!(
+        "name = \"{name}\"\ndns_names = [\"{name}.example\"]\nip_addresses = [\"127.0.0.1\"]\n\
+         spiffe_id = \"spiffe://edge.example/{name}\"\nlifetime_hours = 1.0\nrenew_at = 0.5\n\
+         cert_file = \"{}\"\nkey_file = \"{}\"\n",
+        dir.join(format!("{name}.pem")).display(),
+        dir.join(format!("{name}.key")).display()
+    );
+    toml::from_str(&text).unwrap()
+}
+
+/// The CA of `s`, off the async runtime (the store blocks).
+async fn make_ca(s: &Store, key_file: &Path, cfg: &CertguardConfig) -> Ca {
+    let (s, key_file, cfg) = (s.clone(), key_file.to_owned(), cfg.clone());
+    tokio::task::spawn_blocking(move || Ca::load_or_create(&s, &Sealer::open_or_create(&key_file).unwrap(), &cfg))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A TLS handshake against `cert` as served, trusting `bundle`, checking
+/// `host`; the serial of what was served.
+async fn handshake(cert: &ManagedCert, bundle: &Path, host: &str) -> Result<Vec<u8>, String> {
+    let tls = ServerTls::load(
+        &ServerTlsConfig { cert_file: cert.cert_file.clone(), key_file: cert.key_file.clone(), client_ca_file: None },
+        "test",
+    )
+    .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let _ = tls.accept(tcp).await;
+    });
+    let client =
+        ClientTls::load(&ClientTlsConfig { ca_file: Some(bundle.to_owned()), ..Default::default() }, host, "t")
+            .map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || {
+        let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        let mut s = client.connect(tcp).map_err(|e| e.to_string())?;
+        while s.conn.is_handshaking() {
+            s.conn.complete_io(&mut s.sock).map_err(|e| e.to_string())?;
+        }
+        Ok(s.conn.peer_certificates().unwrap()[0].to_vec())
+    })
+    .await
+    .unwrap()
+}
+
+#[test]
+fn the_ca_is_made_once_and_opens_only_with_its_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let cfg = CertguardConfig::default();
+    let sealer = Sealer::open_or_create(&dir.path().join("k")).unwrap();
+    let first = Ca::load_or_create(&s, &sealer, &cfg).unwrap();
+    let again = Ca::load_or_create(&s, &sealer, &cfg).unwrap();
+    assert_eq!(first.root_der, again.root_der);
+    let stranger = Sealer::open_or_create(&dir.path().join("other")).unwrap();
+    let e = Ca::load_or_create(&s, &stranger, &cfg).err().unwrap();
+    assert!(format!("{e:#}").contains("does not open with this key file"), "{e:#}");
+}
+
+#[tokio::test]
+async fn issued_certificates_verify_against_the_trust_bundle_by_every_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let ca = make_ca(&s, &dir.path().join("k"), &CertguardConfig::default()).await;
+    let bundle = dir.path().join("ca.pem");
+    std::fs::write(&bundle, ca.root_pem()).unwrap();
+    for key_type in [KeyType::EcdsaP256, KeyType::Ed25519] {
+        let cert = ManagedCert { key_type, ..spec(dir.path(), "web") };
+        let issued = ca.issue(&cert, SystemTime::now()).unwrap();
+        std::fs::write(&cert.cert_file, &issued.chain_pem).unwrap();
+        std::fs::write(&cert.key_file, &issued.key_pem).unwrap();
+        assert!(issued.chain_pem.matches("BEGIN CERTIFICATE").count() == 2, "leaf and intermediate");
+        for host in ["web.example", "127.0.0.1"] {
+            let served = handshake(&cert, &bundle, host).await.unwrap_or_else(|e| panic!("{key_type:?} {host}: {e}"));
+            assert_eq!(served, issued.leaf_der);
+        }
+        let e = handshake(&cert, &bundle, "other.example").await.unwrap_err();
+        assert!(e.contains("not valid for name"), "{e}");
+        // The SPIFFE ID is a URI SAN; the leaf is not a CA.
+        let text = String::from_utf8_lossy(&issued.leaf_der).into_owned();
+        assert!(text.contains("spiffe://edge.example/web"));
+    }
+}
+
+fn fake_clock(start: SystemTime) -> (Clock, Arc<Mutex<SystemTime>>) {
+    let now = Arc::new(Mutex::new(start));
+    let read = now.clone();
+    (Arc::new(move || *read.lock().unwrap()), now)
+}
+
+fn serial(detail: &serde_json::Value) -> String {
+    detail["certificates"][0]["serial"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn renewal_follows_the_clock_and_a_failed_reload_keeps_the_old_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut cfg = CertguardConfig::default();
+    cfg.certs.push(spec(dir.path(), "api"));
+    let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
+    let t0 = SystemTime::now();
+    let (clock, now) = fake_clock(t0);
+    let mut guard = Guard::new(cfg.clone(), ca, s.clone(), clock);
+
+    let first = serial(&guard.tick().await.unwrap());
+    assert!(!first.is_empty());
+    let installed = std::fs::read(&cfg.certs[0].cert_file).unwrap();
+    // Within its first half-life (renew_at 0.5 ± 5% of an hour): kept.
+    *now.lock().unwrap() = t0 + Duration::from_secs(1500);
+    assert_eq!(serial(&guard.tick().await.unwrap()), first);
+    assert_eq!(std::fs::read(&cfg.certs[0].cert_file).unwrap(), installed);
+    // Past it: renewed.
+    *now.lock().unwrap() = t0 + Duration::from_secs(2000);
+    let second = serial(&guard.tick().await.unwrap());
+    assert_ne!(second, first);
+    // A deleted file is reissued at once.
+    std::fs::remove_file(&cfg.certs[0].cert_file).unwrap();
+    let third = serial(&guard.tick().await.unwrap());
+    assert_ne!(third, second);
+    assert!(cfg.certs[0].cert_file.exists());
+
+    // A reload that fails: the files are put back, the failure recorded,
+    // and the next try waits for its backoff.
+    let before = std::fs::read(&cfg.certs[0].cert_file).unwrap();
+    let mut failing = cfg.clone();
+    failing.certs[0].reload_command = vec!["sh".into(), "-c".into(), "echo cannot reload >&2; exit 1".into()];
+    failing.certs[0].dns_names.push("new-name.example".into());
+    let (clock, _) = fake_clock(t0 + Duration::from_secs(2100));
+    let ca = make_ca(&s, &dir.path().join("k"), &failing).await;
+    let mut guard = Guard::new(failing, ca, s.clone(), clock);
+    let detail = guard.tick().await.unwrap();
+    let c = &detail["certificates"][0];
+    assert_eq!(c["serial"].as_str(), Some(third.as_str()), "the record still names the certificate in service");
+    assert_eq!(c["failures"], 1);
+    assert!(c["last_error"].as_str().unwrap().contains("cannot reload"), "{c}");
+    assert_eq!(std::fs::read(&cfg.certs[0].cert_file).unwrap(), before, "the old files are back");
+    // Within the backoff nothing is tried again.
+    assert_eq!(guard.tick().await.unwrap()["certificates"][0]["failures"], 1);
+}
