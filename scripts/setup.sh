@@ -12,13 +12,16 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 ./cross/setup.sh
 # Peers the integration tests start themselves: VictoriaMetrics (the tsdb
-# forwarding upstream).
-if ! command -v victoria-metrics >/dev/null; then
+# forwarding upstream) and nginx (a certguard rollout target).
+missing=()
+command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: victoria-metrics is missing; as root: apt-get install victoria-metrics" >&2
+    echo "setup: missing ${missing[*]}; as root: apt-get install ${missing[*]}" >&2
     exit 1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq victoria-metrics >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 for tool in curl python3 file readelf; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is missing (apt-get install curl python3 file binutils)" >&2; exit 1; }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use edgebox::core::tls::{ClientTls, ClientTlsConfig};
 
 use crate::support::{Appliance, field, text};
-use crate::tsdb::wait_until;
+use crate::tsdb::{free_port, wait_until};
 
 /// The leaf certificate served at `addr`, checked against `bundle` for
 /// the name "localhost".
@@ -29,14 +29,17 @@ fn served_leaf(addr: std::net::SocketAddr, bundle: &std::path::Path) -> Result<V
 fn a_certificate_is_issued_renewed_and_served_live_by_another_role() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
-    // 18 seconds of life, renewed at half of it (± 5%).
+    // 18 seconds of life, renewed at half of it (± 5%); the tsdb listener is
+    // the canary, probed by a handshake that must show each new leaf.
+    let port = free_port();
     let guard_cfg = format!(
         "[certguard]\ncheck_interval_s = 1\ntrust_bundle_file = \"{d}/ca.pem\"\nkey_file = \"{d}/kek\"\n\
          [[certguard.certs]]\nname = \"tsdb\"\ndns_names = [\"localhost\"]\nlifetime_hours = 0.005\nrenew_at = 0.5\n\
-         cert_file = \"{d}/tsdb.pem\"\nkey_file = \"{d}/tsdb.key\"\n"
+         [[certguard.certs.targets]]\ncert_file = \"{d}/tsdb.pem\"\nkey_file = \"{d}/tsdb.key\"\n\
+         probe = \"127.0.0.1:{port}\"\ncanary = true\n"
     );
     let tsdb_cfg = format!(
-        "[tsdb]\nlisten = \"127.0.0.1:0\"\n[tsdb.tls]\ncert_file = \"{d}/tsdb.pem\"\nkey_file = \"{d}/tsdb.key\"\n"
+        "[tsdb]\nlisten = \"127.0.0.1:{port}\"\n[tsdb.tls]\ncert_file = \"{d}/tsdb.pem\"\nkey_file = \"{d}/tsdb.key\"\n"
     );
     let app = Appliance::start(&format!("{guard_cfg}{tsdb_cfg}"), &["up"]);
     let installed = app.wait_log("certguard installed a certificate");
@@ -76,4 +79,95 @@ fn a_certificate_is_issued_renewed_and_served_live_by_another_role() {
     let (_, metrics) = app.get("/metrics");
     assert!(metrics.contains("edgebox_certguard_expiry_seconds{cert=\"tsdb\"}"), "{metrics}");
     assert!(metrics.contains("edgebox_certguard_rotations_total{cert=\"tsdb\"} 2"), "{metrics}");
+}
+
+/// A real nginx in a private prefix, serving TLS on a port with the given
+/// files; stopped when dropped.
+struct Nginx {
+    pid_file: std::path::PathBuf,
+}
+
+impl Nginx {
+    fn start(dir: &std::path::Path, port: u16, cert: &std::path::Path, key: &std::path::Path) -> Nginx {
+        let d = dir.display();
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let conf = format!(
+            "daemon on;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/tmp;\n\
+             server {{\n  listen 127.0.0.1:{port} ssl;\n  ssl_certificate {};\n  ssl_certificate_key {};\n\
+             location / {{ return 200 \"ok\\n\"; }}\n }}\n}}\n",
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let bin = if std::path::Path::new("/usr/sbin/nginx").exists() { "/usr/sbin/nginx" } else { "nginx" };
+        let out = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(dir)
+            .output()
+            .expect("nginx is not installed (Debian package nginx-light; `make test` installs it)");
+        assert!(out.status.success(), "nginx did not start: {}", text(&out.stderr));
+        let pid_file = dir.join("nginx.pid");
+        wait_until("nginx's pid file", || pid_file.exists());
+        Nginx { pid_file }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
+            let _ = std::process::Command::new("kill").args(["-QUIT", pid.trim()]).status();
+        }
+    }
+}
+
+/// nginx as the canary target: a reload that does nothing (nginx keeps the
+/// old certificate in memory) is caught by the probe and rolled back before
+/// the next target is touched; a real reload (SIGHUP through its pid file)
+/// passes, and the certificate reaches the next wave.
+#[test]
+fn nginx_is_the_canary_and_a_silent_reload_failure_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let old = crate::tls::testpki::TestCa::new(dir.path(), "before").leaf(dir.path(), "web", &["web.example"]);
+    let original = std::fs::read(&old.cert_file).unwrap();
+    let port = free_port();
+    let nginx = Nginx::start(&dir.path().join("nginx"), port, &old.cert_file, &old.key_file);
+    let config = |reload: &str| {
+        format!(
+            "[certguard]\ncheck_interval_s = 1\ntrust_bundle_file = \"{d}/ca.pem\"\nkey_file = \"{d}/kek\"\n\
+             [[certguard.certs]]\nname = \"web\"\ndns_names = [\"web.example\"]\nwave_size = 1\n\
+             [[certguard.certs.targets]]\ncert_file = \"{d}/web.pem\"\nkey_file = \"{d}/web.key\"\ncanary = true\n\
+             probe = \"127.0.0.1:{port}\"\nprobe_http_path = \"/\"\nprobe_timeout_s = 3\n{reload}\n\
+             [[certguard.certs.targets]]\ncert_file = \"{d}/copy.pem\"\nkey_file = \"{d}/copy.key\"\n"
+        )
+    };
+
+    // The reload "succeeds" but nginx never rereads its files.
+    let app = Appliance::start(&config("reload_command = [\"true\"]"), &["certguard", "serve"]);
+    let failed = app.wait_log("could not rotate a certificate");
+    assert!(failed.contains("canary failed") && failed.contains("not serve the new certificate"), "{failed}");
+    assert_eq!(std::fs::read(dir.path().join("web.pem")).unwrap(), original, "the canary is back on its old files");
+    assert!(!dir.path().join("copy.pem").exists(), "the next wave was never touched");
+    drop(app);
+
+    // SIGHUP through nginx's pid file: nginx reloads, the probe sees the new
+    // leaf and a 200, and the copy follows.
+    let pid_file = dir.path().join("nginx/nginx.pid");
+    let reload = format!("reload_pid_file = \"{}\"\nreload_signal = \"HUP\"", pid_file.display());
+    let app = Appliance::start(&config(&reload), &["certguard", "serve"]);
+    let installed = app.wait_log("certguard installed a certificate");
+    let new_chain = std::fs::read(dir.path().join("web.pem")).unwrap();
+    assert_ne!(new_chain, original);
+    assert_eq!(std::fs::read(dir.path().join("copy.pem")).unwrap(), new_chain, "{installed}");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert", &format!("{d}/ca.pem"), "--resolve"])
+        .arg(format!("web.example:{port}:127.0.0.1"))
+        .arg(format!("https://web.example:{port}/"))
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
+    drop(nginx);
 }

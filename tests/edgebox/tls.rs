@@ -13,7 +13,7 @@ use crate::support::{Appliance, field, text};
 use crate::tsdb::{Victoria, free_port, now_s, tsdb_addr, wait_until};
 
 #[path = "../../src/core/tls/testpki.rs"]
-mod testpki;
+pub mod testpki;
 use testpki::{Leaf, TestCa};
 
 /// curl over https to `url` (its host resolved to 127.0.0.1), trusting `ca`

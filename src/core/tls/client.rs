@@ -38,21 +38,43 @@ impl ClientTls {
             Some(path) => load_roots(path, &format!("{key}.ca_file"))?,
             None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
         };
+        let identity = match (&cfg.cert_file, &cfg.key_file) {
+            (Some(cert), Some(private)) => {
+                Some((load_certs(cert, &format!("{key}.cert_file"))?, load_key(private, &format!("{key}.key_file"))?))
+            }
+            (None, None) => None,
+            _ => return Err(setup(key, "cert_file and key_file go together")),
+        };
+        let name = cfg.server_name.as_deref().unwrap_or(host);
+        Self::build(roots, identity, name, key)
+    }
+
+    /// A client trusting exactly `roots` (DER), for names checked against
+    /// `name`: certguard's probes, which trust its own CA.
+    pub fn with_roots(roots: &[Vec<u8>], name: &str, key: &str) -> Result<Self, TlsError> {
+        let mut store = rustls::RootCertStore::empty();
+        for der in roots {
+            store.add(CertificateDer::from(der.clone())).map_err(|e| setup(key, format!("unusable root: {e}")))?;
+        }
+        Self::build(store, None, name, key)
+    }
+
+    fn build(
+        roots: rustls::RootCertStore,
+        identity: Option<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)>,
+        name: &str,
+        key: &str,
+    ) -> Result<Self, TlsError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| setup(key, e))?
             .with_root_certificates(roots);
-        let config = match (&cfg.cert_file, &cfg.key_file) {
-            (Some(cert), Some(private)) => builder
-                .with_client_auth_cert(
-                    load_certs(cert, &format!("{key}.cert_file"))?,
-                    load_key(private, &format!("{key}.key_file"))?,
-                )
-                .map_err(|e| setup(&format!("{key}.key_file"), e))?,
-            (None, None) => builder.with_no_client_auth(),
-            _ => return Err(setup(key, "cert_file and key_file go together")),
+        let config = match identity {
+            Some((certs, private)) => {
+                builder.with_client_auth_cert(certs, private).map_err(|e| setup(&format!("{key}.key_file"), e))?
+            }
+            None => builder.with_no_client_auth(),
         };
-        let name = cfg.server_name.as_deref().unwrap_or(host);
         let name = ServerName::try_from(name.trim_start_matches('[').trim_end_matches(']').to_owned())
             .map_err(|e| setup(&format!("{key}.server_name"), format!("{name:?}: {e}")))?;
         Ok(Self { config: Arc::new(config), name })
@@ -62,6 +84,24 @@ impl ClientTls {
     /// first read or write.
     pub fn connect(&self, tcp: TcpStream) -> Result<ClientStream, rustls::Error> {
         Ok(StreamOwned::new(ClientConnection::new(self.config.clone(), self.name.clone())?, tcp))
+    }
+}
+
+impl ClientTls {
+    /// Connects to `addr`, completes a handshake (so the server's chain and
+    /// name are verified) and returns the leaf certificate it presented, in
+    /// DER. Every socket operation is bounded by `timeout`.
+    pub fn leaf_served_at(&self, addr: std::net::SocketAddr, timeout: std::time::Duration) -> anyhow::Result<Vec<u8>> {
+        let tcp = TcpStream::connect_timeout(&addr, timeout)?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        let mut s = self.connect(tcp)?;
+        while s.conn.is_handshaking() {
+            s.conn.complete_io(&mut s.sock)?;
+        }
+        let leaf =
+            s.conn.peer_certificates().and_then(|c| c.first()).ok_or_else(|| anyhow::anyhow!("no certificate"))?;
+        Ok(leaf.to_vec())
     }
 }
 

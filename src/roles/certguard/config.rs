@@ -25,7 +25,7 @@ check_interval_s = 30
 # Managed certificates: one [[certguard.certs]] table each.
 # [[certguard.certs]]
 # Name, unique: in logs, metrics and `edgebox certguard status`.
-# name = "tsdb"
+# name = "web"
 # Subject alternative names: DNS names, IP addresses, a SPIFFE ID.
 # dns_names = ["device-17.example"]
 # ip_addresses = ["10.0.0.17"]
@@ -36,10 +36,16 @@ check_interval_s = 30
 # (with up to 5% jitter either way).
 # lifetime_hours = 2160
 # renew_at = 0.667
+# Targets taking the certificate after the canaries pass, per wave.
+# wave_size = 5
+# Where the certificate goes: one [[certguard.certs.targets]] table each.
+# Canary targets get a new certificate first; the others only once every
+# canary's probe passed. Any failure puts every target back.
+# [[certguard.certs.targets]]
 # Files written atomically: the certificate followed by the intermediate,
 # and the private key (always mode 0600).
-# cert_file = "/etc/edgebox/tsdb.pem"
-# key_file = "/etc/edgebox/tsdb.key"
+# cert_file = "/etc/nginx/web.pem"
+# key_file = "/etc/nginx/web.key"
 # Mode of the certificate file.
 # cert_mode = "0644"
 # After writing: signal the process in a pid file, and/or run a command
@@ -49,6 +55,15 @@ check_interval_s = 30
 # reload_signal = "HUP"
 # reload_command = ["/usr/sbin/nginx", "-s", "reload"]
 # reload_timeout_s = 30
+# The TLS endpoint serving this target: after the reload it must present
+# the new certificate, valid for probe_name (default: the first DNS name or
+# IP address) against the trust bundle, within probe_timeout_s; and, with
+# probe_http_path, answer a GET there with 2xx.
+# probe = "127.0.0.1:443"
+# probe_name = "device-17.example"
+# probe_http_path = "/healthz"
+# probe_timeout_s = 10
+# canary = true
 "#;
 
 /// The compliance section: nothing to manage, the CA made in the store.
@@ -96,7 +111,7 @@ pub enum KeyType {
     Ed25519,
 }
 
-/// One certificate certguard issues, installs and renews.
+/// One certificate certguard issues, rolls out and renews.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManagedCert {
@@ -114,6 +129,16 @@ pub struct ManagedCert {
     pub lifetime_hours: f64,
     #[serde(default = "default_renew_at")]
     pub renew_at: f64,
+    #[serde(default = "default_wave_size")]
+    pub wave_size: usize,
+    pub targets: Vec<Target>,
+}
+
+/// Where a certificate is installed, how its server is told, and how the
+/// rollout checks that the server took it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     #[serde(default = "default_cert_mode")]
@@ -126,6 +151,16 @@ pub struct ManagedCert {
     pub reload_command: Vec<String>,
     #[serde(default = "default_reload_timeout")]
     pub reload_timeout_s: u64,
+    #[serde(default)]
+    pub probe: Option<String>,
+    #[serde(default)]
+    pub probe_name: Option<String>,
+    #[serde(default)]
+    pub probe_http_path: Option<String>,
+    #[serde(default = "default_probe_timeout")]
+    pub probe_timeout_s: u64,
+    #[serde(default)]
+    pub canary: bool,
 }
 
 fn default_lifetime_hours() -> f64 {
@@ -133,6 +168,9 @@ fn default_lifetime_hours() -> f64 {
 }
 fn default_renew_at() -> f64 {
     0.667
+}
+fn default_wave_size() -> usize {
+    5
 }
 fn default_cert_mode() -> String {
     "0644".into()
@@ -143,14 +181,17 @@ fn default_signal() -> String {
 fn default_reload_timeout() -> u64 {
     30
 }
+fn default_probe_timeout() -> u64 {
+    10
+}
 
-impl ManagedCert {
+impl Target {
     /// The certificate file's mode as a number.
     pub fn mode(&self) -> Result<u32, String> {
         u32::from_str_radix(self.cert_mode.trim_start_matches("0o"), 8)
             .ok()
             .filter(|m| *m <= 0o777)
-            .ok_or_else(|| format!("certguard.certs.{}.cert_mode {:?}: not an octal mode", self.name, self.cert_mode))
+            .ok_or_else(|| format!("{}: cert_mode {:?} is not an octal mode", self.cert_file.display(), self.cert_mode))
     }
 
     /// The signal name for `reload_signal`, as kill(1) takes it.
@@ -158,7 +199,7 @@ impl ManagedCert {
         match self.reload_signal.trim_start_matches("SIG") {
             s @ ("HUP" | "USR1" | "USR2" | "TERM" | "QUIT") => Ok(s),
             other => {
-                Err(format!("certguard.certs.{}.reload_signal {other:?}: use HUP, USR1, USR2, QUIT or TERM", self.name))
+                Err(format!("{}: reload_signal {other:?}: use HUP, USR1, USR2, QUIT or TERM", self.cert_file.display()))
             }
         }
     }
@@ -177,6 +218,7 @@ impl CertguardConfig {
             return Err("certguard.check_interval_s: must be at least 1".into());
         }
         let mut names = std::collections::BTreeSet::new();
+        let mut files = std::collections::BTreeSet::new();
         for c in &self.certs {
             let at = |k: &str| format!("certguard.certs.{}.{k}", c.name);
             if c.name.is_empty() || !names.insert(c.name.as_str()) {
@@ -199,13 +241,27 @@ impl CertguardConfig {
             if !(0.1..=0.95).contains(&c.renew_at) {
                 return Err(format!("{}: must be between 0.1 and 0.95", at("renew_at")));
             }
-            if c.cert_file == c.key_file {
-                return Err(format!("{}: the same file as key_file", at("cert_file")));
+            if c.targets.is_empty() || c.wave_size == 0 {
+                return Err(format!("{}: needs at least one target, and wave_size at least 1", at("targets")));
             }
-            c.mode()?;
-            c.signal()?;
-            if c.reload_timeout_s == 0 {
-                return Err(format!("{}: must be at least 1", at("reload_timeout_s")));
+            for t in &c.targets {
+                let bad = |what: String| format!("{}: {what}", at("targets"));
+                if t.cert_file == t.key_file {
+                    return Err(bad(format!("{} is both cert_file and key_file", t.cert_file.display())));
+                }
+                if !files.insert(t.cert_file.clone()) || !files.insert(t.key_file.clone()) {
+                    return Err(bad(format!("{} or {} is written twice", t.cert_file.display(), t.key_file.display())));
+                }
+                t.mode().map_err(bad)?;
+                t.signal().map_err(bad)?;
+                if t.reload_timeout_s == 0 || t.probe_timeout_s == 0 {
+                    return Err(bad("reload_timeout_s and probe_timeout_s must be at least 1".into()));
+                }
+                if let Some(p) = &t.probe
+                    && !p.contains(':')
+                {
+                    return Err(bad(format!("probe {p:?}: needs host:port")));
+                }
             }
         }
         Ok(())
@@ -224,15 +280,19 @@ mod tests {
     #[test]
     fn bad_certificates_are_named() {
         let cert = |extra: &str| {
-            let text = format!("[[certs]]\nname = \"a\"\ncert_file = \"/c\"\nkey_file = \"/k\"\n{extra}\n");
+            let (cert, target) = extra.split_once('|').unwrap_or((extra, ""));
+            let text = format!(
+                "[[certs]]\nname = \"a\"\n{cert}\n[[certs.targets]]\ncert_file = \"/c\"\nkey_file = \"/k\"\n{target}\n"
+            );
             toml::from_str::<CertguardConfig>(&text).unwrap().validate()
         };
         assert!(cert("dns_names = [\"a.example\"]").is_ok());
         assert!(cert("").unwrap_err().contains("certguard.certs.a.name: needs dns_names"));
         assert!(cert("spiffe_id = \"http://x\"").unwrap_err().contains("spiffe_id"));
         assert!(cert("dns_names = [\"a\"]\nrenew_at = 1.5").unwrap_err().contains("renew_at"));
-        assert!(cert("dns_names = [\"a\"]\ncert_mode = \"999\"").unwrap_err().contains("cert_mode"));
-        assert!(cert("dns_names = [\"a\"]\nreload_signal = \"KILL\"").unwrap_err().contains("reload_signal"));
+        assert!(cert("dns_names = [\"a\"]|cert_mode = \"999\"").unwrap_err().contains("cert_mode"));
+        assert!(cert("dns_names = [\"a\"]|reload_signal = \"KILL\"").unwrap_err().contains("reload_signal"));
+        assert!(cert("dns_names = [\"a\"]|probe = \"nohost\"").unwrap_err().contains("host:port"));
         assert!(cert("dns_names = [\"a\"]\nlifetime_hours = 100000").unwrap_err().contains("intermediate"));
     }
 }

@@ -1,7 +1,8 @@
-//! Putting a certificate in service: files written atomically (a temporary
+//! Putting a certificate on a target: files written atomically (a temporary
 //! file in the same directory, fsync, rename, directory fsync), so a reader
-//! sees the old file or the new one and never a half-written one, and the
-//! reload action that makes the server read them.
+//! sees the old file or the new one and never a half-written one; the
+//! reload action that makes the server read them; and putting the previous
+//! files back.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::config::ManagedCert;
+use super::config::Target;
 
 /// Replaces `path` with `bytes`, mode `mode`, atomically and durably.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
@@ -32,47 +33,56 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<
     written.with_context(|| format!("writing {}", path.display()))
 }
 
-/// Puts a certificate in service: writes the key first (a server that
-/// reloads between the two writes then fails to load a mismatched pair and
-/// keeps the old one), then the chain, then runs the reload action. When
-/// the reload fails, the previous files are put back, so the server's files
-/// and what it serves stay the same certificate.
-pub async fn install(cert: &ManagedCert, chain: String, key: String) -> anyhow::Result<()> {
-    let mode = cert.mode().map_err(anyhow::Error::msg)?;
-    let target = cert.clone();
-    let previous = tokio::task::spawn_blocking(move || {
-        let previous = (std::fs::read(&target.cert_file).ok(), std::fs::read(&target.key_file).ok());
-        write_atomically(&target.key_file, key.as_bytes(), 0o600)?;
-        write_atomically(&target.cert_file, chain.as_bytes(), mode)?;
-        anyhow::Ok(previous)
-    })
-    .await??;
-    let Err(e) = reload(cert).await else { return Ok(()) };
-    if let (Some(old_cert), Some(old_key)) = previous {
-        let target = cert.clone();
-        tokio::task::spawn_blocking(move || {
-            write_atomically(&target.key_file, &old_key, 0o600)?;
-            write_atomically(&target.cert_file, &old_cert, mode)
-        })
-        .await??;
-        return Err(e.context("reload failed; the previous certificate files are back in place"));
-    }
-    Err(e)
+/// What a target's files held before a new certificate replaced them.
+pub struct Previous {
+    files: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// Runs the certificate's reload action, if it has one.
-async fn reload(cert: &ManagedCert) -> anyhow::Result<()> {
-    if let Some(pid_file) = &cert.reload_pid_file {
+/// Writes a certificate to a target: the key first (a server that reloads
+/// between the two writes then fails to load a mismatched pair and keeps
+/// the old one), then the chain. Returns what the files held before.
+pub async fn put(target: &Target, chain: String, key: String) -> anyhow::Result<Previous> {
+    let mode = target.mode().map_err(anyhow::Error::msg)?;
+    let t = target.clone();
+    tokio::task::spawn_blocking(move || {
+        let files = match (std::fs::read(&t.cert_file), std::fs::read(&t.key_file)) {
+            (Ok(c), Ok(k)) => Some((c, k)),
+            _ => None,
+        };
+        write_atomically(&t.key_file, key.as_bytes(), 0o600)?;
+        write_atomically(&t.cert_file, chain.as_bytes(), mode)?;
+        anyhow::Ok(Previous { files })
+    })
+    .await?
+}
+
+/// Puts the previous files back and reloads. A target that had none keeps
+/// the new ones: there is nothing older to serve.
+pub async fn restore(target: &Target, previous: Previous) -> anyhow::Result<()> {
+    let Some((cert, key)) = previous.files else { return Ok(()) };
+    let mode = target.mode().map_err(anyhow::Error::msg)?;
+    let t = target.clone();
+    tokio::task::spawn_blocking(move || {
+        write_atomically(&t.key_file, &key, 0o600)?;
+        write_atomically(&t.cert_file, &cert, mode)
+    })
+    .await??;
+    reload(target).await
+}
+
+/// Runs the target's reload action, if it has one.
+pub async fn reload(target: &Target) -> anyhow::Result<()> {
+    if let Some(pid_file) = &target.reload_pid_file {
         let pid = std::fs::read_to_string(pid_file)
             .with_context(|| format!("reload_pid_file {}", pid_file.display()))?
             .trim()
             .parse::<u32>()
             .with_context(|| format!("reload_pid_file {}: not a process id", pid_file.display()))?;
-        let signal = cert.signal().map_err(anyhow::Error::msg)?;
+        let signal = target.signal().map_err(anyhow::Error::msg)?;
         run(&["kill".into(), format!("-{signal}"), pid.to_string()], Duration::from_secs(5)).await?;
     }
-    if !cert.reload_command.is_empty() {
-        run(&cert.reload_command, Duration::from_secs(cert.reload_timeout_s)).await?;
+    if !target.reload_command.is_empty() {
+        run(&target.reload_command, Duration::from_secs(target.reload_timeout_s)).await?;
     }
     Ok(())
 }

@@ -1,14 +1,16 @@
 //! certguard: issues certificates from an embedded CA and keeps them
 //! current. The root and intermediate live in the shared store with their
 //! keys sealed under a key file (seal.rs, ca.rs); each managed certificate
-//! from the config is issued, written atomically to its files, reloaded
-//! into its server and renewed at a fraction of its lifetime (service.rs,
-//! install.rs). `edgebox certguard status` shows them.
+//! from the config is issued, rolled out to its targets canaries first
+//! (written atomically, reloaded, probed by a real handshake, rolled back
+//! on failure) and renewed at a fraction of its lifetime (service.rs,
+//! rollout.rs, install.rs). `edgebox certguard status` shows them.
 
 mod ca;
 mod cli;
 pub mod config;
 mod install;
+mod rollout;
 mod seal;
 mod service;
 
@@ -56,7 +58,13 @@ impl Certguard {
 
 impl Role for Certguard {
     fn declared(&self) -> Declared {
-        let mut files: Vec<_> = self.cfg.certs.iter().flat_map(|c| [c.cert_file.clone(), c.key_file.clone()]).collect();
+        let mut files: Vec<_> = self
+            .cfg
+            .certs
+            .iter()
+            .flat_map(|c| &c.targets)
+            .flat_map(|t| [t.cert_file.clone(), t.key_file.clone()])
+            .collect();
         files.extend(self.cfg.trust_bundle_file.clone());
         files.extend(self.cfg.key_file.clone());
         Declared { listeners: vec![], files }

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::ca::{Ca, Issued};
-use super::config::{CertguardConfig, ManagedCert};
-use super::install;
+use super::config::{CertguardConfig, ManagedCert, Target};
+use super::{install, rollout};
 use crate::core::store::{Durability, Store};
 
 /// `certguard.certs`: name → Record as JSON.
@@ -59,8 +59,8 @@ fn due(spec: &ManagedCert, rec: Option<&Record>, now: u64) -> Option<&'static st
     if rec.issued_for != issued_for(spec) {
         return Some("its names or key changed");
     }
-    if installed_sha256(spec).as_deref() != Some(rec.leaf_sha256.as_str()) {
-        return Some("its file is missing or holds another certificate");
+    if spec.targets.iter().any(|t| installed_sha256(t).as_deref() != Some(rec.leaf_sha256.as_str())) {
+        return Some("a target's file is missing or holds another certificate");
     }
     (now >= rec.renew_at).then_some("renewal time")
 }
@@ -71,9 +71,9 @@ fn issued_for(spec: &ManagedCert) -> String {
         .to_string()
 }
 
-/// SHA-256 of the first certificate in the installed cert file.
-fn installed_sha256(spec: &ManagedCert) -> Option<String> {
-    let pem = std::fs::read(&spec.cert_file).ok()?;
+/// SHA-256 of the first certificate in a target's cert file.
+fn installed_sha256(target: &Target) -> Option<String> {
+    let pem = std::fs::read(&target.cert_file).ok()?;
     let leaf = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
     Some(sha256_hex(&leaf))
 }
@@ -167,14 +167,14 @@ impl Guard {
         Ok(serde_json::json!({ "certificates": detail }))
     }
 
-    /// Issues, installs and reloads one certificate; a failure is recorded
-    /// with its retry time (the old certificate stays in service).
+    /// Issues one certificate and rolls it out; a failure is recorded with
+    /// its retry time (the old certificate stays in service).
     async fn rotate(&mut self, spec: &ManagedCert, mut rec: Record, now: u64, why: &str) -> anyhow::Result<Record> {
         let span = tracing::info_span!("certguard.rotate", cert = %spec.name, reason = why);
         let started = std::time::Instant::now();
         let attempt = async {
             let issued = self.ca.issue(spec, (self.clock)())?;
-            install::install(spec, issued.chain_pem.clone(), issued.key_pem.clone()).await?;
+            rollout::roll_out(spec, &issued, std::slice::from_ref(&self.ca.root_der)).await?;
             anyhow::Ok(issued)
         };
         match attempt.instrument(span).await {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::ca::Ca;
-use super::config::{CertguardConfig, KeyType, ManagedCert};
+use super::config::{CertguardConfig, KeyType, ManagedCert, Target};
 use super::seal::Sealer;
 use super::service::{Clock, Guard};
 use crate::core::store::{CORE_SCHEMA, SchemaOwner, Store, StoreOptions};
@@ -24,7 +24,7 @@ fn spec(dir: &Path, name: &str) -> ManagedCert {
     let text = format!(
         "name = \"{name}\"\ndns_names = [\"{name}.example\"]\nip_addresses = [\"127.0.0.1\"]\n\
          spiffe_id = \"spiffe://edge.example/{name}\"\nlifetime_hours = 1.0\nrenew_at = 0.5\n\
-         cert_file = \"{}\"\nkey_file = \"{}\"\n",
+         [[targets]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
         dir.join(format!("{name}.pem")).display(),
         dir.join(format!("{name}.key")).display()
     );
@@ -40,30 +40,39 @@ async fn make_ca(s: &Store, key_file: &Path, cfg: &CertguardConfig) -> Ca {
         .unwrap()
 }
 
-/// A TLS handshake against `cert` as served, trusting `bundle`, checking
-/// `host`; the serial of what was served.
-async fn handshake(cert: &ManagedCert, bundle: &Path, host: &str) -> Result<Vec<u8>, String> {
-    let tls = ServerTls::load(
-        &ServerTlsConfig { cert_file: cert.cert_file.clone(), key_file: cert.key_file.clone(), client_ca_file: None },
-        "test",
-    )
-    .map_err(|e| e.to_string())?;
+/// A TLS server on the target's files (re-read within a second of a
+/// change, as edgebox's listeners do), serving handshakes until the test
+/// ends; its address.
+async fn tls_server(target: &Target) -> std::net::SocketAddr {
+    let cfg = ServerTlsConfig {
+        cert_file: target.cert_file.clone(),
+        key_file: target.key_file.clone(),
+        client_ca_file: None,
+    };
+    let tls = ServerTls::load(&cfg, "test").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let _ = tls.accept(tcp).await;
+        while let Ok((tcp, _)) = listener.accept().await {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                if let Ok(mut s) = tls.accept(tcp).await {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
     });
+    addr
+}
+
+/// The leaf served at `addr`, checked against `bundle` for `host`.
+async fn handshake(addr: std::net::SocketAddr, bundle: &Path, host: &str) -> Result<Vec<u8>, String> {
     let client =
         ClientTls::load(&ClientTlsConfig { ca_file: Some(bundle.to_owned()), ..Default::default() }, host, "t")
             .map_err(|e| e.to_string())?;
     tokio::task::spawn_blocking(move || {
-        let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-        let mut s = client.connect(tcp).map_err(|e| e.to_string())?;
-        while s.conn.is_handshaking() {
-            s.conn.complete_io(&mut s.sock).map_err(|e| e.to_string())?;
-        }
-        Ok(s.conn.peer_certificates().unwrap()[0].to_vec())
+        client.leaf_served_at(addr, Duration::from_secs(5)).map_err(|e| format!("{e:#}"))
     })
     .await
     .unwrap()
@@ -93,14 +102,15 @@ async fn issued_certificates_verify_against_the_trust_bundle_by_every_name() {
     for key_type in [KeyType::EcdsaP256, KeyType::Ed25519] {
         let cert = ManagedCert { key_type, ..spec(dir.path(), "web") };
         let issued = ca.issue(&cert, SystemTime::now()).unwrap();
-        std::fs::write(&cert.cert_file, &issued.chain_pem).unwrap();
-        std::fs::write(&cert.key_file, &issued.key_pem).unwrap();
+        std::fs::write(&cert.targets[0].cert_file, &issued.chain_pem).unwrap();
+        std::fs::write(&cert.targets[0].key_file, &issued.key_pem).unwrap();
         assert!(issued.chain_pem.matches("BEGIN CERTIFICATE").count() == 2, "leaf and intermediate");
+        let addr = tls_server(&cert.targets[0]).await;
         for host in ["web.example", "127.0.0.1"] {
-            let served = handshake(&cert, &bundle, host).await.unwrap_or_else(|e| panic!("{key_type:?} {host}: {e}"));
+            let served = handshake(addr, &bundle, host).await.unwrap_or_else(|e| panic!("{key_type:?} {host}: {e}"));
             assert_eq!(served, issued.leaf_der);
         }
-        let e = handshake(&cert, &bundle, "other.example").await.unwrap_err();
+        let e = handshake(addr, &bundle, "other.example").await.unwrap_err();
         assert!(e.contains("not valid for name"), "{e}");
         // The SPIFFE ID is a URI SAN; the leaf is not a CA.
         let text = String::from_utf8_lossy(&issued.leaf_der).into_owned();
@@ -131,26 +141,27 @@ async fn renewal_follows_the_clock_and_a_failed_reload_keeps_the_old_files() {
 
     let first = serial(&guard.tick().await.unwrap());
     assert!(!first.is_empty());
-    let installed = std::fs::read(&cfg.certs[0].cert_file).unwrap();
+    let installed = std::fs::read(&cfg.certs[0].targets[0].cert_file).unwrap();
     // Within its first half-life (renew_at 0.5 ± 5% of an hour): kept.
     *now.lock().unwrap() = t0 + Duration::from_secs(1500);
     assert_eq!(serial(&guard.tick().await.unwrap()), first);
-    assert_eq!(std::fs::read(&cfg.certs[0].cert_file).unwrap(), installed);
+    assert_eq!(std::fs::read(&cfg.certs[0].targets[0].cert_file).unwrap(), installed);
     // Past it: renewed.
     *now.lock().unwrap() = t0 + Duration::from_secs(2000);
     let second = serial(&guard.tick().await.unwrap());
     assert_ne!(second, first);
     // A deleted file is reissued at once.
-    std::fs::remove_file(&cfg.certs[0].cert_file).unwrap();
+    std::fs::remove_file(&cfg.certs[0].targets[0].cert_file).unwrap();
     let third = serial(&guard.tick().await.unwrap());
     assert_ne!(third, second);
-    assert!(cfg.certs[0].cert_file.exists());
+    assert!(cfg.certs[0].targets[0].cert_file.exists());
 
     // A reload that fails: the files are put back, the failure recorded,
     // and the next try waits for its backoff.
-    let before = std::fs::read(&cfg.certs[0].cert_file).unwrap();
+    let before = std::fs::read(&cfg.certs[0].targets[0].cert_file).unwrap();
     let mut failing = cfg.clone();
-    failing.certs[0].reload_command = vec!["sh".into(), "-c".into(), "echo cannot reload >&2; exit 1".into()];
+    failing.certs[0].targets[0].reload_command =
+        vec!["sh".into(), "-c".into(), "echo cannot reload >&2; exit 1".into()];
     failing.certs[0].dns_names.push("new-name.example".into());
     let (clock, _) = fake_clock(t0 + Duration::from_secs(2100));
     let ca = make_ca(&s, &dir.path().join("k"), &failing).await;
@@ -160,7 +171,64 @@ async fn renewal_follows_the_clock_and_a_failed_reload_keeps_the_old_files() {
     assert_eq!(c["serial"].as_str(), Some(third.as_str()), "the record still names the certificate in service");
     assert_eq!(c["failures"], 1);
     assert!(c["last_error"].as_str().unwrap().contains("cannot reload"), "{c}");
-    assert_eq!(std::fs::read(&cfg.certs[0].cert_file).unwrap(), before, "the old files are back");
+    assert_eq!(std::fs::read(&cfg.certs[0].targets[0].cert_file).unwrap(), before, "the old files are back");
     // Within the backoff nothing is tried again.
     assert_eq!(guard.tick().await.unwrap()["certificates"][0]["failures"], 1);
+}
+
+/// Two targets behind real TLS servers: a canary whose server picks up new
+/// files, and one whose server never does (its reload "succeeds" but does
+/// nothing). The rollout must notice, and put both back.
+#[tokio::test]
+async fn a_server_that_keeps_the_old_certificate_is_caught_and_every_target_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut cfg = CertguardConfig::default();
+    let mut web = spec(dir.path(), "web");
+    let stuck = Target {
+        cert_file: dir.path().join("stuck.pem"),
+        key_file: dir.path().join("stuck.key"),
+        ..web.targets[0].clone()
+    };
+    web.targets.push(stuck);
+    web.wave_size = 1;
+    cfg.certs.push(web);
+    let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
+    let mut guard = Guard::new(cfg.clone(), ca, s.clone(), Arc::new(SystemTime::now));
+    let first = serial(&guard.tick().await.unwrap());
+    let live = tls_server(&cfg.certs[0].targets[0]).await;
+    // The stuck server serves a copy of the first certificate's files, which
+    // nothing ever updates.
+    let frozen = Target {
+        cert_file: dir.path().join("frozen.pem"),
+        key_file: dir.path().join("frozen.key"),
+        ..cfg.certs[0].targets[1].clone()
+    };
+    std::fs::copy(&cfg.certs[0].targets[1].cert_file, &frozen.cert_file).unwrap();
+    std::fs::copy(&cfg.certs[0].targets[1].key_file, &frozen.key_file).unwrap();
+    let stuck_addr = tls_server(&frozen).await;
+
+    let mut probed = cfg.clone();
+    let targets = &mut probed.certs[0].targets;
+    targets[0].canary = true;
+    targets[0].probe = Some(live.to_string());
+    targets[0].probe_timeout_s = 5;
+    targets[1].probe = Some(stuck_addr.to_string());
+    targets[1].probe_timeout_s = 2;
+    let before: Vec<Vec<u8>> = targets.iter().map(|t| std::fs::read(&t.cert_file).unwrap()).collect();
+    // A new name makes it due now (the probes check validity on the real
+    // clock, so the test's clock stays real here).
+    probed.certs[0].dns_names.push("web2.example".into());
+    let ca = make_ca(&s, &dir.path().join("k"), &probed).await;
+    let mut guard = Guard::new(probed.clone(), ca, s.clone(), Arc::new(SystemTime::now));
+    let detail = guard.tick().await.unwrap();
+    let c = &detail["certificates"][0];
+    let error = c["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("wave 1 failed") && error.contains("still serves another certificate, not the new one"),
+        "{c}"
+    );
+    assert_eq!(c["serial"].as_str(), Some(first.as_str()));
+    let after: Vec<Vec<u8>> = probed.certs[0].targets.iter().map(|t| std::fs::read(&t.cert_file).unwrap()).collect();
+    assert_eq!(after, before, "both targets are back on the first certificate, the canary included");
 }
