@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::core::role::{CommandPort, RoleCommand};
 use crate::core::store::Store;
 
 /// The longest request line accepted.
@@ -25,7 +26,16 @@ pub enum Request {
     Backup { path: PathBuf },
     /// Store size and tables.
     StoreInfo,
+    /// A command for a running role, in that role's own JSON.
+    Role { role: String, command: serde_json::Value },
 }
+
+/// Where role commands go, by role name.
+pub type RoleCommands = std::collections::HashMap<String, CommandPort>;
+
+/// How long a role may take to answer a command (a certificate rollout
+/// waits for reloads and probes).
+const ROLE_ANSWER: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Answer {
@@ -56,7 +66,14 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Answers requests until shutdown, then removes the socket.
-pub async fn serve(listener: UnixListener, path: PathBuf, store: Store, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    store: Store,
+    roles: RoleCommands,
+    shutdown: CancellationToken,
+) {
+    let roles = std::sync::Arc::new(roles);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -65,9 +82,9 @@ pub async fn serve(listener: UnixListener, path: PathBuf, store: Store, shutdown
                 Err(e) => { tracing::warn!(error = %e, "control socket accept failed"); continue; }
             },
         };
-        let store = store.clone();
+        let (store, roles) = (store.clone(), roles.clone());
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, store).await {
+            if let Err(e) = answer(stream, store, &roles).await {
                 tracing::debug!(error = %e, "control request failed");
             }
         });
@@ -75,7 +92,7 @@ pub async fn serve(listener: UnixListener, path: PathBuf, store: Store, shutdown
     let _ = std::fs::remove_file(&path);
 }
 
-async fn answer(stream: UnixStream, store: Store) -> anyhow::Result<()> {
+async fn answer(stream: UnixStream, store: Store, roles: &RoleCommands) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let n = BufReader::new(read).take(MAX_REQUEST as u64).read_line(&mut line).await?;
@@ -88,7 +105,7 @@ async fn answer(stream: UnixStream, store: Store) -> anyhow::Result<()> {
     } else {
         match parse_request(line.as_bytes()) {
             Err(e) => Answer { ok: false, result: serde_json::Value::Null, error: Some(e) },
-            Ok(req) => match execute(req, &store).await {
+            Ok(req) => match execute(req, &store, roles).await {
                 Ok(result) => Answer { ok: true, result, error: None },
                 Err(e) => Answer { ok: false, result: serde_json::Value::Null, error: Some(format!("{e:#}")) },
             },
@@ -100,7 +117,7 @@ async fn answer(stream: UnixStream, store: Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn execute(req: Request, store: &Store) -> anyhow::Result<serde_json::Value> {
+async fn execute(req: Request, store: &Store, roles: &RoleCommands) -> anyhow::Result<serde_json::Value> {
     match req {
         Request::Backup { path } => {
             tracing::info!(path = %path.display(), "backup requested over the control socket");
@@ -111,6 +128,22 @@ async fn execute(req: Request, store: &Store) -> anyhow::Result<serde_json::Valu
             let store = store.clone();
             let info = tokio::task::spawn_blocking(move || store.info()).await??;
             Ok(serde_json::to_value(info)?)
+        }
+        Request::Role { role, command } => {
+            let to = roles.get(&role).ok_or_else(|| anyhow::anyhow!("role `{role}` is not running here"))?;
+            if !to.taken.load(std::sync::atomic::Ordering::Acquire) {
+                anyhow::bail!("role `{role}` takes no commands (or has not started yet)");
+            }
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            to.tx
+                .send(RoleCommand { args: command, reply })
+                .await
+                .map_err(|_| anyhow::anyhow!("role `{role}` takes no commands"))?;
+            match tokio::time::timeout(ROLE_ANSWER, answer).await {
+                Ok(Ok(result)) => result.map_err(anyhow::Error::msg),
+                Ok(Err(_)) => anyhow::bail!("role `{role}` takes no commands"),
+                Err(_) => anyhow::bail!("role `{role}` did not answer within {ROLE_ANSWER:?}"),
+            }
         }
     }
 }

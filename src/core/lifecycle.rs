@@ -141,7 +141,14 @@ async fn supervise(
     let shutdown = CancellationToken::new();
     let ctl_path = core.control_socket();
     let ctl = control::bind(&ctl_path)?;
-    let control_task = tokio::spawn(control::serve(ctl, ctl_path, store.clone(), shutdown.clone()));
+    let mut command_senders = std::collections::HashMap::new();
+    let mut command_receivers = Vec::new();
+    for (name, _) in &roles {
+        let (port, receiver) = crate::core::role::CommandPort::new();
+        command_senders.insert(name.to_string(), port);
+        command_receivers.push(receiver);
+    }
+    let control_task = tokio::spawn(control::serve(ctl, ctl_path, store.clone(), command_senders, shutdown.clone()));
 
     let produced = decls.iter().flat_map(|(n, d)| d.files.iter().map(|f| (f.clone(), *n))).collect();
     let shared = Shared {
@@ -153,12 +160,12 @@ async fn supervise(
     };
     let mut tasks = JoinSet::new();
     let mut running = Vec::new();
-    for ((name, role), (decl_name, declared)) in roles.into_iter().zip(decls) {
+    for (((name, role), (decl_name, declared)), commands) in roles.into_iter().zip(decls).zip(command_receivers) {
         debug_assert_eq!(name, decl_name);
         let status = statuses.iter().find(|(n, _)| *n == name).map(|(_, s)| s.clone()).unwrap_or_default();
         status.set_state("starting");
         let (reload_tx, reload_rx) = watch::channel(Reload::default());
-        let ctx = RoleCtx::new(name, &shared, reload_rx, status.clone(), declared);
+        let ctx = RoleCtx::new(name, &shared, reload_rx, status.clone(), declared, commands);
         let span = tracing::info_span!("role", role = name);
         tasks.spawn(async move { (name, role.run(ctx).await) }.instrument(span));
         running.push(Running { name, status, reload: reload_tx });

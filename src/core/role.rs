@@ -185,6 +185,30 @@ pub struct Shared {
     pub produced: Arc<BTreeMap<PathBuf, &'static str>>,
 }
 
+/// A command for a running role from the CLI, through the control socket:
+/// the role's own JSON, and where its answer goes.
+pub struct RoleCommand {
+    pub args: serde_json::Value,
+    pub reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>,
+}
+
+/// The control socket's end of a role's command channel; `taken` turns
+/// true once the role takes its receiver (roles without commands never do).
+#[derive(Clone)]
+pub struct CommandPort {
+    pub tx: tokio::sync::mpsc::Sender<RoleCommand>,
+    pub taken: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CommandPort {
+    /// A port and the receiving end to hand the role.
+    pub fn new() -> (CommandPort, (tokio::sync::mpsc::Receiver<RoleCommand>, Arc<std::sync::atomic::AtomicBool>)) {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (CommandPort { tx, taken: taken.clone() }, (rx, taken))
+    }
+}
+
 /// How long a role waits for a file another role writes at its first start.
 const INPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -203,6 +227,7 @@ pub struct RoleCtx {
     pub status: StatusHandle,
     declared: Declared,
     produced: Arc<BTreeMap<PathBuf, &'static str>>,
+    commands: Option<(tokio::sync::mpsc::Receiver<RoleCommand>, Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 impl RoleCtx {
@@ -212,6 +237,7 @@ impl RoleCtx {
         reload: watch::Receiver<Reload>,
         status: StatusHandle,
         declared: Declared,
+        commands: (tokio::sync::mpsc::Receiver<RoleCommand>, Arc<std::sync::atomic::AtomicBool>),
     ) -> Self {
         Self {
             name,
@@ -223,6 +249,19 @@ impl RoleCtx {
             status,
             declared,
             produced: shared.produced.clone(),
+            commands: Some(commands),
+        }
+    }
+
+    /// Commands sent to this role over the control socket (`edgebox <role>
+    /// <command>`); a role that takes commands takes this once.
+    pub fn commands(&mut self) -> tokio::sync::mpsc::Receiver<RoleCommand> {
+        match self.commands.take() {
+            Some((rx, taken)) => {
+                taken.store(true, std::sync::atomic::Ordering::Release);
+                rx
+            }
+            None => tokio::sync::mpsc::channel(1).1,
         }
     }
 

@@ -76,9 +76,27 @@ fn a_certificate_is_issued_renewed_and_served_live_by_another_role() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let table = text(&out.stdout);
     assert!(table.contains("tsdb") && table.contains(&field(&renewed, "serial").unwrap()), "{table}");
+    // Renew now, then roll back: each goes through the canary probe, and
+    // the tsdb serves what the command says is in service.
+    let data = app.dir.path().join("data");
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--data-dir", data.to_str().unwrap(), "certguard"];
+        all.extend_from_slice(args);
+        let out = crate::support::run(&all);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let serving = || served_leaf(addr, &bundle).unwrap();
+    let before_renew = serving();
+    assert!(cli(&["renew", "tsdb", "--now"]).contains("in service"));
+    let renewed_leaf = serving();
+    assert_ne!(renewed_leaf, before_renew);
+    assert!(cli(&["rollback", "tsdb"]).contains("in service"));
+    assert_eq!(serving(), before_renew, "the rollback put the previous certificate back");
     let (_, metrics) = app.get("/metrics");
     assert!(metrics.contains("edgebox_certguard_expiry_seconds{cert=\"tsdb\"}"), "{metrics}");
-    assert!(metrics.contains("edgebox_certguard_rotations_total{cert=\"tsdb\"} 2"), "{metrics}");
+    assert!(metrics.contains("edgebox_certguard_rotations_total{cert=\"tsdb\"} 3"), "{metrics}");
+    assert!(metrics.contains("edgebox_certguard_rollbacks_total{cert=\"tsdb\"} 1"), "{metrics}");
 }
 
 /// A real nginx in a private prefix, serving TLS on a port with the given

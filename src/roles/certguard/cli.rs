@@ -1,23 +1,54 @@
-//! `edgebox certguard status`: the managed certificates of the running
-//! appliance, read from the admin listener's role status.
+//! `edgebox certguard status|renew|rollback`: the managed certificates of
+//! the running appliance (status from the admin listener's role status;
+//! renew and rollback through the control socket, answered once the
+//! rollout is done).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::commands::Invocation;
+use crate::core::control::{self, Request};
 use crate::core::httpclient;
 
 pub fn command() -> Command {
-    Command::new("certguard").subcommand(
-        Command::new("status")
-            .about("Show managed certificates: serial, expiry, next renewal, failures")
-            .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON")),
-    )
+    let name = || Arg::new("name").required(true).help("the managed certificate's name");
+    Command::new("certguard")
+        .subcommand(
+            Command::new("status")
+                .about("Show managed certificates: serial, expiry, next renewal, failures")
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON")),
+        )
+        .subcommand(
+            Command::new("renew")
+                .about("Issue and roll out a new certificate now (canaries first, rolled back on failure)")
+                .arg(name())
+                .arg(Arg::new("now").long("now").action(ArgAction::SetTrue).required(true).help("renew at once")),
+        )
+        .subcommand(
+            Command::new("rollback")
+                .about("Put the previous certificate back, through the same canary rollout")
+                .arg(name()),
+        )
 }
 
 pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
-    let Some(("status", m)) = matches.subcommand() else { anyhow::bail!("usage: edgebox certguard status") };
+    match matches.subcommand() {
+        Some(("status", m)) => status(m, inv),
+        Some((op @ ("renew" | "rollback"), m)) => {
+            let name = m.get_one::<String>("name").cloned().unwrap_or_default();
+            let socket = inv.load_config()?.core.control_socket();
+            let request =
+                Request::Role { role: "certguard".into(), command: serde_json::json!({ "op": op, "name": name }) };
+            let done = control::call(&socket, &request)?;
+            println!("{name}: serial {} in service", done["serial"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        _ => anyhow::bail!("usage: edgebox certguard status|renew NAME --now|rollback NAME"),
+    }
+}
+
+fn status(m: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
     let admin = inv.load_config()?.core.admin;
     let (to, headers) =
         httpclient::local("admin", admin.listen, admin.auth, admin.token_file.as_deref(), admin.tls.as_ref())?;

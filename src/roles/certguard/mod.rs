@@ -9,6 +9,7 @@
 mod ca;
 mod cli;
 pub mod config;
+mod history;
 mod install;
 mod rollout;
 mod seal;
@@ -41,6 +42,7 @@ const MIGRATIONS: &[Migration] = &[Migration { name: "create certguard tables", 
 fn create(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(ca::CA_TABLE)?;
     txn.open_table(service::CERTS_TABLE)?;
+    txn.open_table(history::HISTORY_TABLE)?;
     Ok(())
 }
 
@@ -70,18 +72,19 @@ impl Role for Certguard {
         Declared { listeners: vec![], files }
     }
 
-    fn run(self: Box<Self>, ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>> {
+    fn run(self: Box<Self>, mut ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let cfg = self.cfg;
             let key_file = cfg.key_file.clone().unwrap_or_else(|| ctx.data_dir.join("certguard.key"));
             let (store, ca_cfg) = (ctx.store.clone(), cfg.clone());
-            let ca = tokio::task::spawn_blocking(move || {
+            let (ca, sealer) = tokio::task::spawn_blocking(move || {
                 let sealer = seal::Sealer::open_or_create(&key_file)?;
-                ca::Ca::load_or_create(&store, &sealer, &ca_cfg)
+                anyhow::Ok((ca::Ca::load_or_create(&store, &sealer, &ca_cfg)?, sealer))
             })
             .await??;
             let clock: service::Clock = Arc::new(std::time::SystemTime::now);
-            let mut guard = service::Guard::new(cfg.clone(), ca, ctx.store.clone(), clock);
+            let mut guard = service::Guard::new(cfg.clone(), ca, sealer, ctx.store.clone(), clock);
+            let mut commands = ctx.commands();
             guard.write_trust_bundle()?;
             let mut interval = tokio::time::interval(Duration::from_secs(cfg.check_interval_s));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -89,6 +92,9 @@ impl Role for Certguard {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                     _ = interval.tick() => {}
+                    Some(cmd) = commands.recv() => {
+                        let _ = cmd.reply.send(guard.command(cmd.args).await);
+                    }
                 }
                 match guard.tick().await {
                     Ok(detail) => ctx.status.set_detail(detail),

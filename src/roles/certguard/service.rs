@@ -16,6 +16,8 @@ use tracing::Instrument;
 
 use super::ca::{Ca, Issued};
 use super::config::{CertguardConfig, ManagedCert, Target};
+use super::history::{self, Kept};
+use super::seal::Sealer;
 use super::{install, rollout};
 use crate::core::store::{Durability, Store};
 
@@ -102,13 +104,14 @@ pub struct Guard {
     pub ca: Ca,
     pub store: Store,
     pub clock: Clock,
+    sealer: Sealer,
     jitter: u64,
 }
 
 impl Guard {
-    pub fn new(cfg: CertguardConfig, ca: Ca, store: Store, clock: Clock) -> Guard {
+    pub fn new(cfg: CertguardConfig, ca: Ca, sealer: Sealer, store: Store, clock: Clock) -> Guard {
         let seed = unix(clock()) ^ u64::from(std::process::id()).rotate_left(32);
-        Guard { cfg, ca, store, clock, jitter: seed | 1 }
+        Guard { cfg, ca, store, clock, sealer, jitter: seed | 1 }
     }
 
     fn next_jitter(&mut self) -> f64 {
@@ -179,6 +182,10 @@ impl Guard {
         };
         match attempt.instrument(span).await {
             Ok(issued) => {
+                let mut kept = history::load(&self.store, &spec.name).await?;
+                kept.previous = kept.current.take();
+                kept.current = Some(Kept::seal(&spec.name, &issued, &self.sealer)?);
+                history::save(&self.store, &spec.name, &kept).await?;
                 let jitter = self.next_jitter();
                 rec = Record {
                     serial: Some(issued.serial.clone()),
@@ -205,6 +212,73 @@ impl Guard {
                 tracing::warn!(cert = %spec.name, error = %format!("{e:#}"), retry_in_s = backoff.as_secs(), "certguard could not rotate a certificate; the old one stays in service");
             }
         }
+        self.save(&spec.name, &rec).await?;
+        Ok(rec)
+    }
+
+    /// Runs a command from `edgebox certguard`: `{"op": "renew" | "rollback",
+    /// "name": …}`; answers with the serial now in service.
+    pub async fn command(&mut self, args: serde_json::Value) -> Result<serde_json::Value, String> {
+        let op = args["op"].as_str().unwrap_or_default().to_owned();
+        let name = args["name"].as_str().unwrap_or_default();
+        let spec = self
+            .cfg
+            .certs
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
+            .ok_or_else(|| format!("no managed certificate named {name:?}"))?;
+        let now = unix((self.clock)());
+        let rec = self.records().await.map_err(|e| format!("{e:#}"))?;
+        let rec = rec.into_iter().find(|(n, _)| n == name).and_then(|(_, r)| r).unwrap_or_default();
+        let after = match op.as_str() {
+            "renew" => {
+                let mut forced = rec;
+                forced.failures = 0;
+                self.rotate(&spec, forced, now, "renewal asked for").await.map_err(|e| format!("{e:#}"))?
+            }
+            "rollback" => self.roll_back(&spec, rec, now).await.map_err(|e| format!("{e:#}"))?,
+            other => return Err(format!("unknown certguard command {other:?} (renew, rollback)")),
+        };
+        match after.last_error {
+            Some(e) if after.failures > 0 => Err(e),
+            _ => Ok(serde_json::json!({ "name": name, "serial": after.serial, "not_after": after.not_after })),
+        }
+    }
+
+    /// Rolls the previous certificate out again, canaries first, and swaps
+    /// it with the current one in the history. Its renewal is put off to
+    /// halfway to its expiry, so the certificate just rolled back is not
+    /// reissued at once.
+    async fn roll_back(&mut self, spec: &ManagedCert, rec: Record, now: u64) -> anyhow::Result<Record> {
+        let mut kept = history::load(&self.store, &spec.name).await?;
+        let previous = kept
+            .previous
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("{}: no previous certificate to go back to", spec.name))?;
+        let issued = previous.open(&spec.name, &self.sealer)?;
+        anyhow::ensure!(
+            unix(issued.not_after) > now,
+            "{}: the previous certificate (serial {}) has expired",
+            spec.name,
+            issued.serial
+        );
+        rollout::roll_out(spec, &issued, std::slice::from_ref(&self.ca.root_der)).await?;
+        kept.previous = kept.current.take();
+        kept.current = Some(previous);
+        history::save(&self.store, &spec.name, &kept).await?;
+        let rec = Record {
+            serial: Some(issued.serial.clone()),
+            not_before: unix(issued.not_before),
+            not_after: unix(issued.not_after),
+            renew_at: now + (unix(issued.not_after) - now) / 2,
+            leaf_sha256: sha256_hex(&issued.leaf_der),
+            issued_for: issued_for(spec),
+            rotated_at: now,
+            ..rec
+        };
+        metrics::counter!("edgebox_certguard_rollbacks_total", "cert" => spec.name.clone()).increment(1);
+        tracing::info!(cert = %spec.name, serial = %issued.serial, "certguard rolled back to the previous certificate");
         self.save(&spec.name, &rec).await?;
         Ok(rec)
     }

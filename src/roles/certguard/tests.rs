@@ -31,6 +31,10 @@ fn spec(dir: &Path, name: &str) -> ManagedCert {
     toml::from_str(&text).unwrap()
 }
 
+fn key(dir: &Path) -> Sealer {
+    Sealer::open_or_create(&dir.join("k")).unwrap()
+}
+
 /// The CA of `s`, off the async runtime (the store blocks).
 async fn make_ca(s: &Store, key_file: &Path, cfg: &CertguardConfig) -> Ca {
     let (s, key_file, cfg) = (s.clone(), key_file.to_owned(), cfg.clone());
@@ -137,7 +141,7 @@ async fn renewal_follows_the_clock_and_a_failed_reload_keeps_the_old_files() {
     let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
     let t0 = SystemTime::now();
     let (clock, now) = fake_clock(t0);
-    let mut guard = Guard::new(cfg.clone(), ca, s.clone(), clock);
+    let mut guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), clock);
 
     let first = serial(&guard.tick().await.unwrap());
     assert!(!first.is_empty());
@@ -165,7 +169,7 @@ async fn renewal_follows_the_clock_and_a_failed_reload_keeps_the_old_files() {
     failing.certs[0].dns_names.push("new-name.example".into());
     let (clock, _) = fake_clock(t0 + Duration::from_secs(2100));
     let ca = make_ca(&s, &dir.path().join("k"), &failing).await;
-    let mut guard = Guard::new(failing, ca, s.clone(), clock);
+    let mut guard = Guard::new(failing, ca, key(dir.path()), s.clone(), clock);
     let detail = guard.tick().await.unwrap();
     let c = &detail["certificates"][0];
     assert_eq!(c["serial"].as_str(), Some(third.as_str()), "the record still names the certificate in service");
@@ -194,7 +198,7 @@ async fn a_server_that_keeps_the_old_certificate_is_caught_and_every_target_roll
     web.wave_size = 1;
     cfg.certs.push(web);
     let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
-    let mut guard = Guard::new(cfg.clone(), ca, s.clone(), Arc::new(SystemTime::now));
+    let mut guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), Arc::new(SystemTime::now));
     let first = serial(&guard.tick().await.unwrap());
     let live = tls_server(&cfg.certs[0].targets[0]).await;
     // The stuck server serves a copy of the first certificate's files, which
@@ -220,7 +224,7 @@ async fn a_server_that_keeps_the_old_certificate_is_caught_and_every_target_roll
     // clock, so the test's clock stays real here).
     probed.certs[0].dns_names.push("web2.example".into());
     let ca = make_ca(&s, &dir.path().join("k"), &probed).await;
-    let mut guard = Guard::new(probed.clone(), ca, s.clone(), Arc::new(SystemTime::now));
+    let mut guard = Guard::new(probed.clone(), ca, key(dir.path()), s.clone(), Arc::new(SystemTime::now));
     let detail = guard.tick().await.unwrap();
     let c = &detail["certificates"][0];
     let error = c["last_error"].as_str().unwrap_or_default();
@@ -231,4 +235,35 @@ async fn a_server_that_keeps_the_old_certificate_is_caught_and_every_target_roll
     assert_eq!(c["serial"].as_str(), Some(first.as_str()));
     let after: Vec<Vec<u8>> = probed.certs[0].targets.iter().map(|t| std::fs::read(&t.cert_file).unwrap()).collect();
     assert_eq!(after, before, "both targets are back on the first certificate, the canary included");
+}
+
+#[tokio::test]
+async fn renew_and_rollback_commands_put_the_asked_certificate_in_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut cfg = CertguardConfig::default();
+    cfg.certs.push(spec(dir.path(), "api"));
+    let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
+    let mut guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), Arc::new(SystemTime::now));
+    let ask = |op: &str| serde_json::json!({ "op": op, "name": "api" });
+    let file = || std::fs::read(&cfg.certs[0].targets[0].cert_file).unwrap();
+
+    let e = guard.command(ask("rollback")).await.unwrap_err();
+    assert!(e.contains("no previous certificate"), "{e}");
+    let first = guard.command(ask("renew")).await.unwrap()["serial"].as_str().unwrap().to_owned();
+    let first_file = file();
+    let second = guard.command(ask("renew")).await.unwrap()["serial"].as_str().unwrap().to_owned();
+    assert_ne!(first, second);
+    // Back to the first, bit for bit; and forward again.
+    let back = guard.command(ask("rollback")).await.unwrap();
+    assert_eq!(back["serial"].as_str(), Some(first.as_str()));
+    assert_eq!(file(), first_file);
+    let detail = guard.tick().await.unwrap();
+    assert_eq!(serial(&detail), first, "a rolled-back certificate is not reissued at once");
+    let again = guard.command(ask("rollback")).await.unwrap();
+    assert_eq!(again["serial"].as_str(), Some(second.as_str()));
+    assert!(guard.command(serde_json::json!({ "op": "renew", "name": "nope" })).await.unwrap_err().contains("nope"));
+    assert!(
+        guard.command(serde_json::json!({ "op": "explode", "name": "api" })).await.unwrap_err().contains("unknown")
+    );
 }
