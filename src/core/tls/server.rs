@@ -17,7 +17,7 @@ use tokio_rustls::server::TlsStream;
 use super::{ServerTlsConfig, TlsError, load_certs, load_key, load_roots, provider};
 
 /// How often the certificate files are checked for a change, at most.
-const RECHECK: Duration = Duration::from_secs(1);
+const RECHECK: Duration = Duration::from_millis(250);
 
 /// A listener's TLS, ready to accept connections.
 #[derive(Clone)]

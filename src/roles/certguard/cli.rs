@@ -26,6 +26,15 @@ pub fn command() -> Command {
                 .arg(Arg::new("now").long("now").action(ArgAction::SetTrue).required(true).help("renew at once")),
         )
         .subcommand(
+            Command::new("bench").about("Time rotating N certificates through the canary rollout on this machine").arg(
+                Arg::new("certs")
+                    .long("certs")
+                    .default_value("1000")
+                    .value_parser(clap::value_parser!(usize))
+                    .help("certificates, each with its own TLS listener to probe"),
+            ),
+        )
+        .subcommand(
             Command::new("rollback")
                 .about("Put the previous certificate back, through the same canary rollout")
                 .arg(name()),
@@ -35,6 +44,9 @@ pub fn command() -> Command {
 pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
     match matches.subcommand() {
         Some(("status", m)) => status(m, inv),
+        Some(("bench", m)) => {
+            super::bench::run(m.get_one::<usize>("certs").copied().unwrap_or(1000).max(1)).map(|_| ())
+        }
         Some((op @ ("renew" | "rollback"), m)) => {
             let name = m.get_one::<String>("name").cloned().unwrap_or_default();
             let socket = inv.load_config()?.core.control_socket();
@@ -44,7 +56,7 @@ pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
             println!("{name}: serial {} in service", done["serial"].as_str().unwrap_or("?"));
             Ok(())
         }
-        _ => anyhow::bail!("usage: edgebox certguard status|renew NAME --now|rollback NAME"),
+        _ => anyhow::bail!("usage: edgebox certguard status|renew NAME --now|rollback NAME|bench"),
     }
 }
 

@@ -6,6 +6,7 @@
 //! on failure) and renewed at a fraction of its lifetime (service.rs,
 //! rollout.rs, install.rs). `edgebox certguard status` shows them.
 
+mod bench;
 mod ca;
 mod cli;
 pub mod config;
@@ -83,7 +84,7 @@ impl Role for Certguard {
             })
             .await??;
             let clock: service::Clock = Arc::new(std::time::SystemTime::now);
-            let mut guard = service::Guard::new(cfg.clone(), ca, sealer, ctx.store.clone(), clock);
+            let guard = service::Guard::new(cfg.clone(), ca, sealer, ctx.store.clone(), clock);
             let mut commands = ctx.commands();
             guard.write_trust_bundle()?;
             let mut interval = tokio::time::interval(Duration::from_secs(cfg.check_interval_s));

@@ -27,6 +27,9 @@ pub const CERTS_TABLE: TableDefinition<&str, &str> = TableDefinition::new("certg
 /// A clock; the role uses the system's, tests their own.
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
+/// Rollouts one pass runs at once.
+const PARALLEL: usize = 64;
+
 /// Longest wait between retries of a failing certificate.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
@@ -98,6 +101,14 @@ fn renewal_time(spec: &ManagedCert, issued: &Issued, jitter: f64) -> u64 {
     from + (life * at.clamp(0.05, 0.98)) as u64
 }
 
+/// A number in [0, 1) from a certificate's bytes (its random serial and
+/// key make it differ per issuance): the renewal jitter.
+fn unit_from(der: &[u8]) -> f64 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let n = u32::from_be_bytes(digest.as_ref()[..4].try_into().unwrap_or([0; 4]));
+    f64::from(n) / (f64::from(u32::MAX) + 1.0)
+}
+
 /// The role's state between passes.
 pub struct Guard {
     pub cfg: CertguardConfig,
@@ -105,20 +116,16 @@ pub struct Guard {
     pub store: Store,
     pub clock: Clock,
     sealer: Sealer,
-    jitter: u64,
 }
 
 impl Guard {
     pub fn new(cfg: CertguardConfig, ca: Ca, sealer: Sealer, store: Store, clock: Clock) -> Guard {
-        let seed = unix(clock()) ^ u64::from(std::process::id()).rotate_left(32);
-        Guard { cfg, ca, store, clock, sealer, jitter: seed | 1 }
+        Guard { cfg, ca, store, clock, sealer }
     }
 
-    fn next_jitter(&mut self) -> f64 {
-        self.jitter ^= self.jitter << 13;
-        self.jitter ^= self.jitter >> 7;
-        self.jitter ^= self.jitter << 17;
-        (self.jitter % 10_000) as f64 / 10_000.0
+    /// The same CA and store with another config.
+    pub fn reconfigured(self, cfg: CertguardConfig) -> Guard {
+        Guard { cfg, ..self }
     }
 
     /// Records of every managed certificate, by name.
@@ -150,29 +157,47 @@ impl Guard {
             .await
     }
 
-    /// One pass over every managed certificate; returns the status detail.
-    pub async fn tick(&mut self) -> anyhow::Result<serde_json::Value> {
+    /// One pass over every managed certificate, `PARALLEL` rollouts at a
+    /// time; returns the status detail.
+    pub async fn tick(&self) -> anyhow::Result<serde_json::Value> {
         let records = self.records().await?;
         metrics::gauge!("edgebox_certguard_managed_certificates").set(self.cfg.certs.len() as f64);
-        let mut detail = Vec::new();
-        for (spec, (_, rec)) in self.cfg.certs.clone().iter().zip(records) {
-            let now = unix((self.clock)());
-            let rec = match due(spec, rec.as_ref(), now) {
-                Some(why) => self.rotate(spec, rec.unwrap_or_default(), now, why).await?,
-                None => rec.unwrap_or_default(),
-            };
-            report(spec, &rec, now);
-            detail.push(serde_json::json!({
-                "name": spec.name, "serial": rec.serial, "not_after": rec.not_after, "renew_at": rec.renew_at,
-                "rotated_at": rec.rotated_at, "failures": rec.failures, "last_error": rec.last_error,
-            }));
+        let now = unix((self.clock)());
+        let mut done: Vec<(usize, Record)> = Vec::with_capacity(records.len());
+        let work: Vec<(usize, Option<Record>)> = records.into_iter().map(|(_, r)| r).enumerate().collect();
+        for batch in work.chunks(PARALLEL) {
+            let passes = batch.iter().map(|(i, rec)| self.pass(*i, rec.clone(), now));
+            for result in futures_util::future::join_all(passes).await {
+                done.push(result?);
+            }
         }
+        let detail: Vec<serde_json::Value> = done
+            .iter()
+            .map(|(i, rec)| {
+                let spec = &self.cfg.certs[*i];
+                report(spec, rec, now);
+                serde_json::json!({
+                    "name": spec.name, "serial": rec.serial, "not_after": rec.not_after, "renew_at": rec.renew_at,
+                    "rotated_at": rec.rotated_at, "failures": rec.failures, "last_error": rec.last_error,
+                })
+            })
+            .collect();
         Ok(serde_json::json!({ "certificates": detail }))
+    }
+
+    /// Rotates certificate `i` if it is due.
+    async fn pass(&self, i: usize, rec: Option<Record>, now: u64) -> anyhow::Result<(usize, Record)> {
+        let spec = &self.cfg.certs[i];
+        let rec = match due(spec, rec.as_ref(), now) {
+            Some(why) => self.rotate(spec, rec.unwrap_or_default(), now, why).await?,
+            None => rec.unwrap_or_default(),
+        };
+        Ok((i, rec))
     }
 
     /// Issues one certificate and rolls it out; a failure is recorded with
     /// its retry time (the old certificate stays in service).
-    async fn rotate(&mut self, spec: &ManagedCert, mut rec: Record, now: u64, why: &str) -> anyhow::Result<Record> {
+    async fn rotate(&self, spec: &ManagedCert, mut rec: Record, now: u64, why: &str) -> anyhow::Result<Record> {
         let span = tracing::info_span!("certguard.rotate", cert = %spec.name, reason = why);
         let started = std::time::Instant::now();
         let attempt = async {
@@ -186,7 +211,7 @@ impl Guard {
                 kept.previous = kept.current.take();
                 kept.current = Some(Kept::seal(&spec.name, &issued, &self.sealer)?);
                 history::save(&self.store, &spec.name, &kept).await?;
-                let jitter = self.next_jitter();
+                let jitter = unit_from(&issued.leaf_der);
                 rec = Record {
                     serial: Some(issued.serial.clone()),
                     not_before: unix(issued.not_before),
@@ -218,7 +243,7 @@ impl Guard {
 
     /// Runs a command from `edgebox certguard`: `{"op": "renew" | "rollback",
     /// "name": …}`; answers with the serial now in service.
-    pub async fn command(&mut self, args: serde_json::Value) -> Result<serde_json::Value, String> {
+    pub async fn command(&self, args: serde_json::Value) -> Result<serde_json::Value, String> {
         let op = args["op"].as_str().unwrap_or_default().to_owned();
         let name = args["name"].as_str().unwrap_or_default();
         let spec = self
@@ -250,7 +275,7 @@ impl Guard {
     /// it with the current one in the history. Its renewal is put off to
     /// halfway to its expiry, so the certificate just rolled back is not
     /// reissued at once.
-    async fn roll_back(&mut self, spec: &ManagedCert, rec: Record, now: u64) -> anyhow::Result<Record> {
+    async fn roll_back(&self, spec: &ManagedCert, rec: Record, now: u64) -> anyhow::Result<Record> {
         let mut kept = history::load(&self.store, &spec.name).await?;
         let previous = kept
             .previous

@@ -141,7 +141,7 @@ async fn renewal_follows_the_clock_and_a_failed_reload_keeps_the_old_files() {
     let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
     let t0 = SystemTime::now();
     let (clock, now) = fake_clock(t0);
-    let mut guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), clock);
+    let guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), clock);
 
     let first = serial(&guard.tick().await.unwrap());
     assert!(!first.is_empty());
@@ -169,7 +169,7 @@ async fn renewal_follows_the_clock_and_a_failed_reload_keeps_the_old_files() {
     failing.certs[0].dns_names.push("new-name.example".into());
     let (clock, _) = fake_clock(t0 + Duration::from_secs(2100));
     let ca = make_ca(&s, &dir.path().join("k"), &failing).await;
-    let mut guard = Guard::new(failing, ca, key(dir.path()), s.clone(), clock);
+    let guard = Guard::new(failing, ca, key(dir.path()), s.clone(), clock);
     let detail = guard.tick().await.unwrap();
     let c = &detail["certificates"][0];
     assert_eq!(c["serial"].as_str(), Some(third.as_str()), "the record still names the certificate in service");
@@ -198,7 +198,7 @@ async fn a_server_that_keeps_the_old_certificate_is_caught_and_every_target_roll
     web.wave_size = 1;
     cfg.certs.push(web);
     let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
-    let mut guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), Arc::new(SystemTime::now));
+    let guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), Arc::new(SystemTime::now));
     let first = serial(&guard.tick().await.unwrap());
     let live = tls_server(&cfg.certs[0].targets[0]).await;
     // The stuck server serves a copy of the first certificate's files, which
@@ -224,7 +224,7 @@ async fn a_server_that_keeps_the_old_certificate_is_caught_and_every_target_roll
     // clock, so the test's clock stays real here).
     probed.certs[0].dns_names.push("web2.example".into());
     let ca = make_ca(&s, &dir.path().join("k"), &probed).await;
-    let mut guard = Guard::new(probed.clone(), ca, key(dir.path()), s.clone(), Arc::new(SystemTime::now));
+    let guard = Guard::new(probed.clone(), ca, key(dir.path()), s.clone(), Arc::new(SystemTime::now));
     let detail = guard.tick().await.unwrap();
     let c = &detail["certificates"][0];
     let error = c["last_error"].as_str().unwrap_or_default();
@@ -244,7 +244,7 @@ async fn renew_and_rollback_commands_put_the_asked_certificate_in_service() {
     let mut cfg = CertguardConfig::default();
     cfg.certs.push(spec(dir.path(), "api"));
     let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
-    let mut guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), Arc::new(SystemTime::now));
+    let guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), Arc::new(SystemTime::now));
     let ask = |op: &str| serde_json::json!({ "op": op, "name": "api" });
     let file = || std::fs::read(&cfg.certs[0].targets[0].cert_file).unwrap();
 
@@ -266,4 +266,9 @@ async fn renew_and_rollback_commands_put_the_asked_certificate_in_service() {
     assert!(
         guard.command(serde_json::json!({ "op": "explode", "name": "api" })).await.unwrap_err().contains("unknown")
     );
+}
+
+#[test]
+fn the_benchmark_rotates_through_real_probes() {
+    assert!(super::bench::run(3).unwrap() > 0.0);
 }
