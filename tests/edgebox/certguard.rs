@@ -93,6 +93,20 @@ fn a_certificate_is_issued_renewed_and_served_live_by_another_role() {
     assert_ne!(renewed_leaf, before_renew);
     assert!(cli(&["rollback", "tsdb"]).contains("in service"));
     assert_eq!(serving(), before_renew, "the rollback put the previous certificate back");
+    // A one-off certificate for a client, from the same CA.
+    let client_pem = dir.path().join("client.pem");
+    let out = cli(&[
+        "issue",
+        "--dns",
+        "client-1.example",
+        "--cert-out",
+        client_pem.to_str().unwrap(),
+        "--key-out",
+        dir.path().join("client.key").to_str().unwrap(),
+    ]);
+    assert!(out.contains("serial"), "{out}");
+    assert_eq!(std::fs::read_to_string(&client_pem).unwrap().matches("BEGIN CERTIFICATE").count(), 2);
+    assert_eq!(mode("client.key"), 0o600);
     let (_, metrics) = app.get("/metrics");
     assert!(metrics.contains("edgebox_certguard_expiry_seconds{cert=\"tsdb\"}"), "{metrics}");
     assert!(metrics.contains("edgebox_certguard_rotations_total{cert=\"tsdb\"} 3"), "{metrics}");

@@ -9,6 +9,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::commands::Invocation;
 use crate::core::control::{self, Request};
+use crate::core::exit::UsageError;
 use crate::core::httpclient;
 
 pub fn command() -> Command {
@@ -24,6 +25,18 @@ pub fn command() -> Command {
                 .about("Issue and roll out a new certificate now (canaries first, rolled back on failure)")
                 .arg(name())
                 .arg(Arg::new("now").long("now").action(ArgAction::SetTrue).required(true).help("renew at once")),
+        )
+        .subcommand(
+            Command::new("issue")
+                .about("Issue one certificate from the embedded CA to files (not managed: no reload, no renewal)")
+                .arg(Arg::new("name").long("name").default_value("one-off").help("a name for logs"))
+                .arg(Arg::new("dns").long("dns").action(ArgAction::Append).help("a DNS name (repeatable)"))
+                .arg(Arg::new("ip").long("ip").action(ArgAction::Append).help("an IP address (repeatable)"))
+                .arg(Arg::new("spiffe-id").long("spiffe-id").help("a SPIFFE ID (spiffe://…)"))
+                .arg(Arg::new("key-type").long("key-type").default_value("ecdsa-p256").help("ecdsa-p256 or ed25519"))
+                .arg(Arg::new("lifetime-hours").long("lifetime-hours").default_value("24").help("lifetime"))
+                .arg(Arg::new("cert-out").long("cert-out").required(true).help("certificate chain file to write"))
+                .arg(Arg::new("key-out").long("key-out").required(true).help("private key file to write (mode 0600)")),
         )
         .subcommand(
             Command::new("bench").about("Time rotating N certificates through the canary rollout on this machine").arg(
@@ -49,15 +62,39 @@ pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
         }
         Some((op @ ("renew" | "rollback"), m)) => {
             let name = m.get_one::<String>("name").cloned().unwrap_or_default();
-            let socket = inv.load_config()?.core.control_socket();
-            let request =
-                Request::Role { role: "certguard".into(), command: serde_json::json!({ "op": op, "name": name }) };
-            let done = control::call(&socket, &request)?;
+            let done = ask(inv, serde_json::json!({ "op": op, "name": name }))?;
             println!("{name}: serial {} in service", done["serial"].as_str().unwrap_or("?"));
             Ok(())
         }
-        _ => anyhow::bail!("usage: edgebox certguard status|renew NAME --now|rollback NAME|bench"),
+        Some(("issue", m)) => {
+            let many = |k: &str| m.get_many::<String>(k).map(|v| v.cloned().collect::<Vec<_>>()).unwrap_or_default();
+            let one = |k: &str| m.get_one::<String>(k).cloned();
+            let absolute = |k: &str| std::path::absolute(one(k).unwrap_or_default());
+            let lifetime: f64 = one("lifetime-hours")
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e| UsageError(format!("--lifetime-hours: {e}")))?;
+            let cert = serde_json::json!({
+                "name": one("name"), "dns_names": many("dns"), "ip_addresses": many("ip"),
+                "spiffe_id": one("spiffe-id"), "key_type": one("key-type"), "lifetime_hours": lifetime,
+                "targets": [{ "cert_file": absolute("cert-out")?, "key_file": absolute("key-out")? }],
+            });
+            let done = ask(inv, serde_json::json!({ "op": "issue", "cert": cert }))?;
+            println!(
+                "serial {}, valid until {} (Unix seconds)",
+                done["serial"].as_str().unwrap_or("?"),
+                done["not_after"]
+            );
+            Ok(())
+        }
+        _ => anyhow::bail!("usage: edgebox certguard status|renew NAME --now|rollback NAME|issue|bench"),
     }
+}
+
+/// Sends a command to the running certguard over the control socket.
+fn ask(inv: &Invocation, command: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let socket = inv.load_config()?.core.control_socket();
+    control::call(&socket, &Request::Role { role: "certguard".into(), command })
 }
 
 fn status(m: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {

@@ -245,6 +245,9 @@ impl Guard {
     /// "name": …}`; answers with the serial now in service.
     pub async fn command(&self, args: serde_json::Value) -> Result<serde_json::Value, String> {
         let op = args["op"].as_str().unwrap_or_default().to_owned();
+        if op == "issue" {
+            return self.issue_once(args["cert"].clone()).await.map_err(|e| format!("{e:#}"));
+        }
         let name = args["name"].as_str().unwrap_or_default();
         let spec = self
             .cfg
@@ -263,12 +266,26 @@ impl Guard {
                 self.rotate(&spec, forced, now, "renewal asked for").await.map_err(|e| format!("{e:#}"))?
             }
             "rollback" => self.roll_back(&spec, rec, now).await.map_err(|e| format!("{e:#}"))?,
-            other => return Err(format!("unknown certguard command {other:?} (renew, rollback)")),
+            other => return Err(format!("unknown certguard command {other:?} (renew, rollback, issue)")),
         };
         match after.last_error {
             Some(e) if after.failures > 0 => Err(e),
             _ => Ok(serde_json::json!({ "name": name, "serial": after.serial, "not_after": after.not_after })),
         }
+    }
+
+    /// Issues one certificate that certguard does not manage (a client's, a
+    /// test server's) to the files its targets name; no reload, no renewal.
+    async fn issue_once(&self, cert: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let spec: ManagedCert = serde_json::from_value(cert).map_err(|e| anyhow::anyhow!("issue: {e}"))?;
+        CertguardConfig { certs: vec![spec.clone()], ..self.cfg.clone() }.validate().map_err(anyhow::Error::msg)?;
+        let issued = self.ca.issue(&spec, (self.clock)())?;
+        for t in &spec.targets {
+            install::put(t, issued.chain_pem.clone(), issued.key_pem.clone()).await?;
+        }
+        metrics::counter!("edgebox_certguard_one_off_issued_total").increment(1);
+        tracing::info!(name = %spec.name, serial = %issued.serial, "certguard issued a one-off certificate");
+        Ok(serde_json::json!({ "name": spec.name, "serial": issued.serial, "not_after": unix(issued.not_after) }))
     }
 
     /// Rolls the previous certificate out again, canaries first, and swaps

@@ -263,6 +263,17 @@ async fn renew_and_rollback_commands_put_the_asked_certificate_in_service() {
     let again = guard.command(ask("rollback")).await.unwrap();
     assert_eq!(again["serial"].as_str(), Some(second.as_str()));
     assert!(guard.command(serde_json::json!({ "op": "renew", "name": "nope" })).await.unwrap_err().contains("nope"));
+
+    // A one-off certificate: written to its files, verifies, not managed.
+    let mut one_off = spec(dir.path(), "client");
+    one_off.dns_names = vec!["client.example".into()];
+    let answer = guard.command(serde_json::json!({ "op": "issue", "cert": one_off })).await.unwrap();
+    let bundle = dir.path().join("ca.pem");
+    std::fs::write(&bundle, guard.ca.root_pem()).unwrap();
+    let addr = tls_server(&one_off.targets[0]).await;
+    assert!(handshake(addr, &bundle, "client.example").await.is_ok(), "{answer}");
+    let bad = serde_json::json!({ "op": "issue", "cert": { "name": "x", "targets": [] } });
+    assert!(guard.command(bad).await.unwrap_err().contains("needs dns_names"));
     assert!(
         guard.command(serde_json::json!({ "op": "explode", "name": "api" })).await.unwrap_err().contains("unknown")
     );
