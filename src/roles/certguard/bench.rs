@@ -56,7 +56,10 @@ async fn rotate(n: usize) -> anyhow::Result<f64> {
     let mut cfg = CertguardConfig { certs: (0..n).map(|i| spec(dir.path(), i, 24.0)).collect(), ..Default::default() };
     let kek = dir.path().join("kek");
     let (s, c, key) = (store.clone(), cfg.clone(), kek.clone());
-    let ca = tokio::task::spawn_blocking(move || Ca::load_or_create(&s, &Sealer::open_or_create(&key)?, &c)).await??;
+    let ca = tokio::task::spawn_blocking(move || {
+        Ca::load_or_create(&s, &Sealer::open_or_create(&key)?, &c, SystemTime::now())
+    })
+    .await??;
     let clock = Arc::new(SystemTime::now);
 
     eprintln!("certguard bench: issuing {n} certificates (no probes yet) …");

@@ -16,7 +16,10 @@ pub const DEFAULT: &str = r#"[certguard]
 ca_name = "edgebox CA"
 # Lifetime of the root CA, in days.
 root_days = 3650
-# Lifetime of the intermediate CA, in days (at most the root's).
+# Lifetime of the intermediate CA, in days (at most the root's). The CA
+# rotates on it: at half of it the next root is published in the trust
+# bundle, from three quarters on it signs, and the old root stays published
+# until its last leaf expired. Leaves live at most a quarter of it.
 intermediate_days = 365
 # PEM file the trust bundle (the root) is written to. Absent: not written.
 # trust_bundle_file = "/etc/edgebox/ca.pem"
@@ -235,8 +238,11 @@ impl CertguardConfig {
             if !(c.lifetime_hours > 0.0 && c.lifetime_hours * 3600.0 >= 2.0) {
                 return Err(format!("{}: must be positive (at least two seconds)", at("lifetime_hours")));
             }
-            if c.lifetime_hours > f64::from(self.intermediate_days) * 24.0 {
-                return Err(format!("{}: longer than the intermediate CA lives", at("lifetime_hours")));
+            if c.lifetime_hours > f64::from(self.intermediate_days) * 24.0 / 4.0 {
+                return Err(format!(
+                    "{}: at most a quarter of intermediate_days, so CA rotations overlap every leaf",
+                    at("lifetime_hours")
+                ));
             }
             if !(0.1..=0.95).contains(&c.renew_at) {
                 return Err(format!("{}: must be between 0.1 and 0.95", at("renew_at")));
@@ -293,6 +299,6 @@ mod tests {
         assert!(cert("dns_names = [\"a\"]|cert_mode = \"999\"").unwrap_err().contains("cert_mode"));
         assert!(cert("dns_names = [\"a\"]|reload_signal = \"KILL\"").unwrap_err().contains("reload_signal"));
         assert!(cert("dns_names = [\"a\"]|probe = \"nohost\"").unwrap_err().contains("host:port"));
-        assert!(cert("dns_names = [\"a\"]\nlifetime_hours = 100000").unwrap_err().contains("intermediate"));
+        assert!(cert("dns_names = [\"a\"]\nlifetime_hours = 3000").unwrap_err().contains("intermediate_days"));
     }
 }

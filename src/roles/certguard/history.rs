@@ -27,6 +27,8 @@ pub struct Kept {
     issued_at: u64,
     not_before: u64,
     not_after: u64,
+    #[serde(default)]
+    generation: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,6 +55,7 @@ impl Kept {
             issued_at: secs(issued.issued_at),
             not_before: secs(issued.not_before),
             not_after: secs(issued.not_after),
+            generation: issued.generation,
         })
     }
 
@@ -67,6 +70,7 @@ impl Kept {
             not_before: at(self.not_before),
             not_after: at(self.not_after),
             leaf_der: BASE64_STANDARD.decode(&self.leaf_der)?,
+            generation: self.generation,
         })
     }
 }

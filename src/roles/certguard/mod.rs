@@ -80,7 +80,7 @@ impl Role for Certguard {
             let (store, ca_cfg) = (ctx.store.clone(), cfg.clone());
             let (ca, sealer) = tokio::task::spawn_blocking(move || {
                 let sealer = seal::Sealer::open_or_create(&key_file)?;
-                anyhow::Ok((ca::Ca::load_or_create(&store, &sealer, &ca_cfg)?, sealer))
+                anyhow::Ok((ca::Ca::load_or_create(&store, &sealer, &ca_cfg, std::time::SystemTime::now())?, sealer))
             })
             .await??;
             let clock: service::Clock = Arc::new(std::time::SystemTime::now);

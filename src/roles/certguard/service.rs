@@ -5,7 +5,7 @@
 //! silently (metrics, log warnings as expiry nears). The clock is passed in,
 //! so renewal timing is tested without waiting.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::TableDefinition;
@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::ca::{Ca, Issued};
+use super::ca::{Ca, Issued, save_state};
 use super::config::{CertguardConfig, ManagedCert, Target};
 use super::history::{self, Kept};
 use super::seal::Sealer;
@@ -53,16 +53,22 @@ pub struct Record {
     pub retry_at: u64,
     /// Unix seconds of the last successful issuance.
     pub rotated_at: u64,
+    /// The CA generation that signed it.
+    #[serde(default)]
+    pub generation: u32,
 }
 
 /// Why a certificate is (re)issued now, or None.
-fn due(spec: &ManagedCert, rec: Option<&Record>, now: u64) -> Option<&'static str> {
+fn due(spec: &ManagedCert, rec: Option<&Record>, now: u64, generation: u32) -> Option<&'static str> {
     let Some(rec) = rec.filter(|r| r.serial.is_some()) else { return Some("never issued") };
     if rec.failures > 0 && now < rec.retry_at {
         return None;
     }
     if rec.issued_for != issued_for(spec) {
         return Some("its names or key changed");
+    }
+    if rec.generation != generation {
+        return Some("the CA rotated");
     }
     if spec.targets.iter().any(|t| installed_sha256(t).as_deref() != Some(rec.leaf_sha256.as_str())) {
         return Some("a target's file is missing or holds another certificate");
@@ -112,7 +118,7 @@ fn unit_from(der: &[u8]) -> f64 {
 /// The role's state between passes.
 pub struct Guard {
     pub cfg: CertguardConfig,
-    pub ca: Ca,
+    pub ca: RwLock<Ca>,
     pub store: Store,
     pub clock: Clock,
     sealer: Sealer,
@@ -120,7 +126,7 @@ pub struct Guard {
 
 impl Guard {
     pub fn new(cfg: CertguardConfig, ca: Ca, sealer: Sealer, store: Store, clock: Clock) -> Guard {
-        Guard { cfg, ca, store, clock, sealer }
+        Guard { cfg, ca: RwLock::new(ca), store, clock, sealer }
     }
 
     /// The same CA and store with another config.
@@ -160,6 +166,7 @@ impl Guard {
     /// One pass over every managed certificate, `PARALLEL` rollouts at a
     /// time; returns the status detail.
     pub async fn tick(&self) -> anyhow::Result<serde_json::Value> {
+        self.maintain_ca().await?;
         let records = self.records().await?;
         metrics::gauge!("edgebox_certguard_managed_certificates").set(self.cfg.certs.len() as f64);
         let now = unix((self.clock)());
@@ -185,10 +192,40 @@ impl Guard {
         Ok(serde_json::json!({ "certificates": detail }))
     }
 
+    /// Moves the CA along its rotation schedule; stores it and rewrites the
+    /// trust bundle when anything changed.
+    async fn maintain_ca(&self) -> anyhow::Result<()> {
+        let max_leaf = self.cfg.certs.iter().map(|c| (c.lifetime_hours * 3600.0) as u64).max().unwrap_or(0);
+        let (changed, state) = {
+            let mut ca = self.ca.write().unwrap_or_else(|p| p.into_inner());
+            let changed = ca.maintain(&self.sealer, &self.cfg, (self.clock)(), max_leaf)?;
+            (changed, ca.state()?)
+        };
+        if let Some(what) = changed {
+            self.store.write(Durability::Immediate, move |txn| save_state(txn, &state)).await?;
+            self.write_trust_bundle()?;
+            let generation = self.generation();
+            tracing::info!(generation, "certguard CA rotation: {what}");
+            metrics::counter!("edgebox_certguard_ca_changes_total").increment(1);
+        }
+        metrics::gauge!("edgebox_certguard_ca_generation").set(f64::from(self.generation()));
+        Ok(())
+    }
+
+    /// The number of the CA generation that signs now.
+    fn generation(&self) -> u32 {
+        self.ca.read().unwrap_or_else(|p| p.into_inner()).current.number
+    }
+
+    /// Every root a probe trusts: the bundle's.
+    fn roots(&self) -> Vec<Vec<u8>> {
+        self.ca.read().unwrap_or_else(|p| p.into_inner()).roots()
+    }
+
     /// Rotates certificate `i` if it is due.
     async fn pass(&self, i: usize, rec: Option<Record>, now: u64) -> anyhow::Result<(usize, Record)> {
         let spec = &self.cfg.certs[i];
-        let rec = match due(spec, rec.as_ref(), now) {
+        let rec = match due(spec, rec.as_ref(), now, self.generation()) {
             Some(why) => self.rotate(spec, rec.unwrap_or_default(), now, why).await?,
             None => rec.unwrap_or_default(),
         };
@@ -201,8 +238,8 @@ impl Guard {
         let span = tracing::info_span!("certguard.rotate", cert = %spec.name, reason = why);
         let started = std::time::Instant::now();
         let attempt = async {
-            let issued = self.ca.issue(spec, (self.clock)())?;
-            rollout::roll_out(spec, &issued, std::slice::from_ref(&self.ca.root_der)).await?;
+            let issued = self.ca.read().unwrap_or_else(|p| p.into_inner()).issue(spec, (self.clock)())?;
+            rollout::roll_out(spec, &issued, &self.roots()).await?;
             anyhow::Ok(issued)
         };
         match attempt.instrument(span).await {
@@ -223,6 +260,7 @@ impl Guard {
                     failures: 0,
                     retry_at: 0,
                     rotated_at: now,
+                    generation: issued.generation,
                 };
                 metrics::counter!("edgebox_certguard_rotations_total", "cert" => spec.name.clone()).increment(1);
                 metrics::histogram!("edgebox_certguard_rotation_seconds").record(started.elapsed().as_secs_f64());
@@ -279,7 +317,7 @@ impl Guard {
     async fn issue_once(&self, cert: serde_json::Value) -> anyhow::Result<serde_json::Value> {
         let spec: ManagedCert = serde_json::from_value(cert).map_err(|e| anyhow::anyhow!("issue: {e}"))?;
         CertguardConfig { certs: vec![spec.clone()], ..self.cfg.clone() }.validate().map_err(anyhow::Error::msg)?;
-        let issued = self.ca.issue(&spec, (self.clock)())?;
+        let issued = self.ca.read().unwrap_or_else(|p| p.into_inner()).issue(&spec, (self.clock)())?;
         for t in &spec.targets {
             install::put(t, issued.chain_pem.clone(), issued.key_pem.clone()).await?;
         }
@@ -305,7 +343,7 @@ impl Guard {
             spec.name,
             issued.serial
         );
-        rollout::roll_out(spec, &issued, std::slice::from_ref(&self.ca.root_der)).await?;
+        rollout::roll_out(spec, &issued, &self.roots()).await?;
         kept.previous = kept.current.take();
         kept.current = Some(previous);
         history::save(&self.store, &spec.name, &kept).await?;
@@ -317,6 +355,7 @@ impl Guard {
             leaf_sha256: sha256_hex(&issued.leaf_der),
             issued_for: issued_for(spec),
             rotated_at: now,
+            generation: issued.generation,
             ..rec
         };
         metrics::counter!("edgebox_certguard_rollbacks_total", "cert" => spec.name.clone()).increment(1);
@@ -328,7 +367,8 @@ impl Guard {
     /// Writes the trust bundle when the config names a file for it.
     pub fn write_trust_bundle(&self) -> anyhow::Result<()> {
         if let Some(path) = &self.cfg.trust_bundle_file {
-            install::write_atomically(path, self.ca.root_pem().as_bytes(), 0o644)?;
+            let bundle = self.ca.read().unwrap_or_else(|p| p.into_inner()).bundle_pem();
+            install::write_atomically(path, bundle.as_bytes(), 0o644)?;
         }
         Ok(())
     }

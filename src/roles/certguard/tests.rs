@@ -38,10 +38,12 @@ fn key(dir: &Path) -> Sealer {
 /// The CA of `s`, off the async runtime (the store blocks).
 async fn make_ca(s: &Store, key_file: &Path, cfg: &CertguardConfig) -> Ca {
     let (s, key_file, cfg) = (s.clone(), key_file.to_owned(), cfg.clone());
-    tokio::task::spawn_blocking(move || Ca::load_or_create(&s, &Sealer::open_or_create(&key_file).unwrap(), &cfg))
-        .await
-        .unwrap()
-        .unwrap()
+    tokio::task::spawn_blocking(move || {
+        Ca::load_or_create(&s, &Sealer::open_or_create(&key_file).unwrap(), &cfg, SystemTime::now())
+    })
+    .await
+    .unwrap()
+    .unwrap()
 }
 
 /// A TLS server on the target's files (re-read within a second of a
@@ -88,11 +90,11 @@ fn the_ca_is_made_once_and_opens_only_with_its_key_file() {
     let s = store(dir.path());
     let cfg = CertguardConfig::default();
     let sealer = Sealer::open_or_create(&dir.path().join("k")).unwrap();
-    let first = Ca::load_or_create(&s, &sealer, &cfg).unwrap();
-    let again = Ca::load_or_create(&s, &sealer, &cfg).unwrap();
-    assert_eq!(first.root_der, again.root_der);
+    let first = Ca::load_or_create(&s, &sealer, &cfg, SystemTime::now()).unwrap();
+    let again = Ca::load_or_create(&s, &sealer, &cfg, SystemTime::now()).unwrap();
+    assert_eq!(first.roots(), again.roots());
     let stranger = Sealer::open_or_create(&dir.path().join("other")).unwrap();
-    let e = Ca::load_or_create(&s, &stranger, &cfg).err().unwrap();
+    let e = Ca::load_or_create(&s, &stranger, &cfg, SystemTime::now()).err().unwrap();
     assert!(format!("{e:#}").contains("does not open with this key file"), "{e:#}");
 }
 
@@ -102,7 +104,7 @@ async fn issued_certificates_verify_against_the_trust_bundle_by_every_name() {
     let s = store(dir.path());
     let ca = make_ca(&s, &dir.path().join("k"), &CertguardConfig::default()).await;
     let bundle = dir.path().join("ca.pem");
-    std::fs::write(&bundle, ca.root_pem()).unwrap();
+    std::fs::write(&bundle, ca.bundle_pem()).unwrap();
     for key_type in [KeyType::EcdsaP256, KeyType::Ed25519] {
         let cert = ManagedCert { key_type, ..spec(dir.path(), "web") };
         let issued = ca.issue(&cert, SystemTime::now()).unwrap();
@@ -269,7 +271,7 @@ async fn renew_and_rollback_commands_put_the_asked_certificate_in_service() {
     one_off.dns_names = vec!["client.example".into()];
     let answer = guard.command(serde_json::json!({ "op": "issue", "cert": one_off })).await.unwrap();
     let bundle = dir.path().join("ca.pem");
-    std::fs::write(&bundle, guard.ca.root_pem()).unwrap();
+    std::fs::write(&bundle, guard.ca.read().unwrap().bundle_pem()).unwrap();
     let addr = tls_server(&one_off.targets[0]).await;
     assert!(handshake(addr, &bundle, "client.example").await.is_ok(), "{answer}");
     let bad = serde_json::json!({ "op": "issue", "cert": { "name": "x", "targets": [] } });
@@ -282,4 +284,61 @@ async fn renew_and_rollback_commands_put_the_asked_certificate_in_service() {
 #[test]
 fn the_benchmark_rotates_through_real_probes() {
     assert!(super::bench::run(3).unwrap() > 0.0);
+}
+
+/// SPIRE-style CA rotation on an injected clock: the next root is published
+/// at half the CA's life without signing, signs from three quarters on
+/// (managed certificates reissued by it), and the old root leaves the
+/// bundle once its last leaf expired; the state survives a restart.
+#[tokio::test]
+async fn the_ca_rotates_with_the_next_root_published_first_and_the_old_kept_until_its_leaves_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut cfg = CertguardConfig { intermediate_days: 4, ..Default::default() };
+    cfg.trust_bundle_file = Some(dir.path().join("bundle.pem"));
+    let mut api = spec(dir.path(), "api");
+    api.lifetime_hours = 24.0;
+    cfg.certs.push(api);
+    cfg.validate().unwrap();
+    let t0 = SystemTime::now();
+    let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
+    let (clock, now) = fake_clock(t0);
+    let guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), clock);
+    let roots = || std::fs::read_to_string(dir.path().join("bundle.pem")).unwrap().matches("BEGIN CERTIFICATE").count();
+    let generation = |d: &serde_json::Value| {
+        let rec = guard.ca.read().unwrap();
+        (rec.current.number, d["certificates"][0]["serial"].as_str().unwrap().to_owned())
+    };
+    guard.write_trust_bundle().unwrap();
+    let d = guard.tick().await.unwrap();
+    assert_eq!((generation(&d).0, roots()), (1, 1));
+
+    let day = Duration::from_secs(86_400);
+    *now.lock().unwrap() = t0 + day * 2;
+    let d = guard.tick().await.unwrap();
+    assert_eq!((generation(&d).0, roots()), (1, 2), "the next root is published before it signs");
+
+    *now.lock().unwrap() = t0 + day * 3;
+    let before = std::fs::read_to_string(&cfg.certs[0].targets[0].cert_file).unwrap();
+    let d = guard.tick().await.unwrap();
+    assert_eq!((generation(&d).0, roots()), (2, 2), "the new generation signs; the old root stays published");
+    let after = std::fs::read_to_string(&cfg.certs[0].targets[0].cert_file).unwrap();
+    assert_ne!(before, after, "managed certificates are reissued by the new CA");
+    let rec = guard.records().await.unwrap().remove(0).1.unwrap();
+    assert_eq!(rec.generation, 2);
+
+    *now.lock().unwrap() = t0 + day * 4 + Duration::from_secs(60);
+    let d = guard.tick().await.unwrap();
+    // Generation 1's root is gone; generation 3 is published as the next.
+    assert_eq!((generation(&d).0, roots()), (2, 2), "the old root leaves once its last leaf expired");
+    assert!(guard.ca.read().unwrap().retired.is_empty());
+
+    let again = make_ca(&s, &dir.path().join("k"), &cfg).await;
+    let next = again.next.as_ref().map(|g| g.number);
+    assert_eq!((again.current.number, next, again.retired.len()), (2, Some(3), 0));
+
+    // A device off for longer than the CA lives: a fresh generation at once.
+    *now.lock().unwrap() = t0 + day * 30;
+    let d = guard.tick().await.unwrap();
+    assert_eq!(generation(&d).0, 4, "generation 3 expired on the shelf too; 4 took over");
 }
