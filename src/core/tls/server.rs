@@ -1,7 +1,8 @@
 //! The server side: a listener's certificate, re-read when its files change
 //! (a rotation by certguard or any tool that replaces the files takes effect
 //! within a second, without a restart), and an optional client CA that makes
-//! every client present a certificate.
+//! every client present a certificate, re-read the same way (a CA rotation
+//! publishes its next root there before it signs).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,43 +23,88 @@ const RECHECK: Duration = Duration::from_millis(250);
 /// A listener's TLS, ready to accept connections.
 #[derive(Clone)]
 pub struct ServerTls {
-    acceptor: TlsAcceptor,
-    client_certs: bool,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: ServerTlsConfig,
+    key: String,
+    resolver: Arc<ReloadingCert>,
+    /// The config in use, rebuilt when the client CA file changes (a CA
+    /// rotation publishes a new root there), and what that file looked like.
+    current: Mutex<(Arc<rustls::ServerConfig>, FileStamp, Instant)>,
 }
 
 impl ServerTls {
     /// Loads the certificate, key and client CA named by `cfg`; `key` is the
     /// config section in errors (e.g. "tsdb.tls").
     pub fn load(cfg: &ServerTlsConfig, key: &str) -> Result<Self, TlsError> {
-        let provider = provider();
-        let resolver = ReloadingCert::load(cfg, key, provider.clone())?;
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| setup(key, e))?;
-        let builder = match &cfg.client_ca_file {
-            Some(path) => {
-                let roots = Arc::new(load_roots(path, &format!("{key}.client_ca_file"))?);
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
-                    .build()
-                    .map_err(|e| setup(&format!("{key}.client_ca_file"), e))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder.with_cert_resolver(Arc::new(resolver));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self { acceptor: TlsAcceptor::from(Arc::new(config)), client_certs: cfg.client_ca_file.is_some() })
+        let resolver = Arc::new(ReloadingCert::load(cfg, key, provider())?);
+        let stamp = cfg.client_ca_file.as_deref().and_then(file_stamp);
+        let config = build(cfg, key, resolver.clone())?;
+        let current = Mutex::new((config, stamp, Instant::now()));
+        Ok(Self { inner: Arc::new(Inner { cfg: cfg.clone(), key: key.to_owned(), resolver, current }) })
     }
 
     /// Whether clients must present a certificate.
     pub fn requires_client_certs(&self) -> bool {
-        self.client_certs
+        self.inner.cfg.client_ca_file.is_some()
     }
 
     /// Runs the handshake on an accepted connection.
     pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
-        self.acceptor.accept(tcp).await
+        TlsAcceptor::from(self.config()).accept(tcp).await
     }
+
+    /// The config to accept with, rebuilt first when the client CA file
+    /// changed; a bundle that does not load keeps the previous one.
+    fn config(&self) -> Arc<rustls::ServerConfig> {
+        let inner = &self.inner;
+        let mut current = inner.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(path) = &inner.cfg.client_ca_file
+            && current.2.elapsed() >= RECHECK
+        {
+            current.2 = Instant::now();
+            let stamp = file_stamp(path);
+            if stamp != current.1 {
+                match build(&inner.cfg, &inner.key, inner.resolver.clone()) {
+                    Ok(config) => {
+                        *current = (config, stamp, Instant::now());
+                        tracing::info!(section = %inner.key, client_ca_file = %path.display(), "TLS client CA reloaded");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS client CA file changed but does not load; keeping the previous one")
+                    }
+                }
+            }
+        }
+        current.0.clone()
+    }
+}
+
+/// The rustls config for `cfg`, its certificate from `resolver`.
+fn build(
+    cfg: &ServerTlsConfig,
+    key: &str,
+    resolver: Arc<ReloadingCert>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = provider();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| setup(key, e))?;
+    let builder = match &cfg.client_ca_file {
+        Some(path) => {
+            let roots = Arc::new(load_roots(path, &format!("{key}.client_ca_file"))?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| setup(&format!("{key}.client_ca_file"), e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn setup(key: &str, e: impl std::fmt::Display) -> TlsError {
@@ -75,7 +121,10 @@ struct Loaded {
 
 /// Identity of both files' contents as the file system shows it: a rename
 /// over the file changes the inode, an edit in place the mtime or length.
-type Stamp = [Option<(u64, u64, SystemTime)>; 2];
+type Stamp = [FileStamp; 2];
+
+/// A file's inode, length and mtime; None when it does not exist.
+type FileStamp = Option<(u64, u64, SystemTime)>;
 
 #[derive(Debug)]
 struct ReloadingCert {
@@ -133,8 +182,12 @@ impl ResolvesServerCert for ReloadingCert {
 }
 
 fn stamp(cert_file: &Path, key_file: &Path) -> Stamp {
+    [cert_file, key_file].map(file_stamp)
+}
+
+fn file_stamp(path: &Path) -> FileStamp {
     use std::os::unix::fs::MetadataExt;
-    [cert_file, key_file].map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.ino(), m.len(), m.modified().ok()?))))
+    std::fs::metadata(path).ok().and_then(|m| Some((m.ino(), m.len(), m.modified().ok()?)))
 }
 
 /// The chain and key from their files, checked to belong together.

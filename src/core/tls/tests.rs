@@ -170,3 +170,32 @@ fn errors_name_the_key_and_the_file() {
     let e = ClientTls::load(&half, "localhost", "tsdb.forward_tls").unwrap_err().to_string();
     assert!(e.contains("tsdb.forward_tls") && e.contains("go together"), "{e}");
 }
+
+#[tokio::test]
+async fn a_changed_client_ca_bundle_is_taken_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let servers = TestCa::new(dir.path(), "servers");
+    let old = TestCa::new(dir.path(), "old");
+    let new = TestCa::new(dir.path(), "new");
+    let leaf = servers.leaf(dir.path(), "server", &["localhost"]);
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::copy(&old.ca_file, &bundle).unwrap();
+    let addr = echo_server(ServerTls::load(&server_cfg(&leaf, Some(&bundle)), "x.tls").unwrap(), 3).await;
+    let device = new.leaf(dir.path(), "device", &["device-1"]);
+    let client = || {
+        let cfg = ClientTlsConfig {
+            cert_file: Some(device.cert_file.clone()),
+            key_file: Some(device.key_file.clone()),
+            ..trusting(&servers)
+        };
+        ClientTls::load(&cfg, "localhost", "x").unwrap()
+    };
+    assert!(hello(client(), addr).await.is_err(), "a certificate from a CA not yet in the bundle got in");
+    // The bundle gains the new CA (as a CA rotation publishes its next root).
+    let both =
+        format!("{}{}", std::fs::read_to_string(&old.ca_file).unwrap(), std::fs::read_to_string(&new.ca_file).unwrap());
+    std::fs::write(dir.path().join("bundle.tmp"), both).unwrap();
+    std::fs::rename(dir.path().join("bundle.tmp"), &bundle).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(hello(client(), addr).await.unwrap().0, b"hello");
+}
