@@ -203,3 +203,26 @@ fn nginx_is_the_canary_and_a_silent_reload_failure_is_rolled_back() {
     assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
     drop(nginx);
 }
+
+/// A certificate added to the config is issued after SIGHUP, without a
+/// restart.
+#[test]
+fn a_reloaded_config_adds_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let cert = |name: &str| {
+        format!(
+            "[[certguard.certs]]\nname = \"{name}\"\ndns_names = [\"{name}.example\"]\n\
+             [[certguard.certs.targets]]\ncert_file = \"{d}/{name}.pem\"\nkey_file = \"{d}/{name}.key\"\n"
+        )
+    };
+    let head = format!("[certguard]\ncheck_interval_s = 1\nkey_file = \"{d}/kek\"\n");
+    let app = Appliance::start(&format!("{head}{}", cert("one")), &["certguard", "serve"]);
+    assert!(app.wait_log("certguard installed a certificate").contains("\"one\""));
+    let cfg_path = app.dir.path().join("edgebox.toml");
+    std::fs::write(&cfg_path, format!("{head}{}{}", cert("one"), cert("two"))).unwrap();
+    app.signal("HUP");
+    let installed = app.wait_log("certguard installed a certificate");
+    assert!(installed.contains("\"two\""), "{installed}");
+    assert!(dir.path().join("two.pem").exists());
+}

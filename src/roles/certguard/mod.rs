@@ -84,8 +84,9 @@ impl Role for Certguard {
             })
             .await??;
             let clock: service::Clock = Arc::new(std::time::SystemTime::now);
-            let guard = service::Guard::new(cfg.clone(), ca, sealer, ctx.store.clone(), clock);
+            let mut guard = service::Guard::new(cfg.clone(), ca, sealer, ctx.store.clone(), clock);
             let mut commands = ctx.commands();
+            let mut reload = ctx.reload.clone();
             guard.write_trust_bundle()?;
             let mut interval = tokio::time::interval(Duration::from_secs(cfg.check_interval_s));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -95,6 +96,18 @@ impl Role for Certguard {
                     _ = interval.tick() => {}
                     Some(cmd) = commands.recv() => {
                         let _ = cmd.reply.send(guard.command(cmd.args).await);
+                    }
+                    Ok(()) = reload.changed() => {
+                        let delivered = reload.borrow_and_update().clone();
+                        if let Some(new) = delivered.take::<Certguard>() {
+                            let note = reconfigure_note(&guard.cfg, &new.cfg);
+                            tracing::info!(generation = delivered.generation, certificates = new.cfg.certs.len(), "certguard: {note}");
+                            ctx.status.note_reload(format!("generation {}: {note}", delivered.generation));
+                            if new.cfg.check_interval_s != guard.cfg.check_interval_s {
+                                interval = tokio::time::interval(Duration::from_secs(new.cfg.check_interval_s));
+                            }
+                            guard = guard.reconfigured(new.cfg);
+                        }
                     }
                 }
                 match guard.tick().await {
@@ -106,6 +119,18 @@ impl Role for Certguard {
                 }
             }
         })
+    }
+}
+
+/// What a reload changes: the managed certificates at once; the CA's
+/// settings and the key file only at the next start (the CA is loaded).
+fn reconfigure_note(old: &CertguardConfig, new: &CertguardConfig) -> String {
+    let ca = |c: &CertguardConfig| (c.ca_name.clone(), c.root_days, c.intermediate_days, c.key_file.clone());
+    if ca(old) == ca(new) {
+        "managed certificates reloaded".into()
+    } else {
+        "managed certificates reloaded; ca_name, root_days, intermediate_days and key_file apply at the next start"
+            .into()
     }
 }
 
