@@ -342,3 +342,36 @@ async fn the_ca_rotates_with_the_next_root_published_first_and_the_old_kept_unti
     let d = guard.tick().await.unwrap();
     assert_eq!(generation(&d).0, 4, "generation 3 expired on the shelf too; 4 took over");
 }
+
+/// A target that cannot be written fails the rollout with its path named;
+/// the target written before it in the same wave gets its old files back.
+#[tokio::test]
+async fn an_unwritable_target_is_named_and_nothing_is_left_half_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut cfg = CertguardConfig::default();
+    cfg.certs.push(spec(dir.path(), "api"));
+    let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
+    let guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), Arc::new(SystemTime::now));
+    guard.tick().await.unwrap();
+    let before = std::fs::read(&cfg.certs[0].targets[0].cert_file).unwrap();
+
+    let mut more = cfg.clone();
+    let broken = Target {
+        cert_file: dir.path().join("missing-dir/api.pem"),
+        key_file: dir.path().join("missing-dir/api.key"),
+        ..more.certs[0].targets[0].clone()
+    };
+    more.certs[0].targets.push(broken);
+    let guard = guard.reconfigured(more.clone());
+    let detail = guard.tick().await.unwrap();
+    let error = detail["certificates"][0]["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("missing-dir/api"), "{error}");
+    assert_eq!(std::fs::read(&more.certs[0].targets[0].cert_file).unwrap(), before, "the first target is back");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".certguard-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
