@@ -12,10 +12,12 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 ./cross/setup.sh
 # Peers the integration tests start themselves: VictoriaMetrics (the tsdb
-# forwarding upstream) and nginx (a certguard rollout target).
+# forwarding upstream), nginx (a certguard rollout target) and Pebble (the
+# ACME test server).
 missing=()
 command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v pebble >/dev/null || missing+=(pebble)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${missing[*]}; as root: apt-get install ${missing[*]}" >&2
@@ -23,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-for tool in curl python3 file readelf; do
-  command -v "$tool" >/dev/null || { echo "setup: $tool is missing (apt-get install curl python3 file binutils)" >&2; exit 1; }
+for tool in curl python3 file readelf openssl; do
+  command -v "$tool" >/dev/null || { echo "setup: $tool is missing (apt-get install curl python3 file binutils openssl)" >&2; exit 1; }
 done
 echo "setup: ok"

@@ -29,6 +29,7 @@ fn spec(dir: &std::path::Path, i: usize, lifetime_hours: f64) -> ManagedCert {
         ip_addresses: vec![],
         spiffe_id: None,
         key_type: Default::default(),
+        issuer: Default::default(),
         lifetime_hours,
         renew_at: 0.667,
         wave_size: 5,

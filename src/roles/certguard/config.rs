@@ -25,6 +25,17 @@ intermediate_days = 365
 # trust_bundle_file = "/etc/edgebox/ca.pem"
 # Seconds between checks of which certificates are due.
 check_interval_s = 30
+# ACME (RFC 8555) for certificates with issuer = "acme": the directory, the
+# account's contact addresses, the CA bundle the server's HTTPS chains to
+# (absent: the Mozilla roots built in), the listener answering http-01
+# challenges (the ACME server must reach it as port 80 of every name), and
+# the bundle probes trust for ACME certificates (absent: the built-in roots).
+# [certguard.acme]
+# directory_url = "https://acme-v02.api.letsencrypt.org/directory"
+# contact = ["ops@example.com"]
+# server_ca_file = "/etc/edgebox/acme-server-ca.pem"
+# http01_listen = "0.0.0.0:80"
+# probe_ca_file = "/etc/edgebox/acme-roots.pem"
 # Managed certificates: one [[certguard.certs]] table each.
 # [[certguard.certs]]
 # Name, unique: in logs, metrics and `edgebox certguard status`.
@@ -35,6 +46,8 @@ check_interval_s = 30
 # spiffe_id = "spiffe://edge.example/node/17"
 # "ecdsa-p256" (default) or "ed25519".
 # key_type = "ecdsa-p256"
+# "ca" (the embedded CA, default) or "acme".
+# issuer = "ca"
 # Lifetime in hours, and the fraction of it after which it is renewed
 # (with up to 5% jitter either way).
 # lifetime_hours = 2160
@@ -87,8 +100,39 @@ pub struct CertguardConfig {
     pub trust_bundle_file: Option<PathBuf>,
     /// Seconds between renewal checks.
     pub check_interval_s: u64,
+    /// ACME, for certificates with issuer = "acme".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeConfig>,
     /// The managed certificates.
     pub certs: Vec<ManagedCert>,
+}
+
+/// `[certguard.acme]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    pub directory_url: String,
+    #[serde(default)]
+    pub contact: Vec<String>,
+    #[serde(default)]
+    pub server_ca_file: Option<PathBuf>,
+    #[serde(default = "default_http01")]
+    pub http01_listen: std::net::SocketAddr,
+    #[serde(default)]
+    pub probe_ca_file: Option<PathBuf>,
+}
+
+fn default_http01() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], 80))
+}
+
+/// Who signs a managed certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssuerKind {
+    #[default]
+    Ca,
+    Acme,
 }
 
 impl Default for CertguardConfig {
@@ -100,6 +144,7 @@ impl Default for CertguardConfig {
             intermediate_days: 365,
             trust_bundle_file: None,
             check_interval_s: 30,
+            acme: None,
             certs: Vec::new(),
         }
     }
@@ -127,6 +172,8 @@ pub struct ManagedCert {
     pub spiffe_id: Option<String>,
     #[serde(default)]
     pub key_type: KeyType,
+    #[serde(default)]
+    pub issuer: IssuerKind,
     /// Lifetime in hours; fractions allow the short ones tests use.
     #[serde(default = "default_lifetime_hours")]
     pub lifetime_hours: f64,
@@ -220,6 +267,11 @@ impl CertguardConfig {
         if self.check_interval_s == 0 {
             return Err("certguard.check_interval_s: must be at least 1".into());
         }
+        if let Some(a) = &self.acme
+            && !a.directory_url.starts_with("https://")
+        {
+            return Err(format!("certguard.acme.directory_url {:?}: must be https://", a.directory_url));
+        }
         let mut names = std::collections::BTreeSet::new();
         let mut files = std::collections::BTreeSet::new();
         for c in &self.certs {
@@ -238,7 +290,7 @@ impl CertguardConfig {
             if !(c.lifetime_hours > 0.0 && c.lifetime_hours * 3600.0 >= 2.0) {
                 return Err(format!("{}: must be positive (at least two seconds)", at("lifetime_hours")));
             }
-            if c.lifetime_hours > f64::from(self.intermediate_days) * 24.0 / 4.0 {
+            if c.issuer == IssuerKind::Ca && c.lifetime_hours > f64::from(self.intermediate_days) * 24.0 / 4.0 {
                 return Err(format!(
                     "{}: at most a quarter of intermediate_days, so CA rotations overlap every leaf",
                     at("lifetime_hours")
@@ -246,6 +298,14 @@ impl CertguardConfig {
             }
             if !(0.1..=0.95).contains(&c.renew_at) {
                 return Err(format!("{}: must be between 0.1 and 0.95", at("renew_at")));
+            }
+            if c.issuer == IssuerKind::Acme {
+                if self.acme.is_none() {
+                    return Err(format!("{}: issuer = \"acme\" needs a [certguard.acme] section", at("issuer")));
+                }
+                if c.spiffe_id.is_some() || c.dns_names.is_empty() && c.ip_addresses.is_empty() {
+                    return Err(format!("{}: ACME certifies DNS names and IP addresses, not SPIFFE IDs", at("issuer")));
+                }
             }
             if c.targets.is_empty() || c.wave_size == 0 {
                 return Err(format!("{}: needs at least one target, and wave_size at least 1", at("targets")));

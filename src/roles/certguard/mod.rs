@@ -6,6 +6,7 @@
 //! on failure) and renewed at a fraction of its lifetime (service.rs,
 //! rollout.rs, install.rs). `edgebox certguard status` shows them.
 
+mod acme;
 mod bench;
 mod ca;
 mod cli;
@@ -22,12 +23,15 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use redb::WriteTransaction;
 
-use crate::core::role::{Declared, Role, RoleCtx, RoleEntry, load_with};
+use crate::core::httpserve::{respond, serve};
+use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, RoleEntry, load_with};
 use crate::core::store::Migration;
 use config::CertguardConfig;
 
+const NAME: &str = "certguard";
+
 pub const ENTRY: RoleEntry = RoleEntry {
-    name: "certguard",
+    name: NAME,
     summary: "certificate issuance and rotation from an embedded CA",
     feature: "certguard",
     default_config: config::DEFAULT,
@@ -70,7 +74,9 @@ impl Role for Certguard {
             .collect();
         files.extend(self.cfg.trust_bundle_file.clone());
         files.extend(self.cfg.key_file.clone());
-        Declared { listeners: vec![], files }
+        let listeners =
+            self.cfg.acme.iter().map(|a| ListenerDecl { name: "acme-http01", addr: a.http01_listen }).collect();
+        Declared { listeners, files }
     }
 
     fn run(self: Box<Self>, mut ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>> {
@@ -88,6 +94,26 @@ impl Role for Certguard {
             let mut commands = ctx.commands();
             let mut reload = ctx.reload.clone();
             guard.write_trust_bundle()?;
+            if let Some(acme) = &guard.acme {
+                // Public by nature (the ACME server must reach it); it
+                // serves only the tokens of challenges in flight.
+                let listener = ctx.bind("acme-http01").await?;
+                tracing::info!(addr = %listener.local_addr()?, "certguard answering ACME http-01 challenges");
+                let tokens = acme.tokens.clone();
+                let handler = move |req: http::Request<hyper::body::Incoming>| {
+                    let tokens = tokens.clone();
+                    async move {
+                        let found = acme::answer(&tokens, req.uri().path());
+                        Ok::<_, std::convert::Infallible>(match found {
+                            Some(proof) => {
+                                respond("/.well-known/acme-challenge", http::StatusCode::OK, "text/plain", proof)
+                            }
+                            None => respond("", http::StatusCode::NOT_FOUND, "text/plain", "no such challenge\n"),
+                        })
+                    }
+                };
+                tokio::spawn(serve(NAME, listener, None, handler, ctx.shutdown.clone(), Duration::from_secs(1)));
+            }
             let mut interval = tokio::time::interval(Duration::from_secs(cfg.check_interval_s));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -125,11 +151,14 @@ impl Role for Certguard {
 /// What a reload changes: the managed certificates at once; the CA's
 /// settings and the key file only at the next start (the CA is loaded).
 fn reconfigure_note(old: &CertguardConfig, new: &CertguardConfig) -> String {
-    let ca = |c: &CertguardConfig| (c.ca_name.clone(), c.root_days, c.intermediate_days, c.key_file.clone());
+    let ca = |c: &CertguardConfig| {
+        (c.ca_name.clone(), c.root_days, c.intermediate_days, c.key_file.clone(), c.acme.is_some())
+    };
     if ca(old) == ca(new) {
         "managed certificates reloaded".into()
     } else {
-        "managed certificates reloaded; ca_name, root_days, intermediate_days and key_file apply at the next start"
+        "managed certificates reloaded; ca_name, root_days, intermediate_days, key_file and adding or removing \
+         [certguard.acme] apply at the next start"
             .into()
     }
 }

@@ -17,7 +17,14 @@ use super::ca::Issued;
 use super::config::{ManagedCert, Target};
 use super::install::{self, Previous};
 use crate::core::httpclient::{self, Endpoint};
-use crate::core::tls::ClientTls;
+use crate::core::tls::{ClientTls, ClientTlsConfig};
+
+/// What probes trust: the embedded CA's published roots, or (for ACME
+/// certificates) a configured bundle or the built-in roots.
+pub enum Trust {
+    Roots(Vec<Vec<u8>>),
+    Config(ClientTlsConfig),
+}
 
 /// How long one probe connection may take.
 const PROBE_IO: Duration = Duration::from_secs(5);
@@ -25,7 +32,7 @@ const PROBE_IO: Duration = Duration::from_secs(5);
 /// Rolls `issued` out to every target of `spec`; on failure every target
 /// touched is back on its previous certificate and the error says where it
 /// failed.
-pub async fn roll_out(spec: &ManagedCert, issued: &Issued, roots: &[Vec<u8>]) -> anyhow::Result<()> {
+pub async fn roll_out(spec: &ManagedCert, issued: &Issued, trust: &Trust) -> anyhow::Result<()> {
     let (canaries, rest): (Vec<&Target>, Vec<&Target>) = spec.targets.iter().partition(|t| t.canary);
     let mut waves: Vec<Vec<&Target>> = Vec::new();
     if !canaries.is_empty() {
@@ -35,7 +42,7 @@ pub async fn roll_out(spec: &ManagedCert, issued: &Issued, roots: &[Vec<u8>]) ->
     let mut touched: Vec<(&Target, Previous)> = Vec::new();
     for (n, wave) in waves.iter().enumerate() {
         let stage = if n == 0 && wave.iter().any(|t| t.canary) { "canary".to_owned() } else { format!("wave {n}") };
-        if let Err(e) = deliver(wave, issued, roots, spec, &mut touched).await {
+        if let Err(e) = deliver(wave, issued, trust, spec, &mut touched).await {
             metrics::counter!("edgebox_certguard_rollbacks_total", "cert" => spec.name.clone()).increment(1);
             for (t, previous) in touched.into_iter().rev() {
                 if let Err(undo) = install::restore(t, previous).await {
@@ -53,7 +60,7 @@ pub async fn roll_out(spec: &ManagedCert, issued: &Issued, roots: &[Vec<u8>]) ->
 async fn deliver<'t>(
     wave: &[&'t Target],
     issued: &Issued,
-    roots: &[Vec<u8>],
+    trust: &Trust,
     spec: &ManagedCert,
     touched: &mut Vec<(&'t Target, Previous)>,
 ) -> anyhow::Result<()> {
@@ -68,7 +75,7 @@ async fn deliver<'t>(
     }
     for t in wave {
         if let Some(addr) = &t.probe {
-            probe(t, addr, spec, issued, roots).await.with_context(|| format!("probe of {addr}"))?;
+            probe(t, addr, spec, issued, trust).await.with_context(|| format!("probe of {addr}"))?;
         }
     }
     Ok(())
@@ -76,7 +83,7 @@ async fn deliver<'t>(
 
 /// Waits (up to the target's probe timeout) for its endpoint to present
 /// the new leaf, then checks the HTTP path if one is set.
-async fn probe(t: &Target, addr: &str, spec: &ManagedCert, issued: &Issued, roots: &[Vec<u8>]) -> anyhow::Result<()> {
+async fn probe(t: &Target, addr: &str, spec: &ManagedCert, issued: &Issued, trust: &Trust) -> anyhow::Result<()> {
     let name = match &t.probe_name {
         Some(n) => n.clone(),
         None => spec
@@ -86,7 +93,10 @@ async fn probe(t: &Target, addr: &str, spec: &ManagedCert, issued: &Issued, root
             .or_else(|| spec.ip_addresses.first().map(|ip| ip.to_string()))
             .unwrap_or_default(),
     };
-    let client = ClientTls::with_roots(roots, &name, "probe")?;
+    let client = match trust {
+        Trust::Roots(roots) => ClientTls::with_roots(roots, &name, "probe")?,
+        Trust::Config(cfg) => ClientTls::load(cfg, &name, "certguard.acme")?,
+    };
     let sock = addr.to_socket_addrs()?.next().with_context(|| format!("{addr} resolves to no address"))?;
     let deadline = Instant::now() + Duration::from_secs(t.probe_timeout_s);
     loop {

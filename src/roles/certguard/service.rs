@@ -14,12 +14,15 @@ use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use super::acme::{Acme, Tokens};
 use super::ca::{Ca, Issued, save_state};
-use super::config::{CertguardConfig, ManagedCert, Target};
+use super::config::{CertguardConfig, IssuerKind, ManagedCert, Target};
 use super::history::{self, Kept};
+use super::rollout::Trust;
 use super::seal::Sealer;
 use super::{install, rollout};
 use crate::core::store::{Durability, Store};
+use crate::core::tls::ClientTlsConfig;
 
 /// `certguard.certs`: name → Record as JSON.
 pub const CERTS_TABLE: TableDefinition<&str, &str> = TableDefinition::new("certguard.certs");
@@ -119,6 +122,8 @@ fn unit_from(der: &[u8]) -> f64 {
 pub struct Guard {
     pub cfg: CertguardConfig,
     pub ca: RwLock<Ca>,
+    /// The ACME source, when the config has one.
+    pub acme: Option<Acme>,
     pub store: Store,
     pub clock: Clock,
     sealer: Sealer,
@@ -126,12 +131,36 @@ pub struct Guard {
 
 impl Guard {
     pub fn new(cfg: CertguardConfig, ca: Ca, sealer: Sealer, store: Store, clock: Clock) -> Guard {
-        Guard { cfg, ca: RwLock::new(ca), store, clock, sealer }
+        let acme = cfg.acme.clone().map(|a| Acme::new(a, Tokens::default()));
+        Guard { cfg, ca: RwLock::new(ca), acme, store, clock, sealer }
     }
 
     /// The same CA and store with another config.
     pub fn reconfigured(self, cfg: CertguardConfig) -> Guard {
-        Guard { cfg, ..self }
+        // The http-01 listener is bound at start: ACME added or removed by a
+        // reload waits for the next start; a changed section is taken.
+        let acme = match (self.acme, &cfg.acme) {
+            (Some(old), Some(new)) if old.cfg == *new => Some(old),
+            (Some(old), Some(new)) => Some(Acme::new(new.clone(), old.tokens)),
+            _ => None,
+        };
+        Guard { cfg, acme, ..self }
+    }
+
+    /// Issues from the source `spec` names.
+    async fn issue(&self, spec: &ManagedCert) -> anyhow::Result<(Issued, Trust)> {
+        match spec.issuer {
+            IssuerKind::Ca => {
+                let issued = self.ca.read().unwrap_or_else(|p| p.into_inner()).issue(spec, (self.clock)())?;
+                Ok((issued, Trust::Roots(self.roots())))
+            }
+            IssuerKind::Acme => {
+                let acme = self.acme.as_ref().ok_or_else(|| anyhow::anyhow!("no [certguard.acme] section"))?;
+                let issued = acme.issue(spec, &self.store, &self.sealer).await?;
+                let trust = ClientTlsConfig { ca_file: acme.cfg.probe_ca_file.clone(), ..Default::default() };
+                Ok((issued, Trust::Config(trust)))
+            }
+        }
     }
 
     /// Records of every managed certificate, by name.
@@ -225,7 +254,9 @@ impl Guard {
     /// Rotates certificate `i` if it is due.
     async fn pass(&self, i: usize, rec: Option<Record>, now: u64) -> anyhow::Result<(usize, Record)> {
         let spec = &self.cfg.certs[i];
-        let rec = match due(spec, rec.as_ref(), now, self.generation()) {
+        // ACME certificates do not follow the embedded CA's generations.
+        let generation = if spec.issuer == IssuerKind::Ca { self.generation() } else { 0 };
+        let rec = match due(spec, rec.as_ref(), now, generation) {
             Some(why) => self.rotate(spec, rec.unwrap_or_default(), now, why).await?,
             None => rec.unwrap_or_default(),
         };
@@ -238,8 +269,8 @@ impl Guard {
         let span = tracing::info_span!("certguard.rotate", cert = %spec.name, reason = why);
         let started = std::time::Instant::now();
         let attempt = async {
-            let issued = self.ca.read().unwrap_or_else(|p| p.into_inner()).issue(spec, (self.clock)())?;
-            rollout::roll_out(spec, &issued, &self.roots()).await?;
+            let (issued, trust) = self.issue(spec).await?;
+            rollout::roll_out(spec, &issued, &trust).await?;
             anyhow::Ok(issued)
         };
         match attempt.instrument(span).await {
@@ -343,7 +374,13 @@ impl Guard {
             spec.name,
             issued.serial
         );
-        rollout::roll_out(spec, &issued, &self.roots()).await?;
+        let trust = match (spec.issuer, &self.acme) {
+            (IssuerKind::Acme, Some(acme)) => {
+                Trust::Config(ClientTlsConfig { ca_file: acme.cfg.probe_ca_file.clone(), ..Default::default() })
+            }
+            _ => Trust::Roots(self.roots()),
+        };
+        rollout::roll_out(spec, &issued, &trust).await?;
         kept.previous = kept.current.take();
         kept.current = Some(previous);
         history::save(&self.store, &spec.name, &kept).await?;

@@ -1,0 +1,188 @@
+//! ACME (RFC 8555) as a certificate source, with instant-acme: an account
+//! made on first use and kept in the store (its key sealed), orders for the
+//! certificate's DNS names and IP addresses, http-01 challenges answered by
+//! certguard's own listener (`http01_listen`), a key generated here and a CSR
+//! (the server never sees the key), and the chain it returns. Tested against
+//! Pebble.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::ca::{CA_TABLE, Issued};
+use super::config::{AcmeConfig, KeyType, ManagedCert};
+use super::seal::Sealer;
+use crate::core::store::{Durability, Store};
+
+/// http-01 tokens being validated: token → key authorization.
+pub type Tokens = Arc<Mutex<HashMap<String, String>>>;
+
+/// How long one order may take from creation to certificate.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The ACME source of a running certguard.
+pub struct Acme {
+    pub cfg: AcmeConfig,
+    pub tokens: Tokens,
+    account: tokio::sync::Mutex<Option<Account>>,
+}
+
+impl Acme {
+    pub fn new(cfg: AcmeConfig, tokens: Tokens) -> Acme {
+        Acme { cfg, tokens, account: tokio::sync::Mutex::new(None) }
+    }
+
+    fn builder(&self) -> anyhow::Result<instant_acme::AccountBuilder> {
+        Ok(match &self.cfg.server_ca_file {
+            Some(path) => Account::builder_with_root(path)
+                .with_context(|| format!("certguard.acme.server_ca_file {}", path.display()))?,
+            None => Account::builder()?,
+        })
+    }
+
+    /// The account: from memory, else from the store, else made now.
+    async fn account(&self, store: &Store, sealer: &Sealer) -> anyhow::Result<Account> {
+        let mut held = self.account.lock().await;
+        if let Some(a) = held.as_ref() {
+            return Ok(a.clone());
+        }
+        let stored = store
+            .read(|txn| {
+                let Ok(t) = txn.open_table(CA_TABLE) else { return Ok(None) };
+                Ok(t.get("acme_account")?.map(|v| v.value().to_vec()))
+            })
+            .await?;
+        let url = &self.cfg.directory_url;
+        let mut restored = None;
+        if let Some(sealed) = stored {
+            let json = sealer.open("acme account", &sealed)?;
+            let creds: AccountCredentials = serde_json::from_slice(&json)?;
+            match self.builder()?.from_credentials(creds).await {
+                Ok(a) => restored = Some(a),
+                // A test server forgets its accounts on restart; a real one
+                // may have deactivated it. A new account is the way on.
+                Err(e) => {
+                    tracing::warn!(directory = %url, error = %e, "stored ACME account unusable; making a new one")
+                }
+            }
+        }
+        let account = match restored {
+            Some(a) => a,
+            None => {
+                let contact: Vec<String> = self.cfg.contact.iter().map(|c| format!("mailto:{c}")).collect();
+                let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+                let new = NewAccount { contact: &contact, terms_of_service_agreed: true, only_return_existing: false };
+                let (account, creds) = self
+                    .builder()?
+                    .create(&new, url.clone(), None)
+                    .await
+                    .with_context(|| format!("creating an ACME account at {url}"))?;
+                let sealed = sealer.seal("acme account", &serde_json::to_vec(&creds)?)?;
+                store
+                    .write(Durability::Immediate, move |txn| {
+                        txn.open_table(CA_TABLE)?.insert("acme_account", sealed.as_slice())?;
+                        Ok(())
+                    })
+                    .await?;
+                tracing::info!(directory = %url, "certguard made an ACME account");
+                account
+            }
+        };
+        *held = Some(account.clone());
+        Ok(account)
+    }
+
+    /// Orders a certificate for `spec` and returns it once issued.
+    pub async fn issue(&self, spec: &ManagedCert, store: &Store, sealer: &Sealer) -> anyhow::Result<Issued> {
+        let account = self.account(store, sealer).await?;
+        let mut ids: Vec<Identifier> = spec.dns_names.iter().cloned().map(Identifier::Dns).collect();
+        ids.extend(spec.ip_addresses.iter().copied().map(Identifier::Ip));
+        let mut order = account.new_order(&NewOrder::new(&ids)).await.context("ACME new order")?;
+        let mut answered = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.context("ACME authorization")?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => anyhow::bail!("ACME authorization for {:?} is {other:?}", authz.identifier()),
+            }
+            let mut challenge = authz
+                .challenge(ChallengeType::Http01)
+                .ok_or_else(|| anyhow::anyhow!("the ACME server offers no http-01 challenge"))?;
+            let token = challenge.token.clone();
+            let proof = challenge.key_authorization().as_str().to_owned();
+            self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), proof);
+            answered.push(token);
+            challenge.set_ready().await.context("ACME challenge ready")?;
+        }
+        let retries = RetryPolicy::new().timeout(ORDER_TIMEOUT);
+        let status = order.poll_ready(&retries).await;
+        let finished = async {
+            let status = status.context("waiting for the ACME order")?;
+            anyhow::ensure!(status == OrderStatus::Ready, "ACME order ended {status:?} (validation failed)");
+            let (csr, key_pem) = csr(spec)?;
+            order.finalize_csr(&csr).await.context("ACME finalize")?;
+            let chain = order.poll_certificate(&retries).await.context("ACME certificate")?;
+            anyhow::Ok((chain, key_pem))
+        }
+        .await;
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        for t in answered {
+            tokens.remove(&t);
+        }
+        drop(tokens);
+        let (chain_pem, key_pem) = finished?;
+        issued(chain_pem, key_pem)
+    }
+}
+
+/// A fresh key of the certificate's type and a CSR for its names.
+fn csr(spec: &ManagedCert) -> anyhow::Result<(Vec<u8>, String)> {
+    let alg = match spec.key_type {
+        KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+    };
+    let key = rcgen::KeyPair::generate_for(alg)?;
+    let mut names: Vec<String> = spec.dns_names.clone();
+    names.extend(spec.ip_addresses.iter().map(|ip| ip.to_string()));
+    let params = rcgen::CertificateParams::new(names)?;
+    let request = params.serialize_request(&key)?;
+    Ok((request.der().to_vec(), key.serialize_pem()))
+}
+
+/// The issued chain as certguard keeps it: serial and validity read from
+/// the leaf.
+fn issued(chain_pem: String, key_pem: String) -> anyhow::Result<Issued> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the ACME server returned no certificate"))??;
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).map_err(|e| anyhow::anyhow!("ACME leaf: {e}"))?;
+    let at = |t: x509_parser::time::ASN1Time| SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64);
+    let serial = cert.raw_serial().iter().map(|b| format!("{b:02X}")).collect();
+    Ok(Issued {
+        serial,
+        generation: 0,
+        issued_at: SystemTime::now(),
+        not_before: at(cert.validity().not_before),
+        not_after: at(cert.validity().not_after),
+        leaf_der: leaf.to_vec(),
+        chain_pem,
+        key_pem,
+    })
+}
+
+/// Answers http-01 validation requests from the ACME server:
+/// `GET /.well-known/acme-challenge/<token>` with the key authorization.
+pub fn answer(tokens: &Tokens, path: &str) -> Option<String> {
+    let token = path.strip_prefix("/.well-known/acme-challenge/")?;
+    tokens.lock().unwrap_or_else(|p| p.into_inner()).get(token).cloned()
+}
