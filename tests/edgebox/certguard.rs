@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use edgebox::core::tls::{ClientTls, ClientTlsConfig};
 
+use edgebox::roles::certguard::pebble::Pebble;
+
 use crate::support::{Appliance, field, text};
 use crate::tsdb::{free_port, wait_until};
 
@@ -227,82 +229,6 @@ fn a_reloaded_config_adds_a_certificate() {
     assert!(dir.path().join("two.pem").exists());
 }
 
-/// A child process killed when dropped.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A real Pebble (the ACME test server) with pebble-challtestsrv as its DNS
-/// (every name is 127.0.0.1), validating http-01 on `http01_port`.
-struct Pebble {
-    _dns: Daemon,
-    _server: Daemon,
-    directory: String,
-    /// Trusts Pebble's HTTPS (a test CA made here).
-    https_ca: std::path::PathBuf,
-    /// Pebble's issuing root, fetched from its management interface.
-    root: std::path::PathBuf,
-}
-
-impl Pebble {
-    fn start(dir: &std::path::Path, http01_port: u16) -> Pebble {
-        let missing = "pebble is not installed (Debian package pebble; `make test` installs it)";
-        let dns_port = free_port();
-        let dns = std::process::Command::new("pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{dns_port}"), "-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-defaultIPv6", "", "-management", &format!("127.0.0.1:{}", free_port())])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect(missing);
-        let ca = crate::tls::testpki::TestCa::new(dir, "pebble-https");
-        let leaf = ca.leaf(dir, "pebble", &["127.0.0.1", "localhost"]);
-        let (port, mgmt) = (free_port(), free_port());
-        let config = serde_json::json!({ "pebble": {
-            "listenAddress": format!("127.0.0.1:{port}"), "managementListenAddress": format!("127.0.0.1:{mgmt}"),
-            "certificate": leaf.cert_file, "privateKey": leaf.key_file, "httpPort": http01_port, "tlsPort": free_port(),
-            "ocspResponderURL": "", "externalAccountBindingRequired": false,
-        }});
-        std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
-        let server = std::process::Command::new("pebble")
-            .arg("-config")
-            .arg(dir.join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect(missing);
-        let (dns, server) = (Daemon(dns), Daemon(server));
-        let fetch = |url: String| {
-            std::process::Command::new("curl")
-                .args(["-sS", "--max-time", "5", "--cacert"])
-                .arg(&ca.ca_file)
-                .arg(url)
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| o.stdout)
-        };
-        wait_until("pebble's directory", || fetch(format!("https://127.0.0.1:{port}/dir")).is_some());
-        let root = dir.join("pebble-root.pem");
-        std::fs::write(&root, fetch(format!("https://127.0.0.1:{mgmt}/roots/0")).unwrap()).unwrap();
-        Pebble {
-            _dns: dns,
-            _server: server,
-            directory: format!("https://127.0.0.1:{port}/dir"),
-            https_ca: ca.ca_file.clone(),
-            root,
-        }
-    }
-}
-
 /// A certificate from a real ACME server: certguard answers the http-01
 /// challenge on its own listener, installs the chain, and the chain
 /// verifies (OpenSSL) against Pebble's root.
@@ -311,7 +237,7 @@ fn acme_certificates_come_from_a_real_pebble() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let http01 = free_port();
-    let pebble = Pebble::start(dir.path(), http01);
+    let pebble = Pebble::start(dir.path(), http01).expect("pebble (Debian package pebble; `make test` installs it)");
     let cfg = format!(
         "[certguard]\ncheck_interval_s = 1\nkey_file = \"{d}/kek\"\n\
          [certguard.acme]\ndirectory_url = \"{}\"\ncontact = [\"ops@example.com\"]\nserver_ca_file = \"{}\"\n\

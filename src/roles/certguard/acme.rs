@@ -20,7 +20,9 @@ use rustls::pki_types::pem::PemObject;
 use super::ca::{CA_TABLE, Issued};
 use super::config::{AcmeConfig, KeyType, ManagedCert};
 use super::seal::Sealer;
+use crate::core::httpserve::{respond, serve};
 use crate::core::store::{Durability, Store};
+use tokio_util::sync::CancellationToken;
 
 /// http-01 tokens being validated: token → key authorization.
 pub type Tokens = Arc<Mutex<HashMap<String, String>>>;
@@ -180,9 +182,23 @@ fn issued(chain_pem: String, key_pem: String) -> anyhow::Result<Issued> {
     })
 }
 
-/// Answers http-01 validation requests from the ACME server:
-/// `GET /.well-known/acme-challenge/<token>` with the key authorization.
-pub fn answer(tokens: &Tokens, path: &str) -> Option<String> {
-    let token = path.strip_prefix("/.well-known/acme-challenge/")?;
-    tokens.lock().unwrap_or_else(|p| p.into_inner()).get(token).cloned()
+/// Answers http-01 validation requests from the ACME server on
+/// `listener` until `shutdown`: `GET /.well-known/acme-challenge/<token>`
+/// with the key authorization, 404 for anything else. Public by nature (the
+/// ACME server must reach it); it serves only challenges in flight.
+pub async fn serve_http01(listener: tokio::net::TcpListener, tokens: Tokens, shutdown: CancellationToken) {
+    let handler = move |req: http::Request<hyper::body::Incoming>| {
+        let found = req
+            .uri()
+            .path()
+            .strip_prefix("/.well-known/acme-challenge/")
+            .and_then(|token| tokens.lock().unwrap_or_else(|p| p.into_inner()).get(token).cloned());
+        async move {
+            Ok::<_, std::convert::Infallible>(match found {
+                Some(proof) => respond("/.well-known/acme-challenge", http::StatusCode::OK, "text/plain", proof),
+                None => respond("", http::StatusCode::NOT_FOUND, "text/plain", "no such challenge\n"),
+            })
+        }
+    };
+    serve("certguard", listener, None, handler, shutdown, Duration::from_secs(1)).await;
 }

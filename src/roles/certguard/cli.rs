@@ -39,13 +39,21 @@ pub fn command() -> Command {
                 .arg(Arg::new("key-out").long("key-out").required(true).help("private key file to write (mode 0600)")),
         )
         .subcommand(
-            Command::new("bench").about("Time rotating N certificates through the canary rollout on this machine").arg(
-                Arg::new("certs")
-                    .long("certs")
-                    .default_value("1000")
-                    .value_parser(clap::value_parser!(usize))
-                    .help("certificates, each with its own TLS listener to probe"),
-            ),
+            Command::new("bench")
+                .about("Time rotating N certificates through the canary rollout on this machine")
+                .arg(
+                    Arg::new("certs")
+                        .long("certs")
+                        .default_value("1000")
+                        .value_parser(clap::value_parser!(usize))
+                        .help("certificates, each with its own TLS listener to probe"),
+                )
+                .arg(
+                    Arg::new("acme")
+                        .long("acme")
+                        .action(ArgAction::SetTrue)
+                        .help("instead: issue one certificate from a real Pebble, certguard against certbot"),
+                ),
         )
         .subcommand(
             Command::new("rollback")
@@ -57,6 +65,7 @@ pub fn command() -> Command {
 pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
     match matches.subcommand() {
         Some(("status", m)) => status(m, inv),
+        Some(("bench", m)) if m.get_flag("acme") => super::bench::acme_vs_certbot().map(|_| ()),
         Some(("bench", m)) => {
             super::bench::run(m.get_one::<usize>("certs").copied().unwrap_or(1000).max(1)).map(|_| ())
         }

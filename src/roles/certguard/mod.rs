@@ -13,6 +13,7 @@ mod cli;
 pub mod config;
 mod history;
 mod install;
+pub mod pebble;
 mod rollout;
 mod seal;
 mod service;
@@ -23,15 +24,12 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use redb::WriteTransaction;
 
-use crate::core::httpserve::{respond, serve};
 use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, RoleEntry, load_with};
 use crate::core::store::Migration;
 use config::CertguardConfig;
 
-const NAME: &str = "certguard";
-
 pub const ENTRY: RoleEntry = RoleEntry {
-    name: NAME,
+    name: "certguard",
     summary: "certificate issuance and rotation from an embedded CA",
     feature: "certguard",
     default_config: config::DEFAULT,
@@ -95,24 +93,9 @@ impl Role for Certguard {
             let mut reload = ctx.reload.clone();
             guard.write_trust_bundle()?;
             if let Some(acme) = &guard.acme {
-                // Public by nature (the ACME server must reach it); it
-                // serves only the tokens of challenges in flight.
                 let listener = ctx.bind("acme-http01").await?;
                 tracing::info!(addr = %listener.local_addr()?, "certguard answering ACME http-01 challenges");
-                let tokens = acme.tokens.clone();
-                let handler = move |req: http::Request<hyper::body::Incoming>| {
-                    let tokens = tokens.clone();
-                    async move {
-                        let found = acme::answer(&tokens, req.uri().path());
-                        Ok::<_, std::convert::Infallible>(match found {
-                            Some(proof) => {
-                                respond("/.well-known/acme-challenge", http::StatusCode::OK, "text/plain", proof)
-                            }
-                            None => respond("", http::StatusCode::NOT_FOUND, "text/plain", "no such challenge\n"),
-                        })
-                    }
-                };
-                tokio::spawn(serve(NAME, listener, None, handler, ctx.shutdown.clone(), Duration::from_secs(1)));
+                tokio::spawn(acme::serve_http01(listener, acme.tokens.clone(), ctx.shutdown.clone()));
             }
             let mut interval = tokio::time::interval(Duration::from_secs(cfg.check_interval_s));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
