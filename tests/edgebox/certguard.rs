@@ -267,3 +267,48 @@ fn acme_certificates_come_from_a_real_pebble() {
         .unwrap();
     assert!(text(&names.stdout).contains("www.web.example"), "{}", text(&names.stdout));
 }
+
+/// dns-01 through a hook command (here a script that sets the TXT record
+/// in pebble-challtestsrv, Pebble's DNS), for a wildcard name.
+#[test]
+fn acme_dns01_through_a_hook_covers_a_wildcard() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let pebble =
+        Pebble::start(dir.path(), free_port()).expect("pebble (Debian package pebble; `make test` installs it)");
+    let hook = dir.path().join("dns-hook.sh");
+    let m = &pebble.dns_management;
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n\
+             present) curl -sSf -d \"{{\\\"host\\\":\\\"$2\\\",\\\"value\\\":\\\"$3\\\"}}\" {m}/set-txt ;;\n\
+             cleanup) curl -sSf -d \"{{\\\"host\\\":\\\"$2\\\"}}\" {m}/clear-txt ;;\n\
+             esac\necho \"$1 $2\" >> {d}/hook.log\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = format!(
+        "[certguard]\ncheck_interval_s = 1\nkey_file = \"{d}/kek\"\n\
+         [certguard.acme]\ndirectory_url = \"{}\"\nserver_ca_file = \"{}\"\nchallenge = \"dns-01\"\n\
+         dns01_hook = [\"{}\"]\n\
+         [[certguard.certs]]\nname = \"wild\"\nissuer = \"acme\"\ndns_names = [\"*.wild.example\", \"wild.example\"]\n\
+         [[certguard.certs.targets]]\ncert_file = \"{d}/wild.pem\"\nkey_file = \"{d}/wild.key\"\n",
+        pebble.directory,
+        pebble.https_ca.display(),
+        hook.display()
+    );
+    let app = Appliance::start(&cfg, &["certguard", "serve"]);
+    let installed = app.wait_log("certguard installed a certificate");
+    assert!(installed.contains("\"wild\""), "{installed}");
+    let names = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(dir.path().join("wild.pem"))
+        .output()
+        .unwrap();
+    assert!(text(&names.stdout).contains("*.wild.example"), "{}", text(&names.stdout));
+    let log = std::fs::read_to_string(dir.path().join("hook.log")).unwrap();
+    assert!(log.contains("present _acme-challenge.wild.example.") && log.contains("cleanup"), "{log}");
+}

@@ -1,7 +1,8 @@
 //! ACME (RFC 8555) as a certificate source, with instant-acme: an account
 //! made on first use and kept in the store (its key sealed), orders for the
 //! certificate's DNS names and IP addresses, http-01 challenges answered by
-//! certguard's own listener (`http01_listen`), a key generated here and a CSR
+//! certguard's own listener (`http01_listen`) or dns-01 through a hook
+//! command (wildcards), a key generated here and a CSR
 //! (the server never sees the key), and the chain it returns. Tested against
 //! Pebble.
 
@@ -18,7 +19,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use super::ca::{CA_TABLE, Issued};
-use super::config::{AcmeConfig, KeyType, ManagedCert};
+use super::config::{AcmeConfig, ChallengeKind, KeyType, ManagedCert};
 use super::seal::Sealer;
 use crate::core::httpserve::{respond, serve};
 use crate::core::store::{Durability, Store};
@@ -117,13 +118,28 @@ impl Acme {
                 AuthorizationStatus::Valid => continue,
                 other => anyhow::bail!("ACME authorization for {:?} is {other:?}", authz.identifier()),
             }
+            let kind = match self.cfg.challenge {
+                ChallengeKind::Http01 => ChallengeType::Http01,
+                ChallengeKind::Dns01 => ChallengeType::Dns01,
+            };
             let mut challenge = authz
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| anyhow::anyhow!("the ACME server offers no http-01 challenge"))?;
-            let token = challenge.token.clone();
-            let proof = challenge.key_authorization().as_str().to_owned();
-            self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), proof);
-            answered.push(token);
+                .challenge(kind.clone())
+                .ok_or_else(|| anyhow::anyhow!("the ACME server offers no {kind:?} challenge"))?;
+            match self.cfg.challenge {
+                ChallengeKind::Http01 => {
+                    let token = challenge.token.clone();
+                    let proof = challenge.key_authorization().as_str().to_owned();
+                    self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), proof);
+                    answered.push(Answered::Token(token));
+                }
+                ChallengeKind::Dns01 => {
+                    let name =
+                        format!("_acme-challenge.{}.", challenge.identifier().to_string().trim_start_matches("*."));
+                    let value = challenge.key_authorization().dns_value();
+                    self.dns01("present", &name, &value).await?;
+                    answered.push(Answered::Record(name, value));
+                }
+            }
             challenge.set_ready().await.context("ACME challenge ready")?;
         }
         let retries = RetryPolicy::new().timeout(ORDER_TIMEOUT);
@@ -137,13 +153,37 @@ impl Acme {
             anyhow::Ok((chain, key_pem))
         }
         .await;
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        for t in answered {
-            tokens.remove(&t);
+        for a in answered {
+            match a {
+                Answered::Token(t) => {
+                    self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(&t);
+                }
+                Answered::Record(name, value) => {
+                    if let Err(e) = self.dns01("cleanup", &name, &value).await {
+                        tracing::warn!(record = %name, error = %format!("{e:#}"), "certguard: dns-01 cleanup failed");
+                    }
+                }
+            }
         }
-        drop(tokens);
         let (chain_pem, key_pem) = finished?;
         issued(chain_pem, key_pem)
+    }
+}
+
+/// A challenge answered, to take back once the order is done.
+enum Answered {
+    Token(String),
+    Record(String, String),
+}
+
+impl Acme {
+    /// Runs the dns-01 hook: `<hook…> present|cleanup <record name> <value>`.
+    async fn dns01(&self, action: &str, name: &str, value: &str) -> anyhow::Result<()> {
+        let mut argv = self.cfg.dns01_hook.clone();
+        argv.extend([action.to_owned(), name.to_owned(), value.to_owned()]);
+        super::install::run(&argv, Duration::from_secs(self.cfg.dns01_hook_timeout_s))
+            .await
+            .with_context(|| format!("dns-01 hook ({action} {name})"))
     }
 }
 

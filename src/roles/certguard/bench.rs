@@ -71,6 +71,9 @@ async fn acme_once(dir: &std::path::Path, pebble: &super::pebble::Pebble, http01
         server_ca_file: Some(pebble.https_ca.clone()),
         http01_listen: std::net::SocketAddr::from(([127, 0, 0, 1], http01)),
         probe_ca_file: Some(pebble.root.clone()),
+        challenge: Default::default(),
+        dns01_hook: vec![],
+        dns01_hook_timeout_s: 60,
     };
     let mut cert = spec(dir, 0, 24.0);
     cert.issuer = IssuerKind::Acme;

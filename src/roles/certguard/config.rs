@@ -36,6 +36,12 @@ check_interval_s = 30
 # server_ca_file = "/etc/edgebox/acme-server-ca.pem"
 # http01_listen = "0.0.0.0:80"
 # probe_ca_file = "/etc/edgebox/acme-roots.pem"
+# "http-01" (default) or "dns-01" (needed for wildcard names): dns-01 runs
+# dns01_hook (argv, no shell) with "present" or "cleanup", the record name
+# (_acme-challenge.<name>.) and the TXT value, within dns01_hook_timeout_s.
+# challenge = "http-01"
+# dns01_hook = ["/usr/local/bin/acme-dns", "--zone", "example.com"]
+# dns01_hook_timeout_s = 60
 # Managed certificates: one [[certguard.certs]] table each.
 # [[certguard.certs]]
 # Name, unique: in logs, metrics and `edgebox certguard status`.
@@ -120,6 +126,26 @@ pub struct AcmeConfig {
     pub http01_listen: std::net::SocketAddr,
     #[serde(default)]
     pub probe_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub challenge: ChallengeKind,
+    #[serde(default)]
+    pub dns01_hook: Vec<String>,
+    #[serde(default = "default_hook_timeout")]
+    pub dns01_hook_timeout_s: u64,
+}
+
+/// How ACME validates control of a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum ChallengeKind {
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "dns-01")]
+    Dns01,
+}
+
+fn default_hook_timeout() -> u64 {
+    60
 }
 
 fn default_http01() -> std::net::SocketAddr {
@@ -267,10 +293,13 @@ impl CertguardConfig {
         if self.check_interval_s == 0 {
             return Err("certguard.check_interval_s: must be at least 1".into());
         }
-        if let Some(a) = &self.acme
-            && !a.directory_url.starts_with("https://")
-        {
-            return Err(format!("certguard.acme.directory_url {:?}: must be https://", a.directory_url));
+        if let Some(a) = &self.acme {
+            if !a.directory_url.starts_with("https://") {
+                return Err(format!("certguard.acme.directory_url {:?}: must be https://", a.directory_url));
+            }
+            if a.challenge == ChallengeKind::Dns01 && (a.dns01_hook.is_empty() || a.dns01_hook_timeout_s == 0) {
+                return Err("certguard.acme.dns01_hook: challenge = \"dns-01\" needs a hook command".into());
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         let mut files = std::collections::BTreeSet::new();
@@ -305,6 +334,10 @@ impl CertguardConfig {
                 }
                 if c.spiffe_id.is_some() || c.dns_names.is_empty() && c.ip_addresses.is_empty() {
                     return Err(format!("{}: ACME certifies DNS names and IP addresses, not SPIFFE IDs", at("issuer")));
+                }
+                let http01 = self.acme.as_ref().is_some_and(|a| a.challenge == ChallengeKind::Http01);
+                if http01 && c.dns_names.iter().any(|n| n.starts_with("*.")) {
+                    return Err(format!("{}: wildcard names need challenge = \"dns-01\"", at("dns_names")));
                 }
             }
             if c.targets.is_empty() || c.wave_size == 0 {

@@ -88,8 +88,8 @@ pub async fn reload(target: &Target) -> anyhow::Result<()> {
 }
 
 /// Runs argv to completion within `timeout`; a command still running then
-/// is killed. Its stderr goes into the error.
-async fn run(argv: &[String], timeout: Duration) -> anyhow::Result<()> {
+/// is killed. Its stderr goes into the error. (Reload actions, dns-01 hooks.)
+pub async fn run(argv: &[String], timeout: Duration) -> anyhow::Result<()> {
     let shown = argv.join(" ");
     let child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])

@@ -72,8 +72,13 @@ impl Role for Certguard {
             .collect();
         files.extend(self.cfg.trust_bundle_file.clone());
         files.extend(self.cfg.key_file.clone());
-        let listeners =
-            self.cfg.acme.iter().map(|a| ListenerDecl { name: "acme-http01", addr: a.http01_listen }).collect();
+        let listeners = self
+            .cfg
+            .acme
+            .iter()
+            .filter(|a| a.challenge == config::ChallengeKind::Http01)
+            .map(|a| ListenerDecl { name: "acme-http01", addr: a.http01_listen })
+            .collect();
         Declared { listeners, files }
     }
 
@@ -92,7 +97,7 @@ impl Role for Certguard {
             let mut commands = ctx.commands();
             let mut reload = ctx.reload.clone();
             guard.write_trust_bundle()?;
-            if let Some(acme) = &guard.acme {
+            if let Some(acme) = guard.acme.as_ref().filter(|a| a.cfg.challenge == config::ChallengeKind::Http01) {
                 let listener = ctx.bind("acme-http01").await?;
                 tracing::info!(addr = %listener.local_addr()?, "certguard answering ACME http-01 challenges");
                 tokio::spawn(acme::serve_http01(listener, acme.tokens.clone(), ctx.shutdown.clone()));

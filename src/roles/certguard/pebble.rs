@@ -20,6 +20,9 @@ pub struct Pebble {
     pub https_ca: PathBuf,
     /// Pebble's issuing root, to verify what it issues.
     pub root: PathBuf,
+    /// pebble-challtestsrv's management URL (`/set-txt`, `/clear-txt` for
+    /// dns-01 records).
+    pub dns_management: String,
 }
 
 impl Drop for Pebble {
@@ -41,16 +44,18 @@ impl Pebble {
     pub fn start(dir: &Path, http01_port: u16) -> anyhow::Result<Pebble> {
         let missing = "pebble is not installed (Debian package pebble)";
         let dns_port = free_port()?;
+        let dns_management = format!("http://127.0.0.1:{}", free_port()?);
         let mut pebble = Pebble {
             children: Vec::new(),
             directory: String::new(),
             https_ca: dir.join("pebble-https.pem"),
             root: dir.join("pebble-root.pem"),
+            dns_management: dns_management.clone(),
         };
         pebble.children.push(
             Command::new("pebble-challtestsrv")
                 .args(["-dns01", &format!("127.0.0.1:{dns_port}"), "-http01", "", "-https01", "", "-tlsalpn01", ""])
-                .args(["-defaultIPv6", "", "-management", &format!("127.0.0.1:{}", free_port()?)])
+                .args(["-defaultIPv6", "", "-management", dns_management.trim_start_matches("http://")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
