@@ -237,7 +237,8 @@ fn acme_certificates_come_from_a_real_pebble() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let http01 = free_port();
-    let pebble = Pebble::start(dir.path(), http01).expect("pebble (Debian package pebble; `make test` installs it)");
+    let pebble = Pebble::start(dir.path(), http01, free_port())
+        .expect("pebble (Debian package pebble; `make test` installs it)");
     let cfg = format!(
         "[certguard]\ncheck_interval_s = 1\nkey_file = \"{d}/kek\"\n\
          [certguard.acme]\ndirectory_url = \"{}\"\ncontact = [\"ops@example.com\"]\nserver_ca_file = \"{}\"\n\
@@ -274,8 +275,8 @@ fn acme_certificates_come_from_a_real_pebble() {
 fn acme_dns01_through_a_hook_covers_a_wildcard() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
-    let pebble =
-        Pebble::start(dir.path(), free_port()).expect("pebble (Debian package pebble; `make test` installs it)");
+    let pebble = Pebble::start(dir.path(), free_port(), free_port())
+        .expect("pebble (Debian package pebble; `make test` installs it)");
     let hook = dir.path().join("dns-hook.sh");
     let m = &pebble.dns_management;
     std::fs::write(
@@ -311,4 +312,36 @@ fn acme_dns01_through_a_hook_covers_a_wildcard() {
     assert!(text(&names.stdout).contains("*.wild.example"), "{}", text(&names.stdout));
     let log = std::fs::read_to_string(dir.path().join("hook.log")).unwrap();
     assert!(log.contains("present _acme-challenge.wild.example.") && log.contains("cleanup"), "{log}");
+}
+
+/// tls-alpn-01 answered by certguard's own TLS listener (ALPN acme-tls/1,
+/// the validation certificate carrying the key authorization's digest).
+#[test]
+fn acme_tls_alpn01_is_answered_by_certguard() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let tls_port = free_port();
+    let pebble = Pebble::start(dir.path(), free_port(), tls_port)
+        .expect("pebble (Debian package pebble; `make test` installs it)");
+    let cfg = format!(
+        "[certguard]\ncheck_interval_s = 1\nkey_file = \"{d}/kek\"\n\
+         [certguard.acme]\ndirectory_url = \"{}\"\nserver_ca_file = \"{}\"\nchallenge = \"tls-alpn-01\"\n\
+         tls_alpn01_listen = \"127.0.0.1:{tls_port}\"\n\
+         [[certguard.certs]]\nname = \"alpn\"\nissuer = \"acme\"\ndns_names = [\"alpn.example\"]\n\
+         [[certguard.certs.targets]]\ncert_file = \"{d}/alpn.pem\"\nkey_file = \"{d}/alpn.key\"\n",
+        pebble.directory,
+        pebble.https_ca.display(),
+    );
+    let app = Appliance::start(&cfg, &["certguard", "serve"]);
+    let installed = app.wait_log("certguard installed a certificate");
+    assert!(installed.contains("\"alpn\""), "{installed}");
+    let verify = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&pebble.root)
+        .arg("-untrusted")
+        .arg(dir.path().join("alpn.pem"))
+        .arg(dir.path().join("alpn.pem"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}{}", text(&verify.stdout), text(&verify.stderr));
 }

@@ -31,16 +31,23 @@ pub type Tokens = Arc<Mutex<HashMap<String, String>>>;
 /// How long one order may take from creation to certificate.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// tls-alpn-01 validation certificates being served: name → certificate.
+pub type AlpnCerts = Arc<Mutex<HashMap<String, Arc<rustls::sign::CertifiedKey>>>>;
+
+/// The ALPN protocol of tls-alpn-01 (RFC 8737).
+const ACME_TLS: &[u8] = b"acme-tls/1";
+
 /// The ACME source of a running certguard.
 pub struct Acme {
     pub cfg: AcmeConfig,
     pub tokens: Tokens,
+    pub alpn_certs: AlpnCerts,
     account: tokio::sync::Mutex<Option<Account>>,
 }
 
 impl Acme {
     pub fn new(cfg: AcmeConfig, tokens: Tokens) -> Acme {
-        Acme { cfg, tokens, account: tokio::sync::Mutex::new(None) }
+        Acme { cfg, tokens, alpn_certs: AlpnCerts::default(), account: tokio::sync::Mutex::new(None) }
     }
 
     fn builder(&self) -> anyhow::Result<instant_acme::AccountBuilder> {
@@ -120,6 +127,7 @@ impl Acme {
             }
             let kind = match self.cfg.challenge {
                 ChallengeKind::Http01 => ChallengeType::Http01,
+                ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
                 ChallengeKind::Dns01 => ChallengeType::Dns01,
             };
             let mut challenge = authz
@@ -131,6 +139,12 @@ impl Acme {
                     let proof = challenge.key_authorization().as_str().to_owned();
                     self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), proof);
                     answered.push(Answered::Token(token));
+                }
+                ChallengeKind::TlsAlpn01 => {
+                    let name = challenge.identifier().to_string();
+                    let cert = alpn_cert(&name, challenge.key_authorization().digest().as_ref())?;
+                    self.alpn_certs.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), Arc::new(cert));
+                    answered.push(Answered::Alpn(name));
                 }
                 ChallengeKind::Dns01 => {
                     let name =
@@ -158,6 +172,9 @@ impl Acme {
                 Answered::Token(t) => {
                     self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(&t);
                 }
+                Answered::Alpn(name) => {
+                    self.alpn_certs.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                }
                 Answered::Record(name, value) => {
                     if let Err(e) = self.dns01("cleanup", &name, &value).await {
                         tracing::warn!(record = %name, error = %format!("{e:#}"), "certguard: dns-01 cleanup failed");
@@ -173,6 +190,7 @@ impl Acme {
 /// A challenge answered, to take back once the order is done.
 enum Answered {
     Token(String),
+    Alpn(String),
     Record(String, String),
 }
 
@@ -241,4 +259,63 @@ pub async fn serve_http01(listener: tokio::net::TcpListener, tokens: Tokens, shu
         }
     };
     serve("certguard", listener, None, handler, shutdown, Duration::from_secs(1)).await;
+}
+
+/// The self-signed certificate tls-alpn-01 asks for: the name, and the
+/// SHA-256 of the key authorization in a critical acmeIdentifier extension.
+fn alpn_cert(name: &str, digest: &[u8]) -> anyhow::Result<rustls::sign::CertifiedKey> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let cert = params.self_signed(&key)?;
+    let private = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(anyhow::Error::msg)?;
+    // Not `CertifiedKey::from_der`: its key check parses the certificate with
+    // webpki, which refuses the critical acmeIdentifier extension.
+    let signing = crate::core::tls::provider().key_provider.load_private_key(private)?;
+    Ok(rustls::sign::CertifiedKey::new(vec![cert.der().clone()], signing))
+}
+
+/// Picks the validation certificate for the name a tls-alpn-01 handshake
+/// asks for; other handshakes get none and fail.
+#[derive(Debug)]
+struct AlpnResolver(AlpnCerts);
+
+impl rustls::server::ResolvesServerCert for AlpnResolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let acme = hello.alpn().is_some_and(|mut p| p.any(|p| p == ACME_TLS));
+        let name = hello.server_name()?;
+        acme.then(|| self.0.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()).flatten()
+    }
+}
+
+/// Answers tls-alpn-01 validation handshakes (ALPN `acme-tls/1`) on
+/// `listener` until `shutdown`; only names with a challenge in flight get a
+/// certificate.
+pub async fn serve_tls_alpn01(listener: tokio::net::TcpListener, certs: AlpnCerts, shutdown: CancellationToken) {
+    let config = rustls::ServerConfig::builder_with_provider(crate::core::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_no_client_auth().with_cert_resolver(Arc::new(AlpnResolver(certs))));
+    let mut config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "certguard cannot serve tls-alpn-01");
+            return;
+        }
+    };
+    config.alpn_protocols = vec![ACME_TLS.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    loop {
+        let tcp = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+            },
+        };
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            // The handshake is the answer; the validator then closes.
+            let _ = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+        });
+    }
 }

@@ -30,7 +30,8 @@ pub fn run(n: usize) -> anyhow::Result<f64> {
 pub fn acme_vs_certbot() -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let http01 = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let pebble = super::pebble::Pebble::start(dir.path(), http01)?;
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let pebble = super::pebble::Pebble::start(dir.path(), http01, tls_port)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let ours = runtime.block_on(acme_once(dir.path(), &pebble, http01))?;
     let d = dir.path();
@@ -72,6 +73,7 @@ async fn acme_once(dir: &std::path::Path, pebble: &super::pebble::Pebble, http01
         http01_listen: std::net::SocketAddr::from(([127, 0, 0, 1], http01)),
         probe_ca_file: Some(pebble.root.clone()),
         challenge: Default::default(),
+        tls_alpn01_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         dns01_hook: vec![],
         dns01_hook_timeout_s: 60,
     };

@@ -36,10 +36,13 @@ check_interval_s = 30
 # server_ca_file = "/etc/edgebox/acme-server-ca.pem"
 # http01_listen = "0.0.0.0:80"
 # probe_ca_file = "/etc/edgebox/acme-roots.pem"
-# "http-01" (default) or "dns-01" (needed for wildcard names): dns-01 runs
-# dns01_hook (argv, no shell) with "present" or "cleanup", the record name
-# (_acme-challenge.<name>.) and the TXT value, within dns01_hook_timeout_s.
+# "http-01" (default), "tls-alpn-01" (answered on tls_alpn01_listen, which
+# the ACME server must reach as port 443 of every name) or "dns-01" (needed
+# for wildcard names): dns-01 runs dns01_hook (argv, no shell) with
+# "present" or "cleanup", the record name (_acme-challenge.<name>.) and the
+# TXT value, within dns01_hook_timeout_s.
 # challenge = "http-01"
+# tls_alpn01_listen = "0.0.0.0:443"
 # dns01_hook = ["/usr/local/bin/acme-dns", "--zone", "example.com"]
 # dns01_hook_timeout_s = 60
 # Managed certificates: one [[certguard.certs]] table each.
@@ -128,6 +131,8 @@ pub struct AcmeConfig {
     pub probe_ca_file: Option<PathBuf>,
     #[serde(default)]
     pub challenge: ChallengeKind,
+    #[serde(default = "default_tls_alpn01")]
+    pub tls_alpn01_listen: std::net::SocketAddr,
     #[serde(default)]
     pub dns01_hook: Vec<String>,
     #[serde(default = "default_hook_timeout")]
@@ -140,8 +145,14 @@ pub enum ChallengeKind {
     #[default]
     #[serde(rename = "http-01")]
     Http01,
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
     #[serde(rename = "dns-01")]
     Dns01,
+}
+
+fn default_tls_alpn01() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], 443))
 }
 
 fn default_hook_timeout() -> u64 {
@@ -335,8 +346,8 @@ impl CertguardConfig {
                 if c.spiffe_id.is_some() || c.dns_names.is_empty() && c.ip_addresses.is_empty() {
                     return Err(format!("{}: ACME certifies DNS names and IP addresses, not SPIFFE IDs", at("issuer")));
                 }
-                let http01 = self.acme.as_ref().is_some_and(|a| a.challenge == ChallengeKind::Http01);
-                if http01 && c.dns_names.iter().any(|n| n.starts_with("*.")) {
+                let dns01 = self.acme.as_ref().is_some_and(|a| a.challenge == ChallengeKind::Dns01);
+                if !dns01 && c.dns_names.iter().any(|n| n.starts_with("*.")) {
                     return Err(format!("{}: wildcard names need challenge = \"dns-01\"", at("dns_names")));
                 }
             }

@@ -72,13 +72,7 @@ impl Role for Certguard {
             .collect();
         files.extend(self.cfg.trust_bundle_file.clone());
         files.extend(self.cfg.key_file.clone());
-        let listeners = self
-            .cfg
-            .acme
-            .iter()
-            .filter(|a| a.challenge == config::ChallengeKind::Http01)
-            .map(|a| ListenerDecl { name: "acme-http01", addr: a.http01_listen })
-            .collect();
+        let listeners = self.cfg.acme.iter().filter_map(acme_listener).collect();
         Declared { listeners, files }
     }
 
@@ -97,10 +91,16 @@ impl Role for Certguard {
             let mut commands = ctx.commands();
             let mut reload = ctx.reload.clone();
             guard.write_trust_bundle()?;
-            if let Some(acme) = guard.acme.as_ref().filter(|a| a.cfg.challenge == config::ChallengeKind::Http01) {
-                let listener = ctx.bind("acme-http01").await?;
-                tracing::info!(addr = %listener.local_addr()?, "certguard answering ACME http-01 challenges");
-                tokio::spawn(acme::serve_http01(listener, acme.tokens.clone(), ctx.shutdown.clone()));
+            if let Some((acme, decl)) = guard.acme.as_ref().and_then(|a| Some((a, acme_listener(&a.cfg)?))) {
+                let listener = ctx.bind(decl.name).await?;
+                tracing::info!(addr = %listener.local_addr()?, challenge = decl.name, "certguard answering ACME challenges");
+                let stop = ctx.shutdown.clone();
+                match acme.cfg.challenge {
+                    config::ChallengeKind::Http01 => {
+                        tokio::spawn(acme::serve_http01(listener, acme.tokens.clone(), stop))
+                    }
+                    _ => tokio::spawn(acme::serve_tls_alpn01(listener, acme.alpn_certs.clone(), stop)),
+                };
             }
             let mut interval = tokio::time::interval(Duration::from_secs(cfg.check_interval_s));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,6 +133,15 @@ impl Role for Certguard {
                 }
             }
         })
+    }
+}
+
+/// The listener an ACME challenge needs answered on, if any.
+fn acme_listener(a: &config::AcmeConfig) -> Option<ListenerDecl> {
+    match a.challenge {
+        config::ChallengeKind::Http01 => Some(ListenerDecl { name: "acme-http01", addr: a.http01_listen }),
+        config::ChallengeKind::TlsAlpn01 => Some(ListenerDecl { name: "acme-tls-alpn01", addr: a.tls_alpn01_listen }),
+        config::ChallengeKind::Dns01 => None,
     }
 }
 

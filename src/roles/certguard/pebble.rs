@@ -40,8 +40,9 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Pebble {
     /// Starts Pebble and its DNS in `dir`; its validation authority connects
-    /// to port `http01_port` of 127.0.0.1 for http-01 challenges.
-    pub fn start(dir: &Path, http01_port: u16) -> anyhow::Result<Pebble> {
+    /// to 127.0.0.1, port `http01_port` for http-01 and `tls_alpn01_port`
+    /// for tls-alpn-01 challenges.
+    pub fn start(dir: &Path, http01_port: u16, tls_alpn01_port: u16) -> anyhow::Result<Pebble> {
         let missing = "pebble is not installed (Debian package pebble)";
         let dns_port = free_port()?;
         let dns_management = format!("http://127.0.0.1:{}", free_port()?);
@@ -68,7 +69,7 @@ impl Pebble {
         let (port, mgmt) = (free_port()?, free_port()?);
         let config = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{port}"), "managementListenAddress": format!("127.0.0.1:{mgmt}"),
-            "certificate": pebble.https_ca, "privateKey": key, "httpPort": http01_port, "tlsPort": free_port()?,
+            "certificate": pebble.https_ca, "privateKey": key, "httpPort": http01_port, "tlsPort": tls_alpn01_port,
             "ocspResponderURL": "", "externalAccountBindingRequired": false,
         }});
         std::fs::write(dir.join("pebble.json"), config.to_string())?;

@@ -63,10 +63,10 @@ pub struct Record {
 
 /// Why a certificate is (re)issued now, or None.
 fn due(spec: &ManagedCert, rec: Option<&Record>, now: u64, generation: u32) -> Option<&'static str> {
-    let Some(rec) = rec.filter(|r| r.serial.is_some()) else { return Some("never issued") };
-    if rec.failures > 0 && now < rec.retry_at {
+    if rec.is_some_and(|r| r.failures > 0 && now < r.retry_at) {
         return None;
     }
+    let Some(rec) = rec.filter(|r| r.serial.is_some()) else { return Some("never issued") };
     if rec.issued_for != issued_for(spec) {
         return Some("its names or key changed");
     }

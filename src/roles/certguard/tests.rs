@@ -375,3 +375,24 @@ async fn an_unwritable_target_is_named_and_nothing_is_left_half_done() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+/// A certificate that never got issued waits out its backoff like any other.
+#[tokio::test]
+async fn a_first_issuance_that_fails_waits_for_its_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut cfg = CertguardConfig::default();
+    let mut api = spec(dir.path(), "api");
+    api.targets[0].cert_file = dir.path().join("missing-dir/api.pem");
+    api.targets[0].key_file = dir.path().join("missing-dir/api.key");
+    cfg.certs.push(api);
+    let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
+    let (clock, now) = fake_clock(SystemTime::now());
+    let guard = Guard::new(cfg, ca, key(dir.path()), s.clone(), clock);
+    let failures = |d: serde_json::Value| d["certificates"][0]["failures"].as_u64().unwrap();
+    assert_eq!(failures(guard.tick().await.unwrap()), 1);
+    assert_eq!(failures(guard.tick().await.unwrap()), 1, "retried before its backoff");
+    let later = *now.lock().unwrap() + Duration::from_secs(30);
+    *now.lock().unwrap() = later;
+    assert_eq!(failures(guard.tick().await.unwrap()), 2);
+}
