@@ -229,6 +229,22 @@ fn a_reloaded_config_adds_a_certificate() {
     assert!(dir.path().join("two.pem").exists());
 }
 
+/// Waits for certificate `name` to be installed, then checks with OpenSSL
+/// that `chain` verifies against Pebble's root.
+fn issued_by_pebble(app: &Appliance, name: &str, chain: &std::path::Path, pebble: &Pebble) {
+    let installed = app.wait_log("certguard installed a certificate");
+    assert!(installed.contains(&format!("\"{name}\"")), "{installed}");
+    let verify = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&pebble.root)
+        .arg("-untrusted")
+        .arg(chain)
+        .arg(chain)
+        .output()
+        .expect("openssl");
+    assert!(verify.status.success(), "{}{}", text(&verify.stdout), text(&verify.stderr));
+}
+
 /// A certificate from a real ACME server: certguard answers the http-01
 /// challenge on its own listener, installs the chain, and the chain
 /// verifies (OpenSSL) against Pebble's root.
@@ -250,17 +266,7 @@ fn acme_certificates_come_from_a_real_pebble() {
         pebble.root.display()
     );
     let app = Appliance::start(&cfg, &["certguard", "serve"]);
-    let installed = app.wait_log("certguard installed a certificate");
-    assert!(installed.contains("\"web\""), "{installed}");
-    let verify = std::process::Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(&pebble.root)
-        .arg("-untrusted")
-        .arg(dir.path().join("web.pem"))
-        .arg(dir.path().join("web.pem"))
-        .output()
-        .expect("openssl");
-    assert!(verify.status.success(), "{}{}", text(&verify.stdout), text(&verify.stderr));
+    issued_by_pebble(&app, "web", &dir.path().join("web.pem"), &pebble);
     let names = std::process::Command::new("openssl")
         .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
         .arg(dir.path().join("web.pem"))
@@ -333,15 +339,5 @@ fn acme_tls_alpn01_is_answered_by_certguard() {
         pebble.https_ca.display(),
     );
     let app = Appliance::start(&cfg, &["certguard", "serve"]);
-    let installed = app.wait_log("certguard installed a certificate");
-    assert!(installed.contains("\"alpn\""), "{installed}");
-    let verify = std::process::Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(&pebble.root)
-        .arg("-untrusted")
-        .arg(dir.path().join("alpn.pem"))
-        .arg(dir.path().join("alpn.pem"))
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{}{}", text(&verify.stdout), text(&verify.stderr));
+    issued_by_pebble(&app, "alpn", &dir.path().join("alpn.pem"), &pebble);
 }
