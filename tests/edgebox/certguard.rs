@@ -341,3 +341,21 @@ fn acme_tls_alpn01_is_answered_by_certguard() {
     let app = Appliance::start(&cfg, &["certguard", "serve"]);
     issued_by_pebble(&app, "alpn", &dir.path().join("alpn.pem"), &pebble);
 }
+
+/// An ACME server that does not answer: a clear failure naming it, retried
+/// with backoff; nothing written.
+#[test]
+fn an_unreachable_acme_server_is_a_clear_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let cfg = format!(
+        "[certguard]\ncheck_interval_s = 1\nkey_file = \"{d}/kek\"\n\
+         [certguard.acme]\ndirectory_url = \"https://127.0.0.1:1/dir\"\nhttp01_listen = \"127.0.0.1:0\"\n\
+         [[certguard.certs]]\nname = \"web\"\nissuer = \"acme\"\ndns_names = [\"web.example\"]\n\
+         [[certguard.certs.targets]]\ncert_file = \"{d}/web.pem\"\nkey_file = \"{d}/web.key\"\n"
+    );
+    let app = Appliance::start(&cfg, &["certguard", "serve"]);
+    let failed = app.wait_log("could not rotate a certificate");
+    assert!(failed.contains("https://127.0.0.1:1/dir") && failed.contains("retry_in_s"), "{failed}");
+    assert!(!dir.path().join("web.pem").exists() && !dir.path().join("web.key").exists());
+}

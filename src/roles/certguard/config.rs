@@ -73,12 +73,17 @@ check_interval_s = 30
 # key_file = "/etc/nginx/web.key"
 # Mode of the certificate file.
 # cert_mode = "0644"
+# Owner of both files, "user", "user:group" or numeric ids (the server
+# reading the key runs as that user). Absent: certguard's own.
+# owner = "www-data:www-data"
 # After writing: signal the process in a pid file, and/or run a command
 # (argv, no shell) within a timeout. edgebox's own listeners reload their
 # files by themselves and need neither.
 # reload_pid_file = "/run/nginx.pid"
 # reload_signal = "HUP"
 # reload_command = ["/usr/sbin/nginx", "-s", "reload"]
+# and/or POST to an http:// URL, which must answer 2xx.
+# reload_url = "http://127.0.0.1:8080/-/reload"
 # reload_timeout_s = 30
 # The TLS endpoint serving this target: after the reload it must present
 # the new certificate, valid for probe_name (default: the first DNS name or
@@ -231,11 +236,15 @@ pub struct Target {
     #[serde(default = "default_cert_mode")]
     pub cert_mode: String,
     #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
     pub reload_pid_file: Option<PathBuf>,
     #[serde(default = "default_signal")]
     pub reload_signal: String,
     #[serde(default)]
     pub reload_command: Vec<String>,
+    #[serde(default)]
+    pub reload_url: Option<String>,
     #[serde(default = "default_reload_timeout")]
     pub reload_timeout_s: u64,
     #[serde(default)]
@@ -366,6 +375,11 @@ impl CertguardConfig {
                 t.signal().map_err(bad)?;
                 if t.reload_timeout_s == 0 || t.probe_timeout_s == 0 {
                     return Err(bad("reload_timeout_s and probe_timeout_s must be at least 1".into()));
+                }
+                if let Some(u) = &t.reload_url
+                    && !u.starts_with("http://")
+                {
+                    return Err(bad(format!("reload_url {u:?}: must start with http://")));
                 }
                 if let Some(p) = &t.probe
                     && !p.contains(':')
