@@ -46,6 +46,16 @@ async fn make_ca(s: &Store, key_file: &Path, cfg: &CertguardConfig) -> Ca {
     .unwrap()
 }
 
+/// A store, a config managing one certificate ("api") and its guard.
+async fn one_cert(dir: &Path, clock: Clock) -> (Store, CertguardConfig, Guard) {
+    let s = store(dir);
+    let mut cfg = CertguardConfig::default();
+    cfg.certs.push(spec(dir, "api"));
+    let ca = make_ca(&s, &dir.join("k"), &cfg).await;
+    let guard = Guard::new(cfg.clone(), ca, key(dir), s.clone(), clock);
+    (s, cfg, guard)
+}
+
 /// A TLS server on the target's files (re-read within a second of a
 /// change, as edgebox's listeners do), serving handshakes until the test
 /// ends; its address.
@@ -137,13 +147,9 @@ fn serial(detail: &serde_json::Value) -> String {
 #[tokio::test]
 async fn renewal_follows_the_clock_and_a_failed_reload_keeps_the_old_files() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
-    let mut cfg = CertguardConfig::default();
-    cfg.certs.push(spec(dir.path(), "api"));
-    let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
     let t0 = SystemTime::now();
     let (clock, now) = fake_clock(t0);
-    let guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), clock);
+    let (s, cfg, guard) = one_cert(dir.path(), clock).await;
 
     let first = serial(&guard.tick().await.unwrap());
     assert!(!first.is_empty());
@@ -242,11 +248,7 @@ async fn a_server_that_keeps_the_old_certificate_is_caught_and_every_target_roll
 #[tokio::test]
 async fn renew_and_rollback_commands_put_the_asked_certificate_in_service() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
-    let mut cfg = CertguardConfig::default();
-    cfg.certs.push(spec(dir.path(), "api"));
-    let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
-    let guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), Arc::new(SystemTime::now));
+    let (_s, cfg, guard) = one_cert(dir.path(), Arc::new(SystemTime::now)).await;
     let ask = |op: &str| serde_json::json!({ "op": op, "name": "api" });
     let file = || std::fs::read(&cfg.certs[0].targets[0].cert_file).unwrap();
 
@@ -348,11 +350,7 @@ async fn the_ca_rotates_with_the_next_root_published_first_and_the_old_kept_unti
 #[tokio::test]
 async fn an_unwritable_target_is_named_and_nothing_is_left_half_done() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
-    let mut cfg = CertguardConfig::default();
-    cfg.certs.push(spec(dir.path(), "api"));
-    let ca = make_ca(&s, &dir.path().join("k"), &cfg).await;
-    let guard = Guard::new(cfg.clone(), ca, key(dir.path()), s.clone(), Arc::new(SystemTime::now));
+    let (_s, cfg, guard) = one_cert(dir.path(), Arc::new(SystemTime::now)).await;
     guard.tick().await.unwrap();
     let before = std::fs::read(&cfg.certs[0].targets[0].cert_file).unwrap();
 
