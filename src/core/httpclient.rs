@@ -108,7 +108,7 @@ pub fn request(
             exchange(&mut s, &head, body).with_context(|| format!("exchange with {addr}"))?
         }
     };
-    parse(&raw).with_context(|| format!("the answer from {addr}"))
+    parse_reply(&raw).with_context(|| format!("the answer from {addr}"))
 }
 
 /// Writes the request and reads until the server closes. A TLS peer that
@@ -126,7 +126,9 @@ fn exchange(s: &mut (impl Read + Write), head: &str, body: &[u8]) -> std::io::Re
     }
 }
 
-fn parse(raw: &[u8]) -> anyhow::Result<Reply> {
+/// Parses a whole HTTP/1.1 answer (status line, headers, a plain or
+/// chunked body). Public for the fuzz target: it reads what remote peers send.
+pub fn parse_reply(raw: &[u8]) -> anyhow::Result<Reply> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("malformed HTTP answer: no header end")?;
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("malformed HTTP status line")?;
