@@ -174,13 +174,13 @@ fn nginx_is_the_canary_and_a_silent_reload_failure_is_rolled_back() {
             "[certguard]\ncheck_interval_s = 1\ntrust_bundle_file = \"{d}/ca.pem\"\nkey_file = \"{d}/kek\"\n\
              [[certguard.certs]]\nname = \"web\"\ndns_names = [\"web.example\"]\nwave_size = 1\n\
              [[certguard.certs.targets]]\ncert_file = \"{d}/web.pem\"\nkey_file = \"{d}/web.key\"\ncanary = true\n\
-             probe = \"127.0.0.1:{port}\"\nprobe_http_path = \"/\"\nprobe_timeout_s = 3\n{reload}\n\
+             probe = \"127.0.0.1:{port}\"\nprobe_http_path = \"/\"\n{reload}\n\
              [[certguard.certs.targets]]\ncert_file = \"{d}/copy.pem\"\nkey_file = \"{d}/copy.key\"\n"
         )
     };
 
     // The reload "succeeds" but nginx never rereads its files.
-    let app = Appliance::start(&config("reload_command = [\"true\"]"), &["certguard", "serve"]);
+    let app = Appliance::start(&config("reload_command = [\"true\"]\nprobe_timeout_s = 3"), &["certguard", "serve"]);
     let failed = app.wait_log("could not rotate a certificate");
     assert!(failed.contains("canary failed") && failed.contains("not serve the new certificate"), "{failed}");
     assert_eq!(std::fs::read(dir.path().join("web.pem")).unwrap(), original, "the canary is back on its old files");
@@ -190,7 +190,8 @@ fn nginx_is_the_canary_and_a_silent_reload_failure_is_rolled_back() {
     // SIGHUP through nginx's pid file: nginx reloads, the probe sees the new
     // leaf and a 200, and the copy follows.
     let pid_file = dir.path().join("nginx/nginx.pid");
-    let reload = format!("reload_pid_file = \"{}\"\nreload_signal = \"HUP\"", pid_file.display());
+    // A loaded machine may take seconds to bring up nginx's new workers.
+    let reload = format!("reload_pid_file = \"{}\"\nreload_signal = \"HUP\"\nprobe_timeout_s = 15", pid_file.display());
     let app = Appliance::start(&config(&reload), &["certguard", "serve"]);
     let installed = app.wait_log("certguard installed a certificate");
     let new_chain = std::fs::read(dir.path().join("web.pem")).unwrap();
