@@ -193,10 +193,17 @@ fn nginx_is_the_canary_and_a_silent_reload_failure_is_rolled_back() {
     // A loaded machine may take seconds to bring up nginx's new workers.
     let reload = format!("reload_pid_file = \"{}\"\nreload_signal = \"HUP\"\nprobe_timeout_s = 15", pid_file.display());
     let app = Appliance::start(&config(&reload), &["certguard", "serve"]);
-    let installed = app.wait_log("certguard installed a certificate");
+    // The copy is written only once the canary passed; a first attempt that
+    // failed under load is retried after its 20 s backoff.
+    let copied = || dir.path().join("copy.pem").exists();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    while !copied() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(copied(), "the certificate never reached the second wave: {:#?}", app.logs_so_far());
     let new_chain = std::fs::read(dir.path().join("web.pem")).unwrap();
     assert_ne!(new_chain, original);
-    assert_eq!(std::fs::read(dir.path().join("copy.pem")).unwrap(), new_chain, "{installed}");
+    assert_eq!(std::fs::read(dir.path().join("copy.pem")).unwrap(), new_chain);
     let out = std::process::Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert", &format!("{d}/ca.pem"), "--resolve"])
         .arg(format!("web.example:{port}:127.0.0.1"))
