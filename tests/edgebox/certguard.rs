@@ -253,21 +253,23 @@ fn issued_by_pebble(app: &Appliance, name: &str, chain: &std::path::Path, pebble
     assert!(verify.status.success(), "{}{}", text(&verify.stdout), text(&verify.stderr));
 }
 
-/// A certificate from a real ACME server: certguard answers the http-01
-/// challenge on its own listener, installs the chain, and the chain
-/// verifies (OpenSSL) against Pebble's root.
+/// A certificate from a real ACME server, with an RSA key: certguard
+/// answers the http-01 challenge on its own listener, installs the chain,
+/// the chain verifies (OpenSSL) against Pebble's root, and at two thirds of
+/// its 21 s life it is renewed from Pebble again (Pebble offers no ARI, so
+/// the default schedule holds).
 #[test]
 fn acme_certificates_come_from_a_real_pebble() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let http01 = free_port();
-    let pebble = Pebble::start(dir.path(), http01, free_port())
+    let pebble = Pebble::start(dir.path(), http01, free_port(), Some(21))
         .expect("pebble (Debian package pebble; `make test` installs it)");
     let cfg = format!(
         "[certguard]\ncheck_interval_s = 1\nkey_file = \"{d}/kek\"\n\
          [certguard.acme]\ndirectory_url = \"{}\"\ncontact = [\"ops@example.com\"]\nserver_ca_file = \"{}\"\n\
          http01_listen = \"127.0.0.1:{http01}\"\nprobe_ca_file = \"{}\"\n\
-         [[certguard.certs]]\nname = \"web\"\nissuer = \"acme\"\ndns_names = [\"web.example\", \"www.web.example\"]\n\
+         [[certguard.certs]]\nname = \"web\"\nissuer = \"acme\"\nkey_type = \"rsa-2048\"\ndns_names = [\"web.example\", \"www.web.example\"]\n\
          [[certguard.certs.targets]]\ncert_file = \"{d}/web.pem\"\nkey_file = \"{d}/web.key\"\n",
         pebble.directory,
         pebble.https_ca.display(),
@@ -281,6 +283,16 @@ fn acme_certificates_come_from_a_real_pebble() {
         .output()
         .unwrap();
     assert!(text(&names.stdout).contains("www.web.example"), "{}", text(&names.stdout));
+    let key = std::fs::read_to_string(dir.path().join("web.key")).unwrap();
+    let rsa = std::process::Command::new("openssl")
+        .args(["pkey", "-noout", "-text", "-in"])
+        .arg(dir.path().join("web.key"))
+        .output()
+        .unwrap();
+    assert!(text(&rsa.stdout).contains("Private-Key: (2048 bit"), "{}{key:.40}", text(&rsa.stdout));
+    let first = std::fs::read(dir.path().join("web.pem")).unwrap();
+    issued_by_pebble(&app, "web", &dir.path().join("web.pem"), &pebble);
+    assert_ne!(std::fs::read(dir.path().join("web.pem")).unwrap(), first, "renewed");
 }
 
 /// dns-01 through a hook command (here a script that sets the TXT record
@@ -289,7 +301,7 @@ fn acme_certificates_come_from_a_real_pebble() {
 fn acme_dns01_through_a_hook_covers_a_wildcard() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
-    let pebble = Pebble::start(dir.path(), free_port(), free_port())
+    let pebble = Pebble::start(dir.path(), free_port(), free_port(), None)
         .expect("pebble (Debian package pebble; `make test` installs it)");
     let hook = dir.path().join("dns-hook.sh");
     let m = &pebble.dns_management;
@@ -335,7 +347,7 @@ fn acme_tls_alpn01_is_answered_by_certguard() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let tls_port = free_port();
-    let pebble = Pebble::start(dir.path(), free_port(), tls_port)
+    let pebble = Pebble::start(dir.path(), free_port(), tls_port, None)
         .expect("pebble (Debian package pebble; `make test` installs it)");
     let cfg = format!(
         "[certguard]\ncheck_interval_s = 1\nkey_file = \"{d}/kek\"\n\

@@ -71,7 +71,7 @@ impl Appliance {
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| {
                 let _ = child.kill();
-                panic!("appliance never reported its admin listener");
+                panic!("appliance never reported its admin listener; its log:\n{}", seen.join("\n"));
             });
         Appliance { child, admin, logs, seen: std::cell::RefCell::new(seen), dir }
     }

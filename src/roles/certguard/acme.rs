@@ -3,8 +3,11 @@
 //! certificate's DNS names and IP addresses, http-01 challenges answered by
 //! certguard's own listener (`http01_listen`) or dns-01 through a hook
 //! command (wildcards), a key generated here and a CSR
-//! (the server never sees the key), and the chain it returns. Tested against
-//! Pebble.
+//! (the server never sees the key), and the chain it returns. Where the
+//! server offers ACME Renewal Information (RFC 9773), its suggested window
+//! sets the renewal time and a renewal order names the certificate it
+//! replaces. Tested against Pebble (whose Debian build offers no ARI: that
+//! path is covered by the scheduling unit test only).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,14 +15,14 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
-    RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use super::ca::{CA_TABLE, Issued};
-use super::config::{AcmeConfig, ChallengeKind, KeyType, ManagedCert};
+use super::config::{AcmeConfig, ChallengeKind, ManagedCert};
 use super::seal::Sealer;
 use crate::core::httpserve::{respond, serve};
 use crate::core::store::{Durability, Store};
@@ -43,6 +46,15 @@ pub struct Acme {
     pub tokens: Tokens,
     pub alpn_certs: AlpnCerts,
     account: tokio::sync::Mutex<Option<Account>>,
+}
+
+/// A server's renewal suggestion (RFC 9773): the window, Unix seconds, and
+/// when to ask again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RenewalHint {
+    pub start: u64,
+    pub end: u64,
+    pub ask_again_in: Duration,
 }
 
 impl Acme {
@@ -110,12 +122,51 @@ impl Acme {
         Ok(account)
     }
 
-    /// Orders a certificate for `spec` and returns it once issued.
-    pub async fn issue(&self, spec: &ManagedCert, store: &Store, sealer: &Sealer) -> anyhow::Result<Issued> {
+    /// The server's renewal window for the certificate `ari_id` (see
+    /// `ari_id`); None when the server offers no ARI.
+    pub async fn renewal_hint(
+        &self,
+        ari_id: &str,
+        store: &Store,
+        sealer: &Sealer,
+    ) -> anyhow::Result<Option<RenewalHint>> {
+        let account = self.account(store, sealer).await?;
+        let id = parse_ari_id(ari_id).ok_or_else(|| anyhow::anyhow!("ARI certificate id {ari_id:?} is malformed"))?;
+        match account.renewal_info(&id).await {
+            Ok((info, ask_again_in)) => {
+                let unix = |t: time::OffsetDateTime| t.unix_timestamp().max(0) as u64;
+                let (start, end) = (unix(info.suggested_window.start), unix(info.suggested_window.end));
+                Ok(Some(RenewalHint { start, end: end.max(start), ask_again_in }))
+            }
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(e).context("ACME renewal information"),
+        }
+    }
+
+    /// Orders a certificate for `spec` and returns it once issued;
+    /// `replaces` is the ARI id of the certificate it renews, passed on
+    /// when the server offers ARI.
+    pub async fn issue(
+        &self,
+        spec: &ManagedCert,
+        replaces: Option<&str>,
+        store: &Store,
+        sealer: &Sealer,
+    ) -> anyhow::Result<Issued> {
         let account = self.account(store, sealer).await?;
         let mut ids: Vec<Identifier> = spec.dns_names.iter().cloned().map(Identifier::Dns).collect();
         ids.extend(spec.ip_addresses.iter().copied().map(Identifier::Ip));
-        let mut order = account.new_order(&NewOrder::new(&ids)).await.context("ACME new order")?;
+        let replaced = replaces.and_then(parse_ari_id);
+        let mut new_order = NewOrder::new(&ids);
+        if let Some(r) = replaced {
+            new_order = new_order.replaces(r);
+        }
+        let mut order = match account.new_order(&new_order).await {
+            // No ARI at this server (any more): a plain order.
+            Err(instant_acme::Error::Unsupported(_)) => account.new_order(&NewOrder::new(&ids)).await,
+            other => other,
+        }
+        .context("ACME new order")?;
         let mut answered = Vec::new();
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
@@ -207,16 +258,34 @@ impl Acme {
 
 /// A fresh key of the certificate's type and a CSR for its names.
 fn csr(spec: &ManagedCert) -> anyhow::Result<(Vec<u8>, String)> {
-    let alg = match spec.key_type {
-        KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-        KeyType::Ed25519 => &rcgen::PKCS_ED25519,
-    };
-    let key = rcgen::KeyPair::generate_for(alg)?;
+    let key = super::keys::generate(spec.key_type)?;
     let mut names: Vec<String> = spec.dns_names.clone();
     names.extend(spec.ip_addresses.iter().map(|ip| ip.to_string()));
     let params = rcgen::CertificateParams::new(names)?;
     let request = params.serialize_request(&key)?;
     Ok((request.der().to_vec(), key.serialize_pem()))
+}
+
+/// The certificate's ARI id (RFC 9773 §4.1: base64url authority key id
+/// "." serial), None without an authority key identifier.
+pub fn ari_id(leaf_der: &[u8]) -> Option<String> {
+    let der = CertificateDer::from(leaf_der);
+    CertificateIdentifier::try_from(&der).ok().map(|id| id.to_string())
+}
+
+/// An ARI id read back from the store.
+fn parse_ari_id(id: &str) -> Option<CertificateIdentifier<'static>> {
+    let (aki, serial) = id.split_once('.')?;
+    Some(CertificateIdentifier { authority_key_identifier: aki.to_owned().into(), serial: serial.to_owned().into() })
+}
+
+/// When to renew by a server's hint: at once when the window has begun,
+/// else at the point `jitter` ∈ [0, 1) of the way through it (RFC 9773
+/// §4.2), never later than 2% of the lifetime before expiry.
+pub fn hinted_renewal(hint: &RenewalHint, now: u64, jitter: f64, not_before: u64, not_after: u64) -> u64 {
+    let at = if hint.start <= now { now } else { hint.start + ((hint.end - hint.start) as f64 * jitter) as u64 };
+    let margin = not_after.saturating_sub(not_before) / 50;
+    at.min(not_after.saturating_sub(margin))
 }
 
 /// The issued chain as certguard keeps it: serial and validity read from

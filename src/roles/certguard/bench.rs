@@ -31,7 +31,7 @@ pub fn acme_vs_certbot() -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let http01 = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let tls_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let pebble = super::pebble::Pebble::start(dir.path(), http01, tls_port)?;
+    let pebble = super::pebble::Pebble::start(dir.path(), http01, tls_port, None)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let ours = runtime.block_on(acme_once(dir.path(), &pebble, http01))?;
     let d = dir.path();

@@ -18,7 +18,7 @@ use redb::TableDefinition;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
-use super::config::{CertguardConfig, KeyType, ManagedCert};
+use super::config::{CertguardConfig, ManagedCert};
 use super::seal::Sealer;
 use crate::core::store::{Durability, Store};
 
@@ -320,11 +320,7 @@ impl Ca {
         validity(&mut p, now, lifetime)?;
         let (serial, serial_hex) = random_serial(&SystemRandom::new())?;
         p.serial_number = Some(serial);
-        let alg = match spec.key_type {
-            KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-            KeyType::Ed25519 => &rcgen::PKCS_ED25519,
-        };
-        let key = KeyPair::generate_for(alg)?;
+        let key = super::keys::generate(spec.key_type)?;
         let g = &self.current;
         let cert = p.signed_by(&key, &g.intermediate).with_context(|| format!("signing {}", at("name")))?;
         Ok(Issued {

@@ -53,7 +53,8 @@ check_interval_s = 30
 # dns_names = ["device-17.example"]
 # ip_addresses = ["10.0.0.17"]
 # spiffe_id = "spiffe://edge.example/node/17"
-# "ecdsa-p256" (default) or "ed25519".
+# "ecdsa-p256" (default), "ed25519", or "rsa-2048", "rsa-3072", "rsa-4096"
+# for clients that know nothing else (slow to make: seconds for RSA-4096).
 # key_type = "ecdsa-p256"
 # "ca" (the embedded CA, default) or "acme".
 # issuer = "ca"
@@ -199,6 +200,12 @@ pub enum KeyType {
     #[default]
     EcdsaP256,
     Ed25519,
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
 }
 
 /// One certificate certguard issues, rolls out and renews.

@@ -13,6 +13,7 @@ mod cli;
 pub mod config;
 mod history;
 mod install;
+mod keys;
 pub mod pebble;
 mod rollout;
 mod seal;

@@ -41,8 +41,14 @@ fn free_port() -> anyhow::Result<u16> {
 impl Pebble {
     /// Starts Pebble and its DNS in `dir`; its validation authority connects
     /// to 127.0.0.1, port `http01_port` for http-01 and `tls_alpn01_port`
-    /// for tls-alpn-01 challenges.
-    pub fn start(dir: &Path, http01_port: u16, tls_alpn01_port: u16) -> anyhow::Result<Pebble> {
+    /// for tls-alpn-01 challenges. Certificates live `validity_s` seconds
+    /// (absent: Pebble's five years).
+    pub fn start(
+        dir: &Path,
+        http01_port: u16,
+        tls_alpn01_port: u16,
+        validity_s: Option<u64>,
+    ) -> anyhow::Result<Pebble> {
         let missing = "pebble is not installed (Debian package pebble)";
         let dns_port = free_port()?;
         let dns_management = format!("http://127.0.0.1:{}", free_port()?);
@@ -67,11 +73,14 @@ impl Pebble {
         let key = dir.join("pebble-https.key");
         std::fs::write(&key, https.signing_key.serialize_pem())?;
         let (port, mgmt) = (free_port()?, free_port()?);
-        let config = serde_json::json!({ "pebble": {
+        let mut config = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{port}"), "managementListenAddress": format!("127.0.0.1:{mgmt}"),
             "certificate": pebble.https_ca, "privateKey": key, "httpPort": http01_port, "tlsPort": tls_alpn01_port,
             "ocspResponderURL": "", "externalAccountBindingRequired": false,
         }});
+        if let Some(v) = validity_s {
+            config["pebble"]["certificateValidityPeriod"] = v.into();
+        }
         std::fs::write(dir.join("pebble.json"), config.to_string())?;
         pebble.children.push(
             Command::new("pebble")

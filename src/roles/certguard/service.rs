@@ -59,6 +59,12 @@ pub struct Record {
     /// The CA generation that signed it.
     #[serde(default)]
     pub generation: u32,
+    /// ACME certificates at a server offering renewal information: the
+    /// certificate's ARI id, and when to ask for its window again (Unix s).
+    #[serde(default)]
+    pub ari_id: Option<String>,
+    #[serde(default)]
+    pub ari_next: u64,
 }
 
 /// Why a certificate is (re)issued now, or None.
@@ -148,7 +154,7 @@ impl Guard {
     }
 
     /// Issues from the source `spec` names.
-    async fn issue(&self, spec: &ManagedCert) -> anyhow::Result<(Issued, Trust)> {
+    async fn issue(&self, spec: &ManagedCert, replaces: Option<&str>) -> anyhow::Result<(Issued, Trust)> {
         match spec.issuer {
             IssuerKind::Ca => {
                 let issued = self.ca.read().unwrap_or_else(|p| p.into_inner()).issue(spec, (self.clock)())?;
@@ -156,7 +162,7 @@ impl Guard {
             }
             IssuerKind::Acme => {
                 let acme = self.acme.as_ref().ok_or_else(|| anyhow::anyhow!("no [certguard.acme] section"))?;
-                let issued = acme.issue(spec, &self.store, &self.sealer).await?;
+                let issued = acme.issue(spec, replaces, &self.store, &self.sealer).await?;
                 let trust = ClientTlsConfig { ca_file: acme.cfg.probe_ca_file.clone(), ..Default::default() };
                 Ok((issued, Trust::Config(trust)))
             }
@@ -256,11 +262,36 @@ impl Guard {
         let spec = &self.cfg.certs[i];
         // ACME certificates do not follow the embedded CA's generations.
         let generation = if spec.issuer == IssuerKind::Ca { self.generation() } else { 0 };
+        let rec = match rec {
+            Some(r) if r.ari_id.is_some() && now >= r.ari_next => Some(self.take_hint(spec, r, now).await?),
+            r => r,
+        };
         let rec = match due(spec, rec.as_ref(), now, generation) {
             Some(why) => self.rotate(spec, rec.unwrap_or_default(), now, why).await?,
             None => rec.unwrap_or_default(),
         };
         Ok((i, rec))
+    }
+
+    /// Asks the ACME server when to renew (RFC 9773) and moves the renewal
+    /// time to its window; a server without ARI is not asked again.
+    async fn take_hint(&self, spec: &ManagedCert, mut rec: Record, now: u64) -> anyhow::Result<Record> {
+        let (Some(acme), Some(id)) = (&self.acme, rec.ari_id.clone()) else { return Ok(rec) };
+        match acme.renewal_hint(&id, &self.store, &self.sealer).await {
+            Ok(Some(hint)) => {
+                let jitter = unit_from(rec.leaf_sha256.as_bytes());
+                rec.renew_at = super::acme::hinted_renewal(&hint, now, jitter, rec.not_before, rec.not_after);
+                rec.ari_next = now + hint.ask_again_in.as_secs().clamp(60, 86_400);
+                tracing::debug!(cert = %spec.name, renew_at = rec.renew_at, "certguard: ACME renewal window taken");
+            }
+            Ok(None) => rec.ari_id = None,
+            Err(e) => {
+                rec.ari_next = now + 3600;
+                tracing::warn!(cert = %spec.name, error = %format!("{e:#}"), "certguard: no ACME renewal information; keeping the renewal time");
+            }
+        }
+        self.save(&spec.name, &rec).await?;
+        Ok(rec)
     }
 
     /// Issues one certificate and rolls it out; a failure is recorded with
@@ -269,7 +300,7 @@ impl Guard {
         let span = tracing::info_span!("certguard.rotate", cert = %spec.name, reason = why);
         let started = std::time::Instant::now();
         let attempt = async {
-            let (issued, trust) = self.issue(spec).await?;
+            let (issued, trust) = self.issue(spec, rec.ari_id.as_deref()).await?;
             rollout::roll_out(spec, &issued, &trust).await?;
             anyhow::Ok(issued)
         };
@@ -292,6 +323,8 @@ impl Guard {
                     retry_at: 0,
                     rotated_at: now,
                     generation: issued.generation,
+                    ari_id: (spec.issuer == IssuerKind::Acme).then(|| super::acme::ari_id(&issued.leaf_der)).flatten(),
+                    ari_next: now,
                 };
                 metrics::counter!("edgebox_certguard_rotations_total", "cert" => spec.name.clone()).increment(1);
                 metrics::histogram!("edgebox_certguard_rotation_seconds").record(started.elapsed().as_secs_f64());
@@ -393,6 +426,10 @@ impl Guard {
             issued_for: issued_for(spec),
             rotated_at: now,
             generation: issued.generation,
+            // The server's window is asked for again only once the put-off
+            // renewal time has come.
+            ari_id: (spec.issuer == IssuerKind::Acme).then(|| super::acme::ari_id(&issued.leaf_der)).flatten(),
+            ari_next: now + (unix(issued.not_after) - now) / 2,
             ..rec
         };
         metrics::counter!("edgebox_certguard_rollbacks_total", "cert" => spec.name.clone()).increment(1);

@@ -115,7 +115,7 @@ async fn issued_certificates_verify_against_the_trust_bundle_by_every_name() {
     let ca = make_ca(&s, &dir.path().join("k"), &CertguardConfig::default()).await;
     let bundle = dir.path().join("ca.pem");
     std::fs::write(&bundle, ca.bundle_pem()).unwrap();
-    for key_type in [KeyType::EcdsaP256, KeyType::Ed25519] {
+    for key_type in [KeyType::EcdsaP256, KeyType::Ed25519, KeyType::Rsa2048] {
         let cert = ManagedCert { key_type, ..spec(dir.path(), "web") };
         let issued = ca.issue(&cert, SystemTime::now()).unwrap();
         std::fs::write(&cert.targets[0].cert_file, &issued.chain_pem).unwrap();
@@ -393,4 +393,35 @@ async fn a_first_issuance_that_fails_waits_for_its_backoff() {
     let later = *now.lock().unwrap() + Duration::from_secs(30);
     *now.lock().unwrap() = later;
     assert_eq!(failures(guard.tick().await.unwrap()), 2);
+}
+
+#[test]
+fn an_acme_renewal_window_sets_the_renewal_time() {
+    use super::acme::{RenewalHint, hinted_renewal};
+    let hint = |start, end| RenewalHint { start, end, ask_again_in: Duration::from_secs(21_600) };
+    let (not_before, not_after) = (0, 90 * 86_400);
+    // A window ahead: a point inside it, by the jitter.
+    let ahead = hint(60 * 86_400, 62 * 86_400);
+    assert_eq!(hinted_renewal(&ahead, 1000, 0.0, not_before, not_after), 60 * 86_400);
+    assert_eq!(hinted_renewal(&ahead, 1000, 0.5, not_before, not_after), 61 * 86_400);
+    // A window already open (the CA revokes early, say): at once.
+    assert_eq!(hinted_renewal(&hint(500, 900), 1000, 0.7, not_before, not_after), 1000);
+    // A window past expiry is pulled in before it.
+    let late = hinted_renewal(&hint(not_after, not_after + 86_400), 1000, 0.3, not_before, not_after);
+    assert!(late < not_after && late >= not_after - 2 * 86_400, "{late}");
+}
+
+#[tokio::test]
+async fn the_ari_id_names_the_issuer_key_and_serial() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let ca = make_ca(&s, &dir.path().join("k"), &CertguardConfig::default()).await;
+    let issued = ca.issue(&spec(dir.path(), "web"), SystemTime::now()).unwrap();
+    let id = super::acme::ari_id(&issued.leaf_der).expect("our leaves carry an authority key identifier");
+    let (aki, serial) = id.split_once('.').unwrap();
+    use base64::Engine;
+    let serial = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(serial).unwrap();
+    let hex: String = serial.iter().map(|b| format!("{b:02X}")).collect();
+    assert_eq!(hex, issued.serial);
+    assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(aki).unwrap().len(), 20);
 }
