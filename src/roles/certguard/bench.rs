@@ -108,7 +108,7 @@ fn spec(dir: &std::path::Path, i: usize, lifetime_hours: f64) -> ManagedCert {
         key_type: Default::default(),
         issuer: Default::default(),
         lifetime_hours,
-        renew_at: 0.667,
+        renew_at: None,
         wave_size: 5,
         targets: vec![Target {
             cert_file: dir.join(format!("c{i}.pem")),

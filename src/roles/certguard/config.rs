@@ -59,7 +59,8 @@ check_interval_s = 30
 # "ca" (the embedded CA, default) or "acme".
 # issuer = "ca"
 # Lifetime in hours, and the fraction of it after which it is renewed
-# (with up to 5% jitter either way).
+# (with up to 5% jitter either way; default 0.667, and 0.5 for a
+# certificate with a SPIFFE ID, an SVID rotated at half-life).
 # lifetime_hours = 2160
 # renew_at = 0.667
 # Targets taking the certificate after the canaries pass, per wave.
@@ -226,11 +227,19 @@ pub struct ManagedCert {
     /// Lifetime in hours; fractions allow the short ones tests use.
     #[serde(default = "default_lifetime_hours")]
     pub lifetime_hours: f64,
-    #[serde(default = "default_renew_at")]
-    pub renew_at: f64,
+    #[serde(default)]
+    pub renew_at: Option<f64>,
     #[serde(default = "default_wave_size")]
     pub wave_size: usize,
     pub targets: Vec<Target>,
+}
+
+impl ManagedCert {
+    /// The fraction of the lifetime after which it is renewed: as set, else
+    /// two thirds, or half for an X.509-SVID (SPIFFE rotates at half-life).
+    pub fn renewal_fraction(&self) -> f64 {
+        self.renew_at.unwrap_or(if self.spiffe_id.is_some() { 0.5 } else { 0.667 })
+    }
 }
 
 /// Where a certificate is installed, how its server is told, and how the
@@ -268,9 +277,6 @@ pub struct Target {
 
 fn default_lifetime_hours() -> f64 {
     2160.0
-}
-fn default_renew_at() -> f64 {
-    0.667
 }
 fn default_wave_size() -> usize {
     5
@@ -352,7 +358,7 @@ impl CertguardConfig {
                     at("lifetime_hours")
                 ));
             }
-            if !(0.1..=0.95).contains(&c.renew_at) {
+            if !(0.1..=0.95).contains(&c.renewal_fraction()) {
                 return Err(format!("{}: must be between 0.1 and 0.95", at("renew_at")));
             }
             if c.issuer == IssuerKind::Acme {
@@ -425,5 +431,16 @@ mod tests {
         assert!(cert("dns_names = [\"a\"]|reload_signal = \"KILL\"").unwrap_err().contains("reload_signal"));
         assert!(cert("dns_names = [\"a\"]|probe = \"nohost\"").unwrap_err().contains("host:port"));
         assert!(cert("dns_names = [\"a\"]\nlifetime_hours = 3000").unwrap_err().contains("intermediate_days"));
+    }
+
+    #[test]
+    fn svids_renew_at_half_life_unless_told_otherwise() {
+        let parse = |extra: &str| {
+            let text = format!("name = \"a\"\n{extra}\ntargets = []\n");
+            toml::from_str::<ManagedCert>(&text).unwrap().renewal_fraction()
+        };
+        assert_eq!(parse("dns_names = [\"a.example\"]"), 0.667);
+        assert_eq!(parse("spiffe_id = \"spiffe://edge.example/node/1\""), 0.5);
+        assert_eq!(parse("spiffe_id = \"spiffe://edge.example/node/1\"\nrenew_at = 0.8"), 0.8);
     }
 }

@@ -106,13 +106,13 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// When to renew: `renew_at` of the lifetime (from issuance, not from the
+/// When to renew: `renewal_fraction` of the lifetime (from issuance, not from the
 /// backdated start of validity), moved up to 5% of the lifetime either way
 /// so a fleet issued together does not renew together.
 fn renewal_time(spec: &ManagedCert, issued: &Issued, jitter: f64) -> u64 {
     let (from, to) = (unix(issued.issued_at), unix(issued.not_after));
     let life = to.saturating_sub(from) as f64;
-    let at = spec.renew_at + 0.05 * (jitter * 2.0 - 1.0);
+    let at = spec.renewal_fraction() + 0.05 * (jitter * 2.0 - 1.0);
     from + (life * at.clamp(0.05, 0.98)) as u64
 }
 
