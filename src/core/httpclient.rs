@@ -63,7 +63,7 @@ pub fn local(
         headers.push(("Authorization", format!("Bearer {}", token.trim())));
     }
     let tls = match tls {
-        Some(t) if t.client_ca_file.is_some() => {
+        Some(t) if t.requires_client_certs() => {
             return Err(ConfigProblem(format!(
                 "{section}.tls.client_ca_file: the listener takes only clients with a certificate, and the CLI has \
                  none; use the HTTP API with one (e.g. curl --cert)"

@@ -103,7 +103,7 @@ pub struct AdminConfig {
 impl AdminConfig {
     /// Whether the listener requires client certificates.
     pub fn client_certs(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some())
+        self.tls.as_ref().is_some_and(|t| t.requires_client_certs())
     }
 }
 

@@ -10,7 +10,9 @@
 
 mod client;
 mod server;
+pub mod spiffe;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,8 +24,9 @@ use serde::{Deserialize, Serialize};
 pub use client::{ClientTls, pinned_client};
 pub use server::ServerTls;
 
-/// A listener's TLS: its certificate and, optionally, the CA its clients'
-/// certificates must chain to.
+/// A listener's TLS: its certificate and, optionally, what its clients'
+/// certificates must chain to: one CA bundle, or SPIFFE trust bundles by
+/// trust domain (clients then present X.509-SVIDs).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
@@ -35,6 +38,15 @@ pub struct ServerTlsConfig {
     /// chains to it (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca_file: Option<PathBuf>,
+    /// SPIFFE trust domain → PEM bundle file; when set, every client must
+    /// present an X.509-SVID that chains to its own trust domain's bundle.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub spiffe_bundles: BTreeMap<String, PathBuf>,
+    /// With client_ca_file or spiffe_bundles: a client without a
+    /// certificate is let through the handshake (it must authenticate
+    /// otherwise, e.g. with a JWT-SVID); one with a bad certificate is not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_cert_optional: bool,
 }
 
 impl ServerTlsConfig {
@@ -42,7 +54,19 @@ impl ServerTlsConfig {
     pub fn files(&self) -> Vec<&Path> {
         let mut out = vec![self.cert_file.as_path(), self.key_file.as_path()];
         out.extend(self.client_ca_file.as_deref());
+        out.extend(self.spiffe_bundles.values().map(PathBuf::as_path));
         out
+    }
+
+    /// Whether every client must present a certificate.
+    pub fn requires_client_certs(&self) -> bool {
+        (self.client_ca_file.is_some() || !self.spiffe_bundles.is_empty()) && !self.client_cert_optional
+    }
+
+    /// The config section's own contradictions, named under `key`.
+    pub fn problem(&self, key: &str) -> Option<String> {
+        (self.client_ca_file.is_some() && !self.spiffe_bundles.is_empty())
+            .then(|| format!("{key}: client_ca_file and spiffe_bundles exclude each other"))
     }
 }
 
@@ -120,7 +144,7 @@ pub fn load_key(path: &Path, key: &str) -> Result<PrivateKeyDer<'static>, TlsErr
 }
 
 /// A root store from a PEM CA bundle.
-fn load_roots(path: &Path, key: &str) -> Result<rustls::RootCertStore, TlsError> {
+pub(crate) fn load_roots(path: &Path, key: &str) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in load_certs(path, key)? {
         roots.add(cert).map_err(|e| pem_error(path, key, format!("unusable CA certificate: {e}")))?;

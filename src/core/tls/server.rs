@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use super::spiffe::SvidVerifier;
 use super::{ServerTlsConfig, TlsError, load_certs, load_key, load_roots, provider};
 
 /// How often the certificate files are checked for a change, at most.
@@ -30,6 +31,8 @@ struct Inner {
     cfg: ServerTlsConfig,
     key: String,
     resolver: Arc<ReloadingCert>,
+    /// With spiffe_bundles: the SVID verifier (it re-reads its bundles).
+    svids: Option<Arc<SvidVerifier>>,
     /// The config in use, rebuilt when the client CA file changes (a CA
     /// rotation publishes a new root there), and what that file looked like.
     current: Mutex<(Arc<rustls::ServerConfig>, FileStamp, Instant)>,
@@ -39,16 +42,30 @@ impl ServerTls {
     /// Loads the certificate, key and client CA named by `cfg`; `key` is the
     /// config section in errors (e.g. "tsdb.tls").
     pub fn load(cfg: &ServerTlsConfig, key: &str) -> Result<Self, TlsError> {
+        if let Some(what) = cfg.problem(key) {
+            return Err(TlsError::Setup { key: key.to_owned(), what });
+        }
         let resolver = Arc::new(ReloadingCert::load(cfg, key, provider())?);
+        let svids = match cfg.spiffe_bundles.is_empty() {
+            true => None,
+            false => {
+                Some(Arc::new(SvidVerifier::load(&cfg.spiffe_bundles, key, !cfg.client_cert_optional, provider())?))
+            }
+        };
         let stamp = cfg.client_ca_file.as_deref().and_then(file_stamp);
-        let config = build(cfg, key, resolver.clone())?;
+        let config = build(cfg, key, resolver.clone(), svids.clone())?;
         let current = Mutex::new((config, stamp, Instant::now()));
-        Ok(Self { inner: Arc::new(Inner { cfg: cfg.clone(), key: key.to_owned(), resolver, current }) })
+        Ok(Self { inner: Arc::new(Inner { cfg: cfg.clone(), key: key.to_owned(), resolver, svids, current }) })
     }
 
     /// Whether clients must present a certificate.
     pub fn requires_client_certs(&self) -> bool {
-        self.inner.cfg.client_ca_file.is_some()
+        self.inner.cfg.requires_client_certs()
+    }
+
+    /// The SVID verifier, when clients present X.509-SVIDs.
+    pub fn svids(&self) -> Option<&Arc<SvidVerifier>> {
+        self.inner.svids.as_ref()
     }
 
     /// Runs the handshake on an accepted connection.
@@ -67,7 +84,7 @@ impl ServerTls {
             current.2 = Instant::now();
             let stamp = file_stamp(path);
             if stamp != current.1 {
-                match build(&inner.cfg, &inner.key, inner.resolver.clone()) {
+                match build(&inner.cfg, &inner.key, inner.resolver.clone(), inner.svids.clone()) {
                     Ok(config) => {
                         *current = (config, stamp, Instant::now());
                         tracing::info!(section = %inner.key, client_ca_file = %path.display(), "TLS client CA reloaded");
@@ -87,20 +104,24 @@ fn build(
     cfg: &ServerTlsConfig,
     key: &str,
     resolver: Arc<ReloadingCert>,
+    svids: Option<Arc<SvidVerifier>>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| setup(key, e))?;
-    let builder = match &cfg.client_ca_file {
-        Some(path) => {
+    let builder = match (&cfg.client_ca_file, svids) {
+        (_, Some(svids)) => builder.with_client_cert_verifier(svids),
+        (Some(path), None) => {
             let roots = Arc::new(load_roots(path, &format!("{key}.client_ca_file"))?);
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
-                .build()
-                .map_err(|e| setup(&format!("{key}.client_ca_file"), e))?;
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+            if cfg.client_cert_optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier.build().map_err(|e| setup(&format!("{key}.client_ca_file"), e))?;
             builder.with_client_cert_verifier(verifier)
         }
-        None => builder.with_no_client_auth(),
+        (None, None) => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -124,7 +145,7 @@ struct Loaded {
 type Stamp = [FileStamp; 2];
 
 /// A file's inode, length and mtime; None when it does not exist.
-type FileStamp = Option<(u64, u64, SystemTime)>;
+pub(super) type FileStamp = Option<(u64, u64, SystemTime)>;
 
 #[derive(Debug)]
 struct ReloadingCert {
@@ -185,7 +206,7 @@ fn stamp(cert_file: &Path, key_file: &Path) -> Stamp {
     [cert_file, key_file].map(file_stamp)
 }
 
-fn file_stamp(path: &Path) -> FileStamp {
+pub(super) fn file_stamp(path: &Path) -> FileStamp {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().and_then(|m| Some((m.ino(), m.len(), m.modified().ok()?)))
 }

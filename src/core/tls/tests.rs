@@ -54,6 +54,7 @@ fn server_cfg(leaf: &Leaf, client_ca: Option<&Path>) -> ServerTlsConfig {
         cert_file: leaf.cert_file.clone(),
         key_file: leaf.key_file.clone(),
         client_ca_file: client_ca.map(Path::to_owned),
+        ..Default::default()
     }
 }
 
@@ -198,4 +199,134 @@ async fn a_changed_client_ca_bundle_is_taken_without_a_restart() {
     std::fs::rename(dir.path().join("bundle.tmp"), &bundle).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(hello(client(), addr).await.unwrap().0, b"hello");
+}
+
+#[test]
+fn spiffe_ids_parse_by_the_specification() {
+    use super::spiffe::SpiffeId;
+    let id = SpiffeId::parse("spiffe://edge.example/node/sensor-01").unwrap();
+    assert_eq!((id.trust_domain.as_str(), id.path.as_str()), ("edge.example", "/node/sensor-01"));
+    assert_eq!(id.to_string(), "spiffe://edge.example/node/sensor-01");
+    assert!(SpiffeId::parse("spiffe://edge.example").is_ok());
+    for bad in [
+        "https://edge.example/x",
+        "SPIFFE://edge.example/x",
+        "spiffe:///x",
+        "spiffe://Edge.example/x",
+        "spiffe://edge.example:8443/x",
+        "spiffe://user@edge.example/x",
+        "spiffe://edge.example/x/",
+        "spiffe://edge.example//x",
+        "spiffe://edge.example/./x",
+        "spiffe://edge.example/../x",
+        "spiffe://edge.example/x?y=1",
+        "spiffe://edge.example/x#y",
+        "spiffe://edge.example/x%20y",
+    ] {
+        assert!(SpiffeId::parse(bad).is_err(), "{bad} parsed");
+    }
+    let id = SpiffeId::parse("spiffe://td/ns/a/b").unwrap();
+    assert!(id.matches("spiffe://td/ns/a/b") && id.matches("spiffe://td/ns/*") && id.matches("spiffe://td/ns/a/*"));
+    assert!(!id.matches("spiffe://td/ns") && !id.matches("spiffe://td/n/*") && !id.matches("spiffe://td/ns/a/b/*"));
+    assert!(!SpiffeId::parse("spiffe://td/nsx").unwrap().matches("spiffe://td/ns/*"));
+}
+
+/// Every kind of bad SVID the X.509-SVID specification rules out is refused
+/// with its own reason; the good one passes with its ID.
+#[test]
+fn only_a_well_formed_svid_chaining_to_its_own_trust_domain_passes() {
+    use super::spiffe::SvidVerifier;
+    use rcgen::{IsCa, KeyUsagePurpose, SanType, date_time_ymd};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let edge = TestCa::new(d, "edge");
+    let other = TestCa::new(d, "other");
+    let bundles =
+        [("edge.example".to_owned(), edge.ca_file.clone()), ("other.example".to_owned(), other.ca_file.clone())];
+    let verifier = SvidVerifier::load(&bundles.into_iter().collect(), "test.tls", true, provider()).unwrap();
+    let check = |leaf: &Leaf| {
+        let chain = load_certs(&leaf.cert_file, "t").unwrap();
+        verifier.verify(&chain[0], &chain[1..], rustls::pki_types::UnixTime::now()).map(|id| id.to_string())
+    };
+    let id = "spiffe://edge.example/node/1";
+    assert_eq!(check(&edge.svid(d, "good", id, |_| {})).unwrap(), id);
+    let good_via_intermediate = edge.intermediate(d, "edge-int", true).svid(d, "via", id, |_| {});
+    assert_eq!(check(&good_via_intermediate).unwrap(), id);
+
+    let uri = |s: &str| SanType::URI(s.try_into().unwrap());
+    let cases: Vec<(&str, Leaf)> = vec![
+        ("ca_leaf", edge.svid(d, "ca", id, |p| p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained))),
+        ("no_basic_constraints", edge.svid(d, "nobc", id, |p| p.is_ca = IsCa::NoCa)),
+        ("no_digital_signature", edge.svid(d, "nods", id, |p| p.key_usages = vec![KeyUsagePurpose::KeyEncipherment])),
+        ("no_key_usage", edge.svid(d, "noku", id, |p| p.key_usages.clear())),
+        ("signing_usage", edge.svid(d, "certsign", id, |p| p.key_usages.push(KeyUsagePurpose::KeyCertSign))),
+        ("uri_san_count", edge.svid(d, "two", id, |p| p.subject_alt_names.push(uri("spiffe://edge.example/x")))),
+        (
+            "uri_san_count",
+            edge.svid(d, "none", id, |p| p.subject_alt_names = vec![SanType::DnsName("a.example".try_into().unwrap())]),
+        ),
+        ("not_spiffe", edge.svid(d, "https", "https://edge.example/node/1", |_| {})),
+        ("unknown_trust_domain", edge.svid(d, "stranger", "spiffe://stranger.example/node/1", |_| {})),
+        (
+            "expired",
+            edge.svid(d, "old", id, |p| {
+                (p.not_before, p.not_after) = (date_time_ymd(2000, 1, 1), date_time_ymd(2001, 1, 1))
+            }),
+        ),
+        (
+            "not_yet_valid",
+            edge.svid(d, "future", id, |p| {
+                (p.not_before, p.not_after) = (date_time_ymd(2090, 1, 1), date_time_ymd(2091, 1, 1))
+            }),
+        ),
+        // other.example's CA vouching for an edge.example ID.
+        ("untrusted_chain", other.svid(d, "foreign", id, |_| {})),
+        ("invalid_chain", edge.intermediate(d, "notca", false).svid(d, "badint", id, |_| {})),
+    ];
+    for (reason, leaf) in &cases {
+        let e = check(leaf).expect_err(reason);
+        assert_eq!(e.reason, *reason, "{}: {e}", leaf.cert_file.display());
+    }
+}
+
+/// A listener with SPIFFE bundles: a good SVID talks, a foreign one and no
+/// certificate at all are refused at the handshake; a rotated bundle (old
+/// and new CA together, then the new alone) is taken without a restart.
+#[tokio::test]
+async fn a_spiffe_listener_takes_svids_of_its_trust_domains_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server_ca = TestCa::new(d, "server");
+    let leaf = server_ca.leaf(d, "server", &["localhost"]);
+    let (old, new) = (TestCa::new(d, "old"), TestCa::new(d, "new"));
+    let bundle = d.join("bundle.pem");
+    std::fs::copy(&old.ca_file, &bundle).unwrap();
+    let cfg = ServerTlsConfig {
+        spiffe_bundles: [("edge.example".to_owned(), bundle.clone())].into_iter().collect(),
+        ..server_cfg(&leaf, None)
+    };
+    let addr = echo_server(ServerTls::load(&cfg, "test.tls").unwrap(), 100).await;
+    let id = "spiffe://edge.example/gw";
+    let client = |svid: Option<&Leaf>| {
+        let cfg = ClientTlsConfig {
+            cert_file: svid.map(|l| l.cert_file.clone()),
+            key_file: svid.map(|l| l.key_file.clone()),
+            ..trusting(&server_ca)
+        };
+        ClientTls::load(&cfg, "localhost", "client").unwrap()
+    };
+    let (old_svid, new_svid) = (old.svid(d, "o", id, |_| {}), new.svid(d, "n", id, |_| {}));
+    assert_eq!(hello(client(Some(&old_svid)), addr).await.unwrap().0, b"hello");
+    assert!(hello(client(None), addr).await.is_err(), "no certificate");
+    assert!(hello(client(Some(&new_svid)), addr).await.is_err(), "not in the bundle yet");
+    // Rotation: both CAs, then the new one alone.
+    let both =
+        format!("{}{}", std::fs::read_to_string(&old.ca_file).unwrap(), std::fs::read_to_string(&new.ca_file).unwrap());
+    std::fs::write(&bundle, both).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(hello(client(Some(&old_svid)), addr).await.is_ok() && hello(client(Some(&new_svid)), addr).await.is_ok());
+    std::fs::copy(&new.ca_file, &bundle).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(hello(client(Some(&new_svid)), addr).await.is_ok());
+    assert!(hello(client(Some(&old_svid)), addr).await.is_err(), "the old CA left the bundle");
 }

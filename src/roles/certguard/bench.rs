@@ -152,7 +152,7 @@ async fn rotate(n: usize) -> anyhow::Result<f64> {
     for c in cfg.certs.iter_mut() {
         let t = &mut c.targets[0];
         let tls =
-            ServerTlsConfig { cert_file: t.cert_file.clone(), key_file: t.key_file.clone(), client_ca_file: None };
+            ServerTlsConfig { cert_file: t.cert_file.clone(), key_file: t.key_file.clone(), ..Default::default() };
         let addr = serve(ServerTls::load(&tls, "bench")?).await?;
         t.probe = Some(addr.to_string());
         // A new lifetime makes every certificate due on the next pass.

@@ -63,7 +63,7 @@ async fn tls_server(target: &Target) -> std::net::SocketAddr {
     let cfg = ServerTlsConfig {
         cert_file: target.cert_file.clone(),
         key_file: target.key_file.clone(),
-        client_ca_file: None,
+        ..Default::default()
     };
     let tls = ServerTls::load(&cfg, "test").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

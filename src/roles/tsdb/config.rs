@@ -169,7 +169,7 @@ impl TsdbConfig {
 
     /// Cross-key checks, as one message naming the key at fault.
     pub fn validate(&self) -> Result<(), String> {
-        let client_certs = self.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+        let client_certs = self.tls.as_ref().is_some_and(|t| t.requires_client_certs());
         if let Some(p) = crate::core::auth::problem(self.auth, self.listen, self.token_file.as_deref(), client_certs) {
             return Err(format!("tsdb.listen/auth: {p}"));
         }
