@@ -1,6 +1,8 @@
 //! Serving HTTP/1.1 and HTTP/2 on a listener, for the admin service and every
 //! role: one accept loop, TLS when configured, the telemetry layer, a header-read timeout against
-//! slowloris clients, and a graceful drain on shutdown.
+//! slowloris clients, and a graceful drain on shutdown. Each request carries
+//! its connection's [`Peer`] (address, client certificate chain) as an
+//! extension; responses may stream (a proxy passes bodies through).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -38,12 +40,20 @@ pub fn respond(
     resp
 }
 
+/// Who is at the other end of a request's connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    /// The client's certificate chain, leaf first, when it presented one.
+    pub certs: Option<std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>>,
+}
+
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `handler` on `listener`, over TLS when `tls` is set, until
 /// `shutdown` fires, then lets open requests finish for up to `drain`.
-pub async fn serve<H, F>(
+pub async fn serve<H, F, B>(
     role: &'static str,
     listener: TcpListener,
     tls: Option<ServerTls>,
@@ -52,7 +62,9 @@ pub async fn serve<H, F>(
     drain: Duration,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: std::future::Future<Output = Result<FullResponse, Infallible>> + Send + 'static,
+    F: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -72,20 +84,32 @@ pub async fn serve<H, F>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = tower::ServiceBuilder::new()
-            .layer(HttpTelemetryLayer::new(role))
-            .service(tower::service_fn(handler.clone()));
-        let service = TowerToHyperService::new(service);
-        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+        let (builder, watcher, tls, handler) = (builder.clone(), graceful.watcher(), tls.clone(), handler.clone());
+        let service = move |peer: Peer| {
+            let service = tower::ServiceBuilder::new().layer(HttpTelemetryLayer::new(role)).service(tower::service_fn(
+                move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(peer.clone());
+                    handler(req)
+                },
+            ));
+            TowerToHyperService::new(service)
+        };
         tokio::spawn(async move {
             let served = match tls {
                 None => {
+                    let service = service(Peer { addr: peer, certs: None });
                     watcher
                         .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
                         .await
                 }
                 Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                     Ok(Ok(stream)) => {
+                        let certs = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
+                        let service = service(Peer { addr: peer, certs });
                         watcher
                             .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
                             .await

@@ -8,6 +8,8 @@ use crate::core::role::RoleEntry;
 
 #[cfg(feature = "certguard")]
 pub mod certguard;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 #[cfg(feature = "tsdb")]
 pub mod tsdb;
 
@@ -17,6 +19,8 @@ pub const ROLES: &[RoleEntry] = &[
     tsdb::ENTRY,
     #[cfg(feature = "certguard")]
     certguard::ENTRY,
+    #[cfg(feature = "gateway")]
+    gateway::ENTRY,
 ];
 
 /// Subcommands the core owns; no role may take one of these names.

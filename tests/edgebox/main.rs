@@ -7,6 +7,8 @@ mod certguard;
 mod cli;
 mod compliance;
 mod embedded;
+#[cfg(all(feature = "gateway", feature = "tsdb"))]
+mod gateway;
 mod otlp;
 mod store;
 mod support;

@@ -11,7 +11,8 @@ use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_t
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
 
-use super::{ClientTlsConfig, ServerTlsConfig, TlsError, load_certs, load_key, load_roots, provider};
+use super::server::ReloadingCert;
+use super::{ClientTlsConfig, ServerTlsConfig, TlsError, load_certs, load_roots, provider};
 
 /// A blocking TLS client stream.
 pub type ClientStream = StreamOwned<ClientConnection, TcpStream>;
@@ -39,9 +40,7 @@ impl ClientTls {
             None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
         };
         let identity = match (&cfg.cert_file, &cfg.key_file) {
-            (Some(cert), Some(private)) => {
-                Some((load_certs(cert, &format!("{key}.cert_file"))?, load_key(private, &format!("{key}.key_file"))?))
-            }
+            (Some(cert), Some(private)) => Some(Arc::new(ReloadingCert::load(cert, private, key, provider())?)),
             (None, None) => None,
             _ => return Err(setup(key, "cert_file and key_file go together")),
         };
@@ -61,7 +60,7 @@ impl ClientTls {
 
     fn build(
         roots: rustls::RootCertStore,
-        identity: Option<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)>,
+        identity: Option<Arc<ReloadingCert>>,
         name: &str,
         key: &str,
     ) -> Result<Self, TlsError> {
@@ -70,14 +69,18 @@ impl ClientTls {
             .map_err(|e| setup(key, e))?
             .with_root_certificates(roots);
         let config = match identity {
-            Some((certs, private)) => {
-                builder.with_client_auth_cert(certs, private).map_err(|e| setup(&format!("{key}.key_file"), e))?
-            }
+            Some(resolver) => builder.with_client_cert_resolver(resolver),
             None => builder.with_no_client_auth(),
         };
         let name = ServerName::try_from(name.trim_start_matches('[').trim_end_matches(']').to_owned())
             .map_err(|e| setup(&format!("{key}.server_name"), format!("{name:?}: {e}")))?;
         Ok(Self { config: Arc::new(config), name })
+    }
+
+    /// The rustls config, for clients that run their own connections (a
+    /// pooled HTTP client).
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.clone()
     }
 
     /// Starts a session over a connected socket; the handshake runs with the
@@ -123,6 +126,22 @@ pub fn pinned_client(server: &ServerTlsConfig, key: &str) -> Result<ClientTls, T
 
 fn setup(key: &str, e: impl std::fmt::Display) -> TlsError {
     TlsError::Setup { key: key.to_owned(), what: e.to_string() }
+}
+
+/// The identity a client presents: its files re-read when they change (a
+/// rotated SVID is presented from the next handshake on).
+impl rustls::client::ResolvesClientCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// Accepts the one certificate it was given, with handshake signatures

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{ClientTls, pinned_client};
 pub use server::ServerTls;
+pub use server::{FileStamp, file_stamp};
 
 /// A listener's TLS: its certificate and, optionally, what its clients'
 /// certificates must chain to: one CA bundle, or SPIFFE trust bundles by

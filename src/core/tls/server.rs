@@ -45,7 +45,7 @@ impl ServerTls {
         if let Some(what) = cfg.problem(key) {
             return Err(TlsError::Setup { key: key.to_owned(), what });
         }
-        let resolver = Arc::new(ReloadingCert::load(cfg, key, provider())?);
+        let resolver = Arc::new(ReloadingCert::load(&cfg.cert_file, &cfg.key_file, key, provider())?);
         let svids = match cfg.spiffe_bundles.is_empty() {
             true => None,
             false => {
@@ -145,10 +145,12 @@ struct Loaded {
 type Stamp = [FileStamp; 2];
 
 /// A file's inode, length and mtime; None when it does not exist.
-pub(super) type FileStamp = Option<(u64, u64, SystemTime)>;
+pub type FileStamp = Option<(u64, u64, SystemTime)>;
 
+/// A certificate and key re-read when their files change: a listener's,
+/// or the identity a client presents (`ResolvesClientCert`, client.rs).
 #[derive(Debug)]
-struct ReloadingCert {
+pub(super) struct ReloadingCert {
     cert_file: PathBuf,
     key_file: PathBuf,
     key: String,
@@ -157,12 +159,17 @@ struct ReloadingCert {
 }
 
 impl ReloadingCert {
-    fn load(cfg: &ServerTlsConfig, key: &str, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
-        let stamp = stamp(&cfg.cert_file, &cfg.key_file);
-        let current = Arc::new(certified_key(&cfg.cert_file, &cfg.key_file, key, &provider)?);
+    pub(super) fn load(
+        cert_file: &Path,
+        key_file: &Path,
+        key: &str,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, TlsError> {
+        let stamp = stamp(cert_file, key_file);
+        let current = Arc::new(certified_key(cert_file, key_file, key, &provider)?);
         Ok(Self {
-            cert_file: cfg.cert_file.clone(),
-            key_file: cfg.key_file.clone(),
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
             key: key.to_owned(),
             provider,
             state: Mutex::new(Loaded { current, stamp, checked: Instant::now() }),
@@ -194,11 +201,18 @@ impl ReloadingCert {
     }
 }
 
-impl ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+impl ReloadingCert {
+    /// The certificate to present now.
+    pub(super) fn current(&self) -> Arc<CertifiedKey> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         self.refresh(&mut state);
-        Some(state.current.clone())
+        state.current.clone()
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
     }
 }
 
@@ -206,7 +220,7 @@ fn stamp(cert_file: &Path, key_file: &Path) -> Stamp {
     [cert_file, key_file].map(file_stamp)
 }
 
-pub(super) fn file_stamp(path: &Path) -> FileStamp {
+pub fn file_stamp(path: &Path) -> FileStamp {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().and_then(|m| Some((m.ino(), m.len(), m.modified().ok()?)))
 }

@@ -1,0 +1,51 @@
+//! `edgebox gateway check`: reads the config and every document, policy and
+//! key file it names, compiles them as `serve` would, and prints the
+//! operations and who may call them, so a change is tried before a reload.
+
+use std::any::Any;
+
+use clap::{ArgMatches, Command};
+
+use super::Gateway;
+use super::state::{HealthBook, State};
+use crate::commands::Invocation;
+
+pub fn command() -> Command {
+    Command::new("gateway").subcommand(
+        Command::new("check").about("Compile the configured OpenAPI documents and policies; print the operations"),
+    )
+}
+
+pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
+    match matches.subcommand() {
+        Some(("check", _)) => check(inv),
+        _ => anyhow::bail!("usage: edgebox gateway serve|check"),
+    }
+}
+
+fn check(inv: &Invocation) -> anyhow::Result<()> {
+    let loaded = inv.load_config()?;
+    let role = loaded.roles.into_iter().find(|r| r.entry.name == "gateway").map(|r| r.role as Box<dyn Any>);
+    let gateway = role.and_then(|r| r.downcast::<Gateway>().ok()).ok_or_else(|| anyhow::anyhow!("no gateway role"))?;
+    let state = State::build(&gateway.cfg, &HealthBook::default())?;
+    for svc in &state.services {
+        println!(
+            "{} → {}{}",
+            svc.name,
+            svc.stable.url,
+            svc.canary
+                .as_ref()
+                .map(|c| format!(" (canary {} at {}%)", c.upstream.url, c.cfg.percent))
+                .unwrap_or_default()
+        );
+        for route in &svc.api.routes {
+            for (_, op) in &route.operations {
+                let who = op.allow.as_ref().map_or("nobody (no rule)".to_owned(), |a| a.join(", "));
+                let mode = if op.shadow { " [shadow]" } else { "" };
+                println!("  {:<40} {:<24} {who}{mode}", op.route, op.id);
+            }
+        }
+    }
+    println!("ok: {} services", state.services.len());
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! One request through the gateway, in the order that refuses cheaply and
+//! early: who is calling (401), which operation (404, 405), may they (403,
+//! or a logged shadow denial), the body within its limit (413, 408), the
+//! parameters and body against the document (400, 415), then the upstream
+//! (stable or canary) with hop-by-hop headers dropped, the caller's ID, the
+//! colour header and traceparent passed on, and the answer streamed back
+//! (502, 504 when it fails). Every request is counted, timed and logged
+//! with its caller's SPIFFE ID.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::canary::{self, Side};
+use super::identity::{Proof, identify};
+use super::policy::{Decision, decide};
+use super::problem::Problem;
+use super::state::{Current, State};
+use super::upstream::UpstreamError;
+use super::validate;
+use crate::core::httpserve::Peer;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type GatewayBody = BoxBody<Bytes, BoxError>;
+
+/// How long a client may take to send its body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The header upstreams read the authenticated caller from; a caller's own
+/// copy is dropped.
+const CALLER_HEADER: &str = "x-edgebox-caller";
+
+/// What the access log and metrics say of one request.
+struct Outcome {
+    service: String,
+    route: String,
+    side: &'static str,
+    caller: String,
+}
+
+/// Serves one request with the state in service.
+pub async fn handle(current: Arc<Current>, req: Request<Incoming>) -> Result<Response<GatewayBody>, Infallible> {
+    let started = Instant::now();
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let mut outcome = Outcome { service: "-".into(), route: "-".into(), side: "-", caller: "anonymous".into() };
+    let resp = match current.get() {
+        Some(state) => match serve(&state, req, &mut outcome).await {
+            Ok(resp) => resp,
+            Err(problem) => refuse(&problem, &outcome),
+        },
+        None => refuse(&Problem::new(StatusCode::SERVICE_UNAVAILABLE, "starting", "the gateway is starting"), &outcome),
+    };
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    let code = status.to_string();
+    metrics::counter!("edgebox_gateway_requests_total", "service" => outcome.service.clone(), "route" => outcome.route.clone(),
+        "upstream" => outcome.side, "caller" => outcome.caller.clone(), "code" => code)
+    .increment(1);
+    metrics::histogram!("edgebox_gateway_request_duration_seconds", "service" => outcome.service.clone(),
+        "route" => outcome.route.clone(), "upstream" => outcome.side)
+    .record(elapsed.as_secs_f64());
+    tracing::info!(target: "edgebox::gateway::access", caller = %outcome.caller, %method, path, route = %outcome.route,
+        service = %outcome.service, upstream = outcome.side, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "access");
+    Ok(resp)
+}
+
+fn refuse(problem: &Problem, outcome: &Outcome) -> Response<GatewayBody> {
+    metrics::counter!("edgebox_gateway_rejections_total", "service" => outcome.service.clone(), "reason" => problem.reason)
+        .increment(1);
+    problem.response().map(|b| b.map_err(|never| match never {}).boxed())
+}
+
+async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> Result<Response<GatewayBody>, Problem> {
+    let (parts, body) = req.into_parts();
+    let peer = parts.extensions.get::<Peer>();
+    let (caller, proof) = identify(peer, &parts.headers, state.jwt.as_ref(), state.cfg.allow_anonymous)?;
+    if let Some(id) = &caller {
+        outcome.caller = id.to_string();
+    }
+    let (svc, matched) = state.route(parts.uri.path()).ok_or_else(|| {
+        Problem::new(StatusCode::NOT_FOUND, "not_found", format!("no operation has the path {:?}", parts.uri.path()))
+    })?;
+    outcome.service = svc.name.clone();
+    let op = matched.route.operation(&parts.method).ok_or_else(|| Problem {
+        allow: Some(matched.route.allowed()),
+        ..Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} {} is not an operation (allowed: {})",
+                parts.method,
+                matched.route.template,
+                matched.route.allowed()
+            ),
+        )
+    })?;
+    outcome.route = op.route.clone();
+    match decide(caller.as_ref(), op.allow.as_deref(), op.shadow) {
+        Decision::Allow => {}
+        Decision::Deny(why) => {
+            return Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", format!("{}: {why}", op.id)));
+        }
+        Decision::ShadowDeny(why) => {
+            metrics::counter!("edgebox_gateway_shadow_denials_total", "service" => svc.name.clone(), "route" => op.route.clone())
+                .increment(1);
+            tracing::warn!(caller = %outcome.caller, operation = %op.id, service = %svc.name, reason = why, "gateway shadow policy would deny this request");
+        }
+    }
+    let body = read_body(body, state.cfg.max_body_bytes).await?;
+    validate::check(op, &matched.params, parts.uri.query(), &parts.headers, &body)?;
+    let side = canary::pick(svc, &parts.headers, &state.colour, caller.as_ref());
+    outcome.side = side.as_str();
+    let upstream = match (side, &svc.canary) {
+        (Side::Canary, Some(c)) => &c.upstream,
+        _ => &svc.stable,
+    };
+    let mut out = Request::new(body);
+    *out.method_mut() = parts.method.clone();
+    *out.uri_mut() = parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
+    *out.headers_mut() = forwarded_headers(&parts.headers, peer, caller.as_ref(), proof, state.cfg.tls.is_some());
+    let resp = upstream.send(out).await.map_err(|e| match e {
+        UpstreamError::Timeout(..) => Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string()),
+        UpstreamError::Failed(..) => Problem::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", e.to_string()),
+    })?;
+    let (mut head, body) = resp.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    Ok(Response::from_parts(head, body.map_err(|e| Box::new(e) as BoxError).boxed()))
+}
+
+/// The request body, whole, within the size limit and the time limit.
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Problem> {
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )),
+        Ok(Err(e)) => Err(Problem::new(StatusCode::BAD_REQUEST, "bad_body", format!("reading the request body: {e}"))),
+        Err(_) => Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
+        )),
+    }
+}
+
+/// Headers as the upstream gets them: hop-by-hop ones, Host, a consumed
+/// JWT-SVID and any caller-supplied x-edgebox-caller dropped; the
+/// authenticated caller and the X-Forwarded-* set added.
+fn forwarded_headers(
+    incoming: &HeaderMap,
+    peer: Option<&Peer>,
+    caller: Option<&crate::core::tls::spiffe::SpiffeId>,
+    proof: Proof,
+    tls: bool,
+) -> HeaderMap {
+    let mut h = incoming.clone();
+    strip_hop_by_hop(&mut h);
+    let host = h.remove(http::header::HOST);
+    h.remove(CALLER_HEADER);
+    if proof == Proof::Jwt {
+        h.remove(http::header::AUTHORIZATION);
+    }
+    if let Some(id) = caller.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
+        h.insert(CALLER_HEADER, id);
+    }
+    if let Some(peer) = peer {
+        let forwarded_for = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {}", peer.addr.ip()),
+            None => peer.addr.ip().to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+            h.insert("x-forwarded-for", v);
+        }
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static(if tls { "https" } else { "http" }));
+    if let Some(host) = host {
+        h.insert("x-forwarded-host", host);
+    }
+    h
+}
+
+/// Drops the hop-by-hop headers (RFC 9110 §7.6.1), and those the
+/// Connection header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<String> = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for name in named {
+        h.remove(name.as_str());
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        h.remove(name);
+    }
+}

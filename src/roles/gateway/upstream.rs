@@ -1,0 +1,183 @@
+//! One upstream service endpoint: a pooled HTTP/1.1 or HTTP/2 client (plain,
+//! or TLS presenting the gateway's SVID, re-read when it rotates), a
+//! per-attempt timeout, retries of idempotent methods after connection
+//! failures, and the health that passive outcomes and active checks keep.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::config::ServiceConfig;
+use crate::core::tls::{ClientTls, ClientTlsConfig};
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether an upstream takes traffic: consecutive failures (requests or
+/// checks) past a threshold take it out; a passing check puts it back.
+#[derive(Debug)]
+pub struct Health {
+    healthy: AtomicBool,
+    failures: AtomicU32,
+    threshold: AtomicU32,
+}
+
+impl Health {
+    pub fn new(threshold: u32) -> Health {
+        Health { healthy: AtomicBool::new(true), failures: AtomicU32::new(0), threshold: AtomicU32::new(threshold) }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn set_threshold(&self, n: u32) {
+        self.threshold.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Records one outcome; returns the new state when it changed.
+    pub fn record(&self, ok: bool) -> Option<bool> {
+        if ok {
+            self.failures.store(0, Ordering::Relaxed);
+            return (!self.healthy.swap(true, Ordering::Relaxed)).then_some(true);
+        }
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.threshold.load(Ordering::Relaxed) && self.healthy.swap(false, Ordering::Relaxed) {
+            return Some(false);
+        }
+        None
+    }
+}
+
+/// Why an exchange with the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {url} did not answer within {0:?}", url = .1)]
+    Timeout(Duration, String),
+    #[error("upstream {1}: {0}")]
+    Failed(String, String),
+}
+
+/// A client for one upstream URL.
+pub struct Upstream {
+    /// scheme://authority, and the path prefix requests are appended to.
+    authority: Uri,
+    prefix: String,
+    pub url: String,
+    client: Client<Connector, Full<Bytes>>,
+    timeout: Duration,
+    retries: u32,
+    pub health: Arc<Health>,
+}
+
+impl Upstream {
+    /// Builds the client for `url` with the service's settings; `health` is
+    /// kept across reloads by the caller.
+    pub fn new(url: &str, svc: &ServiceConfig, health: Arc<Health>) -> anyhow::Result<Upstream> {
+        let uri: Uri = url.parse().with_context(|| format!("gateway.services.{}: upstream {url:?}", svc.name))?;
+        let authority = Uri::builder()
+            .scheme(uri.scheme_str().unwrap_or("http"))
+            .authority(uri.authority().map(|a| a.as_str()).unwrap_or_default())
+            .path_and_query("/")
+            .build()?;
+        let host = uri.host().unwrap_or_default();
+        let key = format!("gateway.services.{}.upstream_tls", svc.name);
+        let tls = ClientTls::load(svc.upstream_tls.as_ref().unwrap_or(&ClientTlsConfig::default()), host, &key)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_nodelay(true);
+        let builder =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((*tls.config()).clone()).https_or_http();
+        let connector = match svc.http2 {
+            true => builder.enable_all_versions().wrap_connector(http),
+            false => builder.enable_http1().wrap_connector(http),
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        client.pool_timer(TokioTimer::new()).timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
+        if svc.http2 && uri.scheme_str() == Some("http") {
+            client.http2_only(true);
+        }
+        Ok(Upstream {
+            authority,
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+            url: url.to_owned(),
+            client: client.build(connector),
+            timeout: Duration::from_millis(svc.timeout_ms),
+            retries: svc.retries,
+            health,
+        })
+    }
+
+    /// Sends a request (its URI: path and query only) and returns the
+    /// answer's head and streaming body. Idempotent methods are retried
+    /// after a connection failure or a timeout; anything else is tried once.
+    pub async fn send(&self, req: Request<Bytes>) -> Result<Response<Incoming>, UpstreamError> {
+        let (parts, body) = req.into_parts();
+        let uri = self.target(&parts.uri)?;
+        let attempts = if parts.method.is_idempotent() { 1 + self.retries } else { 1 };
+        let mut last = None;
+        for attempt in 0..attempts {
+            let mut req = Request::new(Full::new(body.clone()));
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = uri.clone();
+            *req.headers_mut() = parts.headers.clone();
+            match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+                Ok(Ok(resp)) => {
+                    self.health.record(resp.status().as_u16() < 500);
+                    return Ok(resp);
+                }
+                Ok(Err(e)) => {
+                    let detail = error_chain(&e);
+                    tracing::debug!(upstream = %self.url, attempt, error = %detail, "upstream request failed");
+                    last = Some(UpstreamError::Failed(detail, self.url.clone()));
+                }
+                Err(_) => last = Some(UpstreamError::Timeout(self.timeout, self.url.clone())),
+            }
+            self.health.record(false);
+        }
+        Err(last.unwrap_or_else(|| UpstreamError::Failed("no attempt made".into(), self.url.clone())))
+    }
+
+    /// The upstream URI for a request's path and query.
+    fn target(&self, uri: &Uri) -> Result<Uri, UpstreamError> {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let full = format!("{}{}{path}", self.authority.to_string().trim_end_matches('/'), self.prefix);
+        full.parse().map_err(|e| UpstreamError::Failed(format!("bad URI {full:?}: {e}"), self.url.clone()))
+    }
+
+    /// One active health check: GET `path` must answer below 500 within
+    /// 5 s (no retry; the outcome is the caller's to record).
+    pub async fn check(&self, path: &str) -> bool {
+        let Ok(uri) = path.parse::<Uri>().map_err(drop).and_then(|u| self.target(&u).map_err(drop)) else {
+            return false;
+        };
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = uri;
+        let answer = tokio::time::timeout(self.timeout.min(Duration::from_secs(5)), self.client.request(req)).await;
+        matches!(answer, Ok(Ok(resp)) if resp.status().as_u16() < 500)
+    }
+}
+
+/// An error and its causes, joined: hyper's own message alone is vague.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,514 @@
+//! The gateway end to end: a real appliance in front of real HTTP servers
+//! on loopback, callers presenting X.509-SVIDs made here (curl over OpenSSL
+//! for single requests, a pooled rustls client for load), OpenAPI routing,
+//! validation and policy, canary routing with health fallback, reloads
+//! under load, JWT-SVIDs.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+use crate::support::{Appliance, text};
+use crate::tls::testpki::{Leaf, TestCa};
+use crate::tsdb::free_port;
+
+/// An HTTP server answering every request with JSON naming itself, the
+/// method, path and headers it got; `/healthz` answers 200 or 500 as told.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub healthy: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    pub fn start(label: &'static str) -> Upstream {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let (hits, healthy) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(true)));
+        let (h, ok) = (hits.clone(), healthy.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else { continue };
+                    let (h, ok) = (h.clone(), ok.clone());
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (h, ok) = (h.clone(), ok.clone());
+                            async move {
+                                if req.uri().path() == "/healthz" {
+                                    let status = if ok.load(Ordering::Relaxed) { 200 } else { 500 };
+                                    let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"")));
+                                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                                    return Ok::<_, Infallible>(r);
+                                }
+                                h.fetch_add(1, Ordering::Relaxed);
+                                let headers: serde_json::Map<String, serde_json::Value> = req
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                                    .collect();
+                                let (method, uri) = (req.method().to_string(), req.uri().to_string());
+                                let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                let answer = serde_json::json!({"upstream": label, "method": method, "uri": uri,
+                                    "headers": headers, "body": String::from_utf8_lossy(&body)});
+                                let mut r = hyper::Response::new(Full::new(Bytes::from(answer.to_string())));
+                                r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                                Ok(r)
+                            }
+                        });
+                        let io = hyper_util::rt::TokioIo::new(tcp);
+                        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        Upstream { addr, hits, healthy }
+    }
+}
+
+/// The API the tests route: nested schemas and $ref, path, query and body
+/// parameters, allow lists.
+const API: &str = r##"
+openapi: 3.1.0
+info: { title: pets, version: "1" }
+components:
+  schemas:
+    Tag: { type: object, required: [name], properties: { name: { type: string, minLength: 1 } } }
+    Pet:
+      type: object
+      required: [name, tags]
+      properties:
+        name: { type: string }
+        tags: { type: array, items: { $ref: "#/components/schemas/Tag" } }
+paths:
+  /pets:
+    x-edgebox-allow: ["spiffe://edge.example/node/*"]
+    get:
+      operationId: listPets
+      parameters: [{ name: limit, in: query, schema: { type: integer, maximum: 100 } }]
+    post:
+      operationId: addPet
+      requestBody: { required: true, content: { application/json: { schema: { $ref: "#/components/schemas/Pet" } } } }
+  /pets/{id}:
+    parameters: [{ name: id, in: path, required: true, schema: { type: integer } }]
+    get: { operationId: getPet, x-edgebox-allow: ["spiffe://edge.example/node/*"] }
+    delete: { operationId: deletePet, x-edgebox-allow: ["spiffe://edge.example/admin"] }
+"##;
+
+/// A PKI for one test: the gateway's server certificate, the edge.example
+/// trust domain, and a foreign one.
+struct Pki {
+    dir: PathBuf,
+    server_ca: TestCa,
+    server: Leaf,
+    edge: TestCa,
+    other: TestCa,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let server_ca = TestCa::new(dir, "server");
+        let server = server_ca.leaf(dir, "gateway", &["localhost", "127.0.0.1"]);
+        Pki { dir: dir.to_owned(), server_ca, server, edge: TestCa::new(dir, "edge"), other: TestCa::new(dir, "other") }
+    }
+
+    fn svid(&self, file: &str, id: &str) -> Leaf {
+        self.edge.svid(&self.dir, file, id, |_| {})
+    }
+}
+
+/// The gateway config for one service; `extra` goes into [gateway],
+/// `service` into its [[gateway.services]].
+fn config(pki: &Pki, port: u16, upstream: SocketAddr, extra: &str, service: &str) -> String {
+    let api = pki.dir.join("pets.yaml");
+    if !api.exists() {
+        std::fs::write(&api, API).unwrap();
+    }
+    format!(
+        "[edgebox]\nroles = [\"gateway\"]\n[gateway]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n\
+         [gateway.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nspiffe_bundles = {{ \"edge.example\" = \"{}\", \"other.example\" = \"{}\" }}\n\
+         [[gateway.services]]\nname = \"pets\"\nopenapi_file = \"{}\"\nupstream = \"http://{upstream}\"\n{service}\n",
+        pki.server.cert_file.display(),
+        pki.server.key_file.display(),
+        pki.edge.ca_file.display(),
+        pki.other.ca_file.display(),
+        api.display()
+    )
+}
+
+/// One request by curl (OpenSSL), presenting `svid` if given: (status,
+/// body), or curl's error when the connection failed.
+fn curl(
+    pki: &Pki,
+    port: u16,
+    svid: Option<&Leaf>,
+    method: &str,
+    path: &str,
+    extra: &[&str],
+) -> Result<(u16, String), String> {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", "-X", method, "--cacert"]).arg(&pki.server_ca.ca_file);
+    if let Some(l) = svid {
+        cmd.arg("--cert").arg(&l.cert_file).arg("--key").arg(&l.key_file);
+    }
+    let out = cmd.args(extra).arg(format!("https://localhost:{port}{path}")).output().expect("curl");
+    if !out.status.success() {
+        return Err(text(&out.stderr));
+    }
+    let all = text(&out.stdout);
+    let (body, code) = all.rsplit_once('\n').unwrap_or(("", &all));
+    Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn svid_callers_reach_their_operations_and_everything_else_is_refused_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let upstream = Upstream::start("stable");
+    let port = free_port();
+    let app = Appliance::start(&config(&pki, port, upstream.addr, "", ""), &["up"]);
+    app.wait_ready();
+    let node = pki.svid("node1", "spiffe://edge.example/node/1");
+
+    // Allowed: the upstream sees the path, the caller's ID, the trace and
+    // colour headers; a caller's own x-edgebox-caller is not believed.
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (status, body) = curl(
+        &pki,
+        port,
+        Some(&node),
+        "GET",
+        "/pets?limit=5",
+        &[
+            "-H",
+            &format!("traceparent: {trace}"),
+            "-H",
+            "x-edgebox-stage: blue",
+            "-H",
+            "x-edgebox-caller: spiffe://edge.example/admin",
+        ],
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let seen = json(&body);
+    assert_eq!(seen["uri"], "/pets?limit=5");
+    assert_eq!(seen["headers"]["x-edgebox-caller"], "spiffe://edge.example/node/1");
+    assert_eq!(seen["headers"]["traceparent"], trace);
+    assert_eq!(seen["headers"]["x-edgebox-stage"], "blue");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    let hits = upstream.hits.load(Ordering::Relaxed);
+
+    // Refused before the upstream: unknown path, wrong method, policy,
+    // invalid parameter, invalid nested body (with its JSON pointer).
+    let (status, body) = curl(&pki, port, Some(&node), "GET", "/nope", &[]).unwrap();
+    assert_eq!((status, json(&body)["status"].as_u64()), (404, Some(404)), "{body}");
+    let (status, _) = curl(&pki, port, Some(&node), "PUT", "/pets/7", &["-i"]).unwrap();
+    assert_eq!(status, 405);
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-i", "-X", "PUT", "--cacert"])
+        .arg(&pki.server_ca.ca_file)
+        .arg("--cert")
+        .arg(&node.cert_file)
+        .arg("--key")
+        .arg(&node.key_file)
+        .arg(format!("https://localhost:{port}/pets/7"))
+        .output()
+        .unwrap();
+    let head = text(&out.stdout).to_ascii_lowercase();
+    assert!(head.contains("allow: get, delete") && head.contains("application/problem+json"), "{head}");
+    let (status, body) = curl(&pki, port, Some(&node), "DELETE", "/pets/7", &[]).unwrap();
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = curl(&pki, port, Some(&node), "GET", "/pets?limit=500", &[]).unwrap();
+    assert_eq!((status, json(&body)["errors"][0]["pointer"].as_str()), (400, Some("/limit")), "{body}");
+    let (status, body) = curl(&pki, port, Some(&node), "GET", "/pets/abc", &[]).unwrap();
+    assert_eq!((status, json(&body)["errors"][0]["in"].as_str()), (400, Some("path")), "{body}");
+    let bad = r#"{"name":"rex","tags":[{"name":"dog"},{"name":""}]}"#;
+    let (status, body) =
+        curl(&pki, port, Some(&node), "POST", "/pets", &["-H", "content-type: application/json", "-d", bad]).unwrap();
+    let problem = json(&body);
+    assert_eq!(
+        (status, problem["errors"][0]["pointer"].as_str(), problem["errors"][0]["in"].as_str()),
+        (400, Some("/tags/1/name"), Some("body")),
+        "{body}"
+    );
+    let (status, body) =
+        curl(&pki, port, Some(&node), "POST", "/pets", &["-H", "content-type: application/json", "-d", "{\"name\":"])
+            .unwrap();
+    assert!(status == 400 && body.contains("not valid JSON"), "{body}");
+    assert_eq!(upstream.hits.load(Ordering::Relaxed), hits, "nothing refused reached the upstream");
+    let good = r#"{"name":"rex","tags":[{"name":"dog"}]}"#;
+    let (status, body) =
+        curl(&pki, port, Some(&node), "POST", "/pets", &["-H", "content-type: application/json", "-d", good]).unwrap();
+    assert_eq!((status, json(&body)["body"].as_str()), (200, Some(good)));
+
+    // Refused at the handshake, each for its reason.
+    assert!(curl(&pki, port, None, "GET", "/pets", &[]).is_err(), "no certificate");
+    let bad_svids = [
+        (
+            "ca_leaf",
+            pki.edge.svid(&pki.dir, "ca", "spiffe://edge.example/node/2", |p| {
+                p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained)
+            }),
+        ),
+        ("untrusted_chain", pki.other.svid(&pki.dir, "foreign", "spiffe://edge.example/node/3", |_| {})),
+        ("unknown_trust_domain", pki.edge.svid(&pki.dir, "stranger", "spiffe://stranger.example/node/4", |_| {})),
+        (
+            "invalid_chain",
+            pki.edge.intermediate(&pki.dir, "notca", false).svid(
+                &pki.dir,
+                "badint",
+                "spiffe://edge.example/node/6",
+                |_| {},
+            ),
+        ),
+        (
+            "uri_san_count",
+            pki.edge.svid(&pki.dir, "two", "spiffe://edge.example/node/5", |p| {
+                p.subject_alt_names.push(rcgen::SanType::URI("spiffe://edge.example/x".try_into().unwrap()))
+            }),
+        ),
+    ];
+    for (reason, leaf) in &bad_svids {
+        assert!(curl(&pki, port, Some(leaf), "GET", "/pets", &[]).is_err(), "{reason} got through");
+        let line = app.wait_log("client refused at the TLS handshake");
+        assert!(line.contains(reason), "{reason}: {line}");
+    }
+    let (_, metrics) = app.get("/metrics");
+    assert!(
+        metrics.contains("edgebox_svid_rejections_total{section=\"gateway.tls\",reason=\"ca_leaf\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edgebox_gateway_requests_total{")
+            && metrics.contains("caller=\"spiffe://edge.example/node/1\"")
+    );
+    assert!(metrics.contains("edgebox_gateway_rejections_total{service=\"pets\",reason=\"invalid_request\"}"));
+    // One access log line per request, with the caller.
+    let access = app.wait_log("\"access\"");
+    assert!(access.contains("spiffe://edge.example/node/1") && access.contains("/pets"), "{access}");
+}
+
+#[path = "../../src/roles/gateway/testjwt.rs"]
+mod testjwt;
+
+/// The side that answered a request.
+fn side(body: &str) -> String {
+    json(body)["upstream"].as_str().unwrap_or("?").to_owned()
+}
+
+#[test]
+fn the_canary_takes_coloured_and_sticky_traffic_and_falls_back_while_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let (stable, canary) = (Upstream::start("stable"), Upstream::start("canary"));
+    let port = free_port();
+    let service = format!(
+        "[gateway.services.canary]\nupstream = \"http://{}\"\npercent = 30.0\nsticky_header = \"x-user\"\n\
+         health_path = \"/healthz\"\nhealth_interval_ms = 200\nunhealthy_after = 2\n",
+        canary.addr
+    );
+    let app = Appliance::start(&config(&pki, port, stable.addr, "", &service), &["up"]);
+    app.wait_ready();
+    let node = pki.svid("node1", "spiffe://edge.example/node/1");
+    let get = |headers: &[&str]| {
+        let (status, body) = curl(&pki, port, Some(&node), "GET", "/pets", headers).unwrap();
+        assert_eq!(status, 200, "{body}");
+        side(&body)
+    };
+    let coloured = ["-H", "x-edgebox-stage: canary"];
+    assert_eq!(get(&coloured), "canary");
+    // Sticky by x-user: each user always on one side, about 30% on the canary.
+    let sides: Vec<String> = (0..40).map(|u| get(&["-H", &format!("x-user: user-{u}")])).collect();
+    let again: Vec<String> = (0..40).map(|u| get(&["-H", &format!("x-user: user-{u}")])).collect();
+    assert_eq!(sides, again, "stickiness");
+    let on_canary = sides.iter().filter(|s| *s == "canary").count();
+    assert!((4..=20).contains(&on_canary), "{on_canary} of 40 users on the canary at 30%");
+
+    // Unhealthy canary: everything goes to stable, coloured or not; back
+    // once its checks pass again.
+    canary.healthy.store(false, Ordering::Relaxed);
+    app.wait_log("gateway upstream unhealthy");
+    assert_eq!(get(&coloured), "stable");
+    assert!(sides.iter().enumerate().all(|(u, _)| get(&["-H", &format!("x-user: user-{u}")]) == "stable"));
+    canary.healthy.store(true, Ordering::Relaxed);
+    app.wait_log("gateway upstream healthy again");
+    assert_eq!(get(&coloured), "canary");
+    let (_, metrics) = app.get("/metrics");
+    assert!(metrics.contains("edgebox_gateway_upstream_healthy{service=\"pets\",side=\"canary\"} 1"), "{metrics}");
+    assert!(metrics.contains("upstream=\"canary\""), "requests are counted per upstream");
+}
+
+/// A pooled HTTPS client presenting `svid`, as a load generator would.
+fn pooled_client(
+    pki: &Pki,
+    svid: &Leaf,
+) -> hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+> {
+    let cfg = edgebox::core::tls::ClientTlsConfig {
+        ca_file: Some(pki.server_ca.ca_file.clone()),
+        cert_file: Some(svid.cert_file.clone()),
+        key_file: Some(svid.key_file.clone()),
+        server_name: None,
+    };
+    let tls = edgebox::core::tls::ClientTls::load(&cfg, "localhost", "load").unwrap();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls.config()).clone())
+        .https_only()
+        .enable_http1()
+        .build();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
+}
+
+/// Documents, policies and trust bundles change under load: every request
+/// answers 200, a broken document is refused while the old one serves, a
+/// bundle rotation with the old and new CA overlapping admits both, and
+/// the new operation is there after the reload.
+#[test]
+fn reloads_under_load_fail_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let upstream = Upstream::start("stable");
+    let port = free_port();
+    // The edge.example bundle is a file of its own, rotated below.
+    let bundle = dir.path().join("edge-bundle.pem");
+    std::fs::copy(&pki.edge.ca_file, &bundle).unwrap();
+    let cfg = config(&pki, port, upstream.addr, "", "")
+        .replace(&pki.edge.ca_file.display().to_string(), &bundle.display().to_string());
+    let app = Appliance::start(&cfg, &["up"]);
+    app.wait_ready();
+    let node = pki.svid("node1", "spiffe://edge.example/node/1");
+    let client = pooled_client(&pki, &node);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::<String>::new())));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, stop, ok, failed) = (client.clone(), stop.clone(), ok.clone(), failed.clone());
+            rt.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let req = hyper::Request::get(format!("https://localhost:{port}/pets?limit=1"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    match client.request(req).await {
+                        Ok(resp) if resp.status() == 200 => {
+                            let _ = resp.into_body().collect().await;
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(resp) => failed.lock().unwrap().push(format!("status {}", resp.status())),
+                        Err(e) => failed.lock().unwrap().push(format!("{e:?}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    let api = dir.path().join("pets.yaml");
+    let with_owners = format!("{API}  /owners:\n    get: {{ operationId: listOwners, x-edgebox-allow: [\"*\"] }}\n");
+    for round in 0..4 {
+        std::fs::write(&api, if round % 2 == 0 { with_owners.as_str() } else { API }).unwrap();
+        app.wait_log("gateway: services reloaded");
+        app.signal("USR1");
+        app.wait_log("gateway: services reloaded");
+    }
+    std::fs::write(&api, "openapi: 3.1.0\npaths:\n  /a/{id}:\n    get: {}\n").unwrap();
+    let refused = app.wait_log("new services refused");
+    assert!(refused.contains("{id}"), "{refused}");
+    std::fs::write(&api, &with_owners).unwrap();
+    app.wait_log("gateway: services reloaded");
+    // Bundle rotation: old and new CA together while the load runs.
+    let next = TestCa::new(dir.path(), "edge-next");
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(&pki.edge.ca_file).unwrap(),
+        std::fs::read_to_string(&next.ca_file).unwrap()
+    );
+    std::fs::write(&bundle, both).unwrap();
+    let rotated = next.svid(dir.path(), "node1-next", "spiffe://edge.example/node/1", |_| {});
+    wait_for_ok(|| curl(&pki, port, Some(&rotated), "GET", "/owners", &[]));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        rt.block_on(w).unwrap();
+    }
+    let failed = failed.lock().unwrap().clone();
+    let served = ok.load(Ordering::Relaxed);
+    eprintln!("reload under load: {served} requests served, {} failed", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        served + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(served > 100, "only {served} requests ran");
+    // The old CA leaves the bundle: its SVIDs are refused, the new ones not.
+    std::fs::copy(&next.ca_file, &bundle).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert!(curl(&pki, port, Some(&node), "GET", "/owners", &[]).is_err());
+    assert_eq!(curl(&pki, port, Some(&rotated), "GET", "/owners", &[]).unwrap().0, 200);
+}
+
+/// Retries `f` for up to 10 s until it answers 200.
+fn wait_for_ok(f: impl Fn() -> Result<(u16, String), String>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match f() {
+            Ok((200, _)) => return,
+            other if std::time::Instant::now() > deadline => panic!("never 200: {other:?}"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+}
+
+#[test]
+fn jwt_svids_stand_in_for_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let upstream = Upstream::start("stable");
+    let port = free_port();
+    let issuer = testjwt::JwtIssuer::new("k1");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks.to_string()).unwrap();
+    let extra = format!(
+        "[gateway.jwt]\naudience = [\"spiffe://edge.example/gateway\"]\nbundles = {{ \"edge.example\" = \"{}\" }}\n",
+        jwks.display()
+    );
+    let cfg = config(&pki, port, upstream.addr, &extra, "")
+        .replace("[[gateway.services]]", "client_cert_optional = true\n[[gateway.services]]");
+    let app = Appliance::start(&cfg, &["up"]);
+    app.wait_ready();
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let token = |aud: &str| {
+        issuer.token("k1", &serde_json::json!({"sub": "spiffe://edge.example/node/9", "aud": aud, "exp": exp}))
+    };
+    let bearer = |t: &str| format!("authorization: Bearer {t}");
+    let (status, body) =
+        curl(&pki, port, None, "GET", "/pets/3", &["-H", &bearer(&token("spiffe://edge.example/gateway"))]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let seen = json(&body);
+    assert_eq!(seen["headers"]["x-edgebox-caller"], "spiffe://edge.example/node/9");
+    assert!(seen["headers"].get("authorization").is_none(), "the token stays at the gateway");
+    let (status, body) =
+        curl(&pki, port, None, "GET", "/pets/3", &["-H", &bearer(&token("spiffe://other/aud"))]).unwrap();
+    assert!(status == 401 && body.contains("JWT-SVID refused"), "{status} {body}");
+    let (status, body) = curl(&pki, port, None, "GET", "/pets/3", &[]).unwrap();
+    assert!(status == 401 && body.contains("X.509-SVID"), "{status} {body}");
+    // A certificate, when presented, must still be a valid SVID.
+    let bad = pki.other.svid(&pki.dir, "foreign", "spiffe://edge.example/node/3", |_| {});
+    assert!(curl(&pki, port, Some(&bad), "GET", "/pets/3", &[]).is_err());
+}
