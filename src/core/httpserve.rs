@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::telemetry::{HttpTelemetryLayer, MatchedRoute};
 use crate::core::tls::ServerTls;
+use crate::core::tls::spiffe::{Rejection, SpiffeId};
 
 /// A complete response with a byte body.
 pub type FullResponse = Response<Full<Bytes>>;
@@ -46,6 +47,24 @@ pub struct Peer {
     pub addr: std::net::SocketAddr,
     /// The client's certificate chain, leaf first, when it presented one.
     pub certs: Option<std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>>,
+    /// The leaf's SPIFFE ID, read once per connection.
+    svid: std::sync::Arc<std::sync::OnceLock<Result<SpiffeId, Rejection>>>,
+}
+
+impl Peer {
+    pub fn new(
+        addr: std::net::SocketAddr,
+        certs: Option<std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>>,
+    ) -> Peer {
+        Peer { addr, certs, svid: Default::default() }
+    }
+
+    /// The SPIFFE ID of the client's certificate (read at the first ask,
+    /// then remembered for the connection); None without a certificate.
+    pub fn spiffe_id(&self) -> Option<Result<&SpiffeId, &Rejection>> {
+        let leaf = self.certs.as_ref()?.first()?;
+        Some(self.svid.get_or_init(|| SpiffeId::of_svid(leaf)).as_ref())
+    }
 }
 
 /// How long a client may take to finish the TLS handshake.
@@ -97,7 +116,7 @@ pub async fn serve<H, F, B>(
         tokio::spawn(async move {
             let served = match tls {
                 None => {
-                    let service = service(Peer { addr: peer, certs: None });
+                    let service = service(Peer::new(peer, None));
                     watcher
                         .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
                         .await
@@ -109,7 +128,7 @@ pub async fn serve<H, F, B>(
                             .1
                             .peer_certificates()
                             .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
-                        let service = service(Peer { addr: peer, certs });
+                        let service = service(Peer::new(peer, certs));
                         watcher
                             .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
                             .await

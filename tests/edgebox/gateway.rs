@@ -27,6 +27,13 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(label: &'static str) -> Upstream {
+        Self::start_with(label, None)
+    }
+
+    /// The same over TLS (edgebox's own listener TLS: with client_ca_file it
+    /// takes only clients with a certificate from that CA).
+    pub fn start_with(label: &'static str, tls: Option<edgebox::core::tls::ServerTlsConfig>) -> Upstream {
+        let tls = tls.map(|t| edgebox::core::tls::ServerTls::load(&t, "upstream").unwrap());
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
@@ -38,7 +45,7 @@ impl Upstream {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
                 loop {
                     let Ok((tcp, _)) = listener.accept().await else { continue };
-                    let (h, ok) = (h.clone(), ok.clone());
+                    let (h, ok, tls) = (h.clone(), ok.clone(), tls.clone());
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                             let (h, ok) = (h.clone(), ok.clone());
@@ -50,6 +57,10 @@ impl Upstream {
                                     return Ok::<_, Infallible>(r);
                                 }
                                 h.fetch_add(1, Ordering::Relaxed);
+                                if req.uri().path() == "/pets/999" {
+                                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                                }
+                                let version = format!("{:?}", req.version());
                                 let headers: serde_json::Map<String, serde_json::Value> = req
                                     .headers()
                                     .iter()
@@ -57,17 +68,21 @@ impl Upstream {
                                     .collect();
                                 let (method, uri) = (req.method().to_string(), req.uri().to_string());
                                 let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                                let answer = serde_json::json!({"upstream": label, "method": method, "uri": uri,
+                                let answer = serde_json::json!({"upstream": label, "method": method, "uri": uri, "version": version,
                                     "headers": headers, "body": String::from_utf8_lossy(&body)});
                                 let mut r = hyper::Response::new(Full::new(Bytes::from(answer.to_string())));
                                 r.headers_mut().insert("content-type", "application/json".parse().unwrap());
                                 Ok(r)
                             }
                         });
-                        let io = hyper_util::rt::TokioIo::new(tcp);
-                        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                            .serve_connection(io, svc)
-                            .await;
+                        let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                        let _ = match tls {
+                            None => builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc).await,
+                            Some(tls) => match tls.accept(tcp).await {
+                                Ok(s) => builder.serve_connection(hyper_util::rt::TokioIo::new(s), svc).await,
+                                Err(_) => return,
+                            },
+                        };
                     });
                 }
             });
@@ -484,8 +499,10 @@ fn jwt_svids_stand_in_for_a_client_certificate() {
     let issuer = testjwt::JwtIssuer::new("k1");
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, issuer.jwks.to_string()).unwrap();
+    let access = dir.path().join("access.log");
     let extra = format!(
-        "[gateway.jwt]\naudience = [\"spiffe://edge.example/gateway\"]\nbundles = {{ \"edge.example\" = \"{}\" }}\n",
+        "access_log = \"{}\"\n[gateway.jwt]\naudience = [\"spiffe://edge.example/gateway\"]\nbundles = {{ \"edge.example\" = \"{}\" }}\n",
+        access.display(),
         jwks.display()
     );
     let cfg = config(&pki, port, upstream.addr, &extra, "")
@@ -511,4 +528,96 @@ fn jwt_svids_stand_in_for_a_client_certificate() {
     // A certificate, when presented, must still be a valid SVID.
     let bad = pki.other.svid(&pki.dir, "foreign", "spiffe://edge.example/node/3", |_| {});
     assert!(curl(&pki, port, Some(&bad), "GET", "/pets/3", &[]).is_err());
+    // The access log file: a JSON line per request, flushed within 250 ms.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let lines = std::fs::read_to_string(&access).unwrap();
+    let first = json(lines.lines().next().unwrap_or("{}"));
+    assert_eq!(
+        (first["caller"].as_str(), first["status"].as_u64(), first["route"].as_str()),
+        (Some("spiffe://edge.example/node/9"), Some(200), Some("GET /pets/{id}")),
+        "{lines}"
+    );
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+}
+
+/// Upstreams over HTTP/2 (h2c) and over mutual TLS with the gateway's own
+/// certificate; a slow upstream times out (504), a dead one is a 502;
+/// hostile clients (garbage instead of TLS, oversized headers and bodies)
+/// get clear answers and the gateway keeps serving.
+#[test]
+fn upstream_protocols_failures_and_hostile_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // The mTLS upstream trusts edge.example's CA and serves a certificate
+    // from the server CA; the gateway presents its own SVID.
+    let up_leaf = pki.server_ca.leaf(dir.path(), "upstream", &["localhost"]);
+    let up_tls = edgebox::core::tls::ServerTlsConfig {
+        cert_file: up_leaf.cert_file.clone(),
+        key_file: up_leaf.key_file.clone(),
+        client_ca_file: Some(pki.edge.ca_file.clone()),
+        ..Default::default()
+    };
+    let (h2, mtls) = (Upstream::start("h2"), Upstream::start_with("mtls", Some(up_tls)));
+    let gw_svid = pki.svid("gateway-svid", "spiffe://edge.example/gateway");
+    let dead = free_port();
+    let port = free_port();
+    let api = dir.path().join("pets.yaml");
+    std::fs::write(&api, API).unwrap();
+    let service = |name: &str, upstream: &str, extra: &str| {
+        format!(
+            "[[gateway.services]]\nname = \"{name}\"\nopenapi_file = \"{}\"\nupstream = \"{upstream}\"\n{extra}\n",
+            api.display()
+        )
+    };
+    // One service per upstream, each under its own copy of the document.
+    let mut cfg = config(&pki, port, h2.addr, "max_body_bytes = 1024", "http2 = true\ntimeout_ms = 1000\nretries = 2");
+    for (name, prefix) in [("mtls", "/m"), ("dead", "/d")] {
+        let doc = API.replace("  /pets", &format!("  {prefix}/pets"));
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, doc).unwrap();
+        let upstream = match name {
+            "mtls" => format!("https://localhost:{}", mtls.addr.port()),
+            _ => format!("http://127.0.0.1:{dead}"),
+        };
+        let tls = match name {
+            "mtls" => format!(
+                "[gateway.services.upstream_tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                pki.server_ca.ca_file.display(),
+                gw_svid.cert_file.display(),
+                gw_svid.key_file.display()
+            ),
+            _ => String::new(),
+        };
+        cfg.push_str(&service(name, &upstream, &tls).replace(&api.display().to_string(), &path.display().to_string()));
+    }
+    let app = Appliance::start(&cfg, &["up"]);
+    app.wait_ready();
+    let node = pki.svid("node1", "spiffe://edge.example/node/1");
+    let (status, body) = curl(&pki, port, Some(&node), "GET", "/pets/1", &[]).unwrap();
+    assert_eq!((status, json(&body)["version"].as_str()), (200, Some("HTTP/2.0")), "{body}");
+    let (status, body) = curl(&pki, port, Some(&node), "GET", "/m/pets/1", &[]).unwrap();
+    assert_eq!((status, json(&body)["upstream"].as_str()), (200, Some("mtls")), "{body}");
+    assert_eq!(json(&body)["uri"], "/m/pets/1");
+    let (status, body) = curl(&pki, port, Some(&node), "GET", "/pets/999", &[]).unwrap();
+    assert!(status == 504 && body.contains("did not answer"), "{status} {body}");
+    let (status, body) = curl(&pki, port, Some(&node), "GET", "/d/pets/1", &[]).unwrap();
+    assert!(status == 502 && body.contains("refused"), "{status} {body}");
+
+    // Hostile clients.
+    let big = "x".repeat(2048);
+    let (status, body) =
+        curl(&pki, port, Some(&node), "POST", "/pets", &["-H", "content-type: application/json", "-d", &big]).unwrap();
+    assert!(status == 413 && body.contains("1024"), "{status} {body}");
+    let huge_header = format!("x-filler: {}", "y".repeat(100 * 1024));
+    let answer = curl(&pki, port, Some(&node), "GET", "/pets/1", &["-H", &huge_header]);
+    assert!(matches!(answer, Ok((431, _))) || answer.is_err(), "{answer:?}");
+    for garbage in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0][..], &[0u8; 4096][..]] {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(15))).unwrap();
+        let _ = tcp.write_all(garbage);
+        let mut buf = Vec::new();
+        let _ = tcp.read_to_end(&mut buf);
+    }
+    assert_eq!(curl(&pki, port, Some(&node), "GET", "/pets/1", &[]).unwrap().0, 200, "still serving");
 }

@@ -138,6 +138,9 @@ where
     }
 }
 
+/// The target of the per-request spans (the log formatter leaves them out).
+pub const SPAN_TARGET: &str = module_path!();
+
 fn content_length(headers: &HeaderMap) -> u64 {
     headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }

@@ -4,22 +4,45 @@
 
 use std::any::Any;
 
-use clap::{ArgMatches, Command};
+use clap::{Arg, ArgMatches, Command};
 
 use super::Gateway;
 use super::state::{HealthBook, State};
 use crate::commands::Invocation;
 
 pub fn command() -> Command {
-    Command::new("gateway").subcommand(
-        Command::new("check").about("Compile the configured OpenAPI documents and policies; print the operations"),
-    )
+    Command::new("gateway")
+        .subcommand(
+            Command::new("check").about("Compile the configured OpenAPI documents and policies; print the operations"),
+        )
+        .subcommand(
+            Command::new("bench")
+                .about("Requests/s and latency through the gateway, direct, and through nginx (mTLS), in one run")
+                .arg(
+                    Arg::new("concurrency")
+                        .long("concurrency")
+                        .default_value("32")
+                        .value_parser(clap::value_parser!(usize))
+                        .help("keep-alive connections"),
+                )
+                .arg(
+                    Arg::new("seconds")
+                        .long("seconds")
+                        .default_value("10")
+                        .value_parser(clap::value_parser!(u64))
+                        .help("seconds of load per target"),
+                ),
+        )
 }
 
 pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
     match matches.subcommand() {
         Some(("check", _)) => check(inv),
-        _ => anyhow::bail!("usage: edgebox gateway serve|check"),
+        Some(("bench", m)) => {
+            let concurrency = m.get_one::<usize>("concurrency").copied().unwrap_or(32).max(1);
+            super::bench::run(concurrency, m.get_one::<u64>("seconds").copied().unwrap_or(10).max(1)).map(|_| ())
+        }
+        _ => anyhow::bail!("usage: edgebox gateway serve|check|bench"),
     }
 }
 

@@ -130,10 +130,9 @@ pub fn identify(
     jwt: Option<&JwtVerifier>,
     allow_anonymous: bool,
 ) -> Result<(Option<SpiffeId>, Proof), Problem> {
-    if let Some(leaf) = peer.and_then(|p| p.certs.as_ref()).and_then(|c| c.first()) {
-        let id =
-            SpiffeId::of_svid(leaf).map_err(|r| Problem::new(StatusCode::UNAUTHORIZED, "bad_svid", r.to_string()))?;
-        return Ok((Some(id), Proof::Svid));
+    if let Some(id) = peer.and_then(Peer::spiffe_id) {
+        let id = id.map_err(|r| Problem::new(StatusCode::UNAUTHORIZED, "bad_svid", r.to_string()))?;
+        return Ok((Some(id.clone()), Proof::Svid));
     }
     let bearer = headers
         .get(http::header::AUTHORIZATION)

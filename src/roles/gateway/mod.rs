@@ -7,6 +7,8 @@
 //! policies and keys reload atomically on SIGUSR1/SIGHUP and when their
 //! files change (state.rs); certificates and bundles reload by themselves.
 
+mod access;
+mod bench;
 mod canary;
 mod cli;
 pub mod config;
@@ -97,6 +99,7 @@ impl Role for Gateway {
             };
             let server = tokio::spawn(serve("gateway", listener, tls, handler, ctx.shutdown.clone(), DRAIN));
             tokio::spawn(canary::check_forever(current.clone(), ctx.shutdown.clone()));
+            tokio::spawn(flush_forever(current.clone(), ctx.shutdown.clone()));
             report(&ctx, &current);
             ctx.status.set_ready(true);
             let mut reload = ctx.reload.clone();
@@ -137,8 +140,25 @@ impl Role for Gateway {
                 }
             }
             let _ = server.await;
+            if let Some(state) = current.get() {
+                state.access.flush();
+            }
             Ok(())
         })
+    }
+}
+
+/// Flushes a file access log every 250 ms.
+async fn flush_forever(current: Arc<Current>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Some(state) = current.get() {
+            state.access.flush();
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! parameter and JSON body. Schemas keep their `$ref`s: they are compiled
 //! against the whole document registered under one base URI, so
 //! `#/components/schemas/…` resolves without copying anything. Nothing is
-//! fetched: a reference outside the document is an error at load.
+//! fetched: a reference outside the document is an error at load. Patterns
+//! run on a linear-time regex engine.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -161,6 +162,10 @@ impl Api {
                 .with_draft(jsonschema::Draft::Draft202012)
                 .with_registry(&registry)
                 .should_validate_formats(true)
+                // Linear-time regexes: a `pattern` is checked against
+                // hostile input, so no backtracking (look-around and
+                // back-references are refused at load).
+                .with_pattern_options(jsonschema::PatternOptions::regex())
                 .offline()
                 .build(&schema)
                 .map_err(|e| anyhow!("{name} {at}: schema does not compile: {e}"))

@@ -65,8 +65,20 @@ pub async fn handle(current: Arc<Current>, req: Request<Incoming>) -> Result<Res
     metrics::histogram!("edgebox_gateway_request_duration_seconds", "service" => outcome.service.clone(),
         "route" => outcome.route.clone(), "upstream" => outcome.side)
     .record(elapsed.as_secs_f64());
-    tracing::info!(target: "edgebox::gateway::access", caller = %outcome.caller, %method, path, route = %outcome.route,
-        service = %outcome.service, upstream = outcome.side, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "access");
+    if let Some(state) = current.get() {
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        state.access.write(&super::access::Entry {
+            ts,
+            caller: &outcome.caller,
+            method: method.as_str(),
+            path: &path,
+            route: &outcome.route,
+            service: &outcome.service,
+            upstream: outcome.side,
+            status,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+        });
+    }
     Ok(resp)
 }
 

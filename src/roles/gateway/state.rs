@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
 
+use super::access::AccessLog;
 use super::config::{CanaryConfig, GatewayConfig};
 use super::identity::JwtVerifier;
 use super::openapi::{self, Api};
@@ -20,6 +21,7 @@ pub struct State {
     pub services: Vec<Service>,
     pub jwt: Option<JwtVerifier>,
     pub colour: http::HeaderName,
+    pub access: AccessLog,
 }
 
 pub struct Service {
@@ -71,7 +73,8 @@ impl State {
         }
         let jwt = cfg.jwt.as_ref().map(JwtVerifier::load).transpose()?;
         let colour = http::HeaderName::try_from(cfg.colour_header.as_str()).context("gateway.colour_header")?;
-        Ok(State { cfg: cfg.clone(), services, jwt, colour })
+        let access = AccessLog::open(&cfg.access_log)?;
+        Ok(State { cfg: cfg.clone(), services, jwt, colour, access })
     }
 
     /// The service and route serving `path`: the first document (in config

@@ -214,3 +214,22 @@ fn jwt_svids_need_their_trust_domains_key_an_expiry_and_the_audience() {
     assert!(v.verify(&hs).unwrap_err().contains("not allowed"));
     assert!(v.verify("garbage").is_err());
 }
+
+#[test]
+fn pathological_patterns_run_in_linear_time_or_are_refused_at_load() {
+    let doc = |pattern: &str| {
+        let yaml = format!(
+            "openapi: 3.1.0\npaths:\n  /a:\n    get:\n      parameters: [{{name: q, in: query, schema: {{type: string, pattern: '{pattern}'}}}}]\n"
+        );
+        let doc: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        Api::compile(&doc, "p.yaml", None)
+    };
+    let api = doc("^(a+)+$").unwrap();
+    let op = api.find("/a").unwrap().route.operation(&Method::GET).unwrap().clone();
+    let hostile = format!("q={}!", "a".repeat(50_000));
+    let started = std::time::Instant::now();
+    assert!(check(&op, &[], Some(&hostile), &HeaderMap::new(), b"").is_err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+    let e = doc("^(?=a)a$").err().unwrap();
+    assert!(format!("{e:#}").contains("/paths/~1a/get/parameters/0/schema"), "{e:#}");
+}

@@ -1,0 +1,413 @@
+//! `edgebox gateway bench`: requests/s and latency through the gateway,
+//! against going direct to the upstream and against nginx (Debian's,
+//! configured as an mTLS reverse proxy with `ssl_verify_client on` and
+//! pooled upstream connections) in front of the same upstream, in one run.
+//!
+//! The load generator presents a client certificate (an X.509-SVID made
+//! here), holds `concurrency` keep-alive HTTP/1.1 connections, and sends
+//! GET /items/{id}?limit=N, which the gateway routes, authorizes and
+//! validates (path and query parameters) against an OpenAPI 3.1 document.
+//! The upstream is a small hyper server in this process. Both proxies log
+//! every request to a file (the gateway's buffered access log, nginx's
+//! access_log). CPU is the proxy processes' user+system time
+//! over the run.
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+use rustls::pki_types::ServerName;
+
+use crate::core::tls::{ClientTls, ClientTlsConfig};
+
+/// The document the gateway validates every request against.
+const API: &str = r#"
+openapi: 3.1.0
+info: { title: bench, version: "1" }
+paths:
+  /items/{id}:
+    get:
+      operationId: getItem
+      x-edgebox-allow: ["spiffe://bench.example/load/*"]
+      parameters:
+        - { name: id, in: path, required: true, schema: { type: integer, minimum: 1 } }
+        - { name: limit, in: query, schema: { type: integer, minimum: 1, maximum: 100 } }
+"#;
+
+/// One target's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+    /// CPU seconds the proxy used per second, per 1 000 requests/s.
+    pub vcpu_per_krps: Option<f64>,
+}
+
+/// Runs the comparison; prints a table and returns (direct, gateway, nginx).
+pub fn run(concurrency: usize, seconds: u64) -> anyhow::Result<(Figures, Figures, Figures)> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let pki = Pki::write(d)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let upstream = runtime.block_on(start_upstream())?;
+    let duration = Duration::from_secs(seconds);
+    let direct = runtime.block_on(load(Target::Plain(upstream), None, concurrency, duration))?;
+
+    let gw_port = free_port()?;
+    let mut gateway = Proc::gateway(d, &pki, gw_port, upstream)?;
+    wait_tls(gw_port)?;
+    let client = ClientTls::load(&pki.client_cfg(), "localhost", "bench")?;
+    let gw = runtime.block_on(load(Target::Tls(gw_port, client.clone()), Some(&gateway), concurrency, duration))?;
+    gateway.stop();
+
+    let ng_port = free_port()?;
+    let mut nginx = Proc::nginx(d, &pki, ng_port, upstream)?;
+    wait_tls(ng_port)?;
+    let ng = runtime.block_on(load(Target::Tls(ng_port, client), Some(&nginx), concurrency, duration))?;
+    nginx.stop();
+
+    println!("gateway bench: {concurrency} keep-alive connections, {seconds} s each, GET /items/{{id}}?limit=N");
+    println!(
+        "{:<34} {:>10} {:>9} {:>9} {:>7} {:>16}",
+        "target", "req/s", "p50 ms", "p99 ms", "errors", "vCPU per 1k rps"
+    );
+    let row = |name: &str, f: &Figures| {
+        let cpu = f.vcpu_per_krps.map_or("-".to_owned(), |c| format!("{c:.3}"));
+        println!("{name:<34} {:>10.0} {:>9.3} {:>9.3} {:>7} {cpu:>16}", f.rps, f.p50_ms, f.p99_ms, f.errors);
+    };
+    row("direct (plain HTTP, no proxy)", &direct);
+    row("edgebox gateway (mTLS + OpenAPI)", &gw);
+    row("nginx 1.22 (mTLS proxy)", &ng);
+    println!(
+        "gateway / nginx: requests/s {:.2}x, p99 {:.2}x; added p50/p99 over direct: gateway {:.3}/{:.3} ms, nginx {:.3}/{:.3} ms",
+        gw.rps / ng.rps,
+        gw.p99_ms / ng.p99_ms,
+        gw.p50_ms - direct.p50_ms,
+        gw.p99_ms - direct.p99_ms,
+        ng.p50_ms - direct.p50_ms,
+        ng.p99_ms - direct.p99_ms
+    );
+    Ok((direct, gw, ng))
+}
+
+/// The bench's certificates: the proxies' server certificate, the trust
+/// domain's CA and the load generator's SVID.
+struct Pki {
+    server_ca: std::path::PathBuf,
+    server_cert: std::path::PathBuf,
+    server_key: std::path::PathBuf,
+    bundle: std::path::PathBuf,
+    svid_cert: std::path::PathBuf,
+    svid_key: std::path::PathBuf,
+}
+
+impl Pki {
+    fn write(d: &Path) -> anyhow::Result<Pki> {
+        let ca = |name: &str| -> anyhow::Result<CertifiedIssuer<'static, KeyPair>> {
+            let mut p = CertificateParams::new(Vec::<String>::new())?;
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(rcgen::DnType::CommonName, name);
+            Ok(CertifiedIssuer::self_signed(p, KeyPair::generate()?)?)
+        };
+        let (server_ca, trust) = (ca("bench server CA")?, ca("bench.example")?);
+        let server = CertificateParams::new(vec!["localhost".to_owned()])?;
+        let server_key = KeyPair::generate()?;
+        let server_cert = server.signed_by(&server_key, &server_ca)?;
+        let mut svid = CertificateParams::new(Vec::<String>::new())?;
+        svid.subject_alt_names.push(SanType::URI("spiffe://bench.example/load/1".try_into()?));
+        svid.is_ca = IsCa::ExplicitNoCa;
+        svid.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        svid.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let svid_key = KeyPair::generate()?;
+        let svid_cert = svid.signed_by(&svid_key, &trust)?;
+        let pki = Pki {
+            server_ca: d.join("server-ca.pem"),
+            server_cert: d.join("server.pem"),
+            server_key: d.join("server.key"),
+            bundle: d.join("bundle.pem"),
+            svid_cert: d.join("svid.pem"),
+            svid_key: d.join("svid.key"),
+        };
+        std::fs::write(&pki.server_ca, server_ca.pem())?;
+        std::fs::write(&pki.server_cert, server_cert.pem())?;
+        std::fs::write(&pki.server_key, server_key.serialize_pem())?;
+        std::fs::write(&pki.bundle, trust.pem())?;
+        std::fs::write(&pki.svid_cert, svid_cert.pem())?;
+        std::fs::write(&pki.svid_key, svid_key.serialize_pem())?;
+        Ok(pki)
+    }
+
+    fn client_cfg(&self) -> ClientTlsConfig {
+        ClientTlsConfig {
+            ca_file: Some(self.server_ca.clone()),
+            cert_file: Some(self.svid_cert.clone()),
+            key_file: Some(self.svid_key.clone()),
+            server_name: None,
+        }
+    }
+}
+
+/// A proxy process under test, and the processes whose CPU it uses.
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Proc {
+    fn gateway(d: &Path, pki: &Pki, port: u16, upstream: std::net::SocketAddr) -> anyhow::Result<Proc> {
+        std::fs::write(d.join("api.yaml"), API)?;
+        let cfg = format!(
+            "[edgebox]\nroles = [\"gateway\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[gateway]\nlisten = \"127.0.0.1:{port}\"\n\
+             access_log = \"{}\"\n\
+             [gateway.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nspiffe_bundles = {{ \"bench.example\" = \"{}\" }}\n\
+             [[gateway.services]]\nname = \"bench\"\nopenapi_file = \"{}\"\nupstream = \"http://{upstream}\"\n",
+            d.join("gateway-access.log").display(),
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            pki.bundle.display(),
+            d.join("api.yaml").display()
+        );
+        std::fs::write(d.join("gateway.toml"), cfg)?;
+        let log = std::fs::File::create(d.join("gateway.log"))?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("--config")
+            .arg(d.join("gateway.toml"))
+            .arg("--data-dir")
+            .arg(d.join("gateway-data"))
+            .args(["--log-format", "json", "up"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Proc { child, name: "edgebox" })
+    }
+
+    fn nginx(d: &Path, pki: &Pki, port: u16, upstream: std::net::SocketAddr) -> anyhow::Result<Proc> {
+        let n = d.join("nginx");
+        std::fs::create_dir_all(n.join("tmp"))?;
+        let conf = format!(
+            "daemon off;\nworker_processes auto;\npid {n}/nginx.pid;\nerror_log {n}/error.log;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n access_log {n}/access.log;\n client_body_temp_path {n}/tmp;\n\
+             upstream app {{ server {upstream}; keepalive 256; }}\n\
+             server {{\n  listen 127.0.0.1:{port} ssl;\n  ssl_certificate {};\n  ssl_certificate_key {};\n\
+             ssl_client_certificate {};\n  ssl_verify_client on;\n  keepalive_requests 1000000;\n\
+             location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n }}\n}}\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            pki.bundle.display(),
+            n = n.display()
+        );
+        std::fs::write(n.join("nginx.conf"), conf)?;
+        let bin = if Path::new("/usr/sbin/nginx").exists() { "/usr/sbin/nginx" } else { "nginx" };
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(n.join("nginx.conf"))
+            .arg("-p")
+            .arg(&n)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("nginx is not installed (Debian package nginx-light)")?;
+        Ok(Proc { child, name: "nginx" })
+    }
+
+    /// CPU seconds used so far by the process and its children.
+    fn cpu_seconds(&self) -> f64 {
+        let root = self.child.id();
+        let mut pids = vec![root];
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+                if stat_fields(pid).is_some_and(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(root)) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids.into_iter()
+            .filter_map(stat_fields)
+            .map(|f| {
+                // utime and stime, fields 14 and 15 (here 11 and 12 after the name).
+                let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+                (ticks(11) + ticks(12)) / 100.0
+            })
+            .sum()
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        tracing::warn!(process = self.name, "did not stop on SIGTERM; killed");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// /proc/<pid>/stat after the command name: state, ppid, …
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(") ")?.1;
+    Some(after.split_whitespace().map(str::to_owned).collect())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until something accepts TCP on the port.
+fn wait_tls(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The upstream: 200 with a small JSON body for every request.
+async fn start_upstream() -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{\"id\":1,\"name\":\"item\"}")));
+                    r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[derive(Clone)]
+enum Target {
+    Plain(std::net::SocketAddr),
+    Tls(u16, ClientTls),
+}
+
+/// `concurrency` connections sending requests back to back for `duration`.
+async fn load(target: Target, proc: Option<&Proc>, concurrency: usize, duration: Duration) -> anyhow::Result<Figures> {
+    // A short warm-up, so connection set-up is not in the figures.
+    let _ = run_load(target.clone(), concurrency, Duration::from_millis(500)).await?;
+    let cpu_before = proc.map(Proc::cpu_seconds);
+    let started = Instant::now();
+    let (mut latencies, errors) = run_load(target, concurrency, duration).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = proc.zip(cpu_before).map(|(p, before)| p.cpu_seconds() - before);
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let rps = latencies.len() as f64 / elapsed;
+    Ok(Figures {
+        rps,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        errors,
+        vcpu_per_krps: cpu.map(|c| (c / elapsed) / (rps / 1000.0)),
+    })
+}
+
+/// Latencies (µs) of the successful requests, and the failures.
+async fn run_load(target: Target, concurrency: usize, duration: Duration) -> anyhow::Result<(Vec<u64>, u64)> {
+    let deadline = Instant::now() + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|c| {
+            let target = target.clone();
+            tokio::spawn(async move { connection(target, c, deadline).await })
+        })
+        .collect();
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (lat, err) = t.await??;
+        all.extend(lat);
+        errors += err;
+    }
+    Ok((all, errors))
+}
+
+/// One keep-alive connection's requests until the deadline.
+async fn connection(target: Target, c: usize, deadline: Instant) -> anyhow::Result<(Vec<u64>, u64)> {
+    let (addr, tls) = match &target {
+        Target::Plain(a) => (*a, None),
+        Target::Tls(p, t) => (std::net::SocketAddr::from(([127, 0, 0, 1], *p)), Some(t.clone())),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut sender = match tls {
+        None => handshake(tcp).await?,
+        Some(t) => {
+            let connector = tokio_rustls::TlsConnector::from(t.config());
+            let stream = connector.connect(ServerName::try_from("localhost")?, tcp).await?;
+            handshake(stream).await?
+        }
+    };
+    let (mut latencies, mut errors) = (Vec::with_capacity(100_000), 0u64);
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        i += 1;
+        let path = format!("/items/{}?limit={}", c as u64 * 1_000_000 + i, 1 + i % 100);
+        let req = http::Request::get(path).header("host", "localhost").body(Empty::<Bytes>::new())?;
+        let t0 = Instant::now();
+        match sender.send_request(req).await {
+            Ok(resp) if resp.status() == 200 => {
+                let _ = resp.into_body().collect().await?;
+                latencies.push(t0.elapsed().as_micros() as u64);
+            }
+            Ok(resp) => {
+                let _ = resp.into_body().collect().await;
+                errors += 1;
+            }
+            Err(_) => {
+                errors += 1;
+                break;
+            }
+        }
+    }
+    Ok((latencies, errors))
+}
+
+async fn handshake<S>(io: S) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
