@@ -621,3 +621,81 @@ fn upstream_protocols_failures_and_hostile_clients() {
     }
     assert_eq!(curl(&pki, port, Some(&node), "GET", "/pets/1", &[]).unwrap().0, 200, "still serving");
 }
+
+/// The whole platform on one device: certguard issues the gateway's own
+/// X.509-SVID and the trust bundle the gateway checks callers against,
+/// renews the SVID at half its (18 s) life with the gateway as the canary,
+/// and the gateway serves the renewal without a restart; a caller's SVID
+/// comes from `edgebox certguard issue`.
+#[cfg(feature = "certguard")]
+#[test]
+fn certguard_keeps_the_gateways_svid_current_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let upstream = Upstream::start("stable");
+    let port = free_port();
+    std::fs::write(dir.path().join("pets.yaml"), API).unwrap();
+    let cfg = format!(
+        "[edgebox]\nroles = [\"certguard\", \"gateway\"]\n\
+         [certguard]\ncheck_interval_s = 1\ntrust_bundle_file = \"{d}/ca.pem\"\nkey_file = \"{d}/kek\"\n\
+         [[certguard.certs]]\nname = \"gateway\"\ndns_names = [\"localhost\"]\nspiffe_id = \"spiffe://edge.example/gateway\"\n\
+         lifetime_hours = 0.005\n\
+         [[certguard.certs.targets]]\ncert_file = \"{d}/gw.pem\"\nkey_file = \"{d}/gw.key\"\nprobe = \"127.0.0.1:{port}\"\ncanary = true\n\
+         [gateway]\nlisten = \"127.0.0.1:{port}\"\n\
+         [gateway.tls]\ncert_file = \"{d}/gw.pem\"\nkey_file = \"{d}/gw.key\"\nspiffe_bundles = {{ \"edge.example\" = \"{d}/ca.pem\" }}\n\
+         [[gateway.services]]\nname = \"pets\"\nopenapi_file = \"{d}/pets.yaml\"\nupstream = \"http://{}\"\n",
+        upstream.addr
+    );
+    let app = Appliance::start(&cfg, &["up"]);
+    let first = app.wait_log("certguard installed a certificate");
+    app.wait_ready();
+    let data = app.dir.path().join("data");
+    let (cert, key) = (dir.path().join("node.pem"), dir.path().join("node.key"));
+    let out = crate::support::run(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "certguard",
+        "issue",
+        "--spiffe-id",
+        "spiffe://edge.example/node/1",
+        "--cert-out",
+        cert.to_str().unwrap(),
+        "--key-out",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let client = edgebox::core::tls::ClientTls::load(
+        &edgebox::core::tls::ClientTlsConfig {
+            ca_file: Some(dir.path().join("ca.pem")),
+            cert_file: Some(cert.clone()),
+            key_file: Some(key.clone()),
+            server_name: None,
+        },
+        "localhost",
+        "test",
+    )
+    .unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let served = || client.leaf_served_at(addr, std::time::Duration::from_secs(5)).unwrap();
+    let before = served();
+    let get = || {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(dir.path().join("ca.pem"))
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .arg(format!("https://localhost:{port}/pets/1"))
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    assert_eq!(get(), "200");
+    let renewed = app.wait_log("certguard installed a certificate");
+    assert!(renewed.contains("renewal time") && renewed != first, "{renewed}");
+    let after = served();
+    assert_ne!(after, before, "the gateway serves the renewed SVID");
+    assert!(String::from_utf8_lossy(&after).contains("spiffe://edge.example/gateway"));
+    assert_eq!(get(), "200", "callers still get through, no restart");
+}

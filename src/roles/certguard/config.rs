@@ -344,10 +344,8 @@ impl CertguardConfig {
             if c.dns_names.is_empty() && c.ip_addresses.is_empty() && c.spiffe_id.is_none() {
                 return Err(format!("{}: needs dns_names, ip_addresses or spiffe_id", at("name")));
             }
-            if let Some(id) = &c.spiffe_id
-                && !id.starts_with("spiffe://")
-            {
-                return Err(format!("{} {id:?}: must start with spiffe://", at("spiffe_id")));
+            if let Some(Err(e)) = c.spiffe_id.as_deref().map(crate::core::tls::spiffe::SpiffeId::parse) {
+                return Err(format!("{}: {e}", at("spiffe_id")));
             }
             if !(c.lifetime_hours > 0.0 && c.lifetime_hours * 3600.0 >= 2.0) {
                 return Err(format!("{}: must be positive (at least two seconds)", at("lifetime_hours")));
