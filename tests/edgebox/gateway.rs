@@ -699,3 +699,18 @@ fn certguard_keeps_the_gateways_svid_current_without_a_restart() {
     assert!(String::from_utf8_lossy(&after).contains("spiffe://edge.example/gateway"));
     assert_eq!(get(), "200", "callers still get through, no restart");
 }
+
+/// The benchmark runs end to end (briefly): direct, the gateway and nginx
+/// each answer every request.
+#[test]
+fn the_benchmark_compares_the_gateway_with_nginx() {
+    let out = crate::support::run(&["gateway", "bench", "--seconds", "1", "--concurrency", "2"]);
+    let table = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}{}", text(&out.stderr));
+    for row in ["direct", "edgebox gateway", "nginx 1.22"] {
+        let line = table.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row} row: {table}"));
+        let errors: u64 = line.split_whitespace().rev().nth(1).unwrap().parse().unwrap();
+        assert_eq!(errors, 0, "{line}");
+    }
+    assert!(table.contains("gateway / nginx: requests/s"), "{table}");
+}
