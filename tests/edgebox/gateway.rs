@@ -570,7 +570,13 @@ fn upstream_protocols_failures_and_hostile_clients() {
         )
     };
     // One service per upstream, each under its own copy of the document.
-    let mut cfg = config(&pki, port, h2.addr, "max_body_bytes = 1024", "http2 = true\ntimeout_ms = 1000\nretries = 2");
+    let mut cfg = config(
+        &pki,
+        port,
+        h2.addr,
+        "max_body_bytes = 1024\nbody_timeout_s = 1",
+        "http2 = true\ntimeout_ms = 1000\nretries = 2",
+    );
     for (name, prefix) in [("mtls", "/m"), ("dead", "/d")] {
         let doc = API.replace("  /pets", &format!("  {prefix}/pets"));
         let path = dir.path().join(format!("{name}.yaml"));
@@ -618,6 +624,33 @@ fn upstream_protocols_failures_and_hostile_clients() {
         let _ = tcp.write_all(garbage);
         let mut buf = Vec::new();
         let _ = tcp.read_to_end(&mut buf);
+    }
+    // A slow body (slowloris on the body): 408 once body_timeout_s passed.
+    let client = edgebox::core::tls::ClientTls::load(
+        &edgebox::core::tls::ClientTlsConfig {
+            ca_file: Some(pki.server_ca.ca_file.clone()),
+            cert_file: Some(node.cert_file.clone()),
+            key_file: Some(node.key_file.clone()),
+            server_name: None,
+        },
+        "localhost",
+        "slow",
+    )
+    .unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut s = client.connect(tcp).unwrap();
+    {
+        use std::io::{Read, Write};
+        let head = "POST /pets HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"na";
+        s.write_all(head.as_bytes()).unwrap();
+        s.flush().unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
     }
     assert_eq!(curl(&pki, port, Some(&node), "GET", "/pets/1", &[]).unwrap().0, 200, "still serving");
 }

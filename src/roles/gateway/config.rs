@@ -17,6 +17,9 @@ listen = "127.0.0.1:8443"
 # Largest request body taken, in bytes; larger answers 413. (Request
 # headers are limited to 64 KiB for every edgebox listener: 431.)
 max_body_bytes = 1048576
+# Seconds a client may take to send its request body; slower answers 408.
+# (Headers must arrive within 10 s on every edgebox listener.)
+body_timeout_s = 30
 # The header that colours a request for the canary (its value "canary"),
 # propagated upstream with traceparent.
 colour_header = "x-edgebox-stage"
@@ -97,6 +100,7 @@ pub const COMPLIANCE: &str = "[gateway]\n";
 pub struct GatewayConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    pub body_timeout_s: u64,
     pub colour_header: String,
     pub access_log: String,
     pub allow_anonymous: bool,
@@ -113,6 +117,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             max_body_bytes: 1 << 20,
+            body_timeout_s: 30,
             colour_header: "x-edgebox-stage".into(),
             access_log: "log".into(),
             allow_anonymous: false,
@@ -218,8 +223,8 @@ impl GatewayConfig {
                 problems.push("gateway.jwt.bundles: at least one trust domain's JWKS file".to_owned());
             }
         }
-        if self.max_body_bytes == 0 {
-            problems.push("gateway.max_body_bytes: must be above 0".to_owned());
+        if self.max_body_bytes == 0 || self.body_timeout_s == 0 {
+            problems.push("gateway.max_body_bytes and body_timeout_s: must be above 0".to_owned());
         }
         if http::HeaderName::try_from(self.colour_header.as_str()).is_err() {
             problems.push(format!("gateway.colour_header: {:?} is not a header name", self.colour_header));

@@ -29,9 +29,6 @@ use crate::core::httpserve::Peer;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type GatewayBody = BoxBody<Bytes, BoxError>;
 
-/// How long a client may take to send its body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The header upstreams read the authenticated caller from; a caller's own
 /// copy is dropped.
 const CALLER_HEADER: &str = "x-edgebox-caller";
@@ -89,7 +86,7 @@ fn refuse(problem: &Problem, outcome: &Outcome) -> Response<GatewayBody> {
 }
 
 async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> Result<Response<GatewayBody>, Problem> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let peer = parts.extensions.get::<Peer>();
     let (caller, proof) = identify(peer, &parts.headers, state.jwt.as_ref(), state.cfg.allow_anonymous)?;
     if let Some(id) = &caller {
@@ -124,7 +121,7 @@ async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> 
             tracing::warn!(caller = %outcome.caller, operation = %op.id, service = %svc.name, reason = why, "gateway shadow policy would deny this request");
         }
     }
-    let body = read_body(body, state.cfg.max_body_bytes).await?;
+    let body = read_body(body, state.cfg.max_body_bytes, Duration::from_secs(state.cfg.body_timeout_s)).await?;
     validate::check(op, &matched.params, parts.uri.query(), &parts.headers, &body)?;
     let side = canary::pick(svc, &parts.headers, &state.colour, caller.as_ref());
     outcome.side = side.as_str();
@@ -135,7 +132,8 @@ async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> 
     let mut out = Request::new(body);
     *out.method_mut() = parts.method.clone();
     *out.uri_mut() = parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
-    *out.headers_mut() = forwarded_headers(&parts.headers, peer, caller.as_ref(), proof, state.cfg.tls.is_some());
+    let incoming = std::mem::take(&mut parts.headers);
+    *out.headers_mut() = forwarded_headers(incoming, peer, caller.as_ref(), proof, state.cfg.tls.is_some());
     let resp = upstream.send(out).await.map_err(|e| match e {
         UpstreamError::Timeout(..) => Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string()),
         UpstreamError::Failed(..) => Problem::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", e.to_string()),
@@ -146,8 +144,8 @@ async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> 
 }
 
 /// The request body, whole, within the size limit and the time limit.
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Problem> {
-    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+async fn read_body(body: Incoming, limit: usize, deadline: Duration) -> Result<Bytes, Problem> {
+    match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -158,7 +156,7 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Problem> {
         Err(_) => Err(Problem::new(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
-            format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
+            format!("the request body did not arrive within {deadline:?}"),
         )),
     }
 }
@@ -167,13 +165,13 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Problem> {
 /// JWT-SVID and any caller-supplied x-edgebox-caller dropped; the
 /// authenticated caller and the X-Forwarded-* set added.
 fn forwarded_headers(
-    incoming: &HeaderMap,
+    incoming: HeaderMap,
     peer: Option<&Peer>,
     caller: Option<&crate::core::tls::spiffe::SpiffeId>,
     proof: Proof,
     tls: bool,
 ) -> HeaderMap {
-    let mut h = incoming.clone();
+    let mut h = incoming;
     strip_hop_by_hop(&mut h);
     let host = h.remove(http::header::HOST);
     h.remove(CALLER_HEADER);
