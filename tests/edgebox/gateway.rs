@@ -747,3 +747,22 @@ fn the_benchmark_compares_the_gateway_with_nginx() {
     }
     assert!(table.contains("gateway / nginx: requests/s"), "{table}");
 }
+
+/// `edgebox gateway check` compiles what the config names and prints each
+/// operation with who may call it; a broken document fails with its place.
+#[test]
+fn check_prints_every_operation_and_who_may_call_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let cfg_file = dir.path().join("edgebox.toml");
+    std::fs::write(&cfg_file, config(&pki, free_port(), "127.0.0.1:1".parse().unwrap(), "", "")).unwrap();
+    let out = crate::support::run(&["--config", cfg_file.to_str().unwrap(), "gateway", "check"]);
+    let listing = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{listing}{}", text(&out.stderr));
+    assert!(listing.contains("DELETE /pets/{id}") && listing.contains("spiffe://edge.example/admin"), "{listing}");
+    assert!(listing.contains("ok: 1 services"), "{listing}");
+    std::fs::write(dir.path().join("pets.yaml"), "openapi: 3.0.0\npaths: {}\n").unwrap();
+    let out = crate::support::run(&["--config", cfg_file.to_str().unwrap(), "gateway", "check"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("only OpenAPI 3.1"), "{}", text(&out.stderr));
+}
