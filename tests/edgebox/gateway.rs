@@ -367,6 +367,17 @@ fn the_canary_takes_coloured_and_sticky_traffic_and_falls_back_while_unhealthy()
     assert!(metrics.contains("upstream=\"canary\""), "requests are counted per upstream");
 }
 
+/// A TLS client for "localhost" trusting `ca`, presenting an SVID.
+fn svid_client(ca: &Path, cert: &Path, key: &Path) -> edgebox::core::tls::ClientTls {
+    let cfg = edgebox::core::tls::ClientTlsConfig {
+        ca_file: Some(ca.to_owned()),
+        cert_file: Some(cert.to_owned()),
+        key_file: Some(key.to_owned()),
+        server_name: None,
+    };
+    edgebox::core::tls::ClientTls::load(&cfg, "localhost", "test client").unwrap()
+}
+
 /// A pooled HTTPS client presenting `svid`, as a load generator would.
 fn pooled_client(
     pki: &Pki,
@@ -375,13 +386,7 @@ fn pooled_client(
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 > {
-    let cfg = edgebox::core::tls::ClientTlsConfig {
-        ca_file: Some(pki.server_ca.ca_file.clone()),
-        cert_file: Some(svid.cert_file.clone()),
-        key_file: Some(svid.key_file.clone()),
-        server_name: None,
-    };
-    let tls = edgebox::core::tls::ClientTls::load(&cfg, "localhost", "load").unwrap();
+    let tls = svid_client(&pki.server_ca.ca_file, &svid.cert_file, &svid.key_file);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config((*tls.config()).clone())
         .https_only()
@@ -626,17 +631,7 @@ fn upstream_protocols_failures_and_hostile_clients() {
         let _ = tcp.read_to_end(&mut buf);
     }
     // A slow body (slowloris on the body): 408 once body_timeout_s passed.
-    let client = edgebox::core::tls::ClientTls::load(
-        &edgebox::core::tls::ClientTlsConfig {
-            ca_file: Some(pki.server_ca.ca_file.clone()),
-            cert_file: Some(node.cert_file.clone()),
-            key_file: Some(node.key_file.clone()),
-            server_name: None,
-        },
-        "localhost",
-        "slow",
-    )
-    .unwrap();
+    let client = svid_client(&pki.server_ca.ca_file, &node.cert_file, &node.key_file);
     let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     let mut s = client.connect(tcp).unwrap();
@@ -697,17 +692,7 @@ fn certguard_keeps_the_gateways_svid_current_without_a_restart() {
         key.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let client = edgebox::core::tls::ClientTls::load(
-        &edgebox::core::tls::ClientTlsConfig {
-            ca_file: Some(dir.path().join("ca.pem")),
-            cert_file: Some(cert.clone()),
-            key_file: Some(key.clone()),
-            server_name: None,
-        },
-        "localhost",
-        "test",
-    )
-    .unwrap();
+    let client = svid_client(&dir.path().join("ca.pem"), &cert, &key);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let served = || client.leaf_served_at(addr, std::time::Duration::from_secs(5)).unwrap();
     let before = served();
