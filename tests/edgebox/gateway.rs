@@ -225,6 +225,10 @@ fn svid_callers_reach_their_operations_and_everything_else_is_refused_early() {
     assert_eq!(seen["headers"]["traceparent"], trace);
     assert_eq!(seen["headers"]["x-edgebox-stage"], "blue");
     assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    // HTTP/2 callers (ALPN h2) are served the same way.
+    let (status, body) =
+        curl(&pki, port, Some(&node), "GET", "/pets/2", &["--http2", "-H", "x-edgebox-stage: blue"]).unwrap();
+    assert_eq!((status, json(&body)["headers"]["x-edgebox-stage"].as_str()), (200, Some("blue")), "{body}");
     let hits = upstream.hits.load(Ordering::Relaxed);
 
     // Refused before the upstream: unknown path, wrong method, policy,
@@ -336,7 +340,8 @@ fn the_canary_takes_coloured_and_sticky_traffic_and_falls_back_while_unhealthy()
          health_path = \"/healthz\"\nhealth_interval_ms = 200\nunhealthy_after = 2\n",
         canary.addr
     );
-    let app = Appliance::start(&config(&pki, port, stable.addr, "", &service), &["up"]);
+    let app =
+        Appliance::start(&config(&pki, port, stable.addr, "metrics_caller = \"trust-domain\"", &service), &["up"]);
     app.wait_ready();
     let node = pki.svid("node1", "spiffe://edge.example/node/1");
     let get = |headers: &[&str]| {
@@ -365,6 +370,10 @@ fn the_canary_takes_coloured_and_sticky_traffic_and_falls_back_while_unhealthy()
     let (_, metrics) = app.get("/metrics");
     assert!(metrics.contains("edgebox_gateway_upstream_healthy{service=\"pets\",side=\"canary\"} 1"), "{metrics}");
     assert!(metrics.contains("upstream=\"canary\""), "requests are counted per upstream");
+    assert!(
+        metrics.contains("caller=\"edge.example\"") && !metrics.contains("caller=\"spiffe://"),
+        "labelled by trust domain"
+    );
 }
 
 /// A TLS client for "localhost" trusting `ca`, presenting an SVID.

@@ -27,6 +27,9 @@ colour_header = "x-edgebox-stage"
 # the process log, target edgebox::gateway::access), "off", or a file
 # (buffered, flushed every 250 ms; reopened on SIGUSR1 for logrotate).
 access_log = "log"
+# How request metrics label the caller: "id" (its SPIFFE ID: one series per
+# caller, mind a large fleet), "trust-domain", or "none".
+metrics_caller = "id"
 # Without TLS client certificates or JWT-SVIDs every caller is anonymous;
 # that must be said here, and only for a loopback listener.
 allow_anonymous = false
@@ -103,6 +106,7 @@ pub struct GatewayConfig {
     pub body_timeout_s: u64,
     pub colour_header: String,
     pub access_log: String,
+    pub metrics_caller: MetricsCaller,
     pub allow_anonymous: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsConfig>,
@@ -120,12 +124,22 @@ impl Default for GatewayConfig {
             body_timeout_s: 30,
             colour_header: "x-edgebox-stage".into(),
             access_log: "log".into(),
+            metrics_caller: MetricsCaller::Id,
             allow_anonymous: false,
             tls: None,
             jwt: None,
             services: Vec::new(),
         }
     }
+}
+
+/// The caller label of request metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricsCaller {
+    Id,
+    TrustDomain,
+    None,
 }
 
 /// JWT-SVID verification.

@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::canary::{self, Side};
+use super::config::MetricsCaller;
 use super::identity::{Proof, identify};
 use super::policy::{Decision, decide};
 use super::problem::Problem;
@@ -39,13 +40,21 @@ struct Outcome {
     route: String,
     side: &'static str,
     caller: String,
+    /// The caller as the request metrics label it (metrics_caller).
+    caller_label: String,
 }
 
 /// Serves one request with the state in service.
 pub async fn handle(current: Arc<Current>, req: Request<Incoming>) -> Result<Response<GatewayBody>, Infallible> {
     let started = Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let mut outcome = Outcome { service: "-".into(), route: "-".into(), side: "-", caller: "anonymous".into() };
+    let mut outcome = Outcome {
+        service: "-".into(),
+        route: "-".into(),
+        side: "-",
+        caller: "anonymous".into(),
+        caller_label: "anonymous".into(),
+    };
     let resp = match current.get() {
         Some(state) => match serve(&state, req, &mut outcome).await {
             Ok(resp) => resp,
@@ -57,7 +66,7 @@ pub async fn handle(current: Arc<Current>, req: Request<Incoming>) -> Result<Res
     let elapsed = started.elapsed();
     let code = status.to_string();
     metrics::counter!("edgebox_gateway_requests_total", "service" => outcome.service.clone(), "route" => outcome.route.clone(),
-        "upstream" => outcome.side, "caller" => outcome.caller.clone(), "code" => code)
+        "upstream" => outcome.side, "caller" => outcome.caller_label.clone(), "code" => code)
     .increment(1);
     metrics::histogram!("edgebox_gateway_request_duration_seconds", "service" => outcome.service.clone(),
         "route" => outcome.route.clone(), "upstream" => outcome.side)
@@ -91,6 +100,11 @@ async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> 
     let (caller, proof) = identify(peer, &parts.headers, state.jwt.as_ref(), state.cfg.allow_anonymous)?;
     if let Some(id) = &caller {
         outcome.caller = id.to_string();
+        outcome.caller_label = match state.cfg.metrics_caller {
+            MetricsCaller::Id => outcome.caller.clone(),
+            MetricsCaller::TrustDomain => id.trust_domain.clone(),
+            MetricsCaller::None => "-".to_owned(),
+        };
     }
     let (svc, matched) = state.route(parts.uri.path()).ok_or_else(|| {
         Problem::new(StatusCode::NOT_FOUND, "not_found", format!("no operation has the path {:?}", parts.uri.path()))
