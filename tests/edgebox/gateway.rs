@@ -619,9 +619,12 @@ fn upstream_protocols_failures_and_hostile_clients() {
     assert_eq!((status, json(&body)["upstream"].as_str()), (200, Some("mtls")), "{body}");
     assert_eq!(json(&body)["uri"], "/m/pets/1");
     let (status, body) = curl(&pki, port, Some(&node), "GET", "/pets/999", &[]).unwrap();
-    assert!(status == 504 && body.contains("did not answer"), "{status} {body}");
+    assert!(status == 504 && body.contains("did not answer in time"), "{status} {body}");
+    assert!(app.wait_log("gateway upstream request failed").contains("did not answer within"));
     let (status, body) = curl(&pki, port, Some(&node), "GET", "/d/pets/1", &[]).unwrap();
-    assert!(status == 502 && body.contains("refused"), "{status} {body}");
+    assert!(status == 502 && body.contains("\\\"dead\\\" is unavailable"), "{status} {body}");
+    assert!(!body.contains(&dead.to_string()), "the upstream's address stays inside: {body}");
+    assert!(app.wait_log("gateway upstream request failed").contains("refused"));
 
     // Hostile clients.
     let big = "x".repeat(2048);

@@ -148,9 +148,22 @@ async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> 
     *out.uri_mut() = parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
     let incoming = std::mem::take(&mut parts.headers);
     *out.headers_mut() = forwarded_headers(incoming, peer, caller.as_ref(), proof, state.cfg.tls.is_some());
-    let resp = upstream.send(out).await.map_err(|e| match e {
-        UpstreamError::Timeout(..) => Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", e.to_string()),
-        UpstreamError::Failed(..) => Problem::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", e.to_string()),
+    // The caller learns which service failed, not where it lives: the
+    // upstream's address and error go to the log.
+    let resp = upstream.send(out).await.map_err(|e| {
+        tracing::warn!(service = %svc.name, upstream = outcome.side, error = %e, "gateway upstream request failed");
+        match e {
+            UpstreamError::Timeout(..) => Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!("service {:?} did not answer in time", svc.name),
+            ),
+            UpstreamError::Failed(..) => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("service {:?} is unavailable", svc.name),
+            ),
+        }
     })?;
     let (mut head, body) = resp.into_parts();
     strip_hop_by_hop(&mut head.headers);
