@@ -55,8 +55,10 @@ pub async fn handle(current: Arc<Current>, req: Request<Incoming>) -> Result<Res
         caller: "anonymous".into(),
         caller_label: "anonymous".into(),
     };
-    let resp = match current.get() {
-        Some(state) => match serve(&state, req, &mut outcome).await {
+    // One state for the whole request, its access line included.
+    let state = current.get();
+    let resp = match &state {
+        Some(state) => match serve(state, req, &mut outcome).await {
             Ok(resp) => resp,
             Err(problem) => refuse(&problem, &outcome),
         },
@@ -71,7 +73,7 @@ pub async fn handle(current: Arc<Current>, req: Request<Incoming>) -> Result<Res
     metrics::histogram!("edgebox_gateway_request_duration_seconds", "service" => outcome.service.clone(),
         "route" => outcome.route.clone(), "upstream" => outcome.side)
     .record(elapsed.as_secs_f64());
-    if let Some(state) = current.get() {
+    if let Some(state) = &state {
         let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         state.access.write(&super::access::Entry {
             ts,

@@ -128,11 +128,16 @@ impl Upstream {
         let uri = self.target(&parts.uri)?;
         let attempts = if parts.method.is_idempotent() { 1 + self.retries } else { 1 };
         let mut last = None;
+        let mut headers = Some(parts.headers);
         for attempt in 0..attempts {
             let mut req = Request::new(Full::new(body.clone()));
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = uri.clone();
-            *req.headers_mut() = parts.headers.clone();
+            // The last attempt takes the headers; earlier ones copy them.
+            *req.headers_mut() = match attempt + 1 == attempts {
+                true => headers.take().unwrap_or_default(),
+                false => headers.clone().unwrap_or_default(),
+            };
             match tokio::time::timeout(self.timeout, self.client.request(req)).await {
                 Ok(Ok(resp)) => {
                     self.health.record(resp.status().as_u16() < 500);
