@@ -89,6 +89,7 @@ pub async fn serve<H, F, B>(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10)).max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let telemetry = HttpTelemetryLayer::new(role);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -104,8 +105,9 @@ pub async fn serve<H, F, B>(
         };
         let _ = stream.set_nodelay(true);
         let (builder, watcher, tls, handler) = (builder.clone(), graceful.watcher(), tls.clone(), handler.clone());
+        let telemetry = telemetry.clone();
         let service = move |peer: Peer| {
-            let service = tower::ServiceBuilder::new().layer(HttpTelemetryLayer::new(role)).service(tower::service_fn(
+            let service = tower::ServiceBuilder::new().layer(telemetry).service(tower::service_fn(
                 move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(peer.clone());
                     handler(req)

@@ -10,38 +10,54 @@
 //! response extensions.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use metrics::Histogram;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::HandleCache;
+
 /// The route template a handler matched, e.g. "/api/v1/query".
 #[derive(Debug, Clone, Copy)]
 pub struct MatchedRoute(pub &'static str);
 
-/// Wraps a service with server spans and request metrics for `role`.
-#[derive(Debug, Clone, Copy)]
+/// Wraps a service with server spans and request metrics for `role`. Make
+/// one per listener and clone it per connection: clones share the metric
+/// handles.
+#[derive(Debug, Clone)]
 pub struct HttpTelemetryLayer {
     role: &'static str,
+    handles: Arc<Handles>,
+}
+
+/// The registered histograms by label set (the role is the layer's).
+#[derive(Debug, Default)]
+struct Handles {
+    /// (method, route, status) → duration, request size, response size.
+    http: HandleCache<(String, Option<&'static str>, u16), [Histogram; 3]>,
+    /// (RPC name, status name) → call duration.
+    grpc: HandleCache<(String, &'static str), Histogram>,
 }
 
 impl HttpTelemetryLayer {
     pub fn new(role: &'static str) -> Self {
-        Self { role }
+        Self { role, handles: Arc::default() }
     }
 }
 
 impl<S> tower::Layer<S> for HttpTelemetryLayer {
     type Service = HttpTelemetry<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        HttpTelemetry { inner, role: self.role }
+        HttpTelemetry { inner, role: self.role, handles: self.handles.clone() }
     }
 }
 
@@ -49,6 +65,7 @@ impl<S> tower::Layer<S> for HttpTelemetryLayer {
 pub struct HttpTelemetry<S> {
     inner: S,
     role: &'static str,
+    handles: Arc<Handles>,
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -118,7 +135,7 @@ where
         };
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
         let _ = span.set_parent(parent);
-        let role = self.role;
+        let (role, handles) = (self.role, self.handles.clone());
         let fut = self.inner.call(req).instrument(span.clone());
         Box::pin(async move {
             let response = fut.await?;
@@ -131,8 +148,19 @@ where
                 // request), so rename it through the OTel API, not a field.
                 span.context().span().update_name(format!("{method} {route}"));
             }
-            let finish =
-                Finish { span, started, role, grpc, method, route, status, grpc_status, request_size, sent: 0 };
+            let finish = Finish {
+                span,
+                started,
+                role,
+                handles,
+                grpc,
+                method,
+                route,
+                status,
+                grpc_status,
+                request_size,
+                sent: 0,
+            };
             Ok(response.map(|body| TelemetryBody { inner: body, finish: Some(finish) }))
         })
     }
@@ -160,6 +188,7 @@ struct Finish {
     span: Span,
     started: Instant,
     role: &'static str,
+    handles: Arc<Handles>,
     grpc: bool,
     /// The request method for HTTP, the full RPC name for gRPC.
     method: String,
@@ -181,13 +210,18 @@ impl Drop for Finish {
             if code != "0" {
                 self.span.record("otel.status_code", "ERROR");
             }
-            let labels = [
-                ("rpc_system_name", "grpc".to_owned()),
-                ("rpc_method", self.method.clone()),
-                ("rpc_response_status_code", name.to_owned()),
-                ("edgebox_role", self.role.to_owned()),
-            ];
-            metrics::histogram!("rpc_server_call_duration_seconds", &labels).record(seconds);
+            let role = self.role;
+            let key = (std::mem::take(&mut self.method), name);
+            let duration = self.handles.grpc.get(key, |(method, name)| {
+                let labels = [
+                    ("rpc_system_name", "grpc".to_owned()),
+                    ("rpc_method", method.clone()),
+                    ("rpc_response_status_code", (*name).to_owned()),
+                    ("edgebox_role", role.to_owned()),
+                ];
+                metrics::histogram!("rpc_server_call_duration_seconds", &labels)
+            });
+            duration.record(seconds);
             return;
         }
         self.span.record("http.response.status_code", i64::from(self.status));
@@ -195,15 +229,24 @@ impl Drop for Finish {
         if self.status >= 500 {
             self.span.record("otel.status_code", "ERROR");
         }
-        let labels = [
-            ("http_request_method", self.method.clone()),
-            ("http_route", self.route.unwrap_or("").to_owned()),
-            ("http_response_status_code", self.status.to_string()),
-            ("edgebox_role", self.role.to_owned()),
-        ];
-        metrics::histogram!("http_server_request_duration_seconds", &labels).record(seconds);
-        metrics::histogram!("http_server_request_body_size_bytes", &labels).record(self.request_size as f64);
-        metrics::histogram!("http_server_response_body_size_bytes", &labels).record(self.sent as f64);
+        let role = self.role;
+        let key = (std::mem::take(&mut self.method), self.route, self.status);
+        let [duration, request_size, response_size] = self.handles.http.get(key, |(method, route, status)| {
+            let labels = [
+                ("http_request_method", method.clone()),
+                ("http_route", route.unwrap_or("").to_owned()),
+                ("http_response_status_code", status.to_string()),
+                ("edgebox_role", role.to_owned()),
+            ];
+            [
+                metrics::histogram!("http_server_request_duration_seconds", &labels),
+                metrics::histogram!("http_server_request_body_size_bytes", &labels),
+                metrics::histogram!("http_server_response_body_size_bytes", &labels),
+            ]
+        });
+        duration.record(seconds);
+        request_size.record(self.request_size as f64);
+        response_size.record(self.sent as f64);
     }
 }
 

@@ -6,6 +6,7 @@
 //! tracing subscriber and the metrics recorder are process-wide by the nature
 //! of those facades; everything else is passed around in values.
 
+mod handles;
 mod http;
 mod otlp;
 mod process;
@@ -18,6 +19,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
+pub use handles::HandleCache;
 pub use http::{HttpTelemetryLayer, MatchedRoute};
 pub use process::ProcessMetrics;
 

@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use metrics::{Counter, Histogram};
 
 use super::canary::{self, Side};
 use super::config::MetricsCaller;
@@ -26,6 +27,7 @@ use super::state::{Current, State};
 use super::upstream::UpstreamError;
 use super::validate;
 use crate::core::httpserve::Peer;
+use crate::core::telemetry::HandleCache;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type GatewayBody = BoxBody<Bytes, BoxError>;
@@ -66,13 +68,6 @@ pub async fn handle(current: Arc<Current>, req: Request<Incoming>) -> Result<Res
     };
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
-    let code = status.to_string();
-    metrics::counter!("edgebox_gateway_requests_total", "service" => outcome.service.clone(), "route" => outcome.route.clone(),
-        "upstream" => outcome.side, "caller" => outcome.caller_label.clone(), "code" => code)
-    .increment(1);
-    metrics::histogram!("edgebox_gateway_request_duration_seconds", "service" => outcome.service.clone(),
-        "route" => outcome.route.clone(), "upstream" => outcome.side)
-    .record(elapsed.as_secs_f64());
     if let Some(state) = &state {
         let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         state.access.write(&super::access::Entry {
@@ -87,7 +82,28 @@ pub async fn handle(current: Arc<Current>, req: Request<Incoming>) -> Result<Res
             duration_ms: elapsed.as_secs_f64() * 1000.0,
         });
     }
+    let key = (outcome.service, outcome.route, outcome.side, outcome.caller_label, status);
+    let (requests, duration) = match &state {
+        Some(state) => state.metrics.get(key, register),
+        None => register(&key),
+    };
+    requests.increment(1);
+    duration.record(elapsed.as_secs_f64());
     Ok(resp)
+}
+
+/// The request metrics, by (service, route, upstream side, caller label,
+/// status code).
+pub type RequestMetrics = HandleCache<(String, String, &'static str, String, u16), (Counter, Histogram)>;
+
+fn register(
+    (service, route, side, caller, status): &(String, String, &'static str, String, u16),
+) -> (Counter, Histogram) {
+    let requests = metrics::counter!("edgebox_gateway_requests_total", "service" => service.clone(),
+        "route" => route.clone(), "upstream" => *side, "caller" => caller.clone(), "code" => status.to_string());
+    let duration = metrics::histogram!("edgebox_gateway_request_duration_seconds", "service" => service.clone(),
+        "route" => route.clone(), "upstream" => *side);
+    (requests, duration)
 }
 
 fn refuse(problem: &Problem, outcome: &Outcome) -> Response<GatewayBody> {

@@ -14,6 +14,7 @@ use super::config::{CanaryConfig, GatewayConfig};
 use super::identity::JwtVerifier;
 use super::openapi::{self, Api};
 use super::policy::Policy;
+use super::proxy::RequestMetrics;
 use super::upstream::{Health, Upstream};
 
 pub struct State {
@@ -22,6 +23,8 @@ pub struct State {
     pub jwt: Option<JwtVerifier>,
     pub colour: http::HeaderName,
     pub access: AccessLog,
+    /// Request metric handles, registered once per label set.
+    pub metrics: RequestMetrics,
 }
 
 pub struct Service {
@@ -74,7 +77,7 @@ impl State {
         let jwt = cfg.jwt.as_ref().map(JwtVerifier::load).transpose()?;
         let colour = http::HeaderName::try_from(cfg.colour_header.as_str()).context("gateway.colour_header")?;
         let access = AccessLog::open(&cfg.access_log)?;
-        Ok(State { cfg: cfg.clone(), services, jwt, colour, access })
+        Ok(State { cfg: cfg.clone(), services, jwt, colour, access, metrics: RequestMetrics::default() })
     }
 
     /// The service and route serving `path`: the first document (in config

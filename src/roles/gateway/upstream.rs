@@ -157,9 +157,15 @@ impl Upstream {
 
     /// The upstream URI for a request's path and query.
     fn target(&self, uri: &Uri) -> Result<Uri, UpstreamError> {
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let full = format!("{}{}{path}", self.authority.to_string().trim_end_matches('/'), self.prefix);
-        full.parse().map_err(|e| UpstreamError::Failed(format!("bad URI {full:?}: {e}"), self.url.clone()))
+        let bad =
+            |e: &dyn std::fmt::Display| UpstreamError::Failed(format!("bad URI for {uri}: {e}"), self.url.clone());
+        let path = match (uri.path_and_query(), self.prefix.is_empty()) {
+            (Some(pq), true) => pq.clone(),
+            (pq, _) => format!("{}{}", self.prefix, pq.map_or("/", |p| p.as_str())).parse().map_err(|e| bad(&e))?,
+        };
+        let mut parts = self.authority.clone().into_parts();
+        parts.path_and_query = Some(path);
+        Uri::from_parts(parts).map_err(|e| bad(&e))
     }
 
     /// One active health check: GET `path` must answer below 500 within
@@ -185,4 +191,25 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(url: &str) -> Upstream {
+        let svc: ServiceConfig =
+            toml::from_str(&format!("name = \"s\"\nopenapi_file = \"api.yaml\"\nupstream = \"{url}\"")).unwrap();
+        Upstream::new(url, &svc, Arc::new(Health::new(3))).unwrap()
+    }
+
+    #[test]
+    fn requests_go_to_the_upstream_under_its_path_prefix_with_their_query() {
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        let bare = upstream("http://10.0.0.1:8080");
+        assert_eq!(bare.target(&uri("/pets/7?limit=2")).unwrap(), "http://10.0.0.1:8080/pets/7?limit=2");
+        let prefixed = upstream("https://api.internal:8443/v2/");
+        assert_eq!(prefixed.target(&uri("/pets/7?limit=2")).unwrap(), "https://api.internal:8443/v2/pets/7?limit=2");
+        assert_eq!(prefixed.target(&uri("/")).unwrap(), "https://api.internal:8443/v2/");
+    }
 }
