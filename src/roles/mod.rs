@@ -10,6 +10,8 @@ use crate::core::role::RoleEntry;
 pub mod certguard;
 #[cfg(feature = "gateway")]
 pub mod gateway;
+#[cfg(feature = "streamer")]
+pub mod streamer;
 #[cfg(feature = "tsdb")]
 pub mod tsdb;
 
@@ -21,6 +23,8 @@ pub const ROLES: &[RoleEntry] = &[
     certguard::ENTRY,
     #[cfg(feature = "gateway")]
     gateway::ENTRY,
+    #[cfg(feature = "streamer")]
+    streamer::ENTRY,
 ];
 
 /// Subcommands the core owns; no role may take one of these names.

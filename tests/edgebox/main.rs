@@ -11,6 +11,8 @@ mod embedded;
 mod gateway;
 mod otlp;
 mod store;
+#[cfg(all(feature = "streamer", feature = "tsdb"))]
+mod streamer;
 mod support;
 #[cfg(feature = "tsdb")]
 mod tls;

@@ -83,6 +83,11 @@ impl ClientTls {
         self.config.clone()
     }
 
+    /// The name the server's certificate must carry.
+    pub fn server_name(&self) -> ServerName<'static> {
+        self.name.clone()
+    }
+
     /// Starts a session over a connected socket; the handshake runs with the
     /// first read or write.
     pub fn connect(&self, tcp: TcpStream) -> Result<ClientStream, rustls::Error> {

@@ -1,0 +1,112 @@
+//! streamer: MySQL/MariaDB binlog to Kafka change-data capture. The role
+//! connects to the source as a replica (mysql/, source.rs), decodes the
+//! row-based binlog (binlog/), turns each row change into a Debezium- or
+//! Maxwell-style record keyed by primary key (envelope.rs), publishes with
+//! an idempotent producer (publish.rs) and saves the position Kafka has
+//! acknowledged (position.rs) in the store; pipeline.rs ties one run
+//! together, and this file restarts runs with backoff.
+
+pub mod binlog;
+mod cli;
+pub mod config;
+mod dump;
+mod envelope;
+pub mod fuzz;
+pub mod gtid;
+pub mod mysql;
+mod pipeline;
+mod position;
+mod publish;
+mod source;
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::core::role::{Declared, Role, RoleCtx, RoleEntry, load_with};
+use config::StreamerConfig;
+use source::SourceMisconfigured;
+
+pub const ENTRY: RoleEntry = RoleEntry {
+    name: "streamer",
+    summary: "MySQL/MariaDB binlog to Kafka change-data capture (Debezium or Maxwell records)",
+    feature: "streamer",
+    default_config: config::DEFAULT,
+    compliance_config: config::COMPLIANCE,
+    migrations: &[],
+    load: |section| load_with(section, Streamer::new),
+    command: cli::command,
+    run_command: cli::run,
+};
+
+pub struct Streamer {
+    cfg: StreamerConfig,
+}
+
+impl Streamer {
+    fn new(cfg: StreamerConfig) -> Result<Self, String> {
+        cfg.validate()?;
+        Ok(Self { cfg })
+    }
+}
+
+impl Role for Streamer {
+    fn declared(&self) -> Declared {
+        Declared::default()
+    }
+
+    fn run(self: Box<Self>, ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let cfg = self.cfg;
+            metrics::gauge!("edgebox_streamer_connected").set(0.0);
+            let Some(src) = cfg.source.clone() else {
+                tracing::info!("streamer: no [streamer.source]; idle");
+                ctx.status.set_detail(serde_json::json!({ "source": null }));
+                ctx.status.set_ready(true);
+                ctx.shutdown.cancelled().await;
+                return Ok(());
+            };
+            let max = Duration::from_secs(src.reconnect_max_s);
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                ctx.status.set_ready(true);
+                let started = std::time::Instant::now();
+                let outcome = pipeline::run(&cfg, &src, &ctx.store, &ctx.shutdown).await;
+                if ctx.shutdown.is_cancelled() {
+                    return outcome;
+                }
+                metrics::gauge!("edgebox_streamer_connected").set(0.0);
+                let Err(e) = outcome else { return Ok(()) };
+                metrics::counter!("edgebox_streamer_restarts_total").increment(1);
+                ctx.status.set_ready(false);
+                // A run that streamed for a while starts the backoff over.
+                if started.elapsed() > max {
+                    backoff = Duration::from_millis(250);
+                }
+                let wait = if e.downcast_ref::<SourceMisconfigured>().is_some() { max } else { backoff };
+                tracing::error!(error = %format!("{e:#}"), retry_in = ?wait, "streamer: stream stopped; resuming from the last acknowledged position");
+                ctx.status.set_detail(
+                    serde_json::json!({ "source": format!("{}:{}", src.host, src.port), "error": format!("{e:#}") }),
+                );
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(jitter(wait)) => {}
+                }
+                backoff = (backoff * 2).min(max);
+            }
+        })
+    }
+}
+
+/// ±20% so a fleet of streamers does not reconnect in step.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
+    d.mul_f64(0.8 + f64::from(nanos % 400) / 1000.0)
+}
+
+#[cfg(test)]
+mod fixture;
+#[cfg(test)]
+mod testdb;
+#[cfg(test)]
+mod tests;
