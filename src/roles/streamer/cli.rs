@@ -32,6 +32,26 @@ pub fn command() -> Command {
                     .help("with --server: wait for new events instead of stopping at the end"),
             ),
     )
+    .subcommand(
+        Command::new("bench")
+            .about("End-to-end latency and throughput against a local MariaDB and tansu, beside python-mysql-replication")
+            .arg(Arg::new("broker").long("broker").default_value("tansu").help("tansu (a real broker) or mock (librdkafka's)"))
+            .arg(Arg::new("rates").long("rates").default_value("1000,10000,50000").help("rows/s to hold, comma-separated"))
+            .arg(
+                Arg::new("seconds")
+                    .long("seconds")
+                    .default_value("10")
+                    .value_parser(clap::value_parser!(u64))
+                    .help("seconds per rate"),
+            )
+            .arg(
+                Arg::new("backlog")
+                    .long("backlog")
+                    .default_value("200000")
+                    .value_parser(clap::value_parser!(u64))
+                    .help("rows for the throughput run"),
+            ),
+    )
 }
 
 pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
@@ -66,7 +86,18 @@ fn dispatch(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
                 super::dump::file(std::path::Path::new(file), &mut out)
             }
         }
-        _ => anyhow::bail!("usage: edgebox streamer serve|dump"),
+        Some(("bench", m)) => {
+            let rates: Vec<u64> = m
+                .get_one::<String>("rates")
+                .map(|r| r.split(',').map(|x| x.trim().parse()).collect::<Result<_, _>>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--rates: {e}"))?
+                .unwrap_or_default();
+            let seconds = m.get_one::<u64>("seconds").copied().unwrap_or(10).max(1);
+            let broker = m.get_one::<String>("broker").map_or("tansu", String::as_str);
+            super::bench::run(broker, &rates, seconds, m.get_one::<u64>("backlog").copied().unwrap_or(200_000).max(1))
+        }
+        _ => anyhow::bail!("usage: edgebox streamer serve|dump|bench"),
     }
 }
 

@@ -105,7 +105,10 @@ pub fn file(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
 
 pub async fn server(src: &SourceConfig, follow: bool, out: &mut impl Write) -> anyhow::Result<()> {
     let target = super::source::target(src)?;
-    let (mut session, _) = Session::open(src, &target, None, follow).await?;
+    // A replica id of its own: the source drops an older connection that
+    // registers with the same id, which would cut off a running streamer.
+    let src = SourceConfig { server_id: 0xed00_0000 | (std::process::id() & 0xffff), ..src.clone() };
+    let (mut session, _) = Session::open(&src, &target, None, follow).await?;
     let mut p = Printer::default();
     while let Some(l) = session.next().await? {
         writeln!(out, "{}", p.line(&l.file, l.pos, &l.event)?)?;

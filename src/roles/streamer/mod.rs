@@ -6,6 +6,7 @@
 //! acknowledged (position.rs) in the store; pipeline.rs ties one run
 //! together, and this file restarts runs with backoff.
 
+mod bench;
 pub mod binlog;
 mod cli;
 pub mod config;
@@ -106,7 +107,6 @@ fn jitter(d: Duration) -> Duration {
 
 #[cfg(test)]
 mod fixture;
-#[cfg(test)]
-mod testdb;
+pub mod peers;
 #[cfg(test)]
 mod tests;

@@ -97,7 +97,7 @@ mod live {
 
     use super::super::binlog::event::{Checksum, Event, EventBody, FormatDescription};
     use super::super::mysql::{Conn, Target};
-    use super::super::testdb::MariaDb;
+    use super::super::peers::MariaDb;
 
     fn target(db: &MariaDb, password: &str) -> Target {
         Target { host: "127.0.0.1".into(), port: db.port, user: "cdc".into(), password: password.into(), tls: None }
@@ -142,7 +142,7 @@ mod live {
 #[tokio::test]
 async fn logs_in_over_tls_when_the_account_requires_it() {
     use super::mysql::{Conn, Target};
-    use super::testdb::MariaDb;
+    use super::peers::MariaDb;
     use crate::core::tls::testpki::TestCa;
     use crate::core::tls::{ClientTls, ClientTlsConfig};
     let pki = tempfile::tempdir().unwrap();
@@ -194,8 +194,8 @@ mod kafka {
     use tokio_util::sync::CancellationToken;
 
     use super::super::config::{KafkaConfig, SourceConfig, StreamerConfig};
+    use super::super::peers::MariaDb;
     use super::super::position;
-    use super::super::testdb::MariaDb;
     use crate::core::store::{CORE_SCHEMA, Store, StoreOptions};
 
     pub fn config(db: &MariaDb, brokers: String, start: &str) -> StreamerConfig {
