@@ -4,7 +4,10 @@
 //! Maxwell-style record keyed by primary key (envelope.rs), publishes with
 //! an idempotent producer (publish.rs) and saves the position Kafka has
 //! acknowledged (position.rs) in the store; pipeline.rs ties one run
-//! together, and this file restarts runs with backoff.
+//! together, and this file restarts runs with backoff. cli.rs and dump.rs
+//! print binlogs as JSON lines; bench.rs measures against
+//! python-mysql-replication on the peers of peers.rs (MariaDB, tansu),
+//! which the tests share; fuzz.rs feeds the decoder to the fuzz targets.
 
 mod bench;
 pub mod binlog;

@@ -15,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 #[cfg(test)]
 use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 #[cfg(test)]
 use serde_json::Value;

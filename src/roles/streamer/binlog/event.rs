@@ -4,6 +4,8 @@
 //! `Other`; type codes this decoder does not know decode to `Unknown`, which
 //! the caller counts and skips (both servers mark such events ignorable).
 
+use std::io::Read as _;
+
 use serde::Serialize;
 
 use super::DecodeError;
@@ -489,8 +491,6 @@ fn mariadb_uncompress(data: &[u8], at: usize) -> Result<Vec<u8>, DecodeError> {
     }
     Ok(out)
 }
-
-use std::io::Read as _;
 
 /// MySQL 8's TRANSACTION_PAYLOAD: header fields, then the events of one
 /// transaction, zstd-compressed and without checksums of their own.
