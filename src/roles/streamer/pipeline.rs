@@ -5,6 +5,7 @@
 //! is published at least once and, past the checkpoint, exactly in order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
@@ -37,12 +38,20 @@ struct Txn {
     in_begin: bool,
 }
 
+/// A table as the pipeline uses it, built once per TABLE_MAP event and
+/// shared by every row of it.
+struct Table {
+    map: TableMap,
+    names: Vec<String>,
+    topic: String,
+    wanted: bool,
+}
+
 /// A row change held back until the next one (or the commit) shows whether
 /// it is the transaction's last.
 struct Held {
-    topic: String,
     key: Option<serde_json::Value>,
-    table: TableMap,
+    table: Arc<Table>,
     kind: RowsKind,
     change: rows::RowChange,
     file: String,
@@ -55,7 +64,7 @@ struct Held {
 pub struct Pipeline<'a> {
     cfg: &'a StreamerConfig,
     publisher: Publisher,
-    maps: HashMap<u64, TableMap>,
+    tables: HashMap<u64, Arc<Table>>,
     mariadb: MariadbPosition,
     mysql: MysqlGtidSet,
     is_mariadb: bool,
@@ -87,7 +96,7 @@ pub async fn run(
     let mut p = Pipeline {
         cfg,
         publisher: Publisher::new(&cfg.kafka)?,
-        maps: HashMap::new(),
+        tables: HashMap::new(),
         mariadb: MariadbPosition::default(),
         mysql: MysqlGtidSet::default(),
         is_mariadb: session.mariadb,
@@ -262,34 +271,37 @@ impl Pipeline<'_> {
                     }
                 }
             }
-            EventBody::TableMap(m) => {
-                self.maps.insert(m.table_id, m);
+            EventBody::TableMap(map) => {
+                let table = Table {
+                    names: envelope::column_names(&map),
+                    topic: self.cfg.topic_for(&self.cfg.topic, &map.schema, &map.table),
+                    wanted: self.cfg.wants(&map.schema, &map.table),
+                    map,
+                };
+                self.tables.insert(table.map.table_id, Arc::new(table));
             }
             EventBody::Rows(r) => {
-                let map = self
-                    .maps
+                let table = self
+                    .tables
                     .get(&r.table_id)
                     .cloned()
                     .ok_or_else(|| anyhow!("rows for table id {} without its table map", r.table_id))?;
-                let changes = rows::decode(&r, &map).with_context(|| format!("rows event at {}:{pos}", self.file))?;
+                let changes =
+                    rows::decode(&r, &table.map).with_context(|| format!("rows event at {}:{pos}", self.file))?;
                 if self.txn.is_none() {
                     self.begin(pos, None);
                 }
-                let wanted = self.cfg.wants(&map.schema, &map.table);
-                let topic = self.cfg.topic_for(&self.cfg.topic, &map.schema, &map.table);
-                let names = envelope::column_names(&map);
                 for (i, change) in changes.into_iter().enumerate() {
                     let txn = self.txn.as_mut().expect("begun above");
                     txn.rows += 1;
-                    if txn.rows <= self.skip || !wanted {
+                    if txn.rows <= self.skip || !table.wanted {
                         continue;
                     }
                     let resume = Position { skip_rows: txn.rows, ..txn.start.clone() };
-                    let key = envelope::key(&map, &names, &change);
+                    let key = envelope::key(&table.map, &table.names, &change);
                     let held = Held {
-                        topic: topic.clone(),
                         key,
-                        table: map.clone(),
+                        table: table.clone(),
                         kind: r.kind,
                         change,
                         file: self.file.clone(),
@@ -344,7 +356,6 @@ impl Pipeline<'_> {
     }
 
     async fn publish(&mut self, h: Held, last: bool, xid: Option<u64>) -> anyhow::Result<()> {
-        let names = envelope::column_names(&h.table);
         let gtid = self.txn.as_ref().and_then(|t| t.gtid.clone());
         let src = Source {
             server_id: self.server_id,
@@ -356,7 +367,8 @@ impl Pipeline<'_> {
             xid,
             last,
         };
-        let value = envelope::value(self.cfg.format, &h.table, &names, h.kind, &h.change, &src, now_ms());
+        let t = &h.table;
+        let value = envelope::value(self.cfg.format, &t.map, &t.names, h.kind, &h.change, &src, now_ms());
         let payload = serde_json::to_vec(&value)?;
         let key = h.key.as_ref().map(serde_json::to_vec).transpose()?;
         let op = match h.kind {
@@ -368,8 +380,8 @@ impl Pipeline<'_> {
             metrics::counter!("edgebox_streamer_oversized_total").increment(1);
             let what = format!(
                 "{}.{} change at {}:{} row {} is {} bytes, over kafka.max_message_bytes {}",
-                h.table.schema,
-                h.table.table,
+                t.map.schema,
+                t.map.table,
                 h.file,
                 h.pos,
                 h.row,
@@ -380,13 +392,13 @@ impl Pipeline<'_> {
                 bail!("{what} (oversized = \"fail\")");
             }
             tracing::warn!(detail = %what, "streamer: change too large for Kafka; recorded on the error topic");
-            let topic = self.cfg.topic_for(&self.cfg.error_topic, &h.table.schema, &h.table.table);
-            let record = json!({"error": "message too large", "db": h.table.schema, "table": h.table.table, "key": h.key, "op": op, "file": h.file, "pos": h.pos, "row": h.row, "bytes": payload.len()});
+            let topic = self.cfg.topic_for(&self.cfg.error_topic, &t.map.schema, &t.map.table);
+            let record = json!({"error": "message too large", "db": t.map.schema, "table": t.map.table, "key": h.key, "op": op, "file": h.file, "pos": h.pos, "row": h.row, "bytes": payload.len()});
             let body = serde_json::to_vec(&record)?;
             return self.publisher.send(&topic, key.as_deref(), &body, h.resume, h.ts, &mut self.acks).await;
         }
         metrics::counter!("edgebox_streamer_rows_total", "op" => op).increment(1);
-        self.publisher.send(&h.topic, key.as_deref(), &payload, h.resume, h.ts, &mut self.acks).await
+        self.publisher.send(&t.topic, key.as_deref(), &payload, h.resume, h.ts, &mut self.acks).await
     }
 
     async fn schema_change(&mut self, schema: &str, ddl: &str, pos: u64, ts: u32) -> anyhow::Result<()> {
