@@ -23,11 +23,13 @@ mod position;
 mod publish;
 mod source;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::core::role::{Declared, Role, RoleCtx, RoleEntry, load_with};
+use crate::core::role::{Declared, Role, RoleCtx, RoleEntry, StatusHandle, load_with};
+use crate::core::store::Store;
 use config::StreamerConfig;
 use source::SourceMisconfigured;
 
@@ -72,6 +74,14 @@ impl Role for Streamer {
             };
             let max = Duration::from_secs(src.reconnect_max_s);
             let mut backoff = Duration::from_millis(250);
+            let last_error = Arc::new(Mutex::new(None::<String>));
+            tokio::spawn(report(
+                ctx.status.clone(),
+                ctx.store.clone(),
+                format!("{}:{}", src.host, src.port),
+                last_error.clone(),
+                ctx.shutdown.clone(),
+            ));
             loop {
                 ctx.status.set_ready(true);
                 let started = std::time::Instant::now();
@@ -89,9 +99,7 @@ impl Role for Streamer {
                 }
                 let wait = if e.downcast_ref::<SourceMisconfigured>().is_some() { max } else { backoff };
                 tracing::error!(error = %format!("{e:#}"), retry_in = ?wait, "streamer: stream stopped; resuming from the last acknowledged position");
-                ctx.status.set_detail(
-                    serde_json::json!({ "source": format!("{}:{}", src.host, src.port), "error": format!("{e:#}") }),
-                );
+                *last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(jitter(wait)) => {}
@@ -99,6 +107,27 @@ impl Role for Streamer {
                 backoff = (backoff * 2).min(max);
             }
         })
+    }
+}
+
+/// The source, the saved position and the last failure on /v1/roles, every
+/// two seconds.
+async fn report(
+    status: StatusHandle,
+    store: Store,
+    source: String,
+    last_error: Arc<Mutex<Option<String>>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let position = position::load(&store).await.ok().flatten();
+        let error = last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        status.set_detail(serde_json::json!({ "source": source, "position": position, "last_error": error }));
     }
 }
 
