@@ -77,6 +77,31 @@ fn a_real_mariadb_binlog_decodes_every_event_and_column_type() {
 }
 
 #[test]
+fn a_rows_event_with_no_columns_present_is_refused_not_looped_over() {
+    use super::binlog::event::RowsEvent;
+    use super::binlog::table_map::Column;
+    let map = TableMap {
+        table_id: 1,
+        schema: "s".into(),
+        table: "t".into(),
+        columns: vec![Column::default()],
+        primary_key: None,
+    };
+    let ev = RowsEvent {
+        kind: RowsKind::Insert,
+        table_id: 1,
+        flags: 0,
+        column_count: 1,
+        present: vec![0],
+        present_after: None,
+        rows: vec![0; 3],
+        rows_offset: 40,
+    };
+    let err = rows::decode(&ev, &map).unwrap_err();
+    assert!(err.what.contains("no columns present"), "{err}");
+}
+
+#[test]
 fn every_truncation_and_every_flipped_byte_is_an_error_not_a_panic() {
     for cut in [5, 50, 120, 500, EVERY_TYPE.len() - 3] {
         let result: Result<Vec<_>, _> = file::events(&EVERY_TYPE[..cut]).unwrap().collect();

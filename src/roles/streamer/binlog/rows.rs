@@ -36,6 +36,7 @@ pub fn decode(ev: &RowsEvent, map: &TableMap) -> Result<Vec<RowChange>, DecodeEr
     let mut r = Reader::new(&ev.rows, ev.rows_offset);
     let mut out = Vec::new();
     while !r.is_empty() {
+        let start = r.offset();
         let first = image(&mut r, &ev.present, map)?;
         out.push(match ev.kind {
             RowsKind::Insert => RowChange { before: None, after: Some(first) },
@@ -45,6 +46,10 @@ pub fn decode(ev: &RowsEvent, map: &TableMap) -> Result<Vec<RowChange>, DecodeEr
                 RowChange { before: Some(first), after: Some(image(&mut r, present, map)?) }
             }
         });
+        // An image of no columns takes no bytes: more of them would never end.
+        if r.offset() == start {
+            return Err(r.error("a row image with no columns present"));
+        }
     }
     Ok(out)
 }
