@@ -99,11 +99,17 @@ async fn probe(t: &Target, addr: &str, spec: &ManagedCert, issued: &Issued, trus
     };
     let sock = addr.to_socket_addrs()?.next().with_context(|| format!("{addr} resolves to no address"))?;
     let deadline = Instant::now() + Duration::from_secs(t.probe_timeout_s);
+    // Both checks pass together or are tried again until the deadline: a
+    // server reloading gracefully (nginx) answers some connections from its
+    // old workers, with the old certificate, for a while.
     loop {
         let c = client.clone();
         let served = tokio::task::spawn_blocking(move || c.leaf_served_at(sock, PROBE_IO)).await?;
         let why = match served {
-            Ok(leaf) if leaf == issued.leaf_der => break,
+            Ok(leaf) if leaf == issued.leaf_der => match health(t, sock, &name, &client).await {
+                Ok(()) => return Ok(()),
+                Err(e) => format!("{e:#}"),
+            },
             Ok(_) => format!("still serves another certificate, not the new one (serial {})", issued.serial),
             Err(e) => format!("does not serve the new certificate (serial {}): {e:#}", issued.serial),
         };
@@ -112,11 +118,13 @@ async fn probe(t: &Target, addr: &str, spec: &ManagedCert, issued: &Issued, trus
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    if let Some(path) = &t.probe_http_path {
-        let to = Endpoint { addr: sock, host: name, tls: Some(client) };
-        let path = path.clone();
-        let reply = tokio::task::spawn_blocking(move || httpclient::request(&to, "GET", &path, &[], b"")).await??;
-        anyhow::ensure!((200..300).contains(&reply.status), "health check answered {}", reply.status);
-    }
+}
+
+/// The target's HTTP health check, when it has one: 2xx over TLS.
+async fn health(t: &Target, sock: std::net::SocketAddr, name: &str, client: &ClientTls) -> anyhow::Result<()> {
+    let Some(path) = t.probe_http_path.clone() else { return Ok(()) };
+    let to = Endpoint { addr: sock, host: name.to_owned(), tls: Some(client.clone()) };
+    let reply = tokio::task::spawn_blocking(move || httpclient::request(&to, "GET", &path, &[], b"")).await??;
+    anyhow::ensure!((200..300).contains(&reply.status), "health check answered {}", reply.status);
     Ok(())
 }
