@@ -276,6 +276,17 @@ mod kafka {
         out
     }
 
+    /// One pipeline run in the background, and the token that stops it.
+    fn spawn(cfg: &StreamerConfig, store: &Store) -> (tokio::task::JoinHandle<anyhow::Result<()>>, CancellationToken) {
+        let (cfg, store, stop) = (cfg.clone(), store.clone(), CancellationToken::new());
+        let token = stop.clone();
+        let run = tokio::spawn(async move {
+            let src = cfg.source.clone().expect("a source");
+            super::super::pipeline::run(&cfg, &src, &store, &stop).await
+        });
+        (run, token)
+    }
+
     fn store(dir: &std::path::Path) -> Store {
         Store::open(&dir.join("s.redb"), &[CORE_SCHEMA], &StoreOptions::default()).unwrap()
     }
@@ -289,14 +300,9 @@ mod kafka {
         mock.create_topic("edgebox.schema-changes", 1, 1).unwrap();
         let brokers = mock.bootstrap_servers();
         let cfg = config(&db, brokers.clone(), "earliest");
-        let src = cfg.source.clone().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        let stop = CancellationToken::new();
-        let run = {
-            let (cfg, src, store, stop) = (cfg.clone(), src.clone(), store.clone(), stop.clone());
-            tokio::spawn(async move { super::super::pipeline::run(&cfg, &src, &store, &stop).await })
-        };
+        let (run, stop) = spawn(&cfg, &store);
         db.sql("INSERT INTO shop.orders VALUES (1, 'new', 10.50), (2, 'new', 20.00);");
         db.sql("UPDATE shop.orders SET status = 'paid' WHERE id = 1;");
         db.sql("DELETE FROM shop.orders WHERE id = 2;");
@@ -346,11 +352,7 @@ mod kafka {
         run.await.unwrap().unwrap();
         // A second run resumes after the checkpoint: one new change, no repeats.
         db.sql("INSERT INTO shop.orders VALUES (3, 'new', 5.00);");
-        let stop = CancellationToken::new();
-        let run = {
-            let (store, stop) = (store.clone(), stop.clone());
-            tokio::spawn(async move { super::super::pipeline::run(&cfg, &src, &store, &stop).await })
-        };
+        let (run, stop) = spawn(&cfg, &store);
         let b = mock.bootstrap_servers();
         let all = tokio::task::spawn_blocking(move || read(&b, "edgebox.shop.orders", 3, 5, Duration::from_secs(20)))
             .await
@@ -379,14 +381,9 @@ mod kafka {
         let mut cfg = config(&db, brokers.clone(), "current");
         cfg.format = super::super::config::Format::Maxwell;
         cfg.kafka.max_message_bytes = 4096;
-        let src = cfg.source.clone().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        let stop = CancellationToken::new();
-        let run = {
-            let (cfg, src, store, stop) = (cfg.clone(), src.clone(), store.clone(), stop.clone());
-            tokio::spawn(async move { super::super::pipeline::run(&cfg, &src, &store, &stop).await })
-        };
+        let (run, stop) = spawn(&cfg, &store);
         tokio::time::sleep(Duration::from_millis(500)).await;
         // The broker goes away; changes made meanwhile wait, nothing is lost.
         mock.broker_down(1).unwrap();
