@@ -139,7 +139,7 @@ pub fn run(broker: &str, rates: &[u64], seconds: u64, backlog: u64) -> anyhow::R
                     let stop = stop.clone();
                     Some(rt.spawn(async move {
                         let src = cfg.source.clone().expect("configured");
-                        super::pipeline::run(&cfg, &src, &store, &stop).await
+                        super::pipeline::run(&cfg, &src, &store, &stop, &Default::default()).await
                     }))
                 }
                 _ => {

@@ -42,9 +42,11 @@ checkpoint_interval_ms = 200
 # password_file = "/etc/edgebox/mysql-cdc.password"
 # This replica's server_id: unique among the source's replicas.
 # server_id = 4242
-# Where to start when the store holds no position: "earliest" (the oldest
-# binlog the server has), "current" (SHOW MASTER STATUS), "gtid:0-1-100"
-# (MariaDB) or "gtid:<uuid>:1-100" (MySQL), or "file:binlog.000042:4".
+# Where to start when the store holds no position: "snapshot" (publish the
+# selected tables' rows as of one binlog position, op "r", then stream from
+# exactly there), "earliest" (the oldest binlog the server has), "current"
+# (SHOW MASTER STATUS), "gtid:0-1-100" (MariaDB) or "gtid:<uuid>:1-100"
+# (MySQL), or "file:binlog.000042:4".
 # start = "current"
 # The server's heartbeat while the binlog is idle; a silent connection is
 # dropped and re-established after three periods.
@@ -176,6 +178,7 @@ impl Default for KafkaConfig {
 /// Where streaming starts when the store has no position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
+    Snapshot,
     Earliest,
     Current,
     Gtid(String),
@@ -185,6 +188,7 @@ pub enum Start {
 impl Start {
     pub fn parse(s: &str) -> Result<Start, String> {
         match s {
+            "snapshot" => Ok(Start::Snapshot),
             "earliest" => Ok(Start::Earliest),
             "current" => Ok(Start::Current),
             _ => {
@@ -204,7 +208,9 @@ impl Start {
                     }
                     return Ok(Start::File(file.to_owned(), pos));
                 }
-                Err(format!("start = {s:?}: expected earliest, current, gtid:<position> or file:<name>:<pos>"))
+                Err(format!(
+                    "start = {s:?}: expected snapshot, earliest, current, gtid:<position> or file:<name>:<pos>"
+                ))
             }
         }
     }

@@ -26,6 +26,49 @@ pub struct Source<'a> {
     pub xid: Option<u64>,
     /// The transaction's last row.
     pub last: bool,
+    /// Debezium's source.snapshot: "true" for a snapshot read, "last" for
+    /// the snapshot's final row, `None` while streaming ("false").
+    pub snapshot: Option<&'a str>,
+}
+
+/// What happened to the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    /// Read by the initial snapshot.
+    Read,
+}
+
+impl From<RowsKind> for Op {
+    fn from(k: RowsKind) -> Op {
+        match k {
+            RowsKind::Insert => Op::Create,
+            RowsKind::Update => Op::Update,
+            RowsKind::Delete => Op::Delete,
+        }
+    }
+}
+
+impl Op {
+    pub fn debezium(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+        }
+    }
+
+    fn maxwell(self) -> &'static str {
+        match self {
+            Op::Create => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Read => "bootstrap-insert",
+        }
+    }
 }
 
 /// Column names: the table map's (binlog_row_metadata=FULL), else the
@@ -60,7 +103,7 @@ pub fn value(
     format: Format,
     map: &TableMap,
     names: &[String],
-    kind: RowsKind,
+    op: Op,
     change: &RowChange,
     src: &Source<'_>,
     now_ms: u64,
@@ -83,19 +126,20 @@ pub fn value(
                 "file": src.file,
                 "pos": src.pos,
                 "row": src.row,
+                "snapshot": src.snapshot.unwrap_or("false"),
             },
-            "op": match kind { RowsKind::Insert => "c", RowsKind::Update => "u", RowsKind::Delete => "d" },
+            "op": op.debezium(),
             "ts_ms": now_ms,
         }),
         Format::Maxwell => {
             let mut v = json!({
                 "database": map.schema,
                 "table": map.table,
-                "type": match kind { RowsKind::Insert => "insert", RowsKind::Update => "update", RowsKind::Delete => "delete" },
+                "type": op.maxwell(),
                 "ts": src.ts,
                 "position": format!("{}:{}", src.file, src.pos),
                 "server_id": src.server_id,
-                "data": if kind == RowsKind::Delete { before.clone() } else { after.clone() },
+                "data": if op == Op::Delete { before.clone() } else { after.clone() },
             });
             if let Some(g) = src.gtid {
                 v["gtid"] = json!(g);
@@ -107,7 +151,7 @@ pub fn value(
                 v["commit"] = json!(true);
             }
             // Maxwell's "old": the before values of the columns that changed.
-            if let (RowsKind::Update, Some(Value::Object(b)), Some(Value::Object(a))) = (kind, &before, &after) {
+            if let (Op::Update, Some(Value::Object(b)), Some(Value::Object(a))) = (op, &before, &after) {
                 let old: Map<String, Value> =
                     b.iter().filter(|(k, v)| a.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
                 v["old"] = Value::Object(old);
@@ -146,15 +190,16 @@ mod tests {
             ts: 1_700_000_000,
             xid: Some(42),
             last: true,
+            snapshot: None,
         };
         assert_eq!(key(&map, &names, &change), Some(json!({"id": 7})));
-        let d = value(Format::Debezium, &map, &names, RowsKind::Update, &change, &src, 1);
+        let d = value(Format::Debezium, &map, &names, Op::Update, &change, &src, 1);
         assert_eq!(d["op"], "u");
         assert_eq!(d["before"]["status"], "new");
         assert_eq!(d["after"]["status"], "paid");
         assert_eq!(d["source"]["gtid"], "0-1-5");
         assert_eq!(d["source"]["ts_ms"], 1_700_000_000_000u64);
-        let m = value(Format::Maxwell, &map, &names, RowsKind::Update, &change, &src, 1);
+        let m = value(Format::Maxwell, &map, &names, Op::Update, &change, &src, 1);
         assert_eq!(m["type"], "update");
         assert_eq!(m["old"], json!({"status": "new"}));
         assert_eq!(m["commit"], true);

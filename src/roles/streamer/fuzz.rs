@@ -1,6 +1,7 @@
-//! Entry points for the fuzz targets (fuzz/fuzz_targets/binlog_*.rs): the
-//! decoder must turn any bytes into events or errors, never a panic, a
-//! runaway allocation or unbounded recursion.
+//! Entry points for the fuzz targets (fuzz/fuzz_targets/binlog_*.rs and
+//! streamer_ddl.rs): the decoder and the DDL reader must turn any bytes
+//! into events, statements or errors, never a panic, a runaway allocation
+//! or unbounded recursion.
 
 use super::binlog::event::{Checksum, Event, EventBody, FormatDescription};
 use super::binlog::{TableMap, file, rows};
@@ -48,4 +49,27 @@ fn visit(ev: Event, maps: &mut std::collections::HashMap<u64, TableMap>) {
         EventBody::TransactionPayload { events } => events.into_iter().for_each(|e| visit(e, maps)),
         _ => {}
     }
+}
+
+/// A DDL statement (from a QUERY event) followed in a schema history: the
+/// first line sets up a table, the rest alters it; then a table map is
+/// checked against the result.
+pub fn ddl(data: &[u8]) {
+    use super::binlog::table_map::{Column, ty};
+    use super::schema::{History, ddl};
+    let text = String::from_utf8_lossy(data);
+    let mut history = History::default();
+    for statement in text.split('\n') {
+        if let Ok(d) = ddl::parse(statement, "db") {
+            history.apply(&d);
+        }
+    }
+    let mut map = TableMap {
+        table_id: 1,
+        schema: "db".into(),
+        table: "t".into(),
+        columns: vec![Column { ty: ty::LONG, ..Column::default() }; 3],
+        primary_key: None,
+    };
+    let _ = history.enrich(&mut map);
 }

@@ -3,8 +3,10 @@
 //! row-based binlog (binlog/), turns each row change into a Debezium- or
 //! Maxwell-style record keyed by primary key (envelope.rs), publishes with
 //! an idempotent producer (publish.rs) and saves the position Kafka has
-//! acknowledged (position.rs) in the store; pipeline.rs ties one run
-//! together, and this file restarts runs with backoff. cli.rs and dump.rs
+//! acknowledged (position.rs) in the store, with the schema history it
+//! follows from DDL (schema/); snapshot.rs copies the tables at a position
+//! before streaming from it; pipeline.rs ties one run together, and this
+//! file restarts runs with backoff. cli.rs and dump.rs
 //! print binlogs as JSON lines; bench.rs measures against
 //! python-mysql-replication on the peers of peers.rs (MariaDB, tansu),
 //! which the tests share; fuzz.rs feeds the decoder to the fuzz targets.
@@ -21,6 +23,8 @@ pub mod mysql;
 mod pipeline;
 mod position;
 mod publish;
+pub mod schema;
+mod snapshot;
 mod source;
 
 use std::sync::{Arc, Mutex};
@@ -75,17 +79,18 @@ impl Role for Streamer {
             let max = Duration::from_secs(src.reconnect_max_s);
             let mut backoff = Duration::from_millis(250);
             let last_error = Arc::new(Mutex::new(None::<String>));
+            let progress = snapshot::Progress::default();
             tokio::spawn(report(
                 ctx.status.clone(),
                 ctx.store.clone(),
                 format!("{}:{}", src.host, src.port),
-                last_error.clone(),
+                (last_error.clone(), progress.clone()),
                 ctx.shutdown.clone(),
             ));
             loop {
                 ctx.status.set_ready(true);
                 let started = std::time::Instant::now();
-                let outcome = pipeline::run(&cfg, &src, &ctx.store, &ctx.shutdown).await;
+                let outcome = pipeline::run(&cfg, &src, &ctx.store, &ctx.shutdown, &progress).await;
                 if ctx.shutdown.is_cancelled() {
                     return outcome;
                 }
@@ -110,13 +115,13 @@ impl Role for Streamer {
     }
 }
 
-/// The source, the saved position and the last failure on /v1/roles, every
-/// two seconds.
+/// The source, the saved position, a running snapshot's progress and the
+/// last failure on /v1/roles, every two seconds.
 async fn report(
     status: StatusHandle,
     store: Store,
     source: String,
-    last_error: Arc<Mutex<Option<String>>>,
+    (last_error, progress): (Arc<Mutex<Option<String>>>, snapshot::Progress),
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -127,7 +132,7 @@ async fn report(
         }
         let position = position::load(&store).await.ok().flatten();
         let error = last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        status.set_detail(serde_json::json!({ "source": source, "position": position, "last_error": error }));
+        status.set_detail(serde_json::json!({ "source": source, "position": position, "snapshot": progress.get(), "last_error": error }));
     }
 }
 
@@ -142,3 +147,5 @@ mod fixture;
 pub mod peers;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_schema;

@@ -4,7 +4,7 @@
 //! run; the role starts the next one from the last checkpoint, so a change
 //! is published at least once and, past the checkpoint, exactly in order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,12 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::binlog::event::{EventBody, RowsKind};
 use super::binlog::{TableMap, rows};
-use super::config::{Oversized, SourceConfig, StreamerConfig};
-use super::envelope::{self, Source};
+use super::config::{Oversized, SourceConfig, Start, StreamerConfig};
+use super::envelope::{self, Op, Source};
 use super::gtid::{MariadbPosition, MysqlGtidSet};
-use super::position::{self, Position};
+use super::mysql::Conn;
+use super::position::{self, Position, SchemaUpdate};
 use super::publish::{Ack, Publisher};
-use super::source::{Located, Session};
+use super::schema::{self, Changes, History, ddl};
+use super::snapshot::{self, Progress, Sink};
+use super::source::{Located, Session, SourceMisconfigured};
 use crate::core::store::Store;
 
 /// Events read ahead of publishing.
@@ -79,23 +82,56 @@ pub struct Pipeline<'a> {
     /// The event just handled ended a transaction.
     committed: bool,
     acks: Vec<Ack>,
+    history: History,
+    /// History changes not saved yet, each with the sequence number of the
+    /// boundary after its statement (`None` until that is marked): saved
+    /// with the first checkpoint at or past it.
+    pending_schema: Vec<(Option<u64>, Changes)>,
+    /// Schema disagreements already warned about.
+    warned: HashSet<String>,
 }
 
-/// Runs until shutdown (Ok) or a failure (Err); `store` keeps the position.
+/// Runs until shutdown (Ok) or a failure (Err); `store` keeps the position
+/// and the schema history. A fresh start with `start = "snapshot"` first
+/// publishes the snapshot (its progress in `progress`).
 pub async fn run(
     cfg: &StreamerConfig,
     src: &SourceConfig,
     store: &Store,
     shutdown: &CancellationToken,
+    progress: &Progress,
 ) -> anyhow::Result<()> {
     let saved = position::load(store).await?;
     let target = super::source::target(src)?;
+    let mut publisher = Publisher::new(&cfg.kafka)?;
+    let mut acks = Vec::new();
+    let start_snapshot = saved.is_none() && Start::parse(&src.start).map_err(SourceMisconfigured)? == Start::Snapshot;
+    let (saved, history) = if start_snapshot {
+        let sink = Sink { cfg, publisher: &mut publisher, acks: &mut acks, progress, shutdown };
+        let snap = snapshot::run(&target, None, sink).await.context("initial snapshot")?;
+        position::save(store, &snap.position, SchemaUpdate::Replace(snap.history.clone())).await?;
+        (Some(snap.position), snap.history)
+    } else {
+        (saved, position::load_history(store).await?)
+    };
     let (mut session, start) = Session::open(src, &target, saved.as_ref(), true).await?;
-    tracing::info!(source = %format!("{}:{}", src.host, src.port), position = %start, mariadb = session.mariadb, "streamer: streaming");
+    let (history, saved) = match saved {
+        Some(s) => (history, Some(s)),
+        None => {
+            // A fresh stream: the schemas of the tables as they stand now,
+            // saved with the start, so a restart does not move the start.
+            let mut conn = Conn::connect(&target).await?;
+            let tables = schema::list_tables(&mut conn).await?;
+            let h = schema::capture(&mut conn, tables.iter().map(|(n, _)| n)).await?;
+            position::save(store, &start, SchemaUpdate::Replace(h.clone())).await?;
+            (h, Some(start.clone()))
+        }
+    };
+    tracing::info!(source = %format!("{}:{}", src.host, src.port), position = %start, mariadb = session.mariadb, tables_known = history.len(), "streamer: streaming");
     metrics::gauge!("edgebox_streamer_connected").set(1.0);
     let mut p = Pipeline {
         cfg,
-        publisher: Publisher::new(&cfg.kafka)?,
+        publisher,
         tables: HashMap::new(),
         mariadb: MariadbPosition::default(),
         mysql: MysqlGtidSet::default(),
@@ -107,7 +143,10 @@ pub async fn run(
         held: None,
         skip: start.skip_rows,
         committed: false,
-        acks: Vec::new(),
+        acks,
+        history,
+        pending_schema: Vec::new(),
+        warned: HashSet::new(),
     };
     if let Some(g) = &start.gtid {
         match p.is_mariadb {
@@ -152,7 +191,7 @@ pub async fn run(
                     break Err(e);
                 }
                 p.record_acks();
-                if let Err(e) = checkpoint(store, p.publisher.tracker.acked().cloned(), &mut saved).await {
+                if let Err(e) = p.checkpoint(store, &mut saved).await {
                     break Err(e);
                 }
             }
@@ -163,7 +202,7 @@ pub async fn run(
         tracing::warn!(waiting = p.publisher.in_flight(), "streamer: acknowledgements still outstanding at stop");
     }
     p.record_acks();
-    checkpoint(store, p.publisher.tracker.acked().cloned(), &mut saved).await?;
+    p.checkpoint(store, &mut saved).await?;
     result
 }
 
@@ -175,26 +214,48 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn checkpoint(store: &Store, acked: Option<Position>, saved: &mut Option<Position>) -> anyhow::Result<()> {
-    let Some(acked) = acked else { return Ok(()) };
-    if saved.as_ref() == Some(&acked) {
-        return Ok(());
-    }
-    position::save(store, &acked).await.context("saving the streamer position")?;
-    metrics::counter!("edgebox_streamer_checkpoints_total").increment(1);
-    metrics::gauge!("edgebox_streamer_position_offset").set(acked.pos as f64);
-    if let Some(n) = acked.file.rsplit('.').next().and_then(|n| n.parse::<f64>().ok()) {
-        metrics::gauge!("edgebox_streamer_position_file_number").set(n);
-    }
-    *saved = Some(acked);
-    Ok(())
-}
-
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Pipeline<'_> {
+    /// Saves the acknowledged position with the schema changes read before
+    /// it, when either moved.
+    async fn checkpoint(&mut self, store: &Store, saved: &mut Option<Position>) -> anyhow::Result<()> {
+        let Some(acked) = self.publisher.tracker.acked().cloned() else { return Ok(()) };
+        let next = self.publisher.tracker.next_unacked();
+        let through = self.pending_schema.iter().take_while(|(s, _)| s.is_some_and(|s| s < next)).count();
+        let confirmed: Changes = self.pending_schema.drain(..through).flat_map(|(_, c)| c).collect();
+        if saved.as_ref() == Some(&acked) && confirmed.is_empty() {
+            return Ok(());
+        }
+        position::save(store, &acked, SchemaUpdate::Changes(confirmed))
+            .await
+            .context("saving the streamer position")?;
+        metrics::counter!("edgebox_streamer_checkpoints_total").increment(1);
+        metrics::gauge!("edgebox_streamer_position_offset").set(acked.pos as f64);
+        if let Some(n) = acked.file.rsplit('.').next().and_then(|n| n.parse::<f64>().ok()) {
+            metrics::gauge!("edgebox_streamer_position_file_number").set(n);
+        }
+        *saved = Some(acked);
+        Ok(())
+    }
+
+    /// Follows a DDL statement in the schema history.
+    fn follow_ddl(&mut self, db: &str, statement: &str) {
+        let changes = match ddl::parse(statement, db) {
+            Ok(d) => self.history.apply(&d),
+            Err(e) => {
+                metrics::counter!("edgebox_streamer_ddl_unparsed_total").increment(1);
+                tracing::warn!(database = db, error = %e, statement, "streamer: a DDL statement the schema history cannot follow; the table's rows use the binlog's own metadata from here");
+                e.table.as_ref().map(|t| self.history.forget(t)).unwrap_or_default()
+            }
+        };
+        if !changes.is_empty() {
+            self.pending_schema.push((None, changes));
+        }
+    }
+
     fn record_acks(&mut self) {
         let now = now_ms();
         for a in self.acks.drain(..) {
@@ -231,7 +292,10 @@ impl Pipeline<'_> {
         }
         if std::mem::take(&mut self.committed) {
             let boundary = self.boundary();
-            self.publisher.mark(boundary);
+            let seq = self.publisher.mark(boundary);
+            for (s, _) in self.pending_schema.iter_mut().rev().take_while(|(s, _)| s.is_none()) {
+                *s = Some(seq);
+            }
         }
         Ok(())
     }
@@ -264,6 +328,7 @@ impl Pipeline<'_> {
                     self.commit(None).await?;
                 } else {
                     if is_schema_change(q) {
+                        self.follow_ddl(&schema, q);
                         self.schema_change(&schema, q, pos, ts).await?;
                     }
                     if !self.txn.as_ref().is_some_and(|t| t.in_begin) {
@@ -271,7 +336,13 @@ impl Pipeline<'_> {
                     }
                 }
             }
-            EventBody::TableMap(map) => {
+            EventBody::TableMap(mut map) => {
+                if let Err(e) = self.history.enrich(&mut map) {
+                    metrics::counter!("edgebox_streamer_schema_mismatch_total").increment(1);
+                    if self.warned.insert(e.clone()) {
+                        tracing::warn!(error = %e, "streamer: the schema history disagrees with the binlog; using the binlog's own metadata for this table");
+                    }
+                }
                 let table = Table {
                     names: envelope::column_names(&map),
                     topic: self.cfg.topic_for(&self.cfg.topic, &map.schema, &map.table),
@@ -366,16 +437,14 @@ impl Pipeline<'_> {
             ts: h.ts,
             xid,
             last,
+            snapshot: None,
         };
         let t = &h.table;
-        let value = envelope::value(self.cfg.format, &t.map, &t.names, h.kind, &h.change, &src, now_ms());
+        let op = Op::from(h.kind);
+        let value = envelope::value(self.cfg.format, &t.map, &t.names, op, &h.change, &src, now_ms());
         let payload = serde_json::to_vec(&value)?;
         let key = h.key.as_ref().map(serde_json::to_vec).transpose()?;
-        let op = match h.kind {
-            RowsKind::Insert => "c",
-            RowsKind::Update => "u",
-            RowsKind::Delete => "d",
-        };
+        let op = op.debezium();
         if payload.len() > self.cfg.kafka.max_message_bytes {
             metrics::counter!("edgebox_streamer_oversized_total").increment(1);
             let what = format!(

@@ -5,11 +5,13 @@
 //! and offset) plus how many row changes of the transaction that starts
 //! there were already acknowledged (`skip_rows`): a restart re-reads that
 //! transaction from its start and skips exactly those, so a crash between
-//! two acknowledgements duplicates nothing that was acknowledged.
+//! two acknowledgements duplicates nothing that was acknowledged. The
+//! schema history (schema/history.rs) is saved with it, in one transaction.
 
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
+use super::schema::history::{self, Changes, History};
 use crate::core::store::{Durability, Store};
 
 pub const POSITION_TABLE: TableDefinition<&str, &str> = TableDefinition::new("streamer.position");
@@ -55,12 +57,31 @@ pub async fn load(store: &Store) -> anyhow::Result<Option<Position>> {
         .await
 }
 
-pub async fn save(store: &Store, pos: &Position) -> anyhow::Result<()> {
+/// What a save does to the schema history, in the same transaction.
+#[derive(Debug, Clone)]
+pub enum SchemaUpdate {
+    Changes(Changes),
+    /// A fresh start's captured schemas replace whatever was kept.
+    Replace(History),
+}
+
+/// Saves the position and the schema history that goes with it in one
+/// fsynced transaction: a restart never pairs a position with schemas from
+/// after it.
+pub async fn save(store: &Store, pos: &Position, schema: SchemaUpdate) -> anyhow::Result<()> {
     let text = serde_json::to_string(pos)?;
     store
         .write(Durability::Immediate, move |txn| {
             txn.open_table(POSITION_TABLE)?.insert(KEY, text.as_str())?;
-            Ok(())
+            match &schema {
+                SchemaUpdate::Changes(c) => history::write(txn, c),
+                SchemaUpdate::Replace(h) => history::replace(txn, h),
+            }
         })
         .await
+}
+
+/// The schema history saved with the position.
+pub async fn load_history(store: &Store) -> anyhow::Result<History> {
+    store.read(history::read).await
 }

@@ -55,6 +55,11 @@ impl Tracker {
         }
     }
 
+    /// The first sequence number not yet acknowledged: everything before it is.
+    pub fn next_unacked(&self) -> u64 {
+        self.first
+    }
+
     /// The position every change before which Kafka has acknowledged.
     pub fn acked(&self) -> Option<&Position> {
         self.acked.as_ref()
@@ -140,9 +145,10 @@ impl Publisher {
         }
     }
 
-    /// A boundary with nothing to publish (a commit, a skipped table).
-    pub fn mark(&mut self, resume: Position) {
-        self.tracker.push(resume, true);
+    /// A boundary with nothing to publish (a commit, a skipped table); its
+    /// sequence number.
+    pub fn mark(&mut self, resume: Position) -> u64 {
+        self.tracker.push(resume, true)
     }
 
     pub fn in_flight(&self) -> usize {

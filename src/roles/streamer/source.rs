@@ -157,6 +157,12 @@ impl Session {
 /// A configured start as a position.
 async fn resolve(conn: &mut Conn, start: &Start, mariadb: bool) -> anyhow::Result<Position> {
     Ok(match start {
+        Start::Snapshot => {
+            return Err(SourceMisconfigured(
+                "a snapshot is taken by `streamer serve` only; start from current or earliest".into(),
+            )
+            .into());
+        }
         Start::Gtid(g) => Position { gtid: Some(g.clone()), ..Position::default() },
         Start::File(f, p) => Position { file: f.clone(), pos: *p, ..Position::default() },
         Start::Current => {

@@ -206,7 +206,7 @@ async fn logs_in_over_tls_when_the_account_requires_it() {
     assert!(format!("{err:#}").contains("TLS"), "{err:#}");
 }
 
-mod kafka {
+pub mod kafka {
     //! The whole pipeline: a real MariaDB, librdkafka's mock cluster, the
     //! store; records read back by partition assignment.
 
@@ -277,17 +277,20 @@ mod kafka {
     }
 
     /// One pipeline run in the background, and the token that stops it.
-    fn spawn(cfg: &StreamerConfig, store: &Store) -> (tokio::task::JoinHandle<anyhow::Result<()>>, CancellationToken) {
+    pub fn spawn(
+        cfg: &StreamerConfig,
+        store: &Store,
+    ) -> (tokio::task::JoinHandle<anyhow::Result<()>>, CancellationToken) {
         let (cfg, store, stop) = (cfg.clone(), store.clone(), CancellationToken::new());
         let token = stop.clone();
         let run = tokio::spawn(async move {
             let src = cfg.source.clone().expect("a source");
-            super::super::pipeline::run(&cfg, &src, &store, &stop).await
+            super::super::pipeline::run(&cfg, &src, &store, &stop, &Default::default()).await
         });
         (run, token)
     }
 
-    fn store(dir: &std::path::Path) -> Store {
+    pub fn store(dir: &std::path::Path) -> Store {
         Store::open(&dir.join("s.redb"), &[CORE_SCHEMA], &StoreOptions::default()).unwrap()
     }
 

@@ -101,6 +101,9 @@ pub struct Column {
     pub collation: Option<u64>,
     pub enum_values: Option<Vec<String>>,
     pub set_values: Option<Vec<String>>,
+    /// The type as declared, from the schema history (`uuid`, `inet6`, …):
+    /// the binlog only says CHAR for types that store fixed bytes.
+    pub declared: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

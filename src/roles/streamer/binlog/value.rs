@@ -45,7 +45,7 @@ pub fn decode(r: &mut Reader<'_>, c: &Column) -> Result<Value, DecodeError> {
         ty::STRING => {
             let n = if c.meta < 256 { 1 } else { 2 };
             let len = r.uint(n, "CHAR length")? as usize;
-            text(r.take(len, "CHAR")?, c)
+            fixed(r.take(len, "CHAR")?, c)
         }
         ty::ENUM => {
             let i = r.uint(usize::from(c.meta).clamp(1, 2), "ENUM index")? as usize;
@@ -117,6 +117,29 @@ fn int(raw: u64, bytes: u32, unsigned: bool) -> Value {
 
 fn float(f: f64) -> Value {
     serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+}
+
+/// CHAR and BINARY: the binlog drops trailing pad bytes, which BINARY(n)
+/// gives back as zeros (as a SELECT shows it); MariaDB's UUID, INET6 and
+/// INET4 are fixed bytes shown as their text forms.
+fn fixed(stored: &[u8], c: &Column) -> Value {
+    if c.collation != Some(BINARY_COLLATION) {
+        return text(stored, c);
+    }
+    let mut b = stored.to_vec();
+    b.resize(b.len().max(usize::from(c.meta)), 0);
+    match (c.declared.as_deref(), b.len()) {
+        (Some("uuid"), 16) => {
+            let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            Value::String(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]))
+        }
+        (Some("inet6"), 16) => {
+            let a: [u8; 16] = b.as_slice().try_into().expect("16 bytes");
+            Value::String(std::net::Ipv6Addr::from(a).to_string())
+        }
+        (Some("inet4"), 4) => Value::String(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string()),
+        _ => text(&b, c),
+    }
 }
 
 /// Text where the column holds characters, base64 where it holds bytes.

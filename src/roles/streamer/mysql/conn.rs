@@ -58,6 +58,9 @@ pub struct Conn {
     p: Packets,
     pub server_version: String,
     pub connection_id: u32,
+    /// Columns of the result being read, and whether rows remain.
+    columns: usize,
+    rows_left: bool,
 }
 
 /// A text-protocol result: column names and rows of optional strings.
@@ -87,13 +90,56 @@ fn parse_err(payload: &[u8]) -> ServerError {
     ServerError { code, state, message: String::from_utf8_lossy(msg).into_owned() }
 }
 
-fn lenenc_str(r: &mut Reader<'_>, what: &str) -> anyhow::Result<Option<String>> {
+fn lenenc_bytes<'a>(r: &mut Reader<'a>, what: &str) -> anyhow::Result<Option<&'a [u8]>> {
     if r.remaining() > 0 && r.clone().u8(what)? == 0xfb {
         r.u8(what)?;
         return Ok(None);
     }
     let n = r.lenenc_len(what)?;
-    Ok(Some(String::from_utf8_lossy(r.take(n, what)?).into_owned()))
+    Ok(Some(r.take(n, what)?))
+}
+
+fn lenenc_str(r: &mut Reader<'_>, what: &str) -> anyhow::Result<Option<String>> {
+    Ok(lenenc_bytes(r, what)?.map(|b| String::from_utf8_lossy(b).into_owned()))
+}
+
+/// A result column as the text protocol describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// The collation id the value is sent in (63: binary).
+    pub charset: u16,
+    /// The column type code (as in the binlog's table maps).
+    pub ty: u8,
+    pub flags: u16,
+    pub decimals: u8,
+}
+
+/// Column definition flags.
+pub mod column_flag {
+    pub const PRIMARY_KEY: u16 = 2;
+    pub const UNSIGNED: u16 = 32;
+    pub const BINARY: u16 = 128;
+    pub const ENUM: u16 = 256;
+    pub const SET: u16 = 2048;
+}
+
+impl ColumnInfo {
+    fn read(def: &[u8]) -> anyhow::Result<ColumnInfo> {
+        let mut r = Reader::new(def, 0);
+        for what in ["catalog", "schema", "table", "original table"] {
+            lenenc_str(&mut r, what)?;
+        }
+        let name = lenenc_str(&mut r, "column name")?.unwrap_or_default();
+        lenenc_str(&mut r, "original column name")?;
+        r.lenenc("fixed fields length")?;
+        let charset = r.u16("character set")?;
+        r.u32("column length")?;
+        let ty = r.u8("column type")?;
+        let flags = r.u16("column flags")?;
+        let decimals = r.u8("decimals")?;
+        Ok(ColumnInfo { name, charset, ty, flags, decimals })
+    }
 }
 
 impl Conn {
@@ -176,7 +222,7 @@ impl Conn {
         resp.extend(plugin.as_bytes());
         resp.push(0);
         p.write(&resp).await?;
-        let mut conn = Conn { p, server_version, connection_id };
+        let mut conn = Conn { p, server_version, connection_id, columns: 0, rows_left: false };
         conn.finish_auth(t, plugin, scramble, tls_on)
             .await
             .with_context(|| format!("logging in to {addr} as {}", t.user))?;
@@ -227,7 +273,22 @@ impl Conn {
     }
 
     /// Runs a statement; a result set's rows come back as text.
+    /// Runs a statement and collects its result as text.
     pub async fn query(&mut self, sql: &str) -> anyhow::Result<ResultSet> {
+        let columns = self.query_start(sql).await?;
+        let mut rs = ResultSet { columns: columns.into_iter().map(|c| c.name).collect(), rows: Vec::new() };
+        while let Some(row) = self.next_row().await.with_context(|| format!("running {sql:?}"))? {
+            rs.rows.push(row.into_iter().map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned())).collect());
+        }
+        Ok(rs)
+    }
+
+    /// Sends a statement and reads its column definitions; the rows follow
+    /// through [`Conn::next_row`] (one at a time, for tables of any size).
+    /// A statement without a result set answers no columns and no rows.
+    pub async fn query_start(&mut self, sql: &str) -> anyhow::Result<Vec<ColumnInfo>> {
+        // A result left unread would be taken for this one's.
+        while self.next_row().await?.is_some() {}
         self.p.reset();
         let mut cmd = Vec::with_capacity(sql.len() + 1);
         cmd.push(0x03);
@@ -235,42 +296,52 @@ impl Conn {
         self.p.write(&cmd).await?;
         let first = self.p.read().await?;
         match first.first() {
-            Some(0x00) => return Ok(ResultSet::default()),
+            Some(0x00) => return Ok(Vec::new()),
             Some(0xff) => return Err(anyhow::Error::new(parse_err(&first)).context(format!("running {sql:?}"))),
             _ => {}
         }
         let n = Reader::new(&first, 0).lenenc("column count")? as usize;
-        let mut rs = ResultSet::default();
+        let mut columns = Vec::with_capacity(n.min(4096));
         for _ in 0..n {
             let def = self.p.read().await?;
-            let mut r = Reader::new(&def, 0);
-            for what in ["catalog", "schema", "table", "original table"] {
-                lenenc_str(&mut r, what)?;
-            }
-            rs.columns.push(lenenc_str(&mut r, "column name")?.unwrap_or_default());
+            columns.push(ColumnInfo::read(&def).with_context(|| format!("a column definition of {sql:?}"))?);
         }
         let eof = self.p.read().await?;
         if eof.first() != Some(&0xfe) {
             bail!("result of {sql:?}: expected EOF after column definitions");
         }
-        loop {
-            let row = self.p.read().await?;
-            match row.first() {
-                Some(0xfe) if row.len() < 9 => return Ok(rs),
-                Some(0xff) => return Err(anyhow::Error::new(parse_err(&row)).context(format!("running {sql:?}"))),
-                _ => {
-                    let mut r = Reader::new(&row, 0);
-                    let mut vals = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        vals.push(lenenc_str(&mut r, "row value")?);
-                    }
-                    rs.rows.push(vals);
+        self.columns = n;
+        self.rows_left = true;
+        Ok(columns)
+    }
+
+    /// The next row of the result [`Conn::query_start`] opened: each value
+    /// as the text protocol sends it, `None` for NULL.
+    pub async fn next_row(&mut self) -> anyhow::Result<Option<Vec<Option<Vec<u8>>>>> {
+        if !self.rows_left {
+            return Ok(None);
+        }
+        let row = self.p.read().await?;
+        match row.first() {
+            Some(0xfe) if row.len() < 9 => {
+                self.rows_left = false;
+                Ok(None)
+            }
+            Some(0xff) => {
+                self.rows_left = false;
+                Err(anyhow::Error::new(parse_err(&row)))
+            }
+            _ => {
+                let mut r = Reader::new(&row, 0);
+                let mut vals = Vec::with_capacity(self.columns);
+                for _ in 0..self.columns {
+                    vals.push(lenenc_bytes(&mut r, "row value")?.map(<[u8]>::to_vec));
                 }
+                Ok(Some(vals))
             }
         }
     }
 
-    /// COM_REGISTER_SLAVE: shows the streamer in SHOW SLAVE HOSTS.
     pub async fn register_replica(&mut self, server_id: u32) -> anyhow::Result<()> {
         self.p.reset();
         let mut cmd = vec![0x15];
