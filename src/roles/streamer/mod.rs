@@ -148,4 +148,6 @@ pub mod peers;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_failover;
+#[cfg(test)]
 mod tests_schema;

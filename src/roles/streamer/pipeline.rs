@@ -61,6 +61,7 @@ struct Held {
     pos: u64,
     row: usize,
     ts: u32,
+    server_id: u32,
     resume: Position,
 }
 
@@ -71,7 +72,9 @@ pub struct Pipeline<'a> {
     mariadb: MariadbPosition,
     mysql: MysqlGtidSet,
     is_mariadb: bool,
-    server_id: u32,
+    /// The server that wrote the event being handled (after a failover to
+    /// a replica, still the old primary for the changes it made).
+    origin: u32,
     /// Where the next event starts.
     file: String,
     next_pos: u64,
@@ -136,7 +139,7 @@ pub async fn run(
         mariadb: MariadbPosition::default(),
         mysql: MysqlGtidSet::default(),
         is_mariadb: session.mariadb,
-        server_id: session.server_id,
+        origin: session.server_id,
         file: start.file.clone(),
         next_pos: start.pos,
         txn: None,
@@ -286,6 +289,7 @@ impl Pipeline<'_> {
         metrics::counter!("edgebox_streamer_bytes_total").increment(bytes as u64);
         let header = event.header;
         self.file = file;
+        self.origin = header.server_id;
         self.dispatch(event.body, pos, header.timestamp).await?;
         if header.log_pos != 0 {
             self.next_pos = u64::from(header.log_pos);
@@ -379,6 +383,7 @@ impl Pipeline<'_> {
                         pos,
                         row: i,
                         ts,
+                        server_id: self.origin,
                         resume,
                     };
                     if let Some(prev) = self.held.replace(held) {
@@ -389,6 +394,7 @@ impl Pipeline<'_> {
             EventBody::Xid { xid } => self.commit(Some(xid)).await?,
             EventBody::TransactionPayload { events } => {
                 for inner in events {
+                    self.origin = inner.header.server_id;
                     Box::pin(self.dispatch(inner.body, pos, inner.header.timestamp)).await?;
                 }
             }
@@ -429,7 +435,7 @@ impl Pipeline<'_> {
     async fn publish(&mut self, h: Held, last: bool, xid: Option<u64>) -> anyhow::Result<()> {
         let gtid = self.txn.as_ref().and_then(|t| t.gtid.clone());
         let src = Source {
-            server_id: self.server_id,
+            server_id: h.server_id,
             gtid: gtid.as_deref(),
             file: &h.file,
             pos: h.pos,
@@ -477,7 +483,7 @@ impl Pipeline<'_> {
         let topic = self.cfg.topic_for(&self.cfg.schema_topic, schema, "");
         let gtid = self.txn.as_ref().and_then(|t| t.gtid.clone());
         let record = json!({
-            "source": {"server_id": self.server_id, "file": self.file, "pos": pos, "gtid": gtid, "ts_ms": u64::from(ts) * 1000},
+            "source": {"server_id": self.origin, "file": self.file, "pos": pos, "gtid": gtid, "ts_ms": u64::from(ts) * 1000},
             "databaseName": schema,
             "ddl": ddl,
             "ts_ms": now_ms(),
