@@ -29,8 +29,18 @@ schema_topic = "{prefix}.schema-changes"
 oversized = "error-topic"
 # Where oversized changes are recorded.
 error_topic = "{prefix}.errors"
-# How often the acknowledged position is saved to the store.
+# How often the acknowledged position is saved to the store (and, with
+# exactly-once delivery, how often a Kafka transaction commits).
 checkpoint_interval_ms = 200
+# "at-least-once": a crash repeats the changes Kafka took after the last
+# checkpoint. "exactly-once": changes go out in Kafka transactions, each
+# committed with the position on offsets_topic, so consumers reading with
+# isolation.level=read_committed see every change once (the broker must
+# support transactions; the initial snapshot stays at-least-once).
+delivery = "at-least-once"
+# With exactly-once: where each transaction records its position (one
+# partition; keyed by the producer's transactional.id).
+offsets_topic = "{prefix}.offsets"
 # The source: a MySQL 5.7/8.x or MariaDB 10.x server with binlog_format=ROW
 # and binlog_row_image=FULL (checked at start). Without [streamer.source]
 # the streamer is idle.
@@ -85,6 +95,8 @@ pub struct StreamerConfig {
     pub oversized: Oversized,
     pub error_topic: String,
     pub checkpoint_interval_ms: u64,
+    pub delivery: Delivery,
+    pub offsets_topic: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceConfig>,
     pub kafka: KafkaConfig,
@@ -102,6 +114,8 @@ impl Default for StreamerConfig {
             oversized: Oversized::ErrorTopic,
             error_topic: "{prefix}.errors".into(),
             checkpoint_interval_ms: 200,
+            delivery: Delivery::AtLeastOnce,
+            offsets_topic: "{prefix}.offsets".into(),
             source: None,
             kafka: KafkaConfig::default(),
         }
@@ -113,6 +127,13 @@ impl Default for StreamerConfig {
 pub enum Format {
     Debezium,
     Maxwell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    AtLeastOnce,
+    ExactlyOnce,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -218,9 +239,12 @@ impl Start {
 
 impl StreamerConfig {
     pub fn validate(&self) -> Result<(), String> {
-        for (key, t) in
-            [("topic", &self.topic), ("schema_topic", &self.schema_topic), ("error_topic", &self.error_topic)]
-        {
+        for (key, t) in [
+            ("topic", &self.topic),
+            ("schema_topic", &self.schema_topic),
+            ("error_topic", &self.error_topic),
+            ("offsets_topic", &self.offsets_topic),
+        ] {
             if t.trim().is_empty() {
                 return Err(format!("streamer.{key} is empty"));
             }
@@ -249,6 +273,23 @@ impl StreamerConfig {
             }
         }
         Ok(())
+    }
+
+    /// The producer's transactional.id with exactly-once delivery: the
+    /// `transactional.id` property, else one per topic prefix and source
+    /// server_id (stable across restarts, so a restart fences the last run).
+    pub fn transactional_id(&self) -> Option<String> {
+        if self.delivery != Delivery::ExactlyOnce {
+            return None;
+        }
+        let id = self.source.as_ref().map_or(0, |s| s.server_id);
+        Some(
+            self.kafka
+                .properties
+                .get("transactional.id")
+                .cloned()
+                .unwrap_or_else(|| format!("edgebox-streamer-{}-{id}", self.topic_prefix)),
+        )
     }
 
     /// Whether changes to `db`.`table` are streamed.

@@ -17,6 +17,7 @@ mod cli;
 pub mod config;
 mod dump;
 mod envelope;
+mod exactly_once;
 pub mod fuzz;
 pub mod gtid;
 pub mod mysql;
@@ -147,6 +148,8 @@ mod fixture;
 pub mod peers;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_exactly_once;
 #[cfg(test)]
 mod tests_failover;
 #[cfg(test)]

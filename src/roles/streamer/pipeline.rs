@@ -17,6 +17,7 @@ use super::binlog::event::{EventBody, RowsKind};
 use super::binlog::{TableMap, rows};
 use super::config::{Oversized, SourceConfig, Start, StreamerConfig};
 use super::envelope::{self, Op, Source};
+use super::exactly_once::{self, OffsetsRecord};
 use super::gtid::{MariadbPosition, MysqlGtidSet};
 use super::mysql::Conn;
 use super::position::{self, Position, SchemaUpdate};
@@ -92,6 +93,15 @@ pub struct Pipeline<'a> {
     pending_schema: Vec<(Option<u64>, Changes)>,
     /// Schema disagreements already warned about.
     warned: HashSet<String>,
+    /// Exactly-once delivery: the offsets topic and transactional.id.
+    offsets: Option<(String, String)>,
+    /// Kafka transactions committed so far (exactly-once).
+    commit_n: u64,
+    /// The position, transaction number and schema changes of the last
+    /// commit, not saved to the store yet (exactly-once).
+    kafka_committed: Option<(Position, u64, Changes)>,
+    /// A commit failed: nothing after the last good one may be saved.
+    commit_failed: bool,
 }
 
 /// Runs until shutdown (Ok) or a failure (Err); `store` keeps the position
@@ -104,15 +114,21 @@ pub async fn run(
     shutdown: &CancellationToken,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let saved = position::load(store).await?;
     let target = super::source::target(src)?;
-    let mut publisher = Publisher::new(&cfg.kafka)?;
+    let txn_id = cfg.transactional_id();
+    let mut publisher = Publisher::new(&cfg.kafka, txn_id.as_deref()).await?;
+    let commit_n = match &txn_id {
+        Some(id) => exactly_once::reconcile(cfg, id, store).await?,
+        None => 0,
+    };
+    let saved = position::load(store).await?;
     let mut acks = Vec::new();
     let start_snapshot = saved.is_none() && Start::parse(&src.start).map_err(SourceMisconfigured)? == Start::Snapshot;
     let (saved, history) = if start_snapshot {
         let sink = Sink { cfg, publisher: &mut publisher, acks: &mut acks, progress, shutdown };
         let snap = snapshot::run(&target, None, sink).await.context("initial snapshot")?;
-        position::save(store, &snap.position, SchemaUpdate::Replace(snap.history.clone())).await?;
+        let commit = txn_id.as_ref().map(|_| commit_n);
+        position::save(store, &snap.position, commit, SchemaUpdate::Replace(snap.history.clone())).await?;
         (Some(snap.position), snap.history)
     } else {
         (saved, position::load_history(store).await?)
@@ -126,7 +142,7 @@ pub async fn run(
             let mut conn = Conn::connect(&target).await?;
             let tables = schema::list_tables(&mut conn).await?;
             let h = schema::capture(&mut conn, tables.iter().map(|(n, _)| n)).await?;
-            position::save(store, &start, SchemaUpdate::Replace(h.clone())).await?;
+            position::save(store, &start, txn_id.as_ref().map(|_| commit_n), SchemaUpdate::Replace(h.clone())).await?;
             (h, Some(start.clone()))
         }
     };
@@ -150,6 +166,10 @@ pub async fn run(
         history,
         pending_schema: Vec::new(),
         warned: HashSet::new(),
+        offsets: txn_id.map(|id| (exactly_once::offsets_topic(cfg), id)),
+        commit_n,
+        kafka_committed: None,
+        commit_failed: false,
     };
     if let Some(g) = &start.gtid {
         match p.is_mariadb {
@@ -168,7 +188,8 @@ pub async fn run(
         }
     });
     let _stop_reader = AbortOnDrop(reader);
-    let mut tick = tokio::time::interval(Duration::from_millis(cfg.checkpoint_interval_ms));
+    let period = Duration::from_millis(cfg.checkpoint_interval_ms);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut saved = saved;
     let result = loop {
         tokio::select! {
@@ -190,6 +211,9 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
+                if let Err(e) = p.commit_kafka().await {
+                    break Err(e);
+                }
                 if let Err(e) = p.publisher.ready_acks(&mut p.acks) {
                     break Err(e);
                 }
@@ -201,6 +225,9 @@ pub async fn run(
         }
     };
     // Whatever happened, save what Kafka has confirmed.
+    if let Err(e) = p.commit_kafka().await {
+        tracing::warn!(error = %format!("{e:#}"), "streamer: the last Kafka transaction did not commit");
+    }
     if tokio::time::timeout(DRAIN, p.publisher.drain()).await.is_err() {
         tracing::warn!(waiting = p.publisher.in_flight(), "streamer: acknowledgements still outstanding at stop");
     }
@@ -225,14 +252,23 @@ impl Pipeline<'_> {
     /// Saves the acknowledged position with the schema changes read before
     /// it, when either moved.
     async fn checkpoint(&mut self, store: &Store, saved: &mut Option<Position>) -> anyhow::Result<()> {
-        let Some(acked) = self.publisher.tracker.acked().cloned() else { return Ok(()) };
-        let next = self.publisher.tracker.next_unacked();
-        let through = self.pending_schema.iter().take_while(|(s, _)| s.is_some_and(|s| s < next)).count();
-        let confirmed: Changes = self.pending_schema.drain(..through).flat_map(|(_, c)| c).collect();
+        let (acked, commit, confirmed) = match &self.offsets {
+            // Exactly-once: only what a Kafka transaction committed.
+            Some(_) => match self.kafka_committed.take() {
+                Some((p, n, c)) => (p, Some(n), c),
+                None => return Ok(()),
+            },
+            None => {
+                let Some(acked) = self.publisher.tracker.acked().cloned() else { return Ok(()) };
+                let next = self.publisher.tracker.next_unacked();
+                let through = self.pending_schema.iter().take_while(|(s, _)| s.is_some_and(|s| s < next)).count();
+                (acked, None, self.pending_schema.drain(..through).flat_map(|(_, c)| c).collect())
+            }
+        };
         if saved.as_ref() == Some(&acked) && confirmed.is_empty() {
             return Ok(());
         }
-        position::save(store, &acked, SchemaUpdate::Changes(confirmed))
+        position::save(store, &acked, commit, SchemaUpdate::Changes(confirmed))
             .await
             .context("saving the streamer position")?;
         metrics::counter!("edgebox_streamer_checkpoints_total").increment(1);
@@ -241,6 +277,33 @@ impl Pipeline<'_> {
             metrics::gauge!("edgebox_streamer_position_file_number").set(n);
         }
         *saved = Some(acked);
+        Ok(())
+    }
+
+    /// Exactly-once: commits the open Kafka transaction with the position
+    /// after everything in it (and the schema changes it covers) on the
+    /// offsets topic. Where nothing was published since the last commit,
+    /// the position still moves on (past changes to tables not streamed).
+    async fn commit_kafka(&mut self) -> anyhow::Result<()> {
+        let Some((topic, id)) = &self.offsets else { return Ok(()) };
+        if self.commit_failed {
+            return Ok(());
+        }
+        let Some(position) = self.publisher.tracker.last_pushed().cloned() else { return Ok(()) };
+        // Every statement read so far has its boundary marked (handle()).
+        let changes: Changes = self.pending_schema.drain(..).flat_map(|(_, c)| c).collect();
+        if self.publisher.in_transaction_open() {
+            let record = OffsetsRecord::new(self.commit_n + 1, position.clone(), &changes);
+            let payload = serde_json::to_vec(&record)?;
+            if let Err(e) = self.publisher.commit(Some((topic, id.as_bytes(), &payload)), &mut self.acks).await {
+                self.commit_failed = true;
+                return Err(e);
+            }
+            self.commit_n += 1;
+        }
+        let mut all = self.kafka_committed.take().map(|(_, _, c)| c).unwrap_or_default();
+        all.extend(changes);
+        self.kafka_committed = Some((position, self.commit_n, all));
         Ok(())
     }
 

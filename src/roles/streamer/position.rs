@@ -16,6 +16,9 @@ use crate::core::store::{Durability, Store};
 
 pub const POSITION_TABLE: TableDefinition<&str, &str> = TableDefinition::new("streamer.position");
 const KEY: &str = "position";
+/// With exactly-once delivery: the number of the Kafka transaction the
+/// saved position was committed with.
+const COMMIT_KEY: &str = "kafka_commit";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
@@ -65,18 +68,38 @@ pub enum SchemaUpdate {
     Replace(History),
 }
 
-/// Saves the position and the schema history that goes with it in one
+/// Saves the position (with its Kafka transaction number under
+/// exactly-once delivery) and the schema history that goes with it in one
 /// fsynced transaction: a restart never pairs a position with schemas from
 /// after it.
-pub async fn save(store: &Store, pos: &Position, schema: SchemaUpdate) -> anyhow::Result<()> {
+pub async fn save(store: &Store, pos: &Position, commit: Option<u64>, schema: SchemaUpdate) -> anyhow::Result<()> {
     let text = serde_json::to_string(pos)?;
     store
         .write(Durability::Immediate, move |txn| {
-            txn.open_table(POSITION_TABLE)?.insert(KEY, text.as_str())?;
+            let mut table = txn.open_table(POSITION_TABLE)?;
+            table.insert(KEY, text.as_str())?;
+            if let Some(n) = commit {
+                table.insert(COMMIT_KEY, n.to_string().as_str())?;
+            }
+            drop(table);
             match &schema {
                 SchemaUpdate::Changes(c) => history::write(txn, c),
                 SchemaUpdate::Replace(h) => history::replace(txn, h),
             }
+        })
+        .await
+}
+
+/// The number of the Kafka transaction the saved position came with (0:
+/// none yet).
+pub async fn load_commit(store: &Store) -> anyhow::Result<u64> {
+    store
+        .read(|txn| {
+            let Ok(table) = txn.open_table(POSITION_TABLE) else { return Ok(0) };
+            let Some(v) = table.get(COMMIT_KEY)? else { return Ok(0) };
+            v.value()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("store table streamer.position: kafka_commit {:?}: {e}", v.value()))
         })
         .await
 }

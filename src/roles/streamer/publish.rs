@@ -9,9 +9,16 @@
 //! librdkafka without a timeout while brokers are away; when its queue is
 //! full, sending waits, the binlog is no longer read, and the source's
 //! TCP window does the rest (backpressure, no loss).
+//!
+//! With exactly-once delivery the producer is transactional: records go
+//! out inside a Kafka transaction that `commit` closes together with a
+//! record of the position on the offsets topic (exactly_once.rs), and the
+//! messages then time out with the transaction (librdkafka allows no
+//! unbounded message timeout there): a broker away for longer fails the
+//! transaction, which is aborted and sent again from the last commit.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use futures_util::future::BoxFuture;
@@ -19,7 +26,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::config::KafkaConfig;
 use super::position::Position;
@@ -60,6 +67,11 @@ impl Tracker {
         self.first
     }
 
+    /// The resume point of the last record or boundary pushed.
+    pub fn last_pushed(&self) -> Option<&Position> {
+        self.pending.back().map(|p| &p.0).or(self.acked.as_ref())
+    }
+
     /// The position every change before which Kafka has acknowledged.
     pub fn acked(&self) -> Option<&Position> {
         self.acked.as_ref()
@@ -76,7 +88,12 @@ pub struct Publisher {
     producer: FutureProducer,
     inflight: FuturesUnordered<BoxFuture<'static, Delivered>>,
     pub tracker: Tracker,
+    /// Transactional: whether a transaction is open.
+    transactional: Option<bool>,
 }
+
+/// How long a transaction's commit or abort may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One acknowledged record: when it was sent and its commit time.
 pub struct Ack {
@@ -85,20 +102,75 @@ pub struct Ack {
 }
 
 impl Publisher {
-    pub fn new(cfg: &KafkaConfig) -> anyhow::Result<Publisher> {
+    /// An idempotent producer; a transactional one with `transactional_id`
+    /// (its earlier incarnations fenced and their open transactions aborted).
+    pub async fn new(cfg: &KafkaConfig, transactional_id: Option<&str>) -> anyhow::Result<Publisher> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &cfg.brokers)
             .set("linger.ms", cfg.linger_ms.to_string())
             .set("message.max.bytes", (cfg.max_message_bytes + 4096).to_string())
-            .set("message.timeout.ms", "0")
             .set("client.id", "edgebox-streamer");
+        if transactional_id.is_none() {
+            c.set("message.timeout.ms", "0");
+        }
         for (k, v) in &cfg.properties {
             c.set(k, v);
         }
         // Not overridable: the delivery guarantee rests on these.
         c.set("enable.idempotence", "true").set("acks", "all");
+        if let Some(id) = transactional_id {
+            c.set("transactional.id", id);
+        }
         let producer: FutureProducer = c.create().context("streamer.kafka: creating the producer")?;
-        Ok(Publisher { producer, inflight: FuturesUnordered::new(), tracker: Tracker::default() })
+        if transactional_id.is_some() {
+            let p = producer.clone();
+            tokio::task::spawn_blocking(move || p.init_transactions(TXN_TIMEOUT))
+                .await?
+                .context("streamer.kafka: initialising transactions (does the broker support them?)")?;
+        }
+        let transactional = transactional_id.map(|_| false);
+        Ok(Publisher { producer, inflight: FuturesUnordered::new(), tracker: Tracker::default(), transactional })
+    }
+
+    /// Whether records went out since the last commit (transactional only).
+    pub fn in_transaction_open(&self) -> bool {
+        self.transactional == Some(true)
+    }
+
+    fn in_transaction(&mut self) -> anyhow::Result<()> {
+        if self.transactional == Some(false) {
+            self.producer.begin_transaction().context("beginning a Kafka transaction")?;
+            self.transactional = Some(true);
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction with `last` (the offsets record) as its
+    /// final record; everything in it is then acknowledged. Nothing to do
+    /// without a transaction open. A failed commit aborts the transaction
+    /// and is an error (the run restarts from the last commit).
+    pub async fn commit(&mut self, last: Option<(&str, &[u8], &[u8])>, acks: &mut Vec<Ack>) -> anyhow::Result<()> {
+        if self.transactional != Some(true) {
+            return Ok(());
+        }
+        if let Some((topic, key, payload)) = last {
+            let record = FutureRecord::<[u8], [u8]>::to(topic).key(key).payload(payload).partition(0);
+            // Its delivery is the commit's to confirm.
+            drop(self.producer.send_result(record).map_err(|(e, _)| anyhow!("producing to {topic}: {e}"))?);
+        }
+        let p = self.producer.clone();
+        let committed = tokio::task::spawn_blocking(move || p.commit_transaction(TXN_TIMEOUT)).await?;
+        self.transactional = Some(false);
+        if let Err(e) = committed {
+            let p = self.producer.clone();
+            let aborted = tokio::task::spawn_blocking(move || p.abort_transaction(TXN_TIMEOUT)).await?;
+            return Err(anyhow!("committing the Kafka transaction: {e} (aborted: {aborted:?})"));
+        }
+        metrics::counter!("edgebox_streamer_kafka_commits_total").increment(1);
+        while !self.inflight.is_empty() {
+            acks.push(self.next_ack().await?);
+        }
+        Ok(())
     }
 
     /// Queues one record (partition 0 when it has no key); waits while
@@ -112,6 +184,7 @@ impl Publisher {
         source_ts: u32,
         acks: &mut Vec<Ack>,
     ) -> anyhow::Result<()> {
+        self.in_transaction()?;
         let seq = self.tracker.push(resume, false);
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
         match key {

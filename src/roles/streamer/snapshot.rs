@@ -14,7 +14,9 @@
 //! retried).
 //!
 //! A snapshot interrupted (crash, source gone, Kafka failure) starts over:
-//! the position is saved only once Kafka acknowledged every row.
+//! the position is saved only once Kafka acknowledged every row. With
+//! exactly-once delivery the rows commit in Kafka transactions every
+//! second, so a snapshot started over repeats the rows committed before.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,7 +120,10 @@ pub async fn run(t: &Target, consistency: Option<Consistency>, sink: Sink<'_>) -
     let rows = copy.rows;
     tokio::select! {
         _ = copy.sink.shutdown.cancelled() => bail!("stopped before Kafka acknowledged the snapshot"),
-        r = copy.sink.publisher.drain() => r?,
+        r = async {
+            copy.sink.publisher.commit(None, copy.sink.acks).await?;
+            copy.sink.publisher.drain().await
+        } => r?,
     }
     copy.sink.publisher.ready_acks(copy.sink.acks)?;
     tracing::info!(rows, tables = wanted.len(), seconds = copy.started.elapsed().as_secs_f64(), position = %position, "streamer: snapshot acknowledged; streaming from its position");
@@ -216,6 +221,9 @@ impl Copy<'_, '_> {
             }
             if self.last_report.elapsed() >= Duration::from_secs(1) {
                 self.last_report = Instant::now();
+                // With exactly-once delivery the rows so far commit (a
+                // transaction must not outlive transaction.timeout.ms).
+                self.sink.publisher.commit(None, self.sink.acks).await?;
                 self.sink.publisher.ready_acks(self.sink.acks)?;
                 let p = json!({"table": name.to_string(), "table_index": index + 1, "tables": count, "rows": done, "estimated_rows": estimate, "total_rows": self.rows});
                 tracing::info!(table = %name, rows = done, estimated = estimate, tables_done = index, tables = count, "streamer: snapshot progress");

@@ -276,6 +276,61 @@ pub mod kafka {
         out
     }
 
+    /// Every record of `topic` so far, read at `isolation` (a Kafka
+    /// isolation.level), until nothing came for `idle`.
+    pub fn read_all(
+        brokers: &str,
+        topic: &str,
+        partitions: i32,
+        idle: Duration,
+        isolation: &str,
+    ) -> Vec<(Option<Value>, Value)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "edgebox-test")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", isolation)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let (mut out, mut last) = (Vec::new(), std::time::Instant::now());
+        while last.elapsed() < idle {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let key = m.key().map(|k| serde_json::from_slice(k).unwrap());
+                out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
+                last = std::time::Instant::now();
+            }
+        }
+        out
+    }
+
+    /// The server's GTID state.
+    pub fn gtid(db: &MariaDb) -> String {
+        db.sql("SELECT @@gtid_binlog_pos").trim().to_owned()
+    }
+
+    /// Waits until the saved position's GTID state is `want`.
+    pub async fn saved_gtid(store: &Store, want: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let pos = position::load(store).await.unwrap();
+            if pos.as_ref().and_then(|p| p.gtid.as_deref()) == Some(want) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "checkpoint {pos:?}, waiting for {want}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the saved position has reached the server's last GTID.
+    pub async fn caught_up(db: &MariaDb, store: &Store) {
+        saved_gtid(store, &gtid(db)).await;
+    }
+
     /// One pipeline run in the background, and the token that stops it.
     pub fn spawn(
         cfg: &StreamerConfig,

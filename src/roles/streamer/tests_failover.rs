@@ -9,26 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 
 use super::peers::MariaDb;
-use super::position;
-use super::tests::kafka::{config, read, spawn, store};
-use crate::core::store::Store;
-
-/// Waits until the saved position's GTID state is `want`.
-async fn saved_gtid(store: &Store, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pos = position::load(store).await.unwrap();
-        if pos.as_ref().and_then(|p| p.gtid.as_deref()) == Some(want) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "checkpoint {pos:?}, waiting for {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn gtid(db: &MariaDb) -> String {
-    db.sql("SELECT @@gtid_binlog_pos").trim().to_owned()
-}
+use super::tests::kafka::{config, gtid, read, saved_gtid, spawn, store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_fails_over_to_a_replica_by_gtid_without_loss_or_repeats() {

@@ -5,11 +5,9 @@
 //! TABLE and a restart when the server logs minimal metadata.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 use tokio_util::sync::CancellationToken;
@@ -19,50 +17,14 @@ use super::peers::MariaDb;
 use super::position::{self, SchemaUpdate};
 use super::publish::Publisher;
 use super::snapshot::{self, Consistency, Progress, Sink};
-use super::tests::kafka::{config, spawn, store};
+use super::tests::kafka::{caught_up, config, read_all, spawn, store};
 use crate::core::store::Store;
-
-/// Every record of `topic` so far: read until nothing came for `idle`.
-fn read_all(brokers: &str, topic: &str, partitions: i32, idle: Duration) -> Vec<(Option<Value>, Value)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "edgebox-test")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let (mut out, mut last) = (Vec::new(), Instant::now());
-    while last.elapsed() < idle {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let key = m.key().map(|k| serde_json::from_slice(k).unwrap());
-            out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
-            last = Instant::now();
-        }
-    }
-    out
-}
 
 async fn read_all_async(brokers: &str, topic: &str, partitions: i32) -> Vec<(Option<Value>, Value)> {
     let (b, t) = (brokers.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || read_all(&b, &t, partitions, Duration::from_secs(2))).await.unwrap()
-}
-
-/// Waits until the saved position has reached the server's last GTID.
-async fn caught_up(db: &MariaDb, store: &Store) {
-    let want = db.sql("SELECT @@gtid_binlog_pos").trim().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pos = position::load(store).await.unwrap();
-        if pos.as_ref().and_then(|p| p.gtid.clone()) == Some(want.clone()) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "checkpoint {pos:?}, server at {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tokio::task::spawn_blocking(move || read_all(&b, &t, partitions, Duration::from_secs(2), "read_committed"))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,11 +145,11 @@ async fn snapshot_then_stream(consistency: Option<Consistency>) {
 async fn forced_snapshot(cfg: &StreamerConfig, store: &Store, consistency: Consistency) {
     let src = cfg.source.clone().unwrap();
     let target = super::source::target(&src).unwrap();
-    let mut publisher = Publisher::new(&cfg.kafka).unwrap();
+    let mut publisher = Publisher::new(&cfg.kafka, None).await.unwrap();
     let (mut acks, progress, shutdown) = (Vec::new(), Progress::default(), CancellationToken::new());
     let sink = Sink { cfg, publisher: &mut publisher, acks: &mut acks, progress: &progress, shutdown: &shutdown };
     let snap = snapshot::run(&target, Some(consistency), sink).await.unwrap();
-    position::save(store, &snap.position, SchemaUpdate::Replace(snap.history)).await.unwrap();
+    position::save(store, &snap.position, None, SchemaUpdate::Replace(snap.history)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
