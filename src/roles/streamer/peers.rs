@@ -282,11 +282,17 @@ impl Tansu {
 /// A consumer assigned every partition of `topic` from the start (tansu's
 /// consumer groups do not work, so no group membership).
 pub fn consumer(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<BaseConsumer> {
+    consumer_at(brokers, topic, partitions, "read_committed")
+}
+
+/// [`consumer`] at a Kafka isolation.level.
+pub fn consumer_at(brokers: &str, topic: &str, partitions: i32, isolation: &str) -> anyhow::Result<BaseConsumer> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "edgebox-peers")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "5")
+        .set("isolation.level", isolation)
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {

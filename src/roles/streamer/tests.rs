@@ -212,14 +212,13 @@ pub mod kafka {
 
     use std::time::Duration;
 
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
     use rdkafka::mocking::MockCluster;
-    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
     use serde_json::{Value, json};
     use tokio_util::sync::CancellationToken;
 
     use super::super::config::{KafkaConfig, SourceConfig, StreamerConfig};
-    use super::super::peers::MariaDb;
+    use super::super::peers::{MariaDb, consumer, consumer_at};
     use super::super::position;
     use crate::core::store::{CORE_SCHEMA, Store, StoreOptions};
 
@@ -253,17 +252,7 @@ pub mod kafka {
         want: usize,
         within: Duration,
     ) -> Vec<(i32, Option<Value>, Value)> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", "edgebox-test")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
+        let consumer = consumer(brokers, topic, partitions).unwrap();
         let mut out = Vec::new();
         let deadline = std::time::Instant::now() + within;
         while out.len() < want && std::time::Instant::now() < deadline {
@@ -285,18 +274,7 @@ pub mod kafka {
         idle: Duration,
         isolation: &str,
     ) -> Vec<(Option<Value>, Value)> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", "edgebox-test")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", isolation)
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
+        let consumer = consumer_at(brokers, topic, partitions, isolation).unwrap();
         let (mut out, mut last) = (Vec::new(), std::time::Instant::now());
         while last.elapsed() < idle {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
