@@ -10,6 +10,8 @@ use crate::core::role::RoleEntry;
 pub mod certguard;
 #[cfg(feature = "gateway")]
 pub mod gateway;
+#[cfg(feature = "orchestrator")]
+pub mod orchestrator;
 #[cfg(feature = "streamer")]
 pub mod streamer;
 #[cfg(feature = "tsdb")]
@@ -25,6 +27,8 @@ pub const ROLES: &[RoleEntry] = &[
     gateway::ENTRY,
     #[cfg(feature = "streamer")]
     streamer::ENTRY,
+    #[cfg(feature = "orchestrator")]
+    orchestrator::ENTRY,
 ];
 
 /// Subcommands the core owns; no role may take one of these names.

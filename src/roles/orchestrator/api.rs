@@ -1,0 +1,336 @@
+//! The orchestrator's HTTP API (JSON): register, list, read and remove
+//! nodes, the topology grouped by site, zone and architecture with who has
+//! converged, a long-polled event feed, and the agents' heartbeat streams
+//! (heartbeat.rs). Errors answer `{"error": "…"}` naming what was wrong.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::heartbeat;
+use super::liveness::{Detector, Health, Transition};
+use super::node::{Node, Registration, check_id};
+use super::registry::{RegisterError, Registered, Registry};
+use crate::core::auth::Auth;
+use crate::core::telemetry::MatchedRoute;
+
+pub const NAME: &str = "orchestrator";
+/// Most nodes in one page of GET /v1/nodes.
+const MAX_PAGE: usize = 1000;
+/// Longest long-poll of GET /v1/events.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// How intervals are assigned.
+#[derive(Debug, Clone, Copy)]
+pub struct IntervalPolicy {
+    pub budget_per_s: u32,
+    pub min_ms: u64,
+    pub max_ms: u64,
+}
+
+pub struct Api {
+    pub registry: Registry,
+    pub detector: Detector,
+    pub auth: Auth,
+    pub max_body: usize,
+    pub policy: IntervalPolicy,
+    /// The heartbeat interval every node is assigned now.
+    pub interval: watch::Receiver<u64>,
+    pub interval_tx: watch::Sender<u64>,
+}
+
+impl Api {
+    /// Recomputes the interval after the fleet grew or shrank; histories
+    /// restart when it moved by a tenth or more.
+    pub fn fleet_changed(&self) {
+        let p = self.policy;
+        let next = heartbeat::interval_ms(self.registry.len(), p.budget_per_s, p.min_ms, p.max_ms);
+        let now = *self.interval.borrow();
+        if next.abs_diff(now) * 10 >= now {
+            self.interval_tx.send_replace(next);
+            self.detector.reassign(next);
+            metrics::gauge!("edgebox_orchestrator_heartbeat_interval_seconds").set(next as f64 / 1000.0);
+            tracing::info!(
+                interval_ms = next,
+                nodes = self.registry.len(),
+                "orchestrator: heartbeat interval reassigned"
+            );
+        }
+    }
+
+    /// A heartbeat from `id`; false when the node is not registered.
+    pub fn heartbeat(&self, id: &str, applied_revision: Option<u64>, now: Instant) -> bool {
+        match self.detector.heartbeat(id, applied_revision, now) {
+            None => false,
+            Some(t) => {
+                if let Some(t) = t {
+                    self.transition(&t);
+                }
+                true
+            }
+        }
+    }
+
+    /// Publishes a health change: event, metric, log.
+    pub fn transition(&self, t: &Transition) {
+        metrics::counter!("edgebox_orchestrator_health_changes_total", "to" => t.to.as_str()).increment(1);
+        match t.to {
+            Health::Dead | Health::Suspect => {
+                tracing::warn!(node = %t.id, from = t.from.as_str(), to = t.to.as_str(), "orchestrator: node health")
+            }
+            _ => tracing::info!(node = %t.id, from = t.from.as_str(), to = t.to.as_str(), "orchestrator: node health"),
+        }
+        self.registry.health_changed(&t.id, t.to);
+    }
+
+    fn view(&self, n: &Node) -> Value {
+        let (health, applied) = self.detector.health(&n.reg.id).unwrap_or((Health::Unknown, 0));
+        let mut v = serde_json::to_value(n).unwrap_or(Value::Null);
+        v["health"] = json!(health);
+        v["applied_revision"] = json!(applied);
+        v
+    }
+}
+
+fn full(route: &'static str, status: StatusCode, body: Value) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(format!("{body}\n"))).boxed_unsync());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.extensions_mut().insert(MatchedRoute(route));
+    resp
+}
+
+fn error(route: &'static str, status: StatusCode, what: impl std::fmt::Display) -> Response<Body> {
+    full(route, status, json!({"error": what.to_string()}))
+}
+
+pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if let Some(denied) = api.auth.check(&req, NAME) {
+        return Ok(denied.map(|b| b.boxed_unsync()));
+    }
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    Ok(match (&method, segments.as_slice()) {
+        (&Method::POST, ["v1", "nodes"]) => register(&api, req).await,
+        (&Method::GET, ["v1", "nodes"]) => list(&api, req.uri().query()),
+        (&Method::GET, ["v1", "nodes", id]) => match api.registry.get(id) {
+            Some(n) => full("/v1/nodes/{id}", StatusCode::OK, api.view(&n)),
+            None => error("/v1/nodes/{id}", StatusCode::NOT_FOUND, format!("no node {id}")),
+        },
+        (&Method::DELETE, ["v1", "nodes", id]) => remove(&api, id).await,
+        (&Method::POST, ["v1", "nodes", id, "heartbeats"]) => heartbeats(&api, id, req),
+        (&Method::GET, ["v1", "topology"]) => topology(&api),
+        (&Method::GET, ["v1", "events"]) => events(&api, req.uri().query()).await,
+        (&Method::GET, ["health"]) => full("/health", StatusCode::OK, json!({"nodes": api.registry.len()})),
+        (_, ["v1", "nodes", ..] | ["v1", "topology" | "events"]) => {
+            error("", StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
+        }
+        _ => error("", StatusCode::NOT_FOUND, format!("no endpoint {method} {path}")),
+    })
+}
+
+async fn register(api: &Api, req: Request<Incoming>) -> Response<Body> {
+    const ROUTE: &str = "/v1/nodes";
+    let body = match Limited::new(req.into_body(), api.max_body).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return error(ROUTE, StatusCode::PAYLOAD_TOO_LARGE, format!("body over {} bytes", api.max_body));
+        }
+        Err(e) => return error(ROUTE, StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+    };
+    let reg: Registration = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(ROUTE, StatusCode::BAD_REQUEST, format!("registration: {e}")),
+    };
+    let outcome = api.registry.register(reg).await;
+    let label = match &outcome {
+        Ok(Registered::Created(_)) => "created",
+        Ok(Registered::Updated(_)) => "updated",
+        Ok(Registered::Unchanged(_)) => "unchanged",
+        Err(RegisterError::Invalid(_)) => "invalid",
+        Err(RegisterError::Conflict(_)) => "conflict",
+        Err(RegisterError::Store(_)) => "failed",
+    };
+    metrics::counter!("edgebox_orchestrator_registrations_total", "outcome" => label).increment(1);
+    match outcome {
+        Ok(Registered::Created(n)) => {
+            api.detector.watch(&n.reg.id, *api.interval.borrow(), Instant::now());
+            api.fleet_changed();
+            full(ROUTE, StatusCode::CREATED, api.view(&n))
+        }
+        Ok(Registered::Updated(n) | Registered::Unchanged(n)) => full(ROUTE, StatusCode::OK, api.view(&n)),
+        Err(RegisterError::Invalid(e)) => error(ROUTE, StatusCode::BAD_REQUEST, e),
+        Err(RegisterError::Conflict(e)) => error(ROUTE, StatusCode::CONFLICT, e),
+        Err(RegisterError::Store(e)) => {
+            tracing::error!(error = %format!("{e:#}"), "orchestrator: a registration could not be stored");
+            error(ROUTE, StatusCode::SERVICE_UNAVAILABLE, "the registry could not store the node; retry")
+        }
+    }
+}
+
+async fn remove(api: &Api, id: &str) -> Response<Body> {
+    const ROUTE: &str = "/v1/nodes/{id}";
+    match api.registry.remove(id).await {
+        Ok(true) => {
+            api.detector.forget(id);
+            api.fleet_changed();
+            full(ROUTE, StatusCode::OK, json!({"deleted": id, "revision": api.registry.revision()}))
+        }
+        Ok(false) => error(ROUTE, StatusCode::NOT_FOUND, format!("no node {id}")),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "orchestrator: a removal could not be stored");
+            error(ROUTE, StatusCode::SERVICE_UNAVAILABLE, "the registry could not remove the node; retry")
+        }
+    }
+}
+
+fn heartbeats(api: &Arc<Api>, id: &str, req: Request<Incoming>) -> Response<Body> {
+    const ROUTE: &str = "/v1/nodes/{id}/heartbeats";
+    if api.registry.get(id).is_none() {
+        return error(ROUTE, StatusCode::NOT_FOUND, format!("no node {id}: register it first"));
+    }
+    let body = heartbeat::session(api.clone(), id.to_owned(), req.into_body());
+    let mut resp = Response::new(body.boxed_unsync());
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-ndjson"));
+    resp.extensions_mut().insert(MatchedRoute(ROUTE));
+    resp
+}
+
+/// The query string as name → values.
+fn params(query: Option<&str>) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        out.entry(k.into_owned()).or_default().push(v.into_owned());
+    }
+    out
+}
+
+/// `GET /v1/nodes?label=site=plant-3&arch=arm64&health=ready&limit=100&after=ID`
+fn list(api: &Api, query: Option<&str>) -> Response<Body> {
+    const ROUTE: &str = "/v1/nodes";
+    let p = params(query);
+    let one = |k: &str| p.get(k).and_then(|v| v.last()).map(String::as_str);
+    let mut labels = Vec::new();
+    for sel in p.get("label").into_iter().flatten() {
+        match sel.split_once('=') {
+            Some((k, v)) if !k.is_empty() => labels.push((k.to_owned(), v.to_owned())),
+            _ => return error(ROUTE, StatusCode::BAD_REQUEST, format!("label selector {sel:?}: expected key=value")),
+        }
+    }
+    let health = match one("health") {
+        None => None,
+        Some(h) => match Health::ALL.into_iter().find(|x| x.as_str() == h) {
+            Some(x) => Some(x),
+            None => {
+                return error(
+                    ROUTE,
+                    StatusCode::BAD_REQUEST,
+                    format!("health {h:?}: one of unknown, ready, suspect, dead"),
+                );
+            }
+        },
+    };
+    let limit = match one("limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => n,
+        Some(_) => return error(ROUTE, StatusCode::BAD_REQUEST, format!("limit: a number from 1 to {MAX_PAGE}")),
+    };
+    if let Some(a) = one("after")
+        && let Err(e) = check_id(a)
+    {
+        return error(ROUTE, StatusCode::BAD_REQUEST, format!("after: {e}"));
+    }
+    let arch = one("arch");
+    let (nodes, more) = api.registry.page(one("after"), limit, |n| {
+        arch.is_none_or(|a| n.reg.arch == a)
+            && labels.iter().all(|(k, v)| n.reg.labels.get(k) == Some(v))
+            && health.is_none_or(|h| api.detector.health(&n.reg.id).map(|x| x.0) == Some(h))
+    });
+    let next = more.then(|| nodes.last().map(|n| n.reg.id.clone())).flatten();
+    let items: Vec<Value> = nodes.iter().map(|n| api.view(n)).collect();
+    full(ROUTE, StatusCode::OK, json!({"nodes": items, "next": next, "revision": api.registry.revision()}))
+}
+
+/// Nodes grouped by their `site` and `zone` labels and architecture, with
+/// how many have applied the current revision and which lag.
+fn topology(api: &Api) -> Response<Body> {
+    /// One site/zone/arch group: nodes, how many converged, some laggards.
+    #[derive(Default)]
+    struct Group {
+        nodes: usize,
+        converged: usize,
+        lagging: Vec<String>,
+    }
+    let revision = api.registry.revision();
+    let mut groups: BTreeMap<[String; 3], Group> = BTreeMap::new();
+    for n in api.registry.all() {
+        let label = |k: &str| n.reg.labels.get(k).cloned().unwrap_or_default();
+        let g = groups.entry([label("site"), label("zone"), n.reg.arch.clone()]).or_default();
+        g.nodes += 1;
+        let applied = api.detector.health(&n.reg.id).map_or(0, |h| h.1);
+        if applied >= revision {
+            g.converged += 1;
+        } else if g.lagging.len() < 20 {
+            g.lagging.push(n.reg.id.clone());
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|([site, zone, arch], g)| {
+            json!({"site": site, "zone": zone, "arch": arch, "nodes": g.nodes, "converged": g.converged, "lagging": g.lagging})
+        })
+        .collect();
+    full("/v1/topology", StatusCode::OK, json!({"revision": revision, "groups": groups}))
+}
+
+/// `GET /v1/events?since=N&wait_s=30`: events after N, waiting up to
+/// wait_s for one; 410 when N is out of reach (list again, then watch
+/// from the `newest` given).
+async fn events(api: &Api, query: Option<&str>) -> Response<Body> {
+    const ROUTE: &str = "/v1/events";
+    let p = params(query);
+    let num = |k: &str, default: u64| -> Result<u64, String> {
+        match p.get(k).and_then(|v| v.last()) {
+            None => Ok(default),
+            Some(s) => s.parse().map_err(|_| format!("{k} {s:?}: not a number")),
+        }
+    };
+    let (since, wait) = match (num("since", api.registry.last_seq()), num("wait_s", 30)) {
+        (Ok(since), Ok(wait)) => (since, Duration::from_secs(wait).min(MAX_WAIT)),
+        (Err(e), _) | (_, Err(e)) => return error(ROUTE, StatusCode::BAD_REQUEST, e),
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let notified = api.registry.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match api.registry.events_since(since, 1000) {
+            Err(newest) => {
+                return full(
+                    ROUTE,
+                    StatusCode::GONE,
+                    json!({"error": format!("events after {since} are no longer kept; list again and watch from newest"), "newest": newest}),
+                );
+            }
+            Ok((events, next)) if !events.is_empty() || tokio::time::Instant::now() >= deadline => {
+                return full(ROUTE, StatusCode::OK, json!({"events": events, "next": next}));
+            }
+            Ok(_) => {}
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return full(ROUTE, StatusCode::OK, json!({"events": [], "next": since}));
+        }
+    }
+}

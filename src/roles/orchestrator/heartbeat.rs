@@ -1,0 +1,123 @@
+//! Agents' heartbeat streams: `POST /v1/nodes/{id}/heartbeats` stays open
+//! (one HTTP/2 stream, or a chunked HTTP/1.1 exchange, per agent; the agent
+//! dials out, so devices behind NAT work). The request body carries one
+//! JSON line per heartbeat (`{"applied_revision": 12}`); the response
+//! carries directive lines (`{"interval_ms": 5000, "revision": 12}`): the
+//! first at once, then in answer to a heartbeat whenever the assigned
+//! interval or the topology revision moved, so a fleet-wide change wakes
+//! no stream by itself.
+//!
+//! The interval is the fleet size over `heartbeat_budget_per_s`, within the
+//! configured bounds: the total heartbeat rate stays inside the budget as
+//! the fleet grows (as Nomad scales its heartbeat TTL).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::api::Api;
+
+/// Longest heartbeat line.
+const MAX_LINE: usize = 4096;
+/// Heartbeats closer together than the interval over this are dropped.
+const FLOOD_FACTOR: u32 = 4;
+/// Dropped heartbeats in a row after which the stream is closed.
+const FLOOD_LIMIT: u32 = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Beat {
+    #[serde(default)]
+    applied_revision: Option<u64>,
+}
+
+/// The interval for a fleet of `nodes`.
+pub fn interval_ms(nodes: usize, budget_per_s: u32, min: u64, max: u64) -> u64 {
+    let spread = (nodes as u64).saturating_mul(1000).div_ceil(u64::from(budget_per_s));
+    spread.clamp(min, max)
+}
+
+pub type StreamBody =
+    http_body_util::StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
+
+/// Runs one agent's stream: the response body, fed by a task that reads
+/// the heartbeats until the agent goes away.
+pub fn session(api: Arc<Api>, id: String, body: Incoming) -> StreamBody {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        metrics::gauge!("edgebox_orchestrator_streams").increment(1.0);
+        let reason = read_beats(&api, &id, body, &tx).await;
+        metrics::gauge!("edgebox_orchestrator_streams").decrement(1.0);
+        if let Err(e) = reason {
+            tracing::debug!(node = %id, reason = %e, "orchestrator: heartbeat stream closed");
+            let _ = tx.send(Bytes::from(format!("{}\n", serde_json::json!({"error": e})))).await;
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))));
+    http_body_util::StreamBody::new(Box::pin(stream) as futures_util::stream::BoxStream<'static, _>)
+}
+
+async fn read_beats(api: &Api, id: &str, mut body: Incoming, tx: &mpsc::Sender<Bytes>) -> Result<(), String> {
+    let mut sent = (0u64, 0u64);
+    directive(api, &mut sent, tx, true).await?;
+    let mut buf = BytesMut::new();
+    let mut last: Option<Instant> = None;
+    let mut flooding = 0u32;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading the stream: {e}"))?;
+        let Ok(data) = frame.into_data() else { continue };
+        buf.extend_from_slice(&data);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line = buf.split_to(nl + 1);
+            let beat: Beat = serde_json::from_slice(&line[..nl])
+                .map_err(|e| format!("heartbeat line: {e} (expected {{\"applied_revision\": N}})"))?;
+            let now = Instant::now();
+            let spacing = Duration::from_millis(*api.interval.borrow()) / FLOOD_FACTOR;
+            if last.is_some_and(|l| now.duration_since(l) < spacing) {
+                metrics::counter!("edgebox_orchestrator_heartbeats_dropped_total").increment(1);
+                flooding += 1;
+                if flooding >= FLOOD_LIMIT {
+                    return Err(format!("{FLOOD_LIMIT} heartbeats in a row faster than the assigned interval allows"));
+                }
+                continue;
+            }
+            flooding = 0;
+            last = Some(now);
+            metrics::counter!("edgebox_orchestrator_heartbeats_total").increment(1);
+            if !api.heartbeat(id, beat.applied_revision, now) {
+                return Err(format!("node {id} is no longer registered"));
+            }
+            directive(api, &mut sent, tx, false).await?;
+        }
+        if buf.len() > MAX_LINE {
+            return Err(format!("a heartbeat line over {MAX_LINE} bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// Sends the interval and revision when they differ from what was sent.
+async fn directive(api: &Api, sent: &mut (u64, u64), tx: &mpsc::Sender<Bytes>, first: bool) -> Result<(), String> {
+    let now = (*api.interval.borrow(), api.registry.revision());
+    if !first && now == *sent {
+        return Ok(());
+    }
+    *sent = now;
+    let line = format!("{}\n", serde_json::json!({"interval_ms": now.0, "revision": now.1}));
+    tx.send(Bytes::from(line)).await.map_err(|_| "the agent stopped reading".to_owned())
+}
+
+#[cfg(test)]
+#[test]
+fn the_interval_spreads_the_fleet_over_the_budget() {
+    assert_eq!(interval_ms(10, 5000, 1000, 30_000), 1000);
+    assert_eq!(interval_ms(17_000, 5000, 1000, 30_000), 3400);
+    assert_eq!(interval_ms(100_000, 20_000, 1000, 30_000), 5000);
+    assert_eq!(interval_ms(10_000_000, 5000, 1000, 30_000), 30_000);
+}

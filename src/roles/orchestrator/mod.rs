@@ -1,0 +1,139 @@
+//! orchestrator: the registry and supervisor of a fleet of edge devices.
+//! Nodes register over a JSON API (api.rs; node.rs says what a valid one
+//! is) into the store (registry.rs, with the topology revision and an
+//! event feed); agents keep one heartbeat stream each open to it
+//! (heartbeat.rs, which also spreads the fleet's heartbeats over a
+//! budget), and a phi-accrual detector marks silent nodes suspect, then
+//! dead (liveness.rs). This file wires them together and sweeps the
+//! detector.
+//!
+//! Built so far: the single-server registry, streams and failure
+//! detection. Not yet: desired state and rollouts, join tokens and node
+//! certificates, Raft replication, the agent role, the bench (README).
+
+mod api;
+pub mod config;
+mod heartbeat;
+mod liveness;
+mod node;
+mod registry;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+
+use crate::core::auth::Auth;
+use crate::core::exit::ConfigProblem;
+use crate::core::httpserve::serve;
+use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, RoleEntry, load_with};
+use crate::core::tls::ServerTls;
+use config::OrchestratorConfig;
+
+pub const ENTRY: RoleEntry = RoleEntry {
+    name: "orchestrator",
+    summary: "device registry: node API, agents' heartbeat streams, phi-accrual failure detection",
+    feature: "orchestrator",
+    default_config: config::DEFAULT,
+    compliance_config: config::COMPLIANCE,
+    migrations: &[],
+    load: |section| load_with(section, Orchestrator::new),
+    command: || clap::Command::new("orchestrator"),
+    run_command: |_, _| anyhow::bail!("usage: edgebox orchestrator serve"),
+};
+
+/// How often the detector looks at every node.
+const SWEEP: Duration = Duration::from_millis(250);
+
+pub struct Orchestrator {
+    cfg: OrchestratorConfig,
+}
+
+impl Orchestrator {
+    fn new(cfg: OrchestratorConfig) -> Result<Self, String> {
+        cfg.validate()?;
+        Ok(Self { cfg })
+    }
+}
+
+impl Role for Orchestrator {
+    fn declared(&self) -> Declared {
+        Declared { listeners: vec![ListenerDecl { name: "http", addr: self.cfg.listen }], files: vec![] }
+    }
+
+    fn run(self: Box<Self>, ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let cfg = self.cfg;
+            let auth = Auth::load(cfg.auth, cfg.token_file.as_ref(), "orchestrator.token_file")?;
+            let inputs = cfg.tls.as_ref().map(|t| t.files()).unwrap_or_default();
+            ctx.inputs_ready(&inputs).await?;
+            let tls = cfg
+                .tls
+                .as_ref()
+                .map(|t| ServerTls::load(t, "orchestrator.tls"))
+                .transpose()
+                .map_err(ConfigProblem::from)?;
+            let limits = node::Limits { max_labels: cfg.max_labels, max_label_bytes: cfg.max_label_bytes };
+            let registry = registry::Registry::open(ctx.store.clone(), limits).await?;
+            let policy = api::IntervalPolicy {
+                budget_per_s: cfg.heartbeat_budget_per_s,
+                min_ms: cfg.min_heartbeat_interval_ms,
+                max_ms: cfg.max_heartbeat_interval_ms,
+            };
+            let interval = heartbeat::interval_ms(registry.len(), policy.budget_per_s, policy.min_ms, policy.max_ms);
+            let (interval_tx, interval_rx) = tokio::sync::watch::channel(interval);
+            let detector = liveness::Detector::new(cfg.phi_suspect, cfg.phi_dead);
+            // Every known node gets one interval's grace from now.
+            let now = Instant::now();
+            for n in registry.all() {
+                detector.watch(&n.reg.id, interval, now);
+            }
+            metrics::gauge!("edgebox_orchestrator_heartbeat_interval_seconds").set(interval as f64 / 1000.0);
+            tracing::info!(
+                nodes = registry.len(),
+                revision = registry.revision(),
+                interval_ms = interval,
+                "orchestrator: registry loaded"
+            );
+            let api = Arc::new(api::Api {
+                registry,
+                detector,
+                auth,
+                max_body: cfg.max_body_bytes,
+                policy,
+                interval: interval_rx,
+                interval_tx,
+            });
+            let listener = ctx.bind("http").await?;
+            tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "orchestrator listening");
+            let sweeper = tokio::spawn(sweep_forever(api.clone(), ctx.shutdown.clone()));
+            ctx.status.set_ready(true);
+            let handler = move |req| api::handle(api.clone(), req);
+            serve(api::NAME, listener, tls, handler, ctx.shutdown.clone(), Duration::from_secs(5)).await;
+            sweeper.abort();
+            Ok(())
+        })
+    }
+}
+
+/// Marks silent nodes and keeps the per-health gauges.
+async fn sweep_forever(api: Arc<api::Api>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for t in api.detector.sweep(Instant::now()) {
+            api.transition(&t);
+        }
+        for (health, n) in api.detector.counts() {
+            metrics::gauge!("edgebox_orchestrator_nodes", "health" => health.as_str()).set(n as f64);
+        }
+        metrics::gauge!("edgebox_orchestrator_revision").set(api.registry.revision() as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests;
