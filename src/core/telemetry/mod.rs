@@ -9,7 +9,7 @@
 mod handles;
 mod http;
 mod otlp;
-mod process;
+pub mod process;
 
 use std::io::IsTerminal;
 

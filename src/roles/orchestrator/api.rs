@@ -52,12 +52,12 @@ pub struct Api {
 
 impl Api {
     /// Recomputes the interval after the fleet grew or shrank; histories
-    /// restart when it moved by a tenth or more.
+    /// restart when it moved (a step of the ladder, a tenth).
     pub fn fleet_changed(&self) {
         let p = self.policy;
         let next = heartbeat::interval_ms(self.registry.len(), p.budget_per_s, p.min_ms, p.max_ms);
         let now = *self.interval.borrow();
-        if next.abs_diff(now) * 10 >= now {
+        if next != now {
             self.interval_tx.send_replace(next);
             self.detector.reassign(next);
             metrics::gauge!("edgebox_orchestrator_heartbeat_interval_seconds").set(next as f64 / 1000.0);

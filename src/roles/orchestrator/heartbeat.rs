@@ -5,7 +5,8 @@
 //! carries directive lines (`{"interval_ms": 5000, "revision": 12}`): the
 //! first at once, then in answer to a heartbeat whenever the assigned
 //! interval or the topology revision moved, so a fleet-wide change wakes
-//! no stream by itself.
+//! no stream by itself. A heartbeat with a `seq` is always answered, with
+//! `"ack": seq` (what the bench times).
 //!
 //! The interval is the fleet size over `heartbeat_budget_per_s`, within the
 //! configured bounds: the total heartbeat rate stays inside the budget as
@@ -35,12 +36,21 @@ const FLOOD_LIMIT: u32 = 64;
 struct Beat {
     #[serde(default)]
     applied_revision: Option<u64>,
+    #[serde(default)]
+    seq: Option<u64>,
 }
 
-/// The interval for a fleet of `nodes`.
+/// The interval for a fleet of `nodes`: the fleet over the budget, rounded
+/// up to a step of a geometric ladder from `min` (10% apart), so the
+/// budget holds and intervals change only when the fleet has grown or
+/// shrunk by a tenth.
 pub fn interval_ms(nodes: usize, budget_per_s: u32, min: u64, max: u64) -> u64 {
-    let spread = (nodes as u64).saturating_mul(1000).div_ceil(u64::from(budget_per_s));
-    spread.clamp(min, max)
+    let needed = (nodes as u64).saturating_mul(1000).div_ceil(u64::from(budget_per_s));
+    let mut step = min;
+    while step < needed && step < max {
+        step = (step + step.div_ceil(10)).min(max);
+    }
+    step
 }
 
 pub type StreamBody =
@@ -65,7 +75,7 @@ pub fn session(api: Arc<Api>, id: String, body: Incoming) -> StreamBody {
 
 async fn read_beats(api: &Api, id: &str, mut body: Incoming, tx: &mpsc::Sender<Bytes>) -> Result<(), String> {
     let mut sent = (0u64, 0u64);
-    directive(api, &mut sent, tx, true).await?;
+    directive(api, &mut sent, tx, Some(None)).await?;
     let mut buf = BytesMut::new();
     let mut last: Option<Instant> = None;
     let mut flooding = 0u32;
@@ -93,7 +103,7 @@ async fn read_beats(api: &Api, id: &str, mut body: Incoming, tx: &mpsc::Sender<B
             if !api.heartbeat(id, beat.applied_revision, now) {
                 return Err(format!("node {id} is no longer registered"));
             }
-            directive(api, &mut sent, tx, false).await?;
+            directive(api, &mut sent, tx, beat.seq.map(Some)).await?;
         }
         if buf.len() > MAX_LINE {
             return Err(format!("a heartbeat line over {MAX_LINE} bytes"));
@@ -102,22 +112,35 @@ async fn read_beats(api: &Api, id: &str, mut body: Incoming, tx: &mpsc::Sender<B
     Ok(())
 }
 
-/// Sends the interval and revision when they differ from what was sent.
-async fn directive(api: &Api, sent: &mut (u64, u64), tx: &mpsc::Sender<Bytes>, first: bool) -> Result<(), String> {
+/// Sends the interval and revision when they differ from what was sent,
+/// or when `answer` asks for a line anyway (`Some(seq)`: with its ack).
+async fn directive(
+    api: &Api,
+    sent: &mut (u64, u64),
+    tx: &mpsc::Sender<Bytes>,
+    answer: Option<Option<u64>>,
+) -> Result<(), String> {
     let now = (*api.interval.borrow(), api.registry.revision());
-    if !first && now == *sent {
+    if answer.is_none() && now == *sent {
         return Ok(());
     }
     *sent = now;
-    let line = format!("{}\n", serde_json::json!({"interval_ms": now.0, "revision": now.1}));
-    tx.send(Bytes::from(line)).await.map_err(|_| "the agent stopped reading".to_owned())
+    let mut line = serde_json::json!({"interval_ms": now.0, "revision": now.1});
+    if let Some(Some(seq)) = answer {
+        line["ack"] = seq.into();
+    }
+    tx.send(Bytes::from(format!("{line}\n"))).await.map_err(|_| "the agent stopped reading".to_owned())
 }
 
 #[cfg(test)]
 #[test]
 fn the_interval_spreads_the_fleet_over_the_budget() {
     assert_eq!(interval_ms(10, 5000, 1000, 30_000), 1000);
-    assert_eq!(interval_ms(17_000, 5000, 1000, 30_000), 3400);
-    assert_eq!(interval_ms(100_000, 20_000, 1000, 30_000), 5000);
+    for (nodes, budget) in [(17_000, 5000), (100_000, 20_000), (99_000, 20_000), (250_000, 20_000)] {
+        let i = interval_ms(nodes, budget, 1000, 30_000);
+        let rate = nodes as f64 * 1000.0 / i as f64;
+        assert!(rate <= f64::from(budget) && rate > f64::from(budget) * 0.9, "{nodes} nodes: {i} ms, {rate}/s");
+    }
+    assert_eq!(interval_ms(100_000, 20_000, 1000, 30_000), interval_ms(99_000, 20_000, 1000, 30_000), "one step");
     assert_eq!(interval_ms(10_000_000, 5000, 1000, 30_000), 30_000);
 }

@@ -5,13 +5,16 @@
 //! (heartbeat.rs, which also spreads the fleet's heartbeats over a
 //! budget), and a phi-accrual detector marks silent nodes suspect, then
 //! dead (liveness.rs). This file wires them together and sweeps the
-//! detector.
+//! detector; bench.rs (`edgebox orchestrator bench`) drives simulated
+//! agents against it.
 //!
 //! Built so far: the single-server registry, streams and failure
-//! detection. Not yet: desired state and rollouts, join tokens and node
-//! certificates, Raft replication, the agent role, the bench (README).
+//! detection, and the bench. Not yet: desired state and rollouts, join
+//! tokens and node certificates, Raft replication, the agent role (README).
 
 mod api;
+mod bench;
+mod cli;
 pub mod config;
 mod heartbeat;
 mod liveness;
@@ -38,8 +41,8 @@ pub const ENTRY: RoleEntry = RoleEntry {
     compliance_config: config::COMPLIANCE,
     migrations: &[],
     load: |section| load_with(section, Orchestrator::new),
-    command: || clap::Command::new("orchestrator"),
-    run_command: |_, _| anyhow::bail!("usage: edgebox orchestrator serve"),
+    command: cli::command,
+    run_command: cli::run,
 };
 
 /// How often the detector looks at every node.

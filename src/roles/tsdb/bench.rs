@@ -160,12 +160,7 @@ fn dir_bytes(p: &Path) -> u64 {
 }
 
 fn rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    crate::core::telemetry::process::rss_of(&pid.to_string()).unwrap_or(0)
 }
 
 /// A database under test, started on a private directory and port.
