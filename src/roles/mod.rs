@@ -6,6 +6,8 @@
 
 use crate::core::role::RoleEntry;
 
+#[cfg(feature = "agent")]
+pub mod agent;
 #[cfg(feature = "certguard")]
 pub mod certguard;
 #[cfg(feature = "gateway")]
@@ -29,6 +31,8 @@ pub const ROLES: &[RoleEntry] = &[
     streamer::ENTRY,
     #[cfg(feature = "orchestrator")]
     orchestrator::ENTRY,
+    #[cfg(feature = "agent")]
+    agent::ENTRY,
 ];
 
 /// Subcommands the core owns; no role may take one of these names.

@@ -9,6 +9,8 @@ mod compliance;
 mod embedded;
 #[cfg(all(feature = "gateway", feature = "tsdb"))]
 mod gateway;
+#[cfg(all(feature = "orchestrator", feature = "agent"))]
+mod orchestrator;
 mod otlp;
 mod store;
 #[cfg(all(feature = "streamer", feature = "tsdb"))]

@@ -9,8 +9,9 @@
 //! agents against it.
 //!
 //! Built so far: the single-server registry, streams and failure
-//! detection, and the bench. Not yet: desired state and rollouts, join
-//! tokens and node certificates, Raft replication, the agent role (README).
+//! detection, and the bench; the agent role (roles/agent) is the other end
+//! of the streams. Not yet: desired state and rollouts, join tokens and
+//! node certificates, Raft replication (README).
 
 mod api;
 mod bench;

@@ -108,7 +108,7 @@ impl Role for Streamer {
                 *last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(jitter(wait)) => {}
+                    _ = tokio::time::sleep(crate::core::backoff::jitter(wait)) => {}
                 }
                 backoff = (backoff * 2).min(max);
             }
@@ -135,12 +135,6 @@ async fn report(
         let error = last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
         status.set_detail(serde_json::json!({ "source": source, "position": position, "snapshot": progress.get(), "last_error": error }));
     }
-}
-
-/// ±20% so a fleet of streamers does not reconnect in step.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
-    d.mul_f64(0.8 + f64::from(nanos % 400) / 1000.0)
 }
 
 #[cfg(test)]
