@@ -290,3 +290,142 @@ async fn watchers_wait_for_the_next_event_and_a_lost_cursor_is_gone() {
     assert_eq!(st, StatusCode::GONE, "{v}");
     assert_eq!(v["newest"], 1);
 }
+
+/// A TCP proxy that delays what agents send (latency, jitter, and a lost
+/// segment's retransmission timeout), keeping the byte order TCP keeps;
+/// what the orchestrator sends back passes untouched. netem is not in this
+/// machine's kernel, so the faults are injected here, as toxiproxy does.
+async fn chaos_proxy(
+    upstream: std::net::SocketAddr,
+    latency_ms: u64,
+    jitter_ms: u64,
+    loss: f64,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        loop {
+            let Ok((client, _)) = listener.accept().await else { return };
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { return };
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let (mut cr, cw) = client.into_split();
+            let (sr, mut sw) = server.into_split();
+            let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+            let mut rng = seed;
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut due = tokio::time::Instant::now();
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let mut next = || {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        (rng % 1_000_000) as f64 / 1_000_000.0
+                    };
+                    let spread = (next() * 2.0 - 1.0) * jitter_ms as f64;
+                    let mut delay = (latency_ms as f64 + spread).max(0.0);
+                    // A lost segment waits for the retransmission timeout
+                    // (200 ms on Linux), twice as long when lost again.
+                    if next() < loss {
+                        delay += if next() < loss { 600.0 } else { 200.0 };
+                    }
+                    due = due.max(tokio::time::Instant::now() + Duration::from_micros((delay * 1000.0) as u64));
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                while let Some((due, chunk)) = rx.recv().await {
+                    tokio::time::sleep_until(due).await;
+                    if sw.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let (mut sr, mut cw) = (sr, cw);
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_latency_jitter_and_loss_live_nodes_stay_ready_and_dead_ones_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&store(dir.path()), 1000).await;
+    // 80 ms ± 60 ms one way, 5% of segments lost once, 0.25% twice.
+    let proxy = chaos_proxy(s.addr, 80, 60, 0.05).await;
+    let mut agents = Vec::new();
+    for i in 0..20 {
+        let id = format!("n{i:02}");
+        call(s.addr, Method::POST, "/v1/nodes", &node(&id, "arm64", "p")).await;
+        let (beats, mut directives) = stream(proxy, &id).await;
+        directives.recv().await.unwrap();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50 * i)).await;
+            let mut tick = tokio::time::interval(Duration::from_millis(1000));
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tick.tick() => {}
+                }
+                if beats.send("{}\n").await.is_err() {
+                    return;
+                }
+            }
+        });
+        agents.push(stop);
+    }
+    let (_, v) = call(s.addr, Method::GET, "/v1/events?wait_s=0", "").await;
+    let since = v["next"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    // No live node was suspected through twelve seconds of a bad network.
+    let (_, ev) = call(s.addr, Method::GET, &format!("/v1/events?since={since}&wait_s=0"), "").await;
+    let alarms: Vec<&Value> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e["health"].as_str(), Some("suspect" | "dead")))
+        .collect();
+    // Five devices go silent: each is found dead within a few intervals.
+    let since = ev["next"].as_u64().unwrap();
+    let silenced: Vec<String> = (0..5).map(|i| format!("n{:02}", i * 4)).collect();
+    for (i, stop) in agents.iter_mut().enumerate() {
+        if silenced.contains(&format!("n{i:02}")) {
+            *stop = tokio::sync::oneshot::channel().0;
+        }
+    }
+    let quiet = Instant::now();
+    let mut found = Vec::new();
+    let mut cursor = since;
+    while found.len() < silenced.len() && quiet.elapsed() < Duration::from_secs(10) {
+        let (_, ev) = call(s.addr, Method::GET, &format!("/v1/events?since={cursor}&wait_s=2"), "").await;
+        cursor = ev["next"].as_u64().unwrap_or(cursor);
+        for e in ev["events"].as_array().unwrap() {
+            let who = e["id"].as_str().unwrap_or_default();
+            if e["health"] == "dead" && silenced.iter().any(|s| s == who) {
+                found.push(quiet.elapsed().as_secs_f64());
+            } else if matches!(e["health"].as_str(), Some("suspect" | "dead")) && !silenced.iter().any(|s| s == who) {
+                panic!("a live node was suspected: {e}");
+            }
+        }
+    }
+    eprintln!(
+        "fault injection: 20 nodes, 1 s interval, 80±60 ms, 5% loss: false alarms {}, detection {found:?} s",
+        alarms.len()
+    );
+    assert!(alarms.is_empty(), "{alarms:?}");
+    assert_eq!(found.len(), 5, "found {found:?}");
+    assert!(found.iter().all(|&t| (1.4..=4.5).contains(&t)), "{found:?}");
+}
