@@ -133,12 +133,20 @@ pub enum StoreCommand {
 pub fn command() -> clap::Command {
     let mut cmd = Cli::command();
     for role in ROLES {
+        let own = (role.command)();
+        // A role with options of its own runs from them without a
+        // subcommand (`edgebox agent --join URL`).
+        let bare = own.get_arguments().next().is_some();
         let mut sub = clap::Command::new(role.name)
             .about(role.summary)
-            .subcommand_required(true)
+            .subcommand_required(!bare)
+            .args_conflicts_with_subcommands(bare)
             .arg_required_else_help(true)
             .subcommand(clap::Command::new("serve").about(format!("Run the {} role alone", role.name)));
-        for extra in (role.command)().get_subcommands() {
+        for arg in own.get_arguments() {
+            sub = sub.arg(arg.clone());
+        }
+        for extra in own.get_subcommands() {
             sub = sub.subcommand(extra.clone());
         }
         cmd = cmd.subcommand(sub);
@@ -200,7 +208,11 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
 fn serves(matches: &clap::ArgMatches) -> bool {
     match matches.subcommand() {
         Some(("up", _)) => true,
-        Some((name, sub)) => crate::roles::find(name).is_some() && sub.subcommand_name() == Some("serve"),
+        // `serve`, or a role's own options without a subcommand (`edgebox
+        // agent --join URL`), run the role.
+        Some((name, sub)) => {
+            crate::roles::find(name).is_some() && matches!(sub.subcommand_name(), Some("serve") | None)
+        }
         None => false,
     }
 }

@@ -49,6 +49,21 @@ pub fn run_with(
     only: Option<&'static str>,
     extra: Vec<(&'static str, Box<dyn Role>)>,
 ) -> anyhow::Result<()> {
+    run_inner(inv, only, extra, None)
+}
+
+/// Runs the table role `name` alone, as `role` (built from its command
+/// line, e.g. `edgebox agent --join URL`) instead of from the config file.
+pub fn run_alone(inv: &Invocation, name: &'static str, role: Box<dyn Role>) -> anyhow::Result<()> {
+    run_inner(inv, Some(name), Vec::new(), Some(role))
+}
+
+fn run_inner(
+    inv: &Invocation,
+    only: Option<&'static str>,
+    extra: Vec<(&'static str, Box<dyn Role>)>,
+    replace: Option<Box<dyn Role>>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let loaded = inv.load_config()?;
     let core = &loaded.core;
@@ -56,7 +71,7 @@ pub fn run_with(
     let io = runtime::choose(core.edgebox.io).map_err(|e| ConfigProblem(format!("{e:#}")))?;
     let workers = if core.edgebox.workers == 0 { runtime::default_workers() } else { core.edgebox.workers };
     let rt = runtime::build(workers, &io).context("cannot start the runtime")?;
-    let result = rt.block_on(supervise(inv, loaded, only, extra, io, workers, started));
+    let result = rt.block_on(supervise(inv, loaded, (only, replace), extra, io, workers, started));
     rt.shutdown_timeout(Duration::from_millis(500));
     result
 }
@@ -81,7 +96,7 @@ struct Running {
 async fn supervise(
     inv: &Invocation,
     loaded: LoadedConfig,
-    only: Option<&'static str>,
+    (only, replace): (Option<&'static str>, Option<Box<dyn Role>>),
     extra: Vec<(&'static str, Box<dyn Role>)>,
     io: IoPath,
     workers: usize,
@@ -107,6 +122,11 @@ async fn supervise(
     };
     let mut roles: Vec<(&'static str, Box<dyn Role>)> =
         loaded.roles.into_iter().filter(|r| enabled.contains(&r.entry.name)).map(|r| (r.entry.name, r.role)).collect();
+    if let Some(role) = replace
+        && let Some(slot) = roles.iter_mut().find(|(n, _)| Some(*n) == only)
+    {
+        slot.1 = role;
+    }
     for (name, role) in extra {
         if name == admin::NAME || roles.iter().any(|(n, _)| *n == name) {
             return Err(ConfigProblem(format!("two roles are named `{name}`")).into());

@@ -75,3 +75,43 @@ fn an_agent_waits_for_a_late_orchestrator_and_a_stopped_one_marks_it_dead() {
     wait_health(port, "dev-2", "dead", Duration::from_secs(15));
     assert!(gone.elapsed() > Duration::from_millis(1500), "dead after {:?}", gone.elapsed());
 }
+
+#[test]
+fn edgebox_agent_join_joins_an_orchestrator_that_wants_a_token_and_a_wrong_one_is_refused() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("orchestrator.token");
+    std::fs::write(&token, "a-join-token-of-32-characters-xx\n").unwrap();
+    let orch = Appliance::start(
+        &format!("{}auth = \"bearer\"\ntoken_file = \"{}\"\n", orchestrator(port), token.display()),
+        &["up"],
+    );
+    orch.wait_ready();
+    let url = format!("http://127.0.0.1:{port}");
+    let wrong =
+        Appliance::start("[agent]\nid = \"intruder\"\n", &["agent", "--join", &url, "--token", "not-the-token-at-all"]);
+    let refused = wrong.wait_log("agent: not connected to the orchestrator");
+    assert!(refused.contains("401"), "{refused}");
+    let device = Appliance::start(
+        "[agent]\nid = \"dev-3\"\n",
+        &["agent", "--join", &url, "--token-file", token.to_str().unwrap()],
+    );
+    // The orchestrator answers only with the token.
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) =
+            http_get(addr, "/v1/nodes/dev-3", &[("Authorization", "Bearer a-join-token-of-32-characters-xx")]);
+        if status == 200 && body.contains("\"health\":\"ready\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(addr, "/v1/nodes/dev-3", &[]).0, 401);
+    assert_eq!(
+        http_get(addr, "/v1/nodes/intruder", &[("Authorization", "Bearer a-join-token-of-32-characters-xx")]).0,
+        404
+    );
+    drop(device);
+}

@@ -6,6 +6,7 @@
 //! modules and policies to apply) is the orchestrator's next step; the
 //! agent reports the topology revision it has seen.
 
+mod cli;
 mod client;
 pub mod config;
 mod identity;
@@ -32,18 +33,20 @@ pub const ENTRY: RoleEntry = RoleEntry {
     compliance_config: config::COMPLIANCE,
     migrations: &[],
     load: |section| load_with(section, Agent::new),
-    command: || clap::Command::new("agent"),
-    run_command: |_, _| anyhow::bail!("usage: edgebox agent serve"),
+    command: cli::command,
+    run_command: cli::run,
 };
 
 pub struct Agent {
     cfg: AgentConfig,
+    /// A token given on the command line (`--token`), over token_file.
+    token: Option<String>,
 }
 
 impl Agent {
     fn new(cfg: AgentConfig) -> Result<Self, String> {
         cfg.validate()?;
-        Ok(Self { cfg })
+        Ok(Self { cfg, token: None })
     }
 }
 
@@ -59,7 +62,7 @@ impl Role for Agent {
 
     fn run(self: Box<Self>, ctx: RoleCtx) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let cfg = self.cfg;
+            let (cfg, given_token) = (self.cfg, self.token);
             metrics::gauge!("edgebox_agent_connected").set(0.0);
             if cfg.orchestrator.is_empty() {
                 tracing::info!("agent: no agent.orchestrator; idle");
@@ -78,14 +81,15 @@ impl Role for Agent {
                 }
                 (None, false) => None,
             };
-            let token = match &cfg.token_file {
-                Some(p) => Some(
+            let token = match (&cfg.token_file, given_token) {
+                (_, Some(t)) => Some(t),
+                (Some(p), None) => Some(
                     std::fs::read_to_string(p)
                         .map_err(|e| ConfigProblem(format!("agent.token_file {}: {e}", p.display())))?
                         .trim()
                         .to_owned(),
                 ),
-                None => None,
+                (None, None) => None,
             };
             let registration = identity::registration(&cfg)?;
             let id = registration["id"].as_str().unwrap_or_default().to_owned();

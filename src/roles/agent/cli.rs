@@ -1,0 +1,49 @@
+//! `edgebox agent --join URL --token T`: the agent alone, joined to the
+//! orchestrator the command line names (the rest of `[agent]` still comes
+//! from the config file). `--token-file` keeps the token out of the
+//! process list.
+
+use std::any::Any;
+
+use clap::{Arg, ArgMatches, Command};
+
+use super::Agent;
+use crate::commands::Invocation;
+use crate::core::exit::UsageError;
+
+pub fn command() -> Command {
+    Command::new("agent")
+        .arg(Arg::new("join").long("join").value_name("URL").help("The orchestrator to join, http(s)://host:port"))
+        .arg(
+            Arg::new("token")
+                .long("token")
+                .value_name("TOKEN")
+                .conflicts_with("token-file")
+                .help("Its bearer token (visible to `ps`; prefer --token-file)"),
+        )
+        .arg(Arg::new("token-file").long("token-file").value_name("FILE").help("A file holding its bearer token"))
+}
+
+pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
+    let Some(url) = matches.get_one::<String>("join") else {
+        return Err(UsageError(
+            "usage: edgebox agent serve | edgebox agent --join URL [--token T | --token-file F]".into(),
+        )
+        .into());
+    };
+    let loaded = inv.load_config()?;
+    let mut cfg = loaded
+        .roles
+        .into_iter()
+        .find(|r| r.entry.name == "agent")
+        .and_then(|r| (r.role as Box<dyn Any>).downcast::<Agent>().ok())
+        .map(|a| a.cfg)
+        .unwrap_or_default();
+    cfg.orchestrator = url.clone();
+    if let Some(f) = matches.get_one::<String>("token-file") {
+        cfg.token_file = Some(f.into());
+    }
+    let token = matches.get_one::<String>("token").cloned();
+    let agent = Agent::new(cfg).map_err(|e| UsageError(format!("--join: {e}")))?;
+    crate::core::lifecycle::run_alone(inv, "agent", Box::new(Agent { token, ..agent }))
+}
