@@ -217,46 +217,61 @@ fn params(query: Option<&str>) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// `GET /v1/nodes?label=site=plant-3&arch=arm64&health=ready&limit=100&after=ID`
+/// What `GET /v1/nodes` selects: label equalities, architecture, health,
+/// the page size and the cursor.
+#[derive(Debug, Default, PartialEq)]
+pub struct Filter {
+    pub labels: Vec<(String, String)>,
+    pub arch: Option<String>,
+    pub health: Option<Health>,
+    pub limit: usize,
+    pub after: Option<String>,
+}
+
+impl Filter {
+    /// `label=site=plant-3&arch=arm64&health=ready&limit=100&after=ID`
+    pub fn parse(query: Option<&str>) -> Result<Filter, String> {
+        let p = params(query);
+        let one = |k: &str| p.get(k).and_then(|v| v.last()).cloned();
+        let mut labels = Vec::new();
+        for sel in p.get("label").into_iter().flatten() {
+            match sel.split_once('=') {
+                Some((k, v)) if !k.is_empty() => labels.push((k.to_owned(), v.to_owned())),
+                _ => return Err(format!("label selector {sel:?}: expected key=value")),
+            }
+        }
+        let health = match one("health") {
+            None => None,
+            Some(h) => Some(
+                Health::ALL
+                    .into_iter()
+                    .find(|x| x.as_str() == h)
+                    .ok_or_else(|| format!("health {h:?}: one of unknown, ready, suspect, dead"))?,
+            ),
+        };
+        let limit = match one("limit").map(|l| l.parse::<usize>()) {
+            None => 100,
+            Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => n,
+            Some(_) => return Err(format!("limit: a number from 1 to {MAX_PAGE}")),
+        };
+        let after = one("after");
+        if let Some(a) = &after {
+            check_id(a).map_err(|e| format!("after: {e}"))?;
+        }
+        Ok(Filter { labels, arch: one("arch"), health, limit, after })
+    }
+}
+
 fn list(api: &Api, query: Option<&str>) -> Response<Body> {
     const ROUTE: &str = "/v1/nodes";
-    let p = params(query);
-    let one = |k: &str| p.get(k).and_then(|v| v.last()).map(String::as_str);
-    let mut labels = Vec::new();
-    for sel in p.get("label").into_iter().flatten() {
-        match sel.split_once('=') {
-            Some((k, v)) if !k.is_empty() => labels.push((k.to_owned(), v.to_owned())),
-            _ => return error(ROUTE, StatusCode::BAD_REQUEST, format!("label selector {sel:?}: expected key=value")),
-        }
-    }
-    let health = match one("health") {
-        None => None,
-        Some(h) => match Health::ALL.into_iter().find(|x| x.as_str() == h) {
-            Some(x) => Some(x),
-            None => {
-                return error(
-                    ROUTE,
-                    StatusCode::BAD_REQUEST,
-                    format!("health {h:?}: one of unknown, ready, suspect, dead"),
-                );
-            }
-        },
+    let f = match Filter::parse(query) {
+        Ok(f) => f,
+        Err(e) => return error(ROUTE, StatusCode::BAD_REQUEST, e),
     };
-    let limit = match one("limit").map(str::parse::<usize>) {
-        None => 100,
-        Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => n,
-        Some(_) => return error(ROUTE, StatusCode::BAD_REQUEST, format!("limit: a number from 1 to {MAX_PAGE}")),
-    };
-    if let Some(a) = one("after")
-        && let Err(e) = check_id(a)
-    {
-        return error(ROUTE, StatusCode::BAD_REQUEST, format!("after: {e}"));
-    }
-    let arch = one("arch");
-    let (nodes, more) = api.registry.page(one("after"), limit, |n| {
-        arch.is_none_or(|a| n.reg.arch == a)
-            && labels.iter().all(|(k, v)| n.reg.labels.get(k) == Some(v))
-            && health.is_none_or(|h| api.detector.health(&n.reg.id).map(|x| x.0) == Some(h))
+    let (nodes, more) = api.registry.page(f.after.as_deref(), f.limit, |n| {
+        f.arch.as_ref().is_none_or(|a| &n.reg.arch == a)
+            && f.labels.iter().all(|(k, v)| n.reg.labels.get(k) == Some(v))
+            && f.health.is_none_or(|h| api.detector.health(&n.reg.id).map(|x| x.0) == Some(h))
     });
     let next = more.then(|| nodes.last().map(|n| n.reg.id.clone())).flatten();
     let items: Vec<Value> = nodes.iter().map(|n| api.view(n)).collect();

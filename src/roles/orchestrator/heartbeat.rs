@@ -33,11 +33,16 @@ const FLOOD_LIMIT: u32 = 64;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Beat {
+pub(super) struct Beat {
     #[serde(default)]
     applied_revision: Option<u64>,
     #[serde(default)]
     seq: Option<u64>,
+}
+
+/// One heartbeat line, or why it is refused.
+pub(super) fn parse_beat(line: &[u8]) -> Result<Beat, String> {
+    serde_json::from_slice(line).map_err(|e| format!("heartbeat line: {e} (expected {{\"applied_revision\": N}})"))
 }
 
 /// The interval for a fleet of `nodes`: the fleet over the budget, rounded
@@ -85,8 +90,7 @@ async fn read_beats(api: &Api, id: &str, mut body: Incoming, tx: &mpsc::Sender<B
         buf.extend_from_slice(&data);
         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
             let line = buf.split_to(nl + 1);
-            let beat: Beat = serde_json::from_slice(&line[..nl])
-                .map_err(|e| format!("heartbeat line: {e} (expected {{\"applied_revision\": N}})"))?;
+            let beat = parse_beat(&line[..nl])?;
             let now = Instant::now();
             let spacing = Duration::from_millis(*api.interval.borrow()) / FLOOD_FACTOR;
             if last.is_some_and(|l| now.duration_since(l) < spacing) {

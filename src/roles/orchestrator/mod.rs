@@ -6,7 +6,7 @@
 //! budget), and a phi-accrual detector marks silent nodes suspect, then
 //! dead (liveness.rs). This file wires them together and sweeps the
 //! detector; bench.rs (`edgebox orchestrator bench`) drives simulated
-//! agents against it.
+//! agents against it, and fuzz.rs feeds what clients send to the fuzzer.
 //!
 //! Built so far: the single-server registry, streams and failure
 //! detection, and the bench; the agent role (roles/agent) is the other end
@@ -17,6 +17,7 @@ mod api;
 mod bench;
 mod cli;
 pub mod config;
+pub mod fuzz;
 mod heartbeat;
 mod liveness;
 mod node;
