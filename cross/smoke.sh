@@ -39,7 +39,12 @@ run --data-dir "$work/data" store restore "$work/backup.redb" >/dev/null || fail
 
 # Roles listen on free ports, so the smoke never collides with a service.
 : > "$work/edgebox.toml"
-if run --list | grep -q '^tsdb '; then printf '[tsdb]\nlisten = "127.0.0.1:0"\n' >> "$work/edgebox.toml"; fi
+# (Outputs are read whole before grep: `grep -q` leaves a pipe early,
+# which pipefail would report as the writer's failure.)
+roles=$(run --list)
+for role in tsdb orchestrator; do
+  if grep -q "^$role " <<< "$roles"; then printf '[%s]\nlisten = "127.0.0.1:0"\n' "$role" >> "$work/edgebox.toml"; fi
+done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 ${qemu:+$qemu} "$bin" --config "$work/edgebox.toml" --data-dir "$work/data" --admin-listen "127.0.0.1:$port" --log-format json up 2>"$work/log" &
 pid=$!
@@ -48,7 +53,8 @@ for _ in $(seq 1 200); do
   sleep 0.05
 done
 curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || fail "appliance never became ready: $(cat "$work/log")"
-curl -fsS "http://127.0.0.1:$port/metrics" | grep -q "^edgebox_io_uring_active" || fail "no metrics"
+metrics=$(curl -fsS "http://127.0.0.1:$port/metrics") || fail "/metrics did not answer"
+grep -q "^edgebox_io_uring_active" <<< "$metrics" || fail "no metrics"
 kill -TERM "$pid"
 wait "$pid" || fail "appliance exited with $? after SIGTERM"
 pid=""

@@ -179,8 +179,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     }
     let cli = Cli::from_arg_matches(&matches)?;
     if cli.list {
-        commands::list();
-        return Ok(());
+        return Ok(commands::list()?);
     }
     match cli.command {
         Some(CoreCommand::Up) => crate::core::lifecycle::run(&inv, None),

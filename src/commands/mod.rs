@@ -70,13 +70,23 @@ impl Invocation {
     }
 }
 
-/// `edgebox --list`: one line per compiled-in role.
-pub fn list() {
-    if ROLES.is_empty() {
-        println!("(no roles compiled in; the core commands still work)");
-    }
-    let width = ROLES.iter().map(|r| r.name.len()).max().unwrap_or(0);
-    for r in ROLES {
-        println!("{:width$}  {}", r.name, r.summary);
+/// `edgebox --list`: one line per compiled-in role. A reader that stops
+/// early (`edgebox --list | grep -q tsdb`) ends it quietly.
+pub fn list() -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = (|| {
+        if ROLES.is_empty() {
+            writeln!(out, "(no roles compiled in; the core commands still work)")?;
+        }
+        let width = ROLES.iter().map(|r| r.name.len()).max().unwrap_or(0);
+        for r in ROLES {
+            writeln!(out, "{:width$}  {}", r.name, r.summary)?;
+        }
+        out.flush()
+    })();
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
