@@ -59,6 +59,8 @@ fn an_agent_registers_with_its_identity_and_keeps_its_node_ready() {
     assert_eq!(topo["groups"][0]["converged"], 1, "{topo}");
     let (_, roles) = app.get("/v1/roles");
     assert!(roles.contains("\"connected\":true"), "{roles}");
+    let roles: Value = serde_json::from_str(&roles).unwrap();
+    assert_eq!(roles["roles"]["orchestrator"]["detail"]["nodes"]["ready"], 1, "{roles}");
 }
 
 #[test]

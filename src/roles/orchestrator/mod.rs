@@ -111,7 +111,7 @@ impl Role for Orchestrator {
             });
             let listener = ctx.bind("http").await?;
             tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "orchestrator listening");
-            let sweeper = tokio::spawn(sweep_forever(api.clone(), ctx.shutdown.clone()));
+            let sweeper = tokio::spawn(sweep_forever(api.clone(), ctx.status.clone(), ctx.shutdown.clone()));
             ctx.status.set_ready(true);
             let handler = move |req| api::handle(api.clone(), req);
             serve(api::NAME, listener, tls, handler, ctx.shutdown.clone(), Duration::from_secs(5)).await;
@@ -121,8 +121,13 @@ impl Role for Orchestrator {
     }
 }
 
-/// Marks silent nodes and keeps the per-health gauges.
-async fn sweep_forever(api: Arc<api::Api>, shutdown: tokio_util::sync::CancellationToken) {
+/// Marks silent nodes and keeps the per-health gauges and the role's
+/// detail on /v1/roles (nodes per health, revision, interval).
+async fn sweep_forever(
+    api: Arc<api::Api>,
+    status: crate::core::role::StatusHandle,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let mut tick = tokio::time::interval(SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -133,10 +138,16 @@ async fn sweep_forever(api: Arc<api::Api>, shutdown: tokio_util::sync::Cancellat
         for t in api.detector.sweep(Instant::now()) {
             api.transition(&t);
         }
+        let mut nodes = serde_json::Map::new();
         for (health, n) in api.detector.counts() {
             metrics::gauge!("edgebox_orchestrator_nodes", "health" => health.as_str()).set(n as f64);
+            nodes.insert(health.as_str().to_owned(), n.into());
         }
-        metrics::gauge!("edgebox_orchestrator_revision").set(api.registry.revision() as f64);
+        let revision = api.registry.revision();
+        metrics::gauge!("edgebox_orchestrator_revision").set(revision as f64);
+        status.set_detail(
+            serde_json::json!({"nodes": nodes, "revision": revision, "interval_ms": *api.interval.borrow()}),
+        );
     }
 }
 
