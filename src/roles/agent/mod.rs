@@ -150,7 +150,9 @@ async fn session(
     let (beats, mut directives) = conn.stream(id).await?;
     let mut buf = Vec::new();
     let first = client::next_line(&mut directives, &mut buf).await?.context("the stream closed at once")?;
-    let mut interval = first["interval_ms"].as_u64().context("no interval in the first directive")?;
+    // A zero interval would make the ticker panic: refused like a missing one.
+    let mut interval =
+        first["interval_ms"].as_u64().filter(|&i| i > 0).context("no usable interval in the first directive")?;
     let mut revision = first["revision"].as_u64().unwrap_or(0);
     tracing::info!(node = id, interval_ms = interval, revision, "agent: registered and heartbeating");
     metrics::gauge!("edgebox_agent_connected").set(1.0);

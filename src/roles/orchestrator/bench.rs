@@ -261,7 +261,8 @@ async fn agent(
     anyhow::ensure!(resp.status() == 200, "stream refused: {}", resp.status());
     let mut body = resp.into_body();
     let first = read_line(&mut body, &mut Vec::new()).await.context("no first directive")?;
-    let interval = first["interval_ms"].as_u64().context("no interval in the first directive")?;
+    let interval =
+        first["interval_ms"].as_u64().filter(|&i| i > 0).context("no usable interval in the first directive")?;
     let sent_at: Arc<Mutex<std::collections::VecDeque<(u64, Instant)>>> = Arc::default();
     let acks = sent_at.clone();
     tokio::spawn(async move {
