@@ -1,4 +1,4 @@
-//! Hostile input for the orchestrator: registration bodies, list queries and heartbeat lines; refusals, never panics.
+//! Hostile input for the orchestrator and agent: registrations, list queries, heartbeat lines, deployments, selectors, desired-state documents; refusals, never panics.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

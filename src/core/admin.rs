@@ -20,7 +20,7 @@ use crate::core::auth::Auth;
 use crate::core::config::AdminConfig;
 use crate::core::exit::ConfigProblem;
 use crate::core::httpserve::{FullResponse, respond, serve};
-use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, StatusHandle};
+use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, StatusBoard};
 use crate::core::telemetry::ProcessMetrics;
 use crate::core::tls::{ServerTls, ServerTlsConfig};
 
@@ -33,7 +33,7 @@ pub struct AdminService {
     auth: Auth,
     tls: Option<ServerTlsConfig>,
     prometheus: PrometheusHandle,
-    roles: Vec<(&'static str, StatusHandle)>,
+    roles: StatusBoard,
     process: ProcessMetrics,
     facts: serde_json::Value,
 }
@@ -42,7 +42,7 @@ impl AdminService {
     pub fn new(
         cfg: &AdminConfig,
         prometheus: PrometheusHandle,
-        roles: Vec<(&'static str, StatusHandle)>,
+        roles: StatusBoard,
         process: ProcessMetrics,
         facts: serde_json::Value,
     ) -> anyhow::Result<Self> {
@@ -93,7 +93,7 @@ impl AdminService {
             "/healthz" => respond("/healthz", StatusCode::OK, "text/plain", "ok\n"),
             "/readyz" => {
                 let waiting: Vec<&str> =
-                    self.roles.iter().filter(|(_, s)| !s.snapshot().ready).map(|(n, _)| *n).collect();
+                    self.roles.snapshot().into_iter().filter(|(_, s)| !s.ready).map(|(n, _)| n).collect();
                 if waiting.is_empty() {
                     respond("/readyz", StatusCode::OK, "text/plain", "ready\n")
                 } else {
@@ -108,8 +108,9 @@ impl AdminService {
             "/v1/roles" => {
                 let roles: serde_json::Map<String, serde_json::Value> = self
                     .roles
-                    .iter()
-                    .map(|(n, s)| (n.to_string(), serde_json::to_value(s.snapshot()).unwrap_or_default()))
+                    .snapshot()
+                    .into_iter()
+                    .map(|(n, s)| (n.to_string(), serde_json::to_value(s).unwrap_or_default()))
                     .collect();
                 let body = json!({ "edgebox": self.facts, "roles": roles });
                 respond("/v1/roles", StatusCode::OK, "application/json", body.to_string())

@@ -30,8 +30,8 @@ pub enum Request {
     Role { role: String, command: serde_json::Value },
 }
 
-/// Where role commands go, by role name.
-pub type RoleCommands = std::collections::HashMap<String, CommandPort>;
+/// Where role commands go, by role name (managed roles come and go).
+pub type RoleCommands = std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, CommandPort>>>;
 
 /// How long a role may take to answer a command (a certificate rollout
 /// waits for reloads and probes).
@@ -73,7 +73,6 @@ pub async fn serve(
     roles: RoleCommands,
     shutdown: CancellationToken,
 ) {
-    let roles = std::sync::Arc::new(roles);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -130,7 +129,8 @@ async fn execute(req: Request, store: &Store, roles: &RoleCommands) -> anyhow::R
             Ok(serde_json::to_value(info)?)
         }
         Request::Role { role, command } => {
-            let to = roles.get(&role).ok_or_else(|| anyhow::anyhow!("role `{role}` is not running here"))?;
+            let to = roles.read().unwrap_or_else(|p| p.into_inner()).get(&role).cloned();
+            let to = to.ok_or_else(|| anyhow::anyhow!("role `{role}` is not running here"))?;
             if !to.taken.load(std::sync::atomic::Ordering::Acquire) {
                 anyhow::bail!("role `{role}` takes no commands (or has not started yet)");
             }

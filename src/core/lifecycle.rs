@@ -24,7 +24,8 @@ use crate::core::admin::{self, AdminService};
 use crate::core::config::{CoreConfig, LoadedConfig};
 use crate::core::exit::ConfigProblem;
 use crate::core::fileio::FileIo;
-use crate::core::role::{Declared, Reload, Role, RoleCtx, Shared, StatusHandle, check_conflicts};
+use crate::core::managed::{self, Manager, ManagerParts};
+use crate::core::role::{Declared, Reload, Role, RoleCtx, Shared, StatusBoard, StatusHandle, check_conflicts};
 use crate::core::runtime::{self, IoPath};
 use crate::core::store::{CORE_SCHEMA, SchemaOwner, Store, StoreOptions};
 use crate::core::{control, telemetry};
@@ -145,10 +146,11 @@ async fn supervise(
         "workers": workers,
         "store": store_path,
     });
+    let board = StatusBoard::new(statuses.clone());
     let admin = AdminService::new(
         &core.admin,
         telemetry.prometheus.clone(),
-        statuses.clone(),
+        board.clone(),
         telemetry::ProcessMetrics::new(io.is_uring(), store_path.clone()),
         facts,
     )?;
@@ -161,15 +163,17 @@ async fn supervise(
     let shutdown = CancellationToken::new();
     let ctl_path = core.control_socket();
     let ctl = control::bind(&ctl_path)?;
-    let mut command_senders = std::collections::HashMap::new();
+    let command_senders = control::RoleCommands::default();
     let mut command_receivers = Vec::new();
     for (name, _) in &roles {
         let (port, receiver) = crate::core::role::CommandPort::new();
-        command_senders.insert(name.to_string(), port);
+        command_senders.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), port);
         command_receivers.push(receiver);
     }
-    let control_task = tokio::spawn(control::serve(ctl, ctl_path, store.clone(), command_senders, shutdown.clone()));
+    let control_task =
+        tokio::spawn(control::serve(ctl, ctl_path, store.clone(), command_senders.clone(), shutdown.clone()));
 
+    let (managed, inbox) = managed::channel(board.clone());
     let produced = decls.iter().flat_map(|(n, d)| d.files.iter().map(|f| (f.clone(), *n))).collect();
     let shared = Shared {
         store: store.clone(),
@@ -177,7 +181,20 @@ async fn supervise(
         files: FileIo::new(&io),
         shutdown: shutdown.clone(),
         produced: Arc::new(produced),
+        managed,
     };
+    let deadline = Duration::from_millis(core.edgebox.shutdown_timeout_ms);
+    let manager = Manager::new(
+        shared.clone(),
+        ManagerParts {
+            fixed: decls.iter().map(|(n, d)| (*n, d.clone())).collect(),
+            board,
+            readiness: readiness.clone(),
+            commands: command_senders,
+            drain: deadline,
+        },
+        inbox,
+    );
     let mut tasks = JoinSet::new();
     let mut running = Vec::new();
     for (((name, role), (decl_name, declared)), commands) in roles.into_iter().zip(decls).zip(command_receivers) {
@@ -190,12 +207,12 @@ async fn supervise(
         tasks.spawn(async move { (name, role.run(ctx).await) }.instrument(span));
         running.push(Running { name, status, reload: reload_tx });
     }
+    tasks.spawn(async move { ("managed roles", manager.run().await) }.instrument(tracing::info_span!("managed")));
     let announce = tokio::spawn(announce_ready(running.iter().map(|r| r.status.clone()).collect(), readiness, started));
 
     let outcome = wait_for_stop(inv, &core, &telemetry, &mut tasks, &running, &shutdown).await;
     shutdown.cancel();
     running.iter().for_each(|r| r.status.set_state("draining"));
-    let deadline = Duration::from_millis(core.edgebox.shutdown_timeout_ms);
     drain(&mut tasks, deadline).await;
     let _ = control_task.await;
     announce.abort();
@@ -290,7 +307,12 @@ async fn reload(
             Some(role) => Reload::new(generation, role),
             None => Reload::unchanged(generation),
         };
-        r.status.note_reload(format!("generation {generation} delivered"));
+        let reloads = crate::roles::find(r.name).is_none_or(|e| e.reloads);
+        r.status.note_reload(if reloads {
+            format!("generation {generation} delivered")
+        } else {
+            format!("generation {generation}: this role applies config changes at restart")
+        });
         let _ = r.reload.send(msg);
     }
     tracing::info!(generation, "config reloaded");

@@ -19,6 +19,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::fileio::FileIo;
+use crate::core::managed::ManagedRoles;
+pub use crate::core::status::{RoleStatus, StatusBoard, StatusHandle};
 use crate::core::store::{Migration, Store};
 
 /// Builds a role from its config section.
@@ -38,6 +40,11 @@ pub struct RoleEntry {
     /// The role's store migrations, oldest first. The schema version is their
     /// count.
     pub migrations: &'static [Migration],
+    /// Whether the role applies a new section while running (it watches
+    /// `ctx.reload`). Others are restarted when desired state changes
+    /// their section; SIGHUP leaves them on the config they started with,
+    /// and /v1/roles says so.
+    pub reloads: bool,
     /// Builds the role from its config section (`None`: the section is absent).
     pub load: LoadFn,
     /// A config section the compliance test runs the role with: every
@@ -91,14 +98,14 @@ pub trait Role: Any + Send {
 }
 
 /// What a role will bind and own.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Declared {
     pub listeners: Vec<ListenerDecl>,
     pub files: Vec<PathBuf>,
 }
 
 /// A TCP listener a role declares, by a name the role uses to bind it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerDecl {
     pub name: &'static str,
     pub addr: SocketAddr,
@@ -176,6 +183,7 @@ impl Reload {
 }
 
 /// What the supervisor hands every role alike.
+#[derive(Clone)]
 pub struct Shared {
     pub store: Store,
     pub data_dir: PathBuf,
@@ -183,6 +191,7 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Every file some role declared it writes, and that role.
     pub produced: Arc<BTreeMap<PathBuf, &'static str>>,
+    pub managed: ManagedRoles,
 }
 
 /// A command for a running role from the CLI, through the control socket:
@@ -225,6 +234,8 @@ pub struct RoleCtx {
     /// so in its log.
     pub reload: watch::Receiver<Reload>,
     pub status: StatusHandle,
+    /// Starts, reconfigures and stops roles at runtime (the agent's use).
+    pub managed: ManagedRoles,
     declared: Declared,
     produced: Arc<BTreeMap<PathBuf, &'static str>>,
     commands: Option<(tokio::sync::mpsc::Receiver<RoleCommand>, Arc<std::sync::atomic::AtomicBool>)>,
@@ -247,6 +258,7 @@ impl RoleCtx {
             shutdown: shared.shutdown.child_token(),
             reload,
             status,
+            managed: shared.managed.clone(),
             declared,
             produced: shared.produced.clone(),
             commands: Some(commands),
@@ -303,68 +315,6 @@ impl RoleCtx {
             .map_err(|e| anyhow::anyhow!("role `{}`: cannot bind {name} on {}: {e}", self.name, decl.addr))?;
         self.status.add_listener(name, listener.local_addr()?);
         Ok(listener)
-    }
-}
-
-/// A role's live status, shown on /readyz and /v1/roles.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RoleStatus {
-    pub ready: bool,
-    /// Bound listeners by name, with the real port when 0 was asked for.
-    pub listeners: BTreeMap<String, SocketAddr>,
-    /// The last reload generation the role saw, and what it said of it.
-    pub last_reload: Option<String>,
-    pub state: &'static str,
-    /// What the role reports of its own work (certguard: its certificates).
-    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
-    pub detail: serde_json::Value,
-}
-
-/// Shared, cheap-to-clone handle on one role's status. Handles made from
-/// one [`tokio::sync::Notify`] wake its waiters on every readiness change.
-#[derive(Clone, Default)]
-pub struct StatusHandle {
-    status: Arc<Mutex<RoleStatus>>,
-    changed: Arc<tokio::sync::Notify>,
-}
-
-impl StatusHandle {
-    /// A handle that signals `changed` when readiness changes.
-    pub fn new(changed: Arc<tokio::sync::Notify>) -> Self {
-        Self { status: Arc::default(), changed }
-    }
-
-    pub fn set_ready(&self, ready: bool) {
-        {
-            let mut s = self.lock();
-            s.ready = ready;
-            s.state = if ready { "ready" } else { "starting" };
-        }
-        self.changed.notify_waiters();
-    }
-    pub fn set_state(&self, state: &'static str) {
-        let mut s = self.lock();
-        s.state = state;
-        if state != "ready" {
-            s.ready = false;
-        }
-    }
-    pub fn note_reload(&self, text: String) {
-        self.lock().last_reload = Some(text);
-    }
-    pub fn set_detail(&self, detail: serde_json::Value) {
-        self.lock().detail = detail;
-    }
-    pub fn add_listener(&self, name: &str, addr: SocketAddr) {
-        self.lock().listeners.insert(name.to_owned(), addr);
-    }
-    pub fn snapshot(&self) -> RoleStatus {
-        self.lock().clone()
-    }
-    fn lock(&self) -> std::sync::MutexGuard<'_, RoleStatus> {
-        // A poisoned lock only means a panic elsewhere; the status is still
-        // plain data and safe to read.
-        self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

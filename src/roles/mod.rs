@@ -10,6 +10,9 @@ use crate::core::role::RoleEntry;
 pub mod agent;
 #[cfg(feature = "certguard")]
 pub mod certguard;
+// Not a role: the desired-state format the orchestrator and agent share.
+#[cfg(any(feature = "orchestrator", feature = "agent"))]
+pub mod fleet;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 #[cfg(feature = "orchestrator")]
@@ -104,6 +107,7 @@ mod tests {
             feature: name,
             default_config: "",
             migrations: &[],
+            reloads: false,
             compliance_config: "",
             load: |_| Err(serde::de::Error::custom("test entry")),
             command: || clap::Command::new("test"),

@@ -11,7 +11,7 @@ use edgebox::core::tls::{ClientTls, ClientTlsConfig};
 use edgebox::roles::certguard::pebble::Pebble;
 
 use crate::support::{Appliance, field, text};
-use crate::tsdb::{free_port, wait_until};
+use crate::support::{free_port, wait_until};
 
 /// The leaf certificate served at `addr`, checked against `bundle` for
 /// the name "localhost".

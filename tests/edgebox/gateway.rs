@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
+use crate::support::free_port;
 use crate::support::{Appliance, text};
 use crate::tls::testpki::{Leaf, TestCa};
-use crate::tsdb::free_port;
 
 /// An HTTP server answering every request with JSON naming itself, the
 /// method, path and headers it got; `/healthz` answers 200 or 500 as told.

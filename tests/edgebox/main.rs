@@ -9,7 +9,8 @@ mod compliance;
 mod embedded;
 #[cfg(all(feature = "gateway", feature = "tsdb"))]
 mod gateway;
-#[cfg(all(feature = "orchestrator", feature = "agent"))]
+// Desired state deploys a tsdb and a certguard to the agent's device.
+#[cfg(all(feature = "orchestrator", feature = "agent", feature = "tsdb", feature = "certguard"))]
 mod orchestrator;
 mod otlp;
 mod store;

@@ -154,7 +154,7 @@ fn changes_survive_kill_9_mid_transaction_and_a_mariadb_restart_against_a_real_b
     assert!(seen.values().all(|n| *n <= 2), "no row more than twice");
     // /v1/roles shows the saved position, up to the source's last commit.
     let want = db.sql("SELECT @@gtid_binlog_pos").trim().to_owned();
-    crate::tsdb::wait_until("the position on /v1/roles", || {
+    crate::support::wait_until("the position on /v1/roles", || {
         let (_, roles) = app.get("/v1/roles");
         let roles: Value = serde_json::from_str(&roles).unwrap();
         roles["roles"]["streamer"]["detail"]["position"]["gtid"] == want.as_str()

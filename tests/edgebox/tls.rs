@@ -10,7 +10,8 @@ use edgebox::core::httpclient::{self, Endpoint};
 use edgebox::core::tls::{ClientTls, ClientTlsConfig};
 
 use crate::support::{Appliance, field, text};
-use crate::tsdb::{Victoria, free_port, now_s, tsdb_addr, wait_until};
+use crate::support::{free_port, wait_until};
+use crate::tsdb::{Victoria, now_s, tsdb_addr};
 
 #[path = "../../src/core/tls/testpki.rs"]
 pub mod testpki;

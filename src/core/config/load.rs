@@ -97,7 +97,7 @@ impl LoadedConfig {
     }
 }
 
-const CORE_SECTIONS: &[&str] = &["edgebox", "log", "admin", "store", "telemetry"];
+pub const CORE_SECTIONS: &[&str] = &["edgebox", "log", "admin", "store", "telemetry"];
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
@@ -164,6 +164,23 @@ pub fn load_text(text: &str, file: &str) -> Result<LoadedConfig, ConfigError> {
         return Err(invalid(problems));
     }
     Ok(LoadedConfig { core, roles, source: None })
+}
+
+/// Builds one role from a section given as a value (desired state the
+/// agent applies); the error names the key at fault.
+pub fn load_section(entry: &RoleEntry, section: &toml::Value) -> Result<Box<dyn Role>, String> {
+    let mut doc = toml::Table::new();
+    doc.insert(entry.name.to_owned(), section.clone());
+    let text = toml::to_string(&doc).map_err(|e| format!("[{}]: {e}", entry.name))?;
+    let root = DeTable::parse(&text).map_err(|e| format!("[{}]: {e}", entry.name))?.into_inner();
+    let value = root.iter().find(|(k, _)| k.get_ref() == entry.name).map(|(_, v)| v);
+    (entry.load)(value.map(|v| ValueDeserializer::from(v.clone()))).map_err(|e| {
+        let p = with_key(&text, &e, entry.name, value);
+        match p.key {
+            Some(k) => format!("`{k}`: {}", p.message),
+            None => format!("[{}]: {}", entry.name, p.message),
+        }
+    })
 }
 
 /// The full documented default config: the core's sections, then each role's.

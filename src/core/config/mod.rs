@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::tls::ServerTlsConfig;
 
 pub use crate::core::auth::AuthMode;
-pub use load::{ConfigError, LoadedConfig, default_config_text, load, load_text};
+pub use load::{CORE_SECTIONS, ConfigError, LoadedConfig, default_config_text, load, load_section, load_text};
 
 /// Where the config is looked for when neither `--config` nor EDGEBOX_CONFIG
 /// names one. A missing file here means "built-in defaults".

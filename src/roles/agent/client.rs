@@ -46,7 +46,8 @@ impl Target {
 
 type Body = StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
 
-/// One HTTP/2 connection to the orchestrator.
+/// One HTTP/2 connection to the orchestrator (clones share it).
+#[derive(Clone)]
 pub struct Conn {
     send: hyper::client::conn::http2::SendRequest<Body>,
     /// `http` or `https`, and host:port, for the request URIs.
@@ -109,6 +110,22 @@ impl Conn {
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await?.to_bytes();
         Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    /// GETs `path`: the status and up to `limit` bytes of body.
+    pub async fn get(&mut self, path: &str, limit: usize) -> anyhow::Result<(u16, Bytes)> {
+        let req = self.request(http::Method::GET, path).body(StreamBody::new(
+            Box::pin(futures_util::stream::empty()) as futures_util::stream::BoxStream<'static, _>,
+        ))?;
+        self.send.ready().await?;
+        let resp = self.send.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = http_body_util::Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("GET {path}: {e}"))?
+            .to_bytes();
+        Ok((status, body))
     }
 
     /// Opens the heartbeat stream: lines sent on the returned sender go up;

@@ -20,6 +20,9 @@ id = ""
 labels = {}
 # Reconnection backoff after the orchestrator goes away, doubling up to this.
 reconnect_max_s = 30
+# How long a role started from desired state may take to be ready before
+# its deployment is reported failed (which pauses a rollout).
+apply_timeout_s = 30
 # TLS to an https orchestrator (CA, and a client certificate for mTLS).
 # [agent.tls]
 # ca_file = "/etc/edgebox/orchestrator-ca.pem"
@@ -37,6 +40,7 @@ pub struct AgentConfig {
     pub id: String,
     pub labels: BTreeMap<String, String>,
     pub reconnect_max_s: u64,
+    pub apply_timeout_s: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsConfig>,
 }
@@ -49,6 +53,7 @@ impl Default for AgentConfig {
             id: String::new(),
             labels: BTreeMap::new(),
             reconnect_max_s: 30,
+            apply_timeout_s: 30,
             tls: None,
         }
     }
@@ -61,6 +66,9 @@ impl AgentConfig {
         }
         if self.reconnect_max_s == 0 {
             return Err("agent.reconnect_max_s must be at least 1".into());
+        }
+        if self.apply_timeout_s == 0 {
+            return Err("agent.apply_timeout_s must be at least 1".into());
         }
         Ok(())
     }

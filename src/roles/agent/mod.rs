@@ -2,15 +2,22 @@
 //! architecture, labels, capacity, machine id; identity.rs), keeps one
 //! heartbeat stream open to the orchestrator at the interval it is
 //! assigned, and reconnects with jittered backoff when the orchestrator
-//! goes away (client.rs is the wire). Desired state (roles, config, wasm
-//! modules and policies to apply) is the orchestrator's next step; the
-//! agent reports the topology revision it has seen.
+//! goes away (client.rs is the wire). When the orchestrator names a new
+//! desired state it is fetched and applied in this process: role sections
+//! and their files, started, reloaded or stopped through the supervisor
+//! (desired.rs). The last desired state is kept in the store and applied
+//! again at start, so the device keeps running it while offline. Heartbeats
+//! carry the topology revision seen, the desired state applied and which
+//! deployments failed.
 
 mod cli;
 mod client;
 pub mod config;
+mod desired;
 mod identity;
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +29,7 @@ use serde_json::json;
 use crate::core::exit::ConfigProblem;
 use crate::core::role::{Declared, Role, RoleCtx, RoleEntry, load_with};
 use crate::core::tls::ClientTls;
+use crate::roles::fleet::DesiredState;
 use client::{Conn, Target};
 use config::AgentConfig;
 
@@ -32,6 +40,7 @@ pub const ENTRY: RoleEntry = RoleEntry {
     default_config: config::DEFAULT,
     compliance_config: config::COMPLIANCE,
     migrations: &[],
+    reloads: false,
     load: |section| load_with(section, Agent::new),
     command: cli::command,
     run_command: cli::run,
@@ -94,14 +103,15 @@ impl Role for Agent {
             let registration = identity::registration(&cfg)?;
             let id = registration["id"].as_str().unwrap_or_default().to_owned();
             let state = Arc::new(Mutex::new(json!({"orchestrator": cfg.orchestrator, "id": id, "connected": false})));
+            let desire = Desire::start(&ctx, Duration::from_secs(cfg.apply_timeout_s)).await?;
             ctx.status.set_ready(true);
             let max = Duration::from_secs(cfg.reconnect_max_s);
             let mut backoff = Duration::from_millis(250);
             loop {
                 let started = std::time::Instant::now();
-                let run = session(&target, tls.as_ref(), token.clone(), &registration, &state, &ctx);
+                let run = session(&target, tls.as_ref(), token.clone(), &registration, &state, &ctx, &desire);
                 let outcome = tokio::select! {
-                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                    _ = ctx.shutdown.cancelled() => break,
                     r = run => r,
                 };
                 metrics::gauge!("edgebox_agent_connected").set(0.0);
@@ -119,11 +129,13 @@ impl Role for Agent {
                     ctx.status.set_detail(s.clone());
                 }
                 tokio::select! {
-                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                    _ = ctx.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(crate::core::backoff::jitter(wait)) => {}
                 }
                 backoff = (backoff * 2).min(max);
             }
+            desire.applier.abort();
+            Ok(())
         })
     }
 }
@@ -136,6 +148,7 @@ async fn session(
     registration: &serde_json::Value,
     state: &Mutex<serde_json::Value>,
     ctx: &RoleCtx,
+    desire: &Desire,
 ) -> anyhow::Result<()> {
     let mut conn = Conn::open(target, tls, token).await?;
     let (status, answer) = conn.register(registration).await.context("registering")?;
@@ -154,6 +167,7 @@ async fn session(
     let mut interval =
         first["interval_ms"].as_u64().filter(|&i| i > 0).context("no usable interval in the first directive")?;
     let mut revision = first["revision"].as_u64().unwrap_or(0);
+    let mut wanted = first["desired"].as_str().map(str::to_owned);
     tracing::info!(node = id, interval_ms = interval, revision, "agent: registered and heartbeating");
     metrics::gauge!("edgebox_agent_connected").set(1.0);
     {
@@ -168,7 +182,11 @@ async fn session(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let line = format!("{}\n", json!({"applied_revision": revision}));
+                if let Some(w) = &wanted {
+                    desire.fetch_if_new(w, &conn, id);
+                }
+                let (applied, failed) = desire.report(&ctx.managed);
+                let line = format!("{}\n", json!({"applied_revision": revision, "desired": applied, "failed": failed}));
                 beats.send(Bytes::from(line)).await.map_err(|_| anyhow::anyhow!("the heartbeat stream closed"))?;
                 metrics::counter!("edgebox_agent_heartbeats_total").increment(1);
             }
@@ -184,11 +202,94 @@ async fn session(
                     tracing::info!(interval_ms = interval, "agent: heartbeat interval reassigned");
                 }
                 revision = d["revision"].as_u64().unwrap_or(revision);
+                if let Some(w) = d["desired"].as_str() {
+                    desire.fetch_if_new(w, &conn, id);
+                    wanted = Some(w.to_owned());
+                }
+                let (applied, failed) = desire.report(&ctx.managed);
                 let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
                 s["interval_ms"] = json!(interval);
                 s["revision"] = json!(revision);
+                s["desired"] = json!(applied);
+                s["failed"] = json!(failed);
                 ctx.status.set_detail(s.clone());
             }
         }
+    }
+}
+
+/// The agent's desired-state machinery: the applier task, what it last
+/// applied, and whether a fetch is under way.
+struct Desire {
+    dir: PathBuf,
+    /// The next state to apply (fetched, or saved by the last run).
+    next: tokio::sync::watch::Sender<Option<DesiredState>>,
+    outcome: Arc<Mutex<desired::Outcome>>,
+    fetching: Arc<AtomicBool>,
+    applier: tokio::task::JoinHandle<()>,
+}
+
+impl Desire {
+    /// Starts the applier; a desired state saved by the last run is
+    /// applied at once, before the orchestrator is reached.
+    async fn start(ctx: &RoleCtx, ready_within: Duration) -> anyhow::Result<Desire> {
+        let dir = ctx.data_dir.join("agent");
+        let saved = desired::load_saved(&ctx.store).await?;
+        if let Some(s) = &saved {
+            tracing::info!(desired = %s.id, "agent: applying the desired state saved by the last run");
+        }
+        let (next, mut rx) = tokio::sync::watch::channel(None);
+        if saved.is_some() {
+            next.send_replace(saved);
+        } else {
+            rx.mark_unchanged();
+        }
+        let outcome = Arc::new(Mutex::new(desired::Outcome::default()));
+        let (out, store, managed, d) = (outcome.clone(), ctx.store.clone(), ctx.managed.clone(), dir.clone());
+        let applier = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some(state) = rx.borrow_and_update().clone() else { continue };
+                let previous = out.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let done = desired::apply(&state, &previous, &store, &d, &managed, ready_within).await;
+                *out.lock().unwrap_or_else(|p| p.into_inner()) = done;
+            }
+        });
+        Ok(Desire { dir, next, outcome, fetching: Arc::new(AtomicBool::new(false)), applier })
+    }
+
+    /// Fetches `wanted` in the background unless it is applied, queued or
+    /// being fetched; a failed fetch is retried at the next heartbeat.
+    fn fetch_if_new(&self, wanted: &str, conn: &Conn, node: &str) {
+        let queued = self.next.borrow().as_ref().is_some_and(|s| s.id == wanted);
+        let applied = self.outcome.lock().unwrap_or_else(|p| p.into_inner()).id == wanted;
+        if queued || applied || self.fetching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (mut conn, node, dir, next, fetching) =
+            (conn.clone(), node.to_owned(), self.dir.clone(), self.next.clone(), self.fetching.clone());
+        let wanted = wanted.to_owned();
+        tokio::spawn(async move {
+            match desired::fetch(&mut conn, &node, &dir).await {
+                Ok(state) => {
+                    tracing::info!(desired = %state.id, "agent: new desired state fetched");
+                    next.send_replace(Some(state));
+                }
+                Err(e) => {
+                    metrics::counter!("edgebox_agent_fetch_failures_total").increment(1);
+                    tracing::warn!(desired = %wanted, error = %format!("{e:#}"), "agent: desired state not fetched; retrying");
+                }
+            }
+            fetching.store(false, Ordering::Release);
+        });
+    }
+
+    /// The applied id and the deployments failing now, for a heartbeat.
+    fn report(
+        &self,
+        managed: &crate::core::managed::ManagedRoles,
+    ) -> (String, std::collections::BTreeMap<String, String>) {
+        let outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let failed = desired::runtime_failures(&outcome, managed);
+        (outcome.id, failed)
     }
 }

@@ -36,6 +36,7 @@ pub const ENTRY: RoleEntry = RoleEntry {
     default_config: config::DEFAULT,
     compliance_config: config::COMPLIANCE,
     migrations: MIGRATIONS,
+    reloads: true,
     load: |section| load_with(section, Certguard::new),
     command: cli::command,
     run_command: cli::run,

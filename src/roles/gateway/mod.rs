@@ -42,6 +42,7 @@ pub const ENTRY: RoleEntry = RoleEntry {
     default_config: config::DEFAULT,
     compliance_config: config::COMPLIANCE,
     migrations: &[],
+    reloads: true,
     load: |section| load_with(section, Gateway::new),
     command: cli::command,
     run_command: cli::run,

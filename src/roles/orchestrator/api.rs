@@ -16,10 +16,12 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::deploy_api;
 use super::heartbeat;
 use super::liveness::{Detector, Health, Transition};
 use super::node::{Node, Registration, check_id};
 use super::registry::{RegisterError, Registered, Registry};
+use super::rollout::Rollouts;
 use crate::core::auth::Auth;
 use crate::core::telemetry::MatchedRoute;
 
@@ -41,6 +43,9 @@ pub struct IntervalPolicy {
 
 pub struct Api {
     pub registry: Registry,
+    pub rollouts: Rollouts,
+    pub store: crate::core::store::Store,
+    pub max_blob: usize,
     pub detector: Detector,
     pub auth: Auth,
     pub max_body: usize,
@@ -92,6 +97,7 @@ impl Api {
             _ => tracing::info!(node = %t.id, from = t.from.as_str(), to = t.to.as_str(), "orchestrator: node health"),
         }
         self.registry.health_changed(&t.id, t.to);
+        self.rollouts.touch();
     }
 
     fn view(&self, n: &Node) -> Value {
@@ -103,7 +109,7 @@ impl Api {
     }
 }
 
-fn full(route: &'static str, status: StatusCode, body: Value) -> Response<Body> {
+pub(super) fn full(route: &'static str, status: StatusCode, body: Value) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(format!("{body}\n"))).boxed_unsync());
     *resp.status_mut() = status;
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -111,7 +117,7 @@ fn full(route: &'static str, status: StatusCode, body: Value) -> Response<Body> 
     resp
 }
 
-fn error(route: &'static str, status: StatusCode, what: impl std::fmt::Display) -> Response<Body> {
+pub(super) fn error(route: &'static str, status: StatusCode, what: impl std::fmt::Display) -> Response<Body> {
     full(route, status, json!({"error": what.to_string()}))
 }
 
@@ -131,6 +137,11 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Bo
         },
         (&Method::DELETE, ["v1", "nodes", id]) => remove(&api, id).await,
         (&Method::POST, ["v1", "nodes", id, "heartbeats"]) => heartbeats(&api, id, req),
+        (&Method::GET, ["v1", "nodes", id, "desired"]) => match api.rollouts.desired(&api.registry, id) {
+            Some(d) => full("/v1/nodes/{id}/desired", StatusCode::OK, json!(d)),
+            None => error("/v1/nodes/{id}/desired", StatusCode::NOT_FOUND, format!("no node {id}")),
+        },
+        (_, ["v1", "deployments" | "blobs", ..]) => deploy_api::handle(&api, req, &segments).await,
         (&Method::GET, ["v1", "topology"]) => topology(&api),
         (&Method::GET, ["v1", "events"]) => events(&api, req.uri().query()).await,
         (&Method::GET, ["health"]) => full("/health", StatusCode::OK, json!({"nodes": api.registry.len()})),
@@ -141,14 +152,26 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Bo
     })
 }
 
+/// The request body, up to `limit` bytes; or the answer refusing it.
+pub(super) async fn read_body(
+    route: &'static str,
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Bytes, Response<Body>> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(error(route, StatusCode::PAYLOAD_TOO_LARGE, format!("body over {limit} bytes")))
+        }
+        Err(e) => Err(error(route, StatusCode::BAD_REQUEST, format!("reading the body: {e}"))),
+    }
+}
+
 async fn register(api: &Api, req: Request<Incoming>) -> Response<Body> {
     const ROUTE: &str = "/v1/nodes";
-    let body = match Limited::new(req.into_body(), api.max_body).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return error(ROUTE, StatusCode::PAYLOAD_TOO_LARGE, format!("body over {} bytes", api.max_body));
-        }
-        Err(e) => return error(ROUTE, StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+    let body = match read_body(ROUTE, req, api.max_body).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     let reg: Registration = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -168,9 +191,14 @@ async fn register(api: &Api, req: Request<Incoming>) -> Response<Body> {
         Ok(Registered::Created(n)) => {
             api.detector.watch(&n.reg.id, *api.interval.borrow(), Instant::now());
             api.fleet_changed();
+            api.rollouts.touch();
             full(ROUTE, StatusCode::CREATED, api.view(&n))
         }
-        Ok(Registered::Updated(n) | Registered::Unchanged(n)) => full(ROUTE, StatusCode::OK, api.view(&n)),
+        Ok(Registered::Updated(n)) => {
+            api.rollouts.touch();
+            full(ROUTE, StatusCode::OK, api.view(&n))
+        }
+        Ok(Registered::Unchanged(n)) => full(ROUTE, StatusCode::OK, api.view(&n)),
         Err(RegisterError::Invalid(e)) => error(ROUTE, StatusCode::BAD_REQUEST, e),
         Err(RegisterError::Conflict(e)) => error(ROUTE, StatusCode::CONFLICT, e),
         Err(RegisterError::Store(e)) => {
@@ -186,6 +214,9 @@ async fn remove(api: &Api, id: &str) -> Response<Body> {
         Ok(true) => {
             api.detector.forget(id);
             api.fleet_changed();
+            if let Err(e) = api.rollouts.forget_node(id).await {
+                tracing::warn!(node = id, error = %format!("{e:#}"), "orchestrator: a removed node's assignments stay stored");
+            }
             full(ROUTE, StatusCode::OK, json!({"deleted": id, "revision": api.registry.revision()}))
         }
         Ok(false) => error(ROUTE, StatusCode::NOT_FOUND, format!("no node {id}")),

@@ -38,6 +38,8 @@ max_labels = 64
 max_label_bytes = 256
 # Largest request body, in bytes.
 max_body_bytes = 65536
+# Largest file (blob) a deployment can carry, in bytes.
+max_blob_bytes = 16777216
 # TLS for the listener (PEM files, re-read when they change); with
 # client_ca_file, clients must present a certificate signed by that CA.
 # [orchestrator.tls]
@@ -63,6 +65,7 @@ pub struct OrchestratorConfig {
     pub max_labels: usize,
     pub max_label_bytes: usize,
     pub max_body_bytes: usize,
+    pub max_blob_bytes: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsConfig>,
 }
@@ -81,6 +84,7 @@ impl Default for OrchestratorConfig {
             max_labels: 64,
             max_label_bytes: 256,
             max_body_bytes: 65_536,
+            max_blob_bytes: 16 << 20,
             tls: None,
         }
     }

@@ -2,16 +2,19 @@
 //! (one HTTP/2 stream, or a chunked HTTP/1.1 exchange, per agent; the agent
 //! dials out, so devices behind NAT work). The request body carries one
 //! JSON line per heartbeat (`{"applied_revision": 12}`); the response
-//! carries directive lines (`{"interval_ms": 5000, "revision": 12}`): the
-//! first at once, then in answer to a heartbeat whenever the assigned
-//! interval or the topology revision moved, so a fleet-wide change wakes
-//! no stream by itself. A heartbeat with a `seq` is always answered, with
-//! `"ack": seq` (what the bench times).
+//! carries directive lines (`{"interval_ms": 5000, "revision": 12,
+//! "desired": "web@3"}`): the first at once, then in answer to a heartbeat
+//! whenever the assigned interval, the topology revision or the node's
+//! desired-state id (rollout.rs) moved, so a fleet-wide change wakes no
+//! stream by itself. Heartbeats say which desired state the agent applied
+//! (`"desired": "web@3", "failed": {"web": "why"}`). A heartbeat with a
+//! `seq` is always answered, with `"ack": seq` (what the bench times).
 //!
 //! The interval is the fleet size over `heartbeat_budget_per_s`, within the
 //! configured bounds: the total heartbeat rate stays inside the budget as
 //! the fleet grows (as Nomad scales its heartbeat TTL).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +41,12 @@ pub(super) struct Beat {
     applied_revision: Option<u64>,
     #[serde(default)]
     seq: Option<u64>,
+    /// The desired-state id the agent applied.
+    #[serde(default)]
+    desired: Option<String>,
+    /// Deployments of it that failed, with why.
+    #[serde(default)]
+    failed: BTreeMap<String, String>,
 }
 
 /// One heartbeat line, or why it is refused.
@@ -79,8 +88,8 @@ pub fn session(api: Arc<Api>, id: String, body: Incoming) -> StreamBody {
 }
 
 async fn read_beats(api: &Api, id: &str, mut body: Incoming, tx: &mpsc::Sender<Bytes>) -> Result<(), String> {
-    let mut sent = (0u64, 0u64);
-    directive(api, &mut sent, tx, Some(None)).await?;
+    let mut sent = Sent::default();
+    directive(api, id, &mut sent, tx, Some(None)).await?;
     let mut buf = BytesMut::new();
     let mut last: Option<Instant> = None;
     let mut flooding = 0u32;
@@ -107,7 +116,10 @@ async fn read_beats(api: &Api, id: &str, mut body: Incoming, tx: &mpsc::Sender<B
             if !api.heartbeat(id, beat.applied_revision, now) {
                 return Err(format!("node {id} is no longer registered"));
             }
-            directive(api, &mut sent, tx, beat.seq.map(Some)).await?;
+            if let Some(applied) = beat.desired {
+                api.rollouts.report(id, applied, beat.failed);
+            }
+            directive(api, id, &mut sent, tx, beat.seq.map(Some)).await?;
         }
         if buf.len() > MAX_LINE {
             return Err(format!("a heartbeat line over {MAX_LINE} bytes"));
@@ -116,20 +128,35 @@ async fn read_beats(api: &Api, id: &str, mut body: Incoming, tx: &mpsc::Sender<B
     Ok(())
 }
 
-/// Sends the interval and revision when they differ from what was sent,
-/// or when `answer` asks for a line anyway (`Some(seq)`: with its ack).
+/// What a stream last told its agent.
+#[derive(Default, PartialEq)]
+struct Sent {
+    interval_ms: u64,
+    revision: u64,
+    desired: String,
+}
+
+/// Sends the interval, revision and desired-state id when they differ from
+/// what was sent, or when `answer` asks for a line anyway (`Some(seq)`:
+/// with its ack).
 async fn directive(
     api: &Api,
-    sent: &mut (u64, u64),
+    id: &str,
+    sent: &mut Sent,
     tx: &mpsc::Sender<Bytes>,
     answer: Option<Option<u64>>,
 ) -> Result<(), String> {
-    let now = (*api.interval.borrow(), api.registry.revision());
+    let now = Sent {
+        interval_ms: *api.interval.borrow(),
+        revision: api.registry.revision(),
+        desired: api.rollouts.desired_id(&api.registry, id),
+    };
     if answer.is_none() && now == *sent {
         return Ok(());
     }
+    let mut line =
+        serde_json::json!({"interval_ms": now.interval_ms, "revision": now.revision, "desired": now.desired});
     *sent = now;
-    let mut line = serde_json::json!({"interval_ms": now.0, "revision": now.1});
     if let Some(Some(seq)) = answer {
         line["ack"] = seq.into();
     }

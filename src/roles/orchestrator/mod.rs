@@ -15,13 +15,18 @@
 
 mod api;
 mod bench;
+mod blobs;
 mod cli;
 pub mod config;
+mod deploy_api;
+mod deployment;
 pub mod fuzz;
 mod heartbeat;
 mod liveness;
 mod node;
 mod registry;
+mod rollout;
+mod selector;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +47,7 @@ pub const ENTRY: RoleEntry = RoleEntry {
     default_config: config::DEFAULT,
     compliance_config: config::COMPLIANCE,
     migrations: &[],
+    reloads: false,
     load: |section| load_with(section, Orchestrator::new),
     command: cli::command,
     run_command: cli::run,
@@ -49,6 +55,8 @@ pub const ENTRY: RoleEntry = RoleEntry {
 
 /// How often the detector looks at every node.
 const SWEEP: Duration = Duration::from_millis(250);
+/// Sweeps per rollout step (one a second, when something changed).
+const ROLLOUT_EVERY: u64 = 4;
 
 pub struct Orchestrator {
     cfg: OrchestratorConfig,
@@ -100,8 +108,12 @@ impl Role for Orchestrator {
                 interval_ms = interval,
                 "orchestrator: registry loaded"
             );
+            let rollouts = rollout::Rollouts::open(ctx.store.clone()).await?;
             let api = Arc::new(api::Api {
                 registry,
+                rollouts,
+                store: ctx.store.clone(),
+                max_blob: cfg.max_blob_bytes,
                 detector,
                 auth,
                 max_body: cfg.max_body_bytes,
@@ -130,10 +142,16 @@ async fn sweep_forever(
 ) {
     let mut tick = tokio::time::interval(SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for sweeps in 0u64.. {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if sweeps % ROLLOUT_EVERY == 0
+            && let Err(e) = api.rollouts.step(&api.registry, &api.detector).await
+        {
+            tracing::error!(error = %format!("{e:#}"), "orchestrator: a rollout step could not be stored");
+            api.rollouts.touch();
         }
         for t in api.detector.sweep(Instant::now()) {
             api.transition(&t);
@@ -153,3 +171,5 @@ async fn sweep_forever(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rollout;

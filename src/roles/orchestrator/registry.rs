@@ -143,6 +143,16 @@ impl Registry {
         (out, false)
     }
 
+    /// Runs `f` on the node, if registered, without copying it.
+    pub fn with_node<T>(&self, id: &str, f: impl FnOnce(&Node) -> T) -> Option<T> {
+        self.read().0.get(id).map(f)
+    }
+
+    /// Runs `f` on every node in id order, without copying them.
+    pub fn for_each(&self, mut f: impl FnMut(&Node)) {
+        self.read().0.values().for_each(&mut f);
+    }
+
     /// Every node, for grouping.
     pub fn all(&self) -> Vec<Node> {
         self.read().0.values().cloned().collect()

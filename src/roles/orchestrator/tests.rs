@@ -21,9 +21,9 @@ use super::registry::Registry;
 use crate::core::auth::{Auth, AuthMode};
 use crate::core::store::{CORE_SCHEMA, Store, StoreOptions};
 
-struct Server {
-    addr: std::net::SocketAddr,
-    api: Arc<Api>,
+pub(super) struct Server {
+    pub addr: std::net::SocketAddr,
+    pub api: Arc<Api>,
     stop: CancellationToken,
 }
 
@@ -33,7 +33,7 @@ impl Drop for Server {
     }
 }
 
-async fn start(store: &Store, interval_ms: u64) -> Server {
+pub(super) async fn start(store: &Store, interval_ms: u64) -> Server {
     let limits = Limits { max_labels: 8, max_label_bytes: 64 };
     let registry = Registry::open(store.clone(), limits).await.unwrap();
     let (interval_tx, interval) = tokio::sync::watch::channel(interval_ms);
@@ -41,8 +41,12 @@ async fn start(store: &Store, interval_ms: u64) -> Server {
     for n in registry.all() {
         detector.watch(&n.reg.id, interval_ms, Instant::now());
     }
+    let rollouts = super::rollout::Rollouts::open(store.clone()).await.unwrap();
     let api = Arc::new(Api {
         registry,
+        rollouts,
+        store: store.clone(),
+        max_blob: 1 << 20,
         detector,
         auth: Auth::load(AuthMode::None, None, "t").unwrap(),
         max_body: 4096,
@@ -65,18 +69,19 @@ async fn start(store: &Store, interval_ms: u64) -> Server {
             for t in sweeper.detector.sweep(Instant::now()) {
                 sweeper.transition(&t);
             }
+            sweeper.rollouts.step(&sweeper.registry, &sweeper.detector).await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
     Server { addr, api, stop }
 }
 
-fn store(dir: &std::path::Path) -> Store {
+pub(super) fn store(dir: &std::path::Path) -> Store {
     Store::open(&dir.join("s.redb"), &[CORE_SCHEMA], &StoreOptions::default()).unwrap()
 }
 
 /// One HTTP/1.1 request: status and JSON body.
-async fn call(addr: std::net::SocketAddr, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
+pub(super) async fn call(addr: std::net::SocketAddr, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
     let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
     let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
     tokio::spawn(conn);

@@ -45,6 +45,7 @@ pub const ENTRY: RoleEntry = RoleEntry {
     default_config: config::DEFAULT,
     compliance_config: config::COMPLIANCE,
     migrations: &[],
+    reloads: false,
     load: |section| load_with(section, Streamer::new),
     command: cli::command,
     run_command: cli::run,

@@ -43,6 +43,7 @@ pub const ENTRY: RoleEntry = RoleEntry {
     default_config: config::DEFAULT,
     compliance_config: config::COMPLIANCE,
     migrations: storage::MIGRATIONS,
+    reloads: false,
     load: |section| load_with(section, Tsdb::new),
     command: cli::command,
     run_command: cli::run,
