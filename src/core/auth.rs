@@ -72,11 +72,7 @@ impl Auth {
     /// None when the request may pass; else the 401 answer to send.
     pub fn check<B>(&self, req: &Request<B>, role: &'static str) -> Option<FullResponse> {
         let expected = self.token.as_deref()?;
-        let given = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let given = bearer(req);
         if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
             return None;
         }
@@ -87,8 +83,13 @@ impl Auth {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer<B>(req: &Request<B>) -> Option<&str> {
+    req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+}
+
 /// Compares without an early exit, so timing does not reveal the prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = u8::from(a.len() != b.len());
     for (i, x) in a.iter().enumerate() {
         diff |= x ^ b.get(i).copied().unwrap_or(0);

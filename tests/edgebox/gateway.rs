@@ -171,18 +171,8 @@ fn curl(
     path: &str,
     extra: &[&str],
 ) -> Result<(u16, String), String> {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", "-X", method, "--cacert"]).arg(&pki.server_ca.ca_file);
-    if let Some(l) = svid {
-        cmd.arg("--cert").arg(&l.cert_file).arg("--key").arg(&l.key_file);
-    }
-    let out = cmd.args(extra).arg(format!("https://localhost:{port}{path}")).output().expect("curl");
-    if !out.status.success() {
-        return Err(text(&out.stderr));
-    }
-    let all = text(&out.stdout);
-    let (body, code) = all.rsplit_once('\n').unwrap_or(("", &all));
-    Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
+    let client = svid.map(|l| (l.cert_file.as_path(), l.key_file.as_path()));
+    crate::support::curl_tls(&pki.server_ca.ca_file, client, method, &format!("https://localhost:{port}{path}"), extra)
 }
 
 fn json(body: &str) -> serde_json::Value {

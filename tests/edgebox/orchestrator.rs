@@ -247,3 +247,195 @@ fn desired_state_changes_reload_restart_and_stop_roles_and_the_device_keeps_its_
     assert_eq!(managed_role(&device, "tsdb")["ready"], true);
     assert!(managed_role(&device, "tsdb")["managed"].is_null(), "the device's own tsdb is not managed");
 }
+
+/// An https orchestrator for joins: its certificate from a test CA, bearer
+/// auth for operators, node certificates in trust domain plant.example.
+struct Secure {
+    app: Appliance,
+    port: u16,
+    ca: std::path::PathBuf,
+    operator: String,
+    pki_dir: tempfile::TempDir,
+}
+
+impl Secure {
+    fn start() -> Secure {
+        Self::start_with("")
+    }
+
+    /// With `extra` keys in `[orchestrator]`.
+    fn start_with(extra: &str) -> Secure {
+        let pki_dir = tempfile::tempdir().unwrap();
+        let ca = crate::tls::testpki::TestCa::new(pki_dir.path(), "orch");
+        let leaf = ca.leaf(pki_dir.path(), "orch", &["localhost", "127.0.0.1"]);
+        let operator = "operator-token-0123456789".to_owned();
+        let token_file = pki_dir.path().join("operator.token");
+        std::fs::write(&token_file, &operator).unwrap();
+        let port = free_port();
+        let cfg = format!(
+            "[edgebox]\nroles = [\"orchestrator\"]\n[orchestrator]\nlisten = \"127.0.0.1:{port}\"\nauth = \"bearer\"\n\
+             token_file = \"{}\"\ntrust_domain = \"plant.example\"\n{extra}[orchestrator.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            token_file.display(),
+            leaf.cert_file.display(),
+            leaf.key_file.display()
+        );
+        let app = Appliance::start(&cfg, &["up"]);
+        app.wait_ready();
+        Secure { app, port, ca: ca.ca_file.clone(), operator, pki_dir }
+    }
+
+    /// A request as `who`: the operator (bearer) or a client certificate.
+    fn call(
+        &self,
+        who: Option<(&std::path::Path, &std::path::Path)>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, Value), String> {
+        let bearer = format!("Authorization: Bearer {}", self.operator);
+        let mut extra = vec![];
+        if who.is_none() {
+            extra.extend(["-H", bearer.as_str()]);
+        }
+        if let Some(b) = body {
+            extra.extend(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        let url = format!("https://localhost:{}{path}", self.port);
+        crate::support::curl_tls(&self.ca, who, method, &url, &extra)
+            .map(|(s, b)| (s, serde_json::from_str(&b).unwrap_or(Value::Null)))
+    }
+
+    fn join_token(&self, body: &str) -> String {
+        let (status, v) = self.call(None, "POST", "/v1/join-tokens", Some(body)).unwrap();
+        assert_eq!(status, 201, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A certificate request for `id` from a fresh key.
+fn csr(id: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, id);
+    p.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+/// POST /v1/join with `token`: the status.
+fn join_with(s: &Secure, token: &str, body: &Value) -> u16 {
+    let auth = format!("Authorization: Bearer {token}");
+    let extra = ["-H", auth.as_str(), "-H", "Content-Type: application/json", "--data-binary", &body.to_string()];
+    let url = format!("https://localhost:{}/v1/join", s.port);
+    crate::support::curl_tls(&s.ca, None, "POST", &url, &extra).unwrap().0
+}
+
+#[test]
+fn a_device_joins_with_a_join_token_and_is_its_node_certificate_from_then_on() {
+    let s = Secure::start();
+    let token = s.join_token(r#"{"ttl_s": 600, "uses": 1}"#);
+    // The device joins over https, trusting the orchestrator's CA.
+    let device_cfg = format!(
+        "[edgebox]\nroles = [\"agent\"]\n[agent]\nid = \"dev-5\"\nreconnect_max_s = 1\n[agent.tls]\nca_file = \"{}\"\n",
+        s.ca.display()
+    );
+    let url = format!("https://localhost:{}", s.port);
+    let mut device = Appliance::start(&device_cfg, &["agent", "--join", &url, "--token", &token]);
+    let joined = device.wait_log("agent: joined");
+    assert!(joined.contains("spiffe://plant.example/node/dev-5"), "{joined}");
+    device.wait_log("agent: registered and heartbeating");
+    wait_until("dev-5 ready", || {
+        s.call(None, "GET", "/v1/nodes/dev-5", None).is_ok_and(|(st, v)| st == 200 && v["health"] == "ready")
+    });
+    // Its key stays on the device, readable by its owner only; its
+    // certificate is an X.509-SVID of the node's SPIFFE ID.
+    let agent_dir = device.dir.path().join("data/agent");
+    let (cert, key) = (agent_dir.join("node.crt"), agent_dir.join("node.key"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let pem = std::fs::read(&cert).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let id = edgebox::core::tls::spiffe::SpiffeId::of_svid(&pem.contents).unwrap();
+    assert_eq!(id.to_string(), "spiffe://plant.example/node/dev-5");
+    // The token was for one join.
+    let (_, tokens) = s.call(None, "GET", "/v1/join-tokens", None).unwrap();
+    assert_eq!(tokens["tokens"].as_array().map(Vec::len), Some(0), "{tokens}");
+    assert_eq!(join_with(&s, &token, &serde_json::json!({"id": "dev-6", "csr": csr("dev-6")})), 401);
+
+    // The certificate is the node, and only that node.
+    let node = Some((cert.as_path(), key.as_path()));
+    assert_eq!(s.call(node, "GET", "/v1/nodes/dev-5/desired", None).unwrap().0, 200);
+    for (method, path) in [
+        ("GET", "/v1/nodes/dev-6/desired"),
+        ("GET", "/v1/topology"),
+        ("PUT", "/v1/deployments/x"),
+        ("GET", "/v1/join-tokens"),
+    ] {
+        let (status, v) = s.call(node, method, path, Some("{}")).unwrap();
+        assert_eq!(status, 403, "{method} {path}: {v}");
+    }
+    let other = serde_json::json!({"id": "dev-6", "arch": "arm64"}).to_string();
+    assert_eq!(s.call(node, "POST", "/v1/nodes", Some(&other)).unwrap().0, 403);
+    // A certificate naming dev-5 from another CA does not get past the handshake.
+    let evil = crate::tls::testpki::TestCa::new(s.pki_dir.path(), "evil");
+    let forged = evil.svid(s.pki_dir.path(), "forged", "spiffe://plant.example/node/dev-5", |_| {});
+    let refused = s.call(Some((&forged.cert_file, &forged.key_file)), "GET", "/v1/nodes/dev-5/desired", None);
+    assert!(refused.is_err(), "a forged node certificate was accepted: {refused:?}");
+    // No token, a forged one, one for another node, one for a node another machine holds.
+    let body = |id: &str, machine: Option<&str>| serde_json::json!({"id": id, "machine_id": machine, "csr": csr(id)});
+    assert_eq!(join_with(&s, "nonsense", &body("dev-7", None)), 401);
+    let real = s.join_token(r#"{"uses": 5}"#);
+    let forged_token = format!("{}{}", &real[..real.len() - 4], "0000");
+    assert_eq!(join_with(&s, &forged_token, &body("dev-7", None)), 401);
+    let short = s.join_token(r#"{"ttl_s": 1}"#);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(join_with(&s, &short, &body("dev-7", None)), 401, "an expired token");
+    let bound = s.join_token(r#"{"node": "dev-8"}"#);
+    assert_eq!(join_with(&s, &bound, &body("dev-7", None)), 401);
+    let reg = serde_json::json!({"id": "dev-9", "arch": "arm64", "machine_id": "machine-a"}).to_string();
+    assert_eq!(s.call(None, "POST", "/v1/nodes", Some(&reg)).unwrap().0, 201);
+    assert_eq!(join_with(&s, &real, &body("dev-9", Some("machine-b"))), 409);
+    assert_eq!(join_with(&s, &real, &body("dev-9", Some("machine-a"))), 201);
+    assert_eq!(join_with(&s, &real, &serde_json::json!({"id": "dev-10", "csr": "not a csr"})), 400);
+
+    let (_, metrics) = s.app.get("/metrics");
+    for needle in [
+        "edgebox_orchestrator_joins_total{outcome=\"joined\"} 2",
+        "outcome=\"forged\"",
+        "outcome=\"expired\"",
+        "outcome=\"conflict\"",
+        "edgebox_orchestrator_node_forbidden_total",
+    ] {
+        assert!(metrics.contains(needle), "{needle} not in the metrics");
+    }
+
+    // Restarted without a token, the device connects with its certificate.
+    let cfg_file = device.dir.path().join("edgebox.toml");
+    let dir = std::mem::replace(&mut device.dir, tempfile::tempdir().unwrap());
+    drop(device);
+    let again = Appliance::start_in(dir, &cfg_file, &["agent", "--join", &url]);
+    again.wait_log("agent: registered and heartbeating");
+    assert!(!again.logs_so_far().iter().any(|l| l.contains("agent: joined")), "it joined again");
+}
+
+#[test]
+fn a_node_certificate_is_renewed_over_its_own_mutual_tls_before_it_ends() {
+    let s = Secure::start_with("node_cert_ttl_s = 12\n");
+    let token = s.join_token(r#"{"uses": 1}"#);
+    let device_cfg = format!(
+        "[edgebox]\nroles = [\"agent\"]\n[agent]\nid = \"dev-11\"\nreconnect_max_s = 1\n[agent.tls]\nca_file = \"{}\"\n",
+        s.ca.display()
+    );
+    let url = format!("https://localhost:{}", s.port);
+    let device = Appliance::start(&device_cfg, &["agent", "--join", &url, "--token", &token]);
+    device.wait_log("agent: joined");
+    let cert = device.dir.path().join("data/agent/node.crt");
+    let first = std::fs::read(&cert).unwrap();
+    // Two thirds of 12 s: renewed at about 8 s, then reconnected with it.
+    device.wait_log("agent: node certificate renewed");
+    assert_ne!(std::fs::read(&cert).unwrap(), first, "the certificate file is the renewed one");
+    std::thread::sleep(Duration::from_secs(6));
+    // Past the first certificate's end, the node is still ready.
+    let (status, v) = s.call(None, "GET", "/v1/nodes/dev-11", None).unwrap();
+    assert_eq!((status, v["health"].as_str()), (200, Some("ready")), "{v}");
+    let connected = device.logs_so_far().iter().filter(|l| l.contains("agent: registered and heartbeating")).count();
+    assert!(connected >= 2, "reconnected {connected} times");
+}

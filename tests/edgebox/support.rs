@@ -231,6 +231,31 @@ pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// One request with curl over TLS, trusting `ca` and presenting `client`
+/// (certificate, key) when given: status and body, or curl's complaint
+/// (a refused handshake) as the error.
+#[cfg(feature = "tsdb")]
+pub fn curl_tls(
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    method: &str,
+    url: &str,
+    extra: &[&str],
+) -> Result<(u16, String), String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", "-X", method, "--cacert"]).arg(ca);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = cmd.args(extra).arg(url).output().expect("curl");
+    if !out.status.success() {
+        return Err(text(&out.stderr));
+    }
+    let all = text(&out.stdout);
+    let (body, code) = all.rsplit_once('\n').unwrap_or(("", &all));
+    Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
+}
+
 /// TCP ports a process listens on, from its socket fds and /proc/net/tcp{,6}.
 pub fn listening_ports(pid: u32) -> BTreeSet<u16> {
     let mut inodes = BTreeSet::new();

@@ -73,6 +73,12 @@ impl Store {
         }
         let db =
             Database::builder().set_cache_size(opts.cache_bytes).create(path).map_err(|e| StoreError::open(path, e))?;
+        // Roles keep keys in it (the orchestrator's node CA): its owner only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|source| StoreError::Io { path: path.to_owned(), source })?;
+        }
         schema::migrate(&db, path, owners)?;
         let db = Arc::new(db);
         let writer = Writer::start(db.clone(), path.to_owned(), opts.max_batch)?;

@@ -44,6 +44,15 @@ fn migrations_run_once_and_versions_are_recorded() {
 }
 
 #[test]
+fn the_store_file_is_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(&dir));
+    let mode = std::fs::metadata(dir.path().join("s.redb")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
+
+#[test]
 fn a_store_from_a_newer_edgebox_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");

@@ -1,7 +1,8 @@
 //! `edgebox agent --join URL --token T`: the agent alone, joined to the
 //! orchestrator the command line names (the rest of `[agent]` still comes
-//! from the config file). `--token-file` keeps the token out of the
-//! process list.
+//! from the config file). Over https the token is a join token, traded
+//! once for the node certificate; over http it is the bearer token.
+//! `--token-file` keeps the token out of the process list.
 
 use std::any::Any;
 
@@ -19,9 +20,9 @@ pub fn command() -> Command {
                 .long("token")
                 .value_name("TOKEN")
                 .conflicts_with("token-file")
-                .help("Its bearer token (visible to `ps`; prefer --token-file)"),
+                .help("A join token for an https orchestrator (or its bearer token over http); visible to `ps`, prefer --token-file"),
         )
-        .arg(Arg::new("token-file").long("token-file").value_name("FILE").help("A file holding its bearer token"))
+        .arg(Arg::new("token-file").long("token-file").value_name("FILE").help("A file holding that token"))
 }
 
 pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {

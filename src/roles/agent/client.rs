@@ -99,16 +99,20 @@ impl Conn {
         b
     }
 
-    /// POSTs a registration; the status and the answer.
-    pub async fn register(&mut self, body: &Value) -> anyhow::Result<(u16, Value)> {
+    /// POSTs a JSON body to `path`; the status and the JSON answer.
+    pub async fn post_json(&mut self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         let req = self
-            .request(http::Method::POST, "/v1/nodes")
+            .request(http::Method::POST, path)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(once(Bytes::from(body.to_string())))?;
         self.send.ready().await?;
         let resp = self.send.send_request(req).await?;
         let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
+        let bytes = http_body_util::Limited::new(resp.into_body(), 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("POST {path}: {e}"))?
+            .to_bytes();
         Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 

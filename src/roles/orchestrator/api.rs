@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use super::deploy_api;
 use super::heartbeat;
+use super::join_api;
 use super::liveness::{Detector, Health, Transition};
 use super::node::{Node, Registration, check_id};
 use super::registry::{RegisterError, Registered, Registry};
@@ -43,6 +44,8 @@ pub struct IntervalPolicy {
 
 pub struct Api {
     pub registry: Registry,
+    /// The node CA, when the listener is on TLS (nodes join and use mTLS).
+    pub ca: Option<super::ca::NodeCa>,
     pub rollouts: Rollouts,
     pub store: crate::core::store::Store,
     pub max_blob: usize,
@@ -122,14 +125,35 @@ pub(super) fn error(route: &'static str, status: StatusCode, what: impl std::fmt
 }
 
 pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    if let Some(denied) = api.auth.check(&req, NAME) {
-        return Ok(denied.map(|b| b.boxed_unsync()));
-    }
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
+    // Who is asking: a joining device (its join token is checked by the
+    // join), a node (its certificate), or an operator (the listener's auth).
+    let node = join_api::node_of(&api, &req);
+    if method == Method::POST && segments == ["v1", "join"] {
+        return Ok(join_api::join(&api, req).await);
+    }
+    match &node {
+        Some(n) if !join_api::node_may(n, &method, &segments) => return Ok(join_api::forbidden(n, &method, &path)),
+        Some(_) => {}
+        None => {
+            if let Some(denied) = api.auth.check(&req, NAME) {
+                return Ok(denied.map(|b| b.boxed_unsync()));
+            }
+        }
+    }
     Ok(match (&method, segments.as_slice()) {
-        (&Method::POST, ["v1", "nodes"]) => register(&api, req).await,
+        (&Method::POST, ["v1", "nodes"]) => register(&api, req, node.as_deref()).await,
+        (&Method::POST, ["v1", "nodes", id, "certificate"]) => match &node {
+            Some(n) => join_api::renew(&api, n, req).await,
+            None => error(
+                "/v1/nodes/{id}/certificate",
+                StatusCode::FORBIDDEN,
+                format!("only node {id} renews its certificate, over its own mutual TLS"),
+            ),
+        },
+        (_, ["v1", "join-tokens", ..]) => join_api::tokens(&api, req, &segments).await,
         (&Method::GET, ["v1", "nodes"]) => list(&api, req.uri().query()),
         (&Method::GET, ["v1", "nodes", id]) => match api.registry.get(id) {
             Some(n) => full("/v1/nodes/{id}", StatusCode::OK, api.view(&n)),
@@ -145,7 +169,7 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::GET, ["v1", "topology"]) => topology(&api),
         (&Method::GET, ["v1", "events"]) => events(&api, req.uri().query()).await,
         (&Method::GET, ["health"]) => full("/health", StatusCode::OK, json!({"nodes": api.registry.len()})),
-        (_, ["v1", "nodes", ..] | ["v1", "topology" | "events"]) => {
+        (_, ["v1", "nodes", ..] | ["v1", "topology" | "events" | "join"]) => {
             error("", StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
         }
         _ => error("", StatusCode::NOT_FOUND, format!("no endpoint {method} {path}")),
@@ -167,16 +191,30 @@ pub(super) async fn read_body(
     }
 }
 
-async fn register(api: &Api, req: Request<Incoming>) -> Response<Body> {
+/// The request body as JSON of type `T`, up to `limit` bytes (an empty
+/// body reads as `{}`); or the answer refusing it, naming `what`.
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
+    route: &'static str,
+    req: Request<Incoming>,
+    limit: usize,
+    what: &str,
+) -> Result<T, Response<Body>> {
+    let body = read_body(route, req, limit).await?;
+    let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
+    serde_json::from_slice(body).map_err(|e| error(route, StatusCode::BAD_REQUEST, format!("{what}: {e}")))
+}
+
+/// Registers a node; `only`: the node a node certificate names, which may
+/// register itself and no other.
+async fn register(api: &Api, req: Request<Incoming>, only: Option<&str>) -> Response<Body> {
     const ROUTE: &str = "/v1/nodes";
-    let body = match read_body(ROUTE, req, api.max_body).await {
-        Ok(b) => b,
+    let reg: Registration = match read_json(ROUTE, req, api.max_body, "registration").await {
+        Ok(r) => r,
         Err(refused) => return refused,
     };
-    let reg: Registration = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(ROUTE, StatusCode::BAD_REQUEST, format!("registration: {e}")),
-    };
+    if let Some(n) = only.filter(|n| *n != reg.id) {
+        return join_api::forbidden(n, &Method::POST, &format!("/v1/nodes (for node {})", reg.id));
+    }
     let outcome = api.registry.register(reg).await;
     let label = match &outcome {
         Ok(Registered::Created(_)) => "created",

@@ -40,8 +40,16 @@ max_label_bytes = 256
 max_body_bytes = 65536
 # Largest file (blob) a deployment can carry, in bytes.
 max_blob_bytes = 16777216
-# TLS for the listener (PEM files, re-read when they change); with
-# client_ca_file, clients must present a certificate signed by that CA.
+# SPIFFE trust domain of node certificates: a joined node is
+# spiffe://<trust_domain>/node/<id>.
+trust_domain = "edgebox"
+# Seconds a node certificate is valid (30 days); agents renew it at two
+# thirds of that, and a device offline past the end joins again.
+node_cert_ttl_s = 2592000
+# TLS for the listener (PEM files, re-read when they change). On TLS,
+# devices join with a join token and present the node certificate they are
+# given (mutual TLS) from then on; operators use the bearer token, or an
+# X.509-SVID of a trust domain listed under spiffe_bundles.
 # [orchestrator.tls]
 # cert_file = "/etc/edgebox/orchestrator.crt"
 # key_file = "/etc/edgebox/orchestrator.key"
@@ -66,6 +74,8 @@ pub struct OrchestratorConfig {
     pub max_label_bytes: usize,
     pub max_body_bytes: usize,
     pub max_blob_bytes: usize,
+    pub trust_domain: String,
+    pub node_cert_ttl_s: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsConfig>,
 }
@@ -85,6 +95,8 @@ impl Default for OrchestratorConfig {
             max_label_bytes: 256,
             max_body_bytes: 65_536,
             max_blob_bytes: 16 << 20,
+            trust_domain: "edgebox".into(),
+            node_cert_ttl_s: 30 * 24 * 3600,
             tls: None,
         }
     }
@@ -109,6 +121,19 @@ impl OrchestratorConfig {
         if !(self.phi_suspect > 0.0 && self.phi_dead > self.phi_suspect) {
             return Err("orchestrator.phi_suspect must be positive and phi_dead above it".into());
         }
+        match crate::core::tls::spiffe::SpiffeId::parse(&format!("spiffe://{}", self.trust_domain)) {
+            Ok(id) if id.path.is_empty() => {}
+            Ok(_) => return Err("orchestrator.trust_domain: a trust domain has no path".into()),
+            Err(e) => return Err(format!("orchestrator.trust_domain: {e}")),
+        }
+        if !(10..=3650 * 24 * 3600).contains(&self.node_cert_ttl_s) {
+            return Err("orchestrator.node_cert_ttl_s must be 10 to 315360000 (ten years)".into());
+        }
+        if self.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()) {
+            return Err("orchestrator.tls.client_ca_file: nodes present the certificates the orchestrator issues; \
+                        operators present a bearer token or an SVID of a trust domain under spiffe_bundles"
+                .into());
+        }
         if self.max_body_bytes < 1024 {
             return Err("orchestrator.max_body_bytes must be at least 1024".into());
         }
@@ -131,5 +156,20 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("phi_dead"));
         let open = OrchestratorConfig { listen: "0.0.0.0:8080".parse().unwrap(), ..Default::default() };
         assert!(open.validate().unwrap_err().contains("loopback"));
+        for td in ["Plant", "plant/x", ""] {
+            let bad = OrchestratorConfig { trust_domain: td.into(), ..Default::default() };
+            assert!(bad.validate().unwrap_err().contains("trust_domain"), "{td:?}");
+        }
+        let bad = OrchestratorConfig { node_cert_ttl_s: 5, ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("node_cert_ttl_s"));
+        let tls = ServerTlsConfig {
+            cert_file: "c".into(),
+            key_file: "k".into(),
+            client_ca_file: Some("ca".into()),
+            spiffe_bundles: Default::default(),
+            client_cert_optional: false,
+        };
+        let bad = OrchestratorConfig { tls: Some(tls), ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("client_ca_file"));
     }
 }

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::api::{Api, Body, error, full, read_body};
+use super::api::{Api, Body, error, full, read_body, read_json};
 use super::blobs;
 use super::deployment::{Deployment, Spec, check_name};
 use super::rollout::{Progress, Put, PutError};
@@ -91,13 +91,9 @@ async fn put(api: &Api, name: &str, req: Request<Incoming>) -> Response<Body> {
     if let Err(e) = check_name(name) {
         return error(ROUTE, StatusCode::BAD_REQUEST, e);
     }
-    let body = match read_body(ROUTE, req, api.max_body).await {
-        Ok(b) => b,
-        Err(refused) => return refused,
-    };
-    let spec: Spec = match serde_json::from_slice(&body) {
+    let spec: Spec = match read_json(ROUTE, req, api.max_body, "deployment").await {
         Ok(s) => s,
-        Err(e) => return error(ROUTE, StatusCode::BAD_REQUEST, format!("deployment: {e}")),
+        Err(refused) => return refused,
     };
     match api.rollouts.put(name, spec).await {
         Ok(Put::Created(d)) => full(ROUTE, StatusCode::CREATED, serde_json::to_value(&d).unwrap_or_default()),

@@ -8,20 +8,25 @@
 //! detector; bench.rs (`edgebox orchestrator bench`) drives simulated
 //! agents against it, and fuzz.rs feeds what clients send to the fuzzer.
 //!
-//! Built so far: the single-server registry, streams and failure
-//! detection, and the bench; the agent role (roles/agent) is the other end
-//! of the streams. Not yet: desired state and rollouts, join tokens and
-//! node certificates, Raft replication (README).
+//! Desired state is deployments (deployment.rs, selector.rs) rolled out
+//! node by node (rollout.rs) with their files as blobs (blobs.rs), on the
+//! API in deploy_api.rs. On TLS, devices join with a join token (join.rs)
+//! and get a node certificate with a SPIFFE ID from the node CA (ca.rs);
+//! join_api.rs decides what a node may ask. The agent role (roles/agent)
+//! is the other end. Not yet: Raft replication (README).
 
 mod api;
 mod bench;
 mod blobs;
+mod ca;
 mod cli;
 pub mod config;
 mod deploy_api;
 mod deployment;
 pub mod fuzz;
 mod heartbeat;
+mod join;
+mod join_api;
 mod liveness;
 mod node;
 mod registry;
@@ -80,10 +85,23 @@ impl Role for Orchestrator {
             let auth = Auth::load(cfg.auth, cfg.token_file.as_ref(), "orchestrator.token_file")?;
             let inputs = cfg.tls.as_ref().map(|t| t.files()).unwrap_or_default();
             ctx.inputs_ready(&inputs).await?;
+            // On TLS, the node CA's certificate is the listener's trust
+            // bundle for the nodes' SPIFFE IDs; certificates stay optional
+            // (devices still joining, operators with a bearer token).
+            let bundle = ctx.data_dir.join("orchestrator").join("node-ca.pem");
+            let ca = match &cfg.tls {
+                Some(_) => Some(ca::NodeCa::open(&ctx.store, &cfg.trust_domain, cfg.node_cert_ttl_s, &bundle).await?),
+                None => None,
+            };
             let tls = cfg
                 .tls
                 .as_ref()
-                .map(|t| ServerTls::load(t, "orchestrator.tls"))
+                .map(|t| {
+                    let mut t = t.clone();
+                    t.spiffe_bundles.insert(cfg.trust_domain.clone(), bundle.clone());
+                    t.client_cert_optional = true;
+                    ServerTls::load(&t, "orchestrator.tls")
+                })
                 .transpose()
                 .map_err(ConfigProblem::from)?;
             let limits = node::Limits { max_labels: cfg.max_labels, max_label_bytes: cfg.max_label_bytes };
@@ -111,6 +129,7 @@ impl Role for Orchestrator {
             let rollouts = rollout::Rollouts::open(ctx.store.clone()).await?;
             let api = Arc::new(api::Api {
                 registry,
+                ca,
                 rollouts,
                 store: ctx.store.clone(),
                 max_blob: cfg.max_blob_bytes,

@@ -44,6 +44,7 @@ pub(super) async fn start(store: &Store, interval_ms: u64) -> Server {
     let rollouts = super::rollout::Rollouts::open(store.clone()).await.unwrap();
     let api = Arc::new(Api {
         registry,
+        ca: None,
         rollouts,
         store: store.clone(),
         max_blob: 1 << 20,

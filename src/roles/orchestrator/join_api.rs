@@ -1,0 +1,168 @@
+//! Joining and node identity on the API. `POST /v1/join` trades a join
+//! token (join.rs) and a certificate request for a node certificate
+//! (ca.rs); `POST /v1/nodes/{id}/certificate` renews one over the node's
+//! own mutual TLS; `/v1/join-tokens` is the operator's. A caller presenting
+//! a node certificate is that node and nothing more: it may register and
+//! read itself, keep its heartbeat stream, read its desired state and the
+//! blobs it names, and renew its certificate; everything else is 403.
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::{Api, Body, error, full, read_json};
+use super::join::{self, Refused};
+use super::node::check_id;
+use crate::core::httpserve::Peer;
+
+/// What a joining node sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinRequest {
+    id: String,
+    #[serde(default)]
+    machine_id: Option<String>,
+    /// PEM certificate request signed by the node's key.
+    csr: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewRequest {
+    csr: String,
+}
+
+/// The node a request's client certificate names, when it is one of ours.
+pub fn node_of<B>(api: &Api, req: &Request<B>) -> Option<String> {
+    let ca = api.ca.as_ref()?;
+    let peer = req.extensions().get::<Peer>()?;
+    let id = peer.spiffe_id()?.ok()?;
+    ca.node_of(id).map(str::to_owned)
+}
+
+/// Whether node `node` may make this request.
+pub fn node_may(node: &str, method: &Method, segments: &[&str]) -> bool {
+    match (method, segments) {
+        (&Method::POST, ["v1", "nodes"]) => true, // the body's id is checked at registration
+        (&Method::GET, ["v1", "nodes", id] | ["v1", "nodes", id, "desired"]) => *id == node,
+        (&Method::POST, ["v1", "nodes", id, "heartbeats" | "certificate"]) => *id == node,
+        (&Method::GET, ["v1", "blobs", _]) => true,
+        _ => false,
+    }
+}
+
+pub fn forbidden(node: &str, method: &Method, path: &str) -> Response<Body> {
+    metrics::counter!("edgebox_orchestrator_node_forbidden_total").increment(1);
+    error("", StatusCode::FORBIDDEN, format!("node {node}'s certificate does not allow {method} {path}"))
+}
+
+fn refused(e: Refused) -> Response<Body> {
+    metrics::counter!("edgebox_orchestrator_joins_total", "outcome" => e.reason()).increment(1);
+    match e {
+        Refused::Store(e) => {
+            tracing::error!(error = %format!("{e:#}"), "orchestrator: a join could not be stored");
+            error("/v1/join", StatusCode::SERVICE_UNAVAILABLE, "the store could not be written; retry")
+        }
+        e => {
+            tracing::warn!(reason = e.reason(), detail = %e, "orchestrator: join refused");
+            error(
+                "/v1/join",
+                StatusCode::UNAUTHORIZED,
+                "join token refused (unknown, expired, spent or not for this node)",
+            )
+        }
+    }
+}
+
+/// `POST /v1/join`: `Authorization: Bearer <join token>`, `{"id", "csr"}`.
+pub async fn join(api: &Api, req: Request<Incoming>) -> Response<Body> {
+    const ROUTE: &str = "/v1/join";
+    let Some(ca) = api.ca.as_ref() else {
+        return error(
+            ROUTE,
+            StatusCode::BAD_REQUEST,
+            "joining needs the orchestrator on TLS ([orchestrator.tls]); node certificates are used over it",
+        );
+    };
+    let Some(token) = crate::core::auth::bearer(&req).map(str::to_owned) else {
+        return refused(Refused::Malformed);
+    };
+    let j: JoinRequest = match read_json(ROUTE, req, api.max_body, "join").await {
+        Ok(j) => j,
+        Err(refusal) => return refusal,
+    };
+    if let Err(e) = check_id(&j.id) {
+        return error(ROUTE, StatusCode::BAD_REQUEST, e);
+    }
+    // A node id another machine registered is not handed to a newcomer.
+    let owner = api.registry.with_node(&j.id, |n| n.reg.machine_id.clone()).flatten();
+    if let Some(m) = owner.filter(|m| j.machine_id.as_ref() != Some(m)) {
+        metrics::counter!("edgebox_orchestrator_joins_total", "outcome" => "conflict").increment(1);
+        tracing::warn!(node = %j.id, registered_machine = %m, "orchestrator: join for a node another machine holds");
+        return error(ROUTE, StatusCode::CONFLICT, format!("node {} is registered by another machine", j.id));
+    }
+    let token_id = match join::redeem(&api.store, &token, &j.id).await {
+        Ok(id) => id,
+        Err(e) => return refused(e),
+    };
+    match ca.issue(&j.id, &j.csr) {
+        Ok(issued) => {
+            metrics::counter!("edgebox_orchestrator_joins_total", "outcome" => "joined").increment(1);
+            tracing::info!(node = %j.id, token = %token_id, spiffe_id = %issued.spiffe_id, "orchestrator: node joined");
+            full(ROUTE, StatusCode::CREATED, json!(issued))
+        }
+        Err(e) => error(ROUTE, StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// `POST /v1/nodes/{id}/certificate`: a node renews its certificate.
+pub async fn renew(api: &Api, node: &str, req: Request<Incoming>) -> Response<Body> {
+    const ROUTE: &str = "/v1/nodes/{id}/certificate";
+    let Some(ca) = api.ca.as_ref() else {
+        return error(ROUTE, StatusCode::BAD_REQUEST, "node certificates need the orchestrator on TLS");
+    };
+    let r: RenewRequest = match read_json(ROUTE, req, api.max_body, "renewal").await {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
+    match ca.issue(node, &r.csr) {
+        Ok(issued) => {
+            tracing::info!(node, not_after_ms = issued.not_after_ms, "orchestrator: node certificate renewed");
+            full(ROUTE, StatusCode::CREATED, json!(issued))
+        }
+        Err(e) => error(ROUTE, StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// `/v1/join-tokens`: make, list and revoke join tokens.
+pub async fn tokens(api: &Api, req: Request<Incoming>, segments: &[&str]) -> Response<Body> {
+    const ROUTE: &str = "/v1/join-tokens";
+    let method = req.method().clone();
+    match (&method, segments) {
+        (&Method::POST, ["v1", "join-tokens"]) => {
+            let r: join::Request = match read_json(ROUTE, req, api.max_body, "join token").await {
+                Ok(r) => r,
+                Err(refusal) => return refusal,
+            };
+            match join::create(&api.store, r).await {
+                Ok((token, stored)) => full(
+                    ROUTE,
+                    StatusCode::CREATED,
+                    json!({"token": token, "id": stored.id, "expires_ms": stored.expires_ms, "uses": stored.uses_left, "node": stored.node}),
+                ),
+                Err(e) => error(ROUTE, StatusCode::BAD_REQUEST, e),
+            }
+        }
+        (&Method::GET, ["v1", "join-tokens"]) => match join::list(&api.store).await {
+            Ok(all) => full(ROUTE, StatusCode::OK, json!({ "tokens": all })),
+            Err(e) => error(ROUTE, StatusCode::SERVICE_UNAVAILABLE, format!("reading the tokens: {e:#}")),
+        },
+        (&Method::DELETE, ["v1", "join-tokens", id]) => match join::revoke(&api.store, id).await {
+            Ok(true) => full("/v1/join-tokens/{id}", StatusCode::OK, json!({ "revoked": id })),
+            Ok(false) => error("/v1/join-tokens/{id}", StatusCode::NOT_FOUND, format!("no join token {id}")),
+            Err(e) => error("/v1/join-tokens/{id}", StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+        },
+        _ => error("", StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", req.uri().path())),
+    }
+}
