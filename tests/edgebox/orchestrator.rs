@@ -164,6 +164,12 @@ fn a_device_runs_its_desired_state_and_keeps_running_it_while_the_orchestrator_i
         let v = json_call(port, "GET", "/v1/deployments/metrics", "").1;
         v["phase"] == "complete" && v["progress"]["updated"] == 1
     });
+    let node = json_call(port, "GET", "/v1/nodes/dev-3", "").1;
+    assert_eq!(
+        (node["desired"]["wanted"].as_str(), node["desired"]["applied"].as_str()),
+        (Some("metrics@1"), Some("metrics@1")),
+        "{node}"
+    );
 
     // Offline: the orchestrator stops, the device restarts, and runs the
     // same tsdb from its saved desired state.

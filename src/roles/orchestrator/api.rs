@@ -108,6 +108,12 @@ impl Api {
         let mut v = serde_json::to_value(n).unwrap_or(Value::Null);
         v["health"] = json!(health);
         v["applied_revision"] = json!(applied);
+        let report = self.rollouts.report_of(&n.reg.id).unwrap_or_default();
+        v["desired"] = json!({
+            "wanted": self.rollouts.desired_id(&self.registry, &n.reg.id),
+            "applied": report.applied,
+            "failed": report.failed,
+        });
         v
     }
 }
@@ -134,11 +140,17 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Bo
     if method == Method::POST && segments == ["v1", "join"] {
         return Ok(join_api::join(&api, req).await);
     }
+    // A refusal reads the (bounded) body first: answering before the
+    // client finished sending makes HTTP/2 clients see a reset stream.
     match &node {
-        Some(n) if !join_api::node_may(n, &method, &segments) => return Ok(join_api::forbidden(n, &method, &path)),
+        Some(n) if !join_api::node_may(n, &method, &segments) => {
+            let _ = read_body("", req, api.max_body).await;
+            return Ok(join_api::forbidden(n, &method, &path));
+        }
         Some(_) => {}
         None => {
             if let Some(denied) = api.auth.check(&req, NAME) {
+                let _ = read_body("", req, api.max_body).await;
                 return Ok(denied.map(|b| b.boxed_unsync()));
             }
         }
@@ -147,11 +159,14 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::POST, ["v1", "nodes"]) => register(&api, req, node.as_deref()).await,
         (&Method::POST, ["v1", "nodes", id, "certificate"]) => match &node {
             Some(n) => join_api::renew(&api, n, req).await,
-            None => error(
-                "/v1/nodes/{id}/certificate",
-                StatusCode::FORBIDDEN,
-                format!("only node {id} renews its certificate, over its own mutual TLS"),
-            ),
+            None => {
+                let _ = read_body("", req, api.max_body).await;
+                error(
+                    "/v1/nodes/{id}/certificate",
+                    StatusCode::FORBIDDEN,
+                    format!("only node {id} renews its certificate, over its own mutual TLS"),
+                )
+            }
         },
         (_, ["v1", "join-tokens", ..]) => join_api::tokens(&api, req, &segments).await,
         (&Method::GET, ["v1", "nodes"]) => list(&api, req.uri().query()),

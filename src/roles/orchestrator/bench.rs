@@ -4,8 +4,12 @@
 //! per node (200 streams per connection), each heartbeating at the interval
 //! it is assigned with a random phase and asking for an ack, so the
 //! round trip is timed (p50/p99); the orchestrator's CPU and RSS over the
-//! window; then some agents go silent and the event feed shows how long
-//! detection took, and whether any live node was wrongly suspected.
+//! window; then a deployment selecting every node rolls out (1% canary,
+//! `--max-unavailable` percent at a time; the simulated agents report each
+//! desired state at their next heartbeat, as if applied at once), timed
+//! from the put to the rollout's completion; then some agents go silent and
+//! the event feed shows how long detection took, and whether any live node
+//! was wrongly suspected.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +35,7 @@ pub struct Options {
     pub budget: u32,
     pub seconds: u64,
     pub silence: usize,
+    pub max_unavailable_percent: u8,
 }
 
 struct Figures {
@@ -42,6 +47,9 @@ struct Figures {
     p99_ms: f64,
     cpu: f64,
     rss_mib: f64,
+    /// Seconds from the put to a complete rollout, and the heartbeat p99
+    /// meanwhile.
+    rollout: Option<(f64, f64)>,
     detect: Option<(f64, f64)>,
     false_alarms: usize,
 }
@@ -52,7 +60,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         opts.budget, opts.seconds
     );
     println!(
-        "{:>8} {:>12} {:>9} {:>9} {:>8} {:>8} {:>6} {:>8} {:>16} {:>6}",
+        "{:>8} {:>12} {:>9} {:>9} {:>8} {:>8} {:>6} {:>8} {:>14} {:>16} {:>6}",
         "nodes",
         "register/s",
         "interval",
@@ -61,14 +69,16 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "p99 ms",
         "vCPU",
         "RSS MiB",
+        "rollout s/p99",
         "detect p50/max s",
         "false"
     );
     for &n in &opts.nodes {
         let f = one(n, opts)?;
         let detect = f.detect.map_or("-".to_owned(), |(p50, max)| format!("{p50:.1} / {max:.1}"));
+        let rollout = f.rollout.map_or("-".to_owned(), |(s, p99)| format!("{s:.1} / {p99:.1}"));
         println!(
-            "{:>8} {:>12.0} {:>7}ms {:>9.0} {:>8.2} {:>8.2} {:>6.2} {:>8.0} {:>16} {:>6}",
+            "{:>8} {:>12.0} {:>7}ms {:>9.0} {:>8.2} {:>8.2} {:>6.2} {:>8.0} {:>14} {:>16} {:>6}",
             f.nodes,
             f.register_per_s,
             f.interval_ms,
@@ -77,6 +87,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             f.p99_ms,
             f.cpu,
             f.rss_mib,
+            rollout,
             detect,
             f.false_alarms
         );
@@ -195,6 +206,7 @@ async fn drive(addr: std::net::SocketAddr, n: usize, opts: &Options, pid: &str) 
             .map_or(0.0, |&us| us as f64 / 1000.0)
     };
     let (p50_ms, p99_ms, heartbeats_per_s) = (pct(0.5), pct(0.99), lat.len() as f64 / secs);
+    let rollout = timed_rollout(addr, n, opts.max_unavailable_percent, &latencies, &measuring).await?;
     // Silence some agents: how long until each is dead, and did anyone else
     // get suspected meanwhile?
     let mut send = h1(addr).await?;
@@ -233,9 +245,46 @@ async fn drive(addr: std::net::SocketAddr, n: usize, opts: &Options, pid: &str) 
         p99_ms,
         cpu,
         rss_mib,
+        rollout,
         detect,
         false_alarms,
     })
+}
+
+/// Puts a deployment selecting every node and waits for its rollout to
+/// complete: the seconds it took and the heartbeat p99 meanwhile.
+async fn timed_rollout(
+    addr: std::net::SocketAddr,
+    n: usize,
+    max_unavailable_percent: u8,
+    latencies: &Mutex<Vec<u32>>,
+    measuring: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<Option<(f64, f64)>> {
+    let mut send = h1(addr).await?;
+    let max_unavailable = (n * usize::from(max_unavailable_percent)).div_ceil(100).max(1);
+    // Any valid role section: the simulated agents do not run it.
+    let spec = json!({"config": "[orchestrator]\nlisten = \"127.0.0.1:0\"\n",
+        "strategy": {"canary_percent": 1, "max_unavailable": max_unavailable}});
+    latencies.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    measuring.store(true, std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
+    let (status, v) = call(&mut send, Method::PUT, "/v1/deployments/bench", spec.to_string()).await?;
+    anyhow::ensure!(status == 201, "putting the deployment: {status} {v}");
+    let done = loop {
+        let (_, v) = call(&mut send, Method::GET, "/v1/deployments/bench", String::new()).await?;
+        if v["phase"] == "complete" {
+            break Some(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    measuring.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    lat.sort_unstable();
+    let p99 = lat.get((lat.len() * 99 / 100).min(lat.len().saturating_sub(1))).map_or(0.0, |&us| us as f64 / 1000.0);
+    Ok(done.map(|s| (s, p99)))
 }
 
 type H2 = hyper::client::conn::http2::SendRequest<
@@ -265,9 +314,15 @@ async fn agent(
         first["interval_ms"].as_u64().filter(|&i| i > 0).context("no usable interval in the first directive")?;
     let sent_at: Arc<Mutex<std::collections::VecDeque<(u64, Instant)>>> = Arc::default();
     let acks = sent_at.clone();
+    // The desired state named last: reported as applied at the next beat.
+    let desired: Arc<Mutex<String>> = Arc::default();
+    let named = desired.clone();
     tokio::spawn(async move {
         let mut buf = Vec::new();
         while let Some(line) = read_line(&mut body, &mut buf).await {
+            if let Some(d) = line["desired"].as_str() {
+                *named.lock().unwrap_or_else(|p| p.into_inner()) = d.to_owned();
+            }
             let Some(seq) = line["ack"].as_u64() else { continue };
             let mut q = acks.lock().unwrap_or_else(|p| p.into_inner());
             while let Some(&(s, t)) = q.front() {
@@ -294,7 +349,9 @@ async fn agent(
                 _ = tick.tick() => {}
             }
             sent_at.lock().unwrap_or_else(|p| p.into_inner()).push_back((seq, Instant::now()));
-            if lines.send(Bytes::from(format!("{{\"seq\":{seq}}}\n"))).await.is_err() {
+            let applied = desired.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let line = json!({"seq": seq, "desired": applied});
+            if lines.send(Bytes::from(format!("{line}\n"))).await.is_err() {
                 return;
             }
         }

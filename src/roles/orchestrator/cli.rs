@@ -27,6 +27,13 @@ pub fn command() -> Command {
                     .help("measurement window per fleet size"),
             )
             .arg(
+                Arg::new("max-unavailable")
+                    .long("max-unavailable")
+                    .default_value("25")
+                    .value_parser(clap::value_parser!(u8).range(1..=100))
+                    .help("the timed rollout's max_unavailable, in percent of the fleet"),
+            )
+            .arg(
                 Arg::new("silence")
                     .long("silence")
                     .default_value("20")
@@ -51,6 +58,7 @@ pub fn run(matches: &ArgMatches, _inv: &Invocation) -> anyhow::Result<()> {
                 budget: m.get_one::<u32>("budget").copied().unwrap_or(20_000),
                 seconds: m.get_one::<u64>("seconds").copied().unwrap_or(20),
                 silence: m.get_one::<usize>("silence").copied().unwrap_or(20),
+                max_unavailable_percent: m.get_one::<u8>("max-unavailable").copied().unwrap_or(25),
             })
         }
         _ => anyhow::bail!("usage: edgebox orchestrator serve|bench"),

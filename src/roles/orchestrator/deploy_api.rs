@@ -88,10 +88,11 @@ pub async fn handle(api: &Api, req: Request<Incoming>, segments: &[&str]) -> Res
 
 async fn put(api: &Api, name: &str, req: Request<Incoming>) -> Response<Body> {
     const ROUTE: &str = "/v1/deployments/{name}";
+    let spec: Result<Spec, _> = read_json(ROUTE, req, api.max_body, "deployment").await;
     if let Err(e) = check_name(name) {
         return error(ROUTE, StatusCode::BAD_REQUEST, e);
     }
-    let spec: Spec = match read_json(ROUTE, req, api.max_body, "deployment").await {
+    let spec = match spec {
         Ok(s) => s,
         Err(refused) => return refused,
     };

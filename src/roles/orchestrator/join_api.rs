@@ -78,6 +78,12 @@ fn refused(e: Refused) -> Response<Body> {
 /// `POST /v1/join`: `Authorization: Bearer <join token>`, `{"id", "csr"}`.
 pub async fn join(api: &Api, req: Request<Incoming>) -> Response<Body> {
     const ROUTE: &str = "/v1/join";
+    // The body is read first, whatever the answer (see api::handle).
+    let token = crate::core::auth::bearer(&req).map(str::to_owned);
+    let j: JoinRequest = match read_json(ROUTE, req, api.max_body, "join").await {
+        Ok(j) => j,
+        Err(refusal) => return refusal,
+    };
     let Some(ca) = api.ca.as_ref() else {
         return error(
             ROUTE,
@@ -85,12 +91,8 @@ pub async fn join(api: &Api, req: Request<Incoming>) -> Response<Body> {
             "joining needs the orchestrator on TLS ([orchestrator.tls]); node certificates are used over it",
         );
     };
-    let Some(token) = crate::core::auth::bearer(&req).map(str::to_owned) else {
+    let Some(token) = token else {
         return refused(Refused::Malformed);
-    };
-    let j: JoinRequest = match read_json(ROUTE, req, api.max_body, "join").await {
-        Ok(j) => j,
-        Err(refusal) => return refusal,
     };
     if let Err(e) = check_id(&j.id) {
         return error(ROUTE, StatusCode::BAD_REQUEST, e);

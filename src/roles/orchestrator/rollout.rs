@@ -46,12 +46,55 @@ struct Entry {
     d: Deployment,
     selector: Selector,
     assigned: HashMap<String, u64>,
+    /// As the last step counted it (what GET shows, without a recount).
+    progress: Option<Progress>,
 }
 
 #[derive(Default)]
 struct State {
     deployments: BTreeMap<String, Entry>,
-    reports: HashMap<String, Report>,
+}
+
+/// Agents' reports, sharded so a heartbeat's report waits at most for
+/// another node's, never for a whole rollout step reading them all.
+struct Reports {
+    shards: Vec<std::sync::Mutex<HashMap<String, Report>>>,
+}
+
+const REPORT_SHARDS: usize = 64;
+
+impl Reports {
+    fn new() -> Self {
+        Self { shards: (0..REPORT_SHARDS).map(|_| Default::default()).collect() }
+    }
+
+    fn shard(&self, node: &str) -> std::sync::MutexGuard<'_, HashMap<String, Report>> {
+        let i = order("", node) as usize % REPORT_SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores a report; true when it changed.
+    fn put(&self, node: &str, report: Report) -> bool {
+        let mut shard = self.shard(node);
+        if shard.get(node) == Some(&report) {
+            return false;
+        }
+        shard.insert(node.to_owned(), report);
+        true
+    }
+
+    fn get(&self, node: &str) -> Option<Report> {
+        self.shard(node).get(node).cloned()
+    }
+
+    fn remove(&self, node: &str) {
+        self.shard(node).remove(node);
+    }
+
+    /// How `node` stands with `name` at `version`.
+    fn standing(&self, node: &str, name: &str, version: u64) -> Standing {
+        standing(self.shard(node).get(node), name, version)
+    }
 }
 
 /// Where one deployment's rollout stands, counted over selected nodes.
@@ -88,6 +131,7 @@ pub enum Put {
 pub struct Rollouts {
     store: Store,
     state: RwLock<State>,
+    reports: Reports,
     /// One writer at a time: puts, deletes, resumes and steps.
     write: tokio::sync::Mutex<()>,
     /// Something a step looks at changed since the last one.
@@ -105,20 +149,22 @@ fn order(deployment: &str, node: &str) -> u64 {
 }
 
 /// How a node stands with `name` at `version`, from its report.
-enum Standing<'a> {
+enum Standing {
     Updated,
-    Failed(&'a str),
+    Failed(String),
     Pending,
 }
 
-fn standing<'a>(report: Option<&'a Report>, name: &str, version: u64) -> Standing<'a> {
+fn standing(report: Option<&Report>, name: &str, version: u64) -> Standing {
     let Some(r) = report else { return Standing::Pending };
-    let wanted = format!("{name}@{version}");
-    if !r.applied.split(',').any(|p| p == wanted) {
+    let holds = |pair: &str| {
+        pair.rsplit_once('@').is_some_and(|(n, v)| n == name && v.parse::<u64>().is_ok_and(|v| v == version))
+    };
+    if !r.applied.split(',').any(holds) {
         return Standing::Pending;
     }
     match r.failed.get(name) {
-        Some(e) => Standing::Failed(e),
+        Some(e) => Standing::Failed(e.clone()),
         None => Standing::Updated,
     }
 }
@@ -137,7 +183,7 @@ impl Rollouts {
                         let selector = Selector::parse(&d.spec.selector).map_err(|e| {
                             anyhow::anyhow!("store table orchestrator.deployments: {:?}: {e}", k.value())
                         })?;
-                        out.insert(d.name.clone(), Entry { d, selector, assigned: HashMap::new() });
+                        out.insert(d.name.clone(), Entry { d, selector, assigned: HashMap::new(), progress: None });
                     }
                 }
                 if let Ok(table) = txn.open_table(ASSIGNMENTS) {
@@ -154,7 +200,8 @@ impl Rollouts {
             .await?;
         Ok(Rollouts {
             store,
-            state: RwLock::new(State { deployments, reports: HashMap::new() }),
+            state: RwLock::new(State { deployments }),
+            reports: Reports::new(),
             write: tokio::sync::Mutex::new(()),
             dirty: AtomicBool::new(true),
         })
@@ -228,7 +275,7 @@ impl Rollouts {
         {
             let mut st = self.state_mut();
             let assigned = st.deployments.remove(name).map(|e| e.assigned).unwrap_or_default();
-            st.deployments.insert(name.to_owned(), Entry { d: next.clone(), selector, assigned });
+            st.deployments.insert(name.to_owned(), Entry { d: next.clone(), selector, assigned, progress: None });
         }
         self.touch();
         tracing::info!(deployment = name, version = next.version, "orchestrator: deployment stored; rolling out");
@@ -280,12 +327,14 @@ impl Rollouts {
 
     /// Notes what a node's agent says it runs.
     pub fn report(&self, node: &str, applied: String, failed: BTreeMap<String, String>) {
-        let report = Report { applied, failed };
-        if self.read().reports.get(node) == Some(&report) {
-            return;
+        if self.reports.put(node, Report { applied, failed }) {
+            self.touch();
         }
-        self.state_mut().reports.insert(node.to_owned(), report);
-        self.touch();
+    }
+
+    /// What `node`'s agent last reported.
+    pub fn report_of(&self, node: &str) -> Option<Report> {
+        self.reports.get(node)
     }
 
     /// Forgets a removed node's assignments and report.
@@ -311,8 +360,8 @@ impl Rollouts {
                 })
                 .await?;
         }
+        self.reports.remove(node);
         let mut st = self.state_mut();
-        st.reports.remove(node);
         for e in st.deployments.values_mut() {
             e.assigned.remove(node);
         }
@@ -369,10 +418,11 @@ impl Rollouts {
         Some((d, self.progress_locked(name, registry, detector)?))
     }
 
+    /// The progress the last step counted, or a fresh count.
     fn progress_locked(&self, name: &str, registry: &Registry, detector: &Detector) -> Option<Progress> {
         let st = self.read();
         let e = st.deployments.get(name)?;
-        Some(plan(e, &st.reports, registry, detector).0)
+        Some(e.progress.clone().unwrap_or_else(|| plan(e, &self.reports, registry, detector).0))
     }
 
     /// Moves rollouts on when something changed since the last step.
@@ -383,11 +433,18 @@ impl Rollouts {
         let _w = self.write.lock().await;
         let names: Vec<String> = self.read().deployments.keys().cloned().collect();
         for name in names {
-            let decided = {
+            let planning = std::time::Instant::now();
+            // A step over a large fleet takes milliseconds of CPU: off the
+            // runtime's workers, so heartbeats keep being answered.
+            let decided = blocking(|| {
                 let st = self.read();
-                let Some(e) = st.deployments.get(&name) else { continue };
-                decide(e, &st.reports, registry, detector)
-            };
+                st.deployments.get(&name).map(|e| decide(e, &self.reports, registry, detector))
+            });
+            let Some((progress, decided)) = decided else { continue };
+            if let Some(e) = self.state_mut().deployments.get_mut(&name) {
+                e.progress = Some(progress);
+            }
+            metrics::histogram!("edgebox_orchestrator_rollout_step_seconds").record(planning.elapsed().as_secs_f64());
             let Some((d, assign)) = decided else { continue };
             if d.phase != self.read().deployments.get(&name).map_or(d.phase, |e| e.d.phase) {
                 announce(&d);
@@ -422,14 +479,18 @@ impl Rollouts {
     }
 }
 
+/// Runs `f` where blocking is allowed: in place on a multi-threaded
+/// runtime's worker (its other tasks move elsewhere meanwhile).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Counts a deployment's selected nodes; also returns the nodes that may
-/// take the current version, in rollout order.
-fn plan(
-    e: &Entry,
-    reports: &HashMap<String, Report>,
-    registry: &Registry,
-    detector: &Detector,
-) -> (Progress, Vec<String>) {
+/// take the current version, each with its place in the rollout order.
+fn plan(e: &Entry, reports: &Reports, registry: &Registry, detector: &Detector) -> (Progress, Vec<(u64, String)>) {
     let (name, version) = (e.d.name.as_str(), e.d.version);
     let mut p = Progress::default();
     let mut candidates = Vec::new();
@@ -441,7 +502,7 @@ fn plan(
         p.selected += 1;
         let health = detector.health(id).map(|h| h.0);
         if e.assigned.get(id) == Some(&version) {
-            match standing(reports.get(id), name, version) {
+            match reports.standing(id, name, version) {
                 Standing::Updated => p.updated += 1,
                 Standing::Failed(err) => {
                     p.failed += 1;
@@ -459,20 +520,19 @@ fn plan(
         }
     });
     p.waiting = candidates.len();
-    candidates.sort_unstable();
-    (p, candidates.into_iter().map(|(_, id)| id).collect())
+    (p, candidates)
 }
 
-/// The deployment's next record and the nodes to assign now; None when
-/// nothing changes.
+/// The deployment's progress, and its next record with the nodes to assign
+/// now (None when nothing changes).
 fn decide(
     e: &Entry,
-    reports: &HashMap<String, Report>,
+    reports: &Reports,
     registry: &Registry,
     detector: &Detector,
-) -> Option<(Deployment, Vec<String>)> {
+) -> (Progress, Option<(Deployment, Vec<String>)>) {
     let mut d = e.d.clone();
-    let (p, candidates) = plan(e, reports, registry, detector);
+    let (p, mut candidates) = plan(e, reports, registry, detector);
     let s = d.spec.strategy;
     let mut assign = Vec::new();
     if d.phase != Phase::Paused {
@@ -487,18 +547,25 @@ fn decide(
             let canary = (live * usize::from(s.canary_percent)).div_ceil(100);
             let limit = if assigned >= canary && p.pending == 0 { usize::MAX } else { canary };
             let room = limit.saturating_sub(assigned).min((s.max_unavailable as usize).saturating_sub(p.pending));
-            assign = candidates.iter().take(room).cloned().collect();
             let done = candidates.is_empty() && p.pending == 0;
             d.phase = if done { Phase::Complete } else { Phase::Rolling };
+            // The first `room` in rollout order, without sorting them all.
+            if room < candidates.len() {
+                if room > 0 {
+                    candidates.select_nth_unstable(room - 1);
+                }
+                candidates.truncate(room);
+            }
+            assign = candidates.into_iter().map(|(_, id)| id).collect();
         }
     }
     // Earlier versions stay while some node is assigned one.
     let held: std::collections::BTreeSet<u64> = e.assigned.values().copied().collect();
     d.older.retain(|v, _| held.contains(v));
     if assign.is_empty() && d == e.d {
-        return None;
+        return (p, None);
     }
-    Some((d, assign))
+    (p, Some((d, assign)))
 }
 
 fn announce(d: &Deployment) {
