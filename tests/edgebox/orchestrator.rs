@@ -311,6 +311,16 @@ impl Secure {
             .map(|(s, b)| (s, serde_json::from_str(&b).unwrap_or(Value::Null)))
     }
 
+    /// `edgebox orchestrator ARGS` with this orchestrator's config: stdout.
+    fn cli(&self, args: &[&str]) -> String {
+        let cfg = self.app.dir.path().join("edgebox.toml");
+        let mut all = vec!["--config", cfg.to_str().unwrap(), "orchestrator"];
+        all.extend(args);
+        let out = crate::support::run(&all);
+        assert!(out.status.success(), "{args:?}: {}", crate::support::text(&out.stderr));
+        crate::support::text(&out.stdout)
+    }
+
     fn join_token(&self, body: &str) -> String {
         let (status, v) = self.call(None, "POST", "/v1/join-tokens", Some(body)).unwrap();
         assert_eq!(status, 201, "{v}");
@@ -337,7 +347,15 @@ fn join_with(s: &Secure, token: &str, body: &Value) -> u16 {
 #[test]
 fn a_device_joins_with_a_join_token_and_is_its_node_certificate_from_then_on() {
     let s = Secure::start();
-    let token = s.join_token(r#"{"ttl_s": 600, "uses": 1}"#);
+    // The operator's CLI makes, lists and revokes tokens on the running
+    // orchestrator (over its TLS, with its bearer token).
+    let token = s.cli(&["token", "create", "--ttl", "600", "--uses", "1"]).trim().to_owned();
+    assert!(token.starts_with("ebj1."), "{token}");
+    let spare = s.cli(&["token", "create"]).trim().to_owned();
+    let spare_id = spare.split('.').nth(1).unwrap();
+    assert!(s.cli(&["token", "list"]).contains(spare_id));
+    s.cli(&["token", "revoke", spare_id]);
+    assert!(!s.cli(&["token", "list"]).contains(spare_id));
     // The device joins over https, trusting the orchestrator's CA.
     let device_cfg = format!(
         "[edgebox]\nroles = [\"agent\"]\n[agent]\nid = \"dev-5\"\nreconnect_max_s = 1\n[agent.tls]\nca_file = \"{}\"\n",

@@ -1,49 +1,81 @@
 //! `edgebox orchestrator bench`: simulated agents against a local
-//! orchestrator (bench.rs).
+//! orchestrator (bench.rs); `edgebox orchestrator token create|list|revoke`:
+//! join tokens from the running orchestrator this config describes.
 
 use clap::{Arg, ArgMatches, Command};
 
 use crate::commands::Invocation;
+use crate::core::httpclient;
 
 pub fn command() -> Command {
-    Command::new("orchestrator").subcommand(
-        Command::new("bench")
-            .about("Registration rate, heartbeat round trips, CPU, RSS and detection time for simulated fleets")
-            .arg(
-                Arg::new("nodes").long("nodes").default_value("1000,17000,100000").help("fleet sizes, comma-separated"),
-            )
-            .arg(
-                Arg::new("budget")
-                    .long("budget")
-                    .default_value("20000")
-                    .value_parser(clap::value_parser!(u32).range(1..))
-                    .help("heartbeat_budget_per_s of the orchestrator under test"),
-            )
-            .arg(
-                Arg::new("seconds")
-                    .long("seconds")
-                    .default_value("20")
-                    .value_parser(clap::value_parser!(u64).range(1..))
-                    .help("measurement window per fleet size"),
-            )
-            .arg(
-                Arg::new("max-unavailable")
-                    .long("max-unavailable")
-                    .default_value("25")
-                    .value_parser(clap::value_parser!(u8).range(1..=100))
-                    .help("the timed rollout's max_unavailable, in percent of the fleet"),
-            )
-            .arg(
-                Arg::new("silence")
-                    .long("silence")
-                    .default_value("20")
-                    .value_parser(clap::value_parser!(usize))
-                    .help("agents made silent to time detection"),
-            ),
-    )
+    Command::new("orchestrator")
+        .subcommand(
+            Command::new("token")
+                .about("Join tokens of the running orchestrator (its listener and token from the config)")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("create")
+                        .about("Makes a join token and prints it (shown this once)")
+                        .arg(
+                            Arg::new("ttl")
+                                .long("ttl")
+                                .default_value("3600")
+                                .value_parser(clap::value_parser!(u64).range(1..))
+                                .help("seconds it stays valid"),
+                        )
+                        .arg(
+                            Arg::new("uses")
+                                .long("uses")
+                                .default_value("1")
+                                .value_parser(clap::value_parser!(u32).range(1..))
+                                .help("joins it allows"),
+                        )
+                        .arg(Arg::new("node").long("node").value_name("ID").help("the one node id it may join as")),
+                )
+                .subcommand(Command::new("list").about("Lists join tokens (never their secrets)"))
+                .subcommand(Command::new("revoke").about("Revokes a join token").arg(Arg::new("id").required(true))),
+        )
+        .subcommand(
+            Command::new("bench")
+                .about("Registration rate, heartbeat round trips, CPU, RSS and detection time for simulated fleets")
+                .arg(
+                    Arg::new("nodes")
+                        .long("nodes")
+                        .default_value("1000,17000,100000")
+                        .help("fleet sizes, comma-separated"),
+                )
+                .arg(
+                    Arg::new("budget")
+                        .long("budget")
+                        .default_value("20000")
+                        .value_parser(clap::value_parser!(u32).range(1..))
+                        .help("heartbeat_budget_per_s of the orchestrator under test"),
+                )
+                .arg(
+                    Arg::new("seconds")
+                        .long("seconds")
+                        .default_value("20")
+                        .value_parser(clap::value_parser!(u64).range(1..))
+                        .help("measurement window per fleet size"),
+                )
+                .arg(
+                    Arg::new("max-unavailable")
+                        .long("max-unavailable")
+                        .default_value("25")
+                        .value_parser(clap::value_parser!(u8).range(1..=100))
+                        .help("the timed rollout's max_unavailable, in percent of the fleet"),
+                )
+                .arg(
+                    Arg::new("silence")
+                        .long("silence")
+                        .default_value("20")
+                        .value_parser(clap::value_parser!(usize))
+                        .help("agents made silent to time detection"),
+                ),
+        )
 }
 
-pub fn run(matches: &ArgMatches, _inv: &Invocation) -> anyhow::Result<()> {
+pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
     match matches.subcommand() {
         Some(("bench", m)) => {
             let nodes = m
@@ -61,6 +93,55 @@ pub fn run(matches: &ArgMatches, _inv: &Invocation) -> anyhow::Result<()> {
                 max_unavailable_percent: m.get_one::<u8>("max-unavailable").copied().unwrap_or(25),
             })
         }
-        _ => anyhow::bail!("usage: edgebox orchestrator serve|bench"),
+        Some(("token", m)) => token(m, inv),
+        _ => anyhow::bail!("usage: edgebox orchestrator serve|bench|token"),
     }
+}
+
+/// `token create|list|revoke` against the running orchestrator.
+fn token(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
+    let loaded = inv.load_config()?;
+    let role = loaded
+        .roles
+        .into_iter()
+        .find(|r| r.entry.name == "orchestrator")
+        .ok_or_else(|| anyhow::anyhow!("orchestrator is not compiled in"))?;
+    let any: Box<dyn std::any::Any> = role.role;
+    let o = any.downcast::<super::Orchestrator>().map_err(|_| anyhow::anyhow!("unexpected orchestrator type"))?;
+    let c = &o.cfg;
+    let (to, mut headers) =
+        httpclient::local("orchestrator", c.listen, c.auth, c.token_file.as_deref(), c.tls.as_ref())?;
+    let (method, path, body) = match matches.subcommand() {
+        Some(("create", m)) => {
+            headers.push(("Content-Type", "application/json".into()));
+            let body = serde_json::json!({
+                "ttl_s": m.get_one::<u64>("ttl").copied().unwrap_or(3600),
+                "uses": m.get_one::<u32>("uses").copied().unwrap_or(1),
+                "node": m.get_one::<String>("node"),
+            });
+            ("POST", "/v1/join-tokens".to_owned(), body.to_string())
+        }
+        Some(("revoke", m)) => {
+            let id = m.get_one::<String>("id").cloned().unwrap_or_default();
+            ("DELETE", format!("/v1/join-tokens/{id}"), String::new())
+        }
+        _ => ("GET", "/v1/join-tokens".to_owned(), String::new()),
+    };
+    let reply = httpclient::request(&to, method, &path, &headers, body.as_bytes())?;
+    let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+    anyhow::ensure!(
+        (200..300).contains(&reply.status),
+        "{method} {path}: {} {}",
+        reply.status,
+        v["error"].as_str().unwrap_or_default()
+    );
+    match v["token"].as_str() {
+        // Only the token on stdout, so `T=$(edgebox orchestrator token create)` works.
+        Some(t) => {
+            println!("{t}");
+            eprintln!("join token {} valid until {} ms, {} use(s)", v["id"], v["expires_ms"], v["uses"]);
+        }
+        None => println!("{}", serde_json::to_string_pretty(&v)?),
+    }
+    Ok(())
 }
