@@ -88,6 +88,15 @@ pub struct LoadedConfig {
 }
 
 impl LoadedConfig {
+    /// Role `name` as built from this config, as its own type (for a role's
+    /// CLI commands, which read its section).
+    pub fn into_role<R: Role>(self, name: &str) -> anyhow::Result<R> {
+        let role = self.roles.into_iter().find(|r| r.entry.name == name);
+        let role = role.ok_or_else(|| anyhow::anyhow!("role `{name}` is not compiled into this binary"))?;
+        let any: Box<dyn std::any::Any> = role.role;
+        any.downcast::<R>().map(|r| *r).map_err(|_| anyhow::anyhow!("role `{name}` has an unexpected type"))
+    }
+
     /// The roles `edgebox up` runs, in table order.
     pub fn enabled_roles(&self) -> Vec<&'static str> {
         match &self.core.edgebox.roles {

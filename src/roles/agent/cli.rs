@@ -4,8 +4,6 @@
 //! once for the node certificate; over http it is the bearer token.
 //! `--token-file` keeps the token out of the process list.
 
-use std::any::Any;
-
 use clap::{Arg, ArgMatches, Command};
 
 use super::Agent;
@@ -32,14 +30,7 @@ pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
         )
         .into());
     };
-    let loaded = inv.load_config()?;
-    let mut cfg = loaded
-        .roles
-        .into_iter()
-        .find(|r| r.entry.name == "agent")
-        .and_then(|r| (r.role as Box<dyn Any>).downcast::<Agent>().ok())
-        .map(|a| a.cfg)
-        .unwrap_or_default();
+    let mut cfg = inv.load_config()?.into_role::<Agent>("agent")?.cfg;
     cfg.orchestrator = url.clone();
     if let Some(f) = matches.get_one::<String>("token-file") {
         cfg.token_file = Some(f.into());

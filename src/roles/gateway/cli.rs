@@ -2,8 +2,6 @@
 //! key file it names, compiles them as `serve` would, and prints the
 //! operations and who may call them, so a change is tried before a reload.
 
-use std::any::Any;
-
 use clap::{Arg, ArgMatches, Command};
 
 use super::Gateway;
@@ -47,9 +45,7 @@ pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
 }
 
 fn check(inv: &Invocation) -> anyhow::Result<()> {
-    let loaded = inv.load_config()?;
-    let role = loaded.roles.into_iter().find(|r| r.entry.name == "gateway").map(|r| r.role as Box<dyn Any>);
-    let gateway = role.and_then(|r| r.downcast::<Gateway>().ok()).ok_or_else(|| anyhow::anyhow!("no gateway role"))?;
+    let gateway: Gateway = inv.load_config()?.into_role("gateway")?;
     let state = State::build(&gateway.cfg, &HealthBook::default())?;
     for svc in &state.services {
         println!(

@@ -100,14 +100,7 @@ pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
 
 /// `token create|list|revoke` against the running orchestrator.
 fn token(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
-    let loaded = inv.load_config()?;
-    let role = loaded
-        .roles
-        .into_iter()
-        .find(|r| r.entry.name == "orchestrator")
-        .ok_or_else(|| anyhow::anyhow!("orchestrator is not compiled in"))?;
-    let any: Box<dyn std::any::Any> = role.role;
-    let o = any.downcast::<super::Orchestrator>().map_err(|_| anyhow::anyhow!("unexpected orchestrator type"))?;
+    let o: super::Orchestrator = inv.load_config()?.into_role("orchestrator")?;
     let c = &o.cfg;
     let (to, mut headers) =
         httpclient::local("orchestrator", c.listen, c.auth, c.token_file.as_deref(), c.tls.as_ref())?;

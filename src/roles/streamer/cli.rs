@@ -1,8 +1,6 @@
 //! `edgebox streamer dump FILE | --server`: decoded binlog events as JSON
 //! lines, as `mysqlbinlog -v` shows them.
 
-use std::any::Any;
-
 use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
@@ -102,8 +100,6 @@ fn dispatch(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
 }
 
 fn config(inv: &Invocation) -> anyhow::Result<super::config::StreamerConfig> {
-    let loaded = inv.load_config()?;
-    let role = loaded.roles.into_iter().find(|r| r.entry.name == "streamer").map(|r| r.role as Box<dyn Any>);
-    let s = role.and_then(|r| r.downcast::<Streamer>().ok()).context("the config does not run the streamer role")?;
+    let s: Streamer = inv.load_config()?.into_role("streamer")?;
     Ok(s.cfg)
 }

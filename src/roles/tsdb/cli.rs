@@ -81,14 +81,7 @@ pub fn command() -> Command {
 /// The running role's listener as the config describes it, and the headers
 /// that authenticate to it.
 fn tsdb_endpoint(inv: &Invocation) -> anyhow::Result<(Endpoint, Vec<(&'static str, String)>)> {
-    let loaded = inv.load_config()?;
-    let role = loaded
-        .roles
-        .into_iter()
-        .find(|r| r.entry.name == "tsdb")
-        .ok_or_else(|| anyhow::anyhow!("tsdb is not compiled in"))?;
-    let any: Box<dyn std::any::Any> = role.role;
-    let tsdb = any.downcast::<super::Tsdb>().map_err(|_| anyhow::anyhow!("tsdb role has an unexpected type"))?;
+    let tsdb: super::Tsdb = inv.load_config()?.into_role("tsdb")?;
     let c = &tsdb.cfg;
     httpclient::local("tsdb", c.listen, c.auth, c.token_file.as_deref(), c.tls.as_ref())
 }
