@@ -39,7 +39,7 @@ use session::{Link, session};
 
 pub const ENTRY: RoleEntry = RoleEntry {
     name: "agent",
-    summary: "joins an orchestrator: registers this device and keeps its heartbeat stream",
+    summary: "joins an orchestrator: registers this device, heartbeats, and runs its desired state",
     feature: "agent",
     default_config: config::DEFAULT,
     compliance_config: config::COMPLIANCE,

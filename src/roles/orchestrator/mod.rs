@@ -47,7 +47,7 @@ use config::OrchestratorConfig;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     name: "orchestrator",
-    summary: "device registry: node API, agents' heartbeat streams, phi-accrual failure detection",
+    summary: "device registry: node API, heartbeat streams, failure detection, deployments and rollouts, node identity",
     feature: "orchestrator",
     default_config: config::DEFAULT,
     compliance_config: config::COMPLIANCE,
