@@ -142,11 +142,18 @@ pub fn command() -> clap::Command {
             .subcommand_required(!bare)
             .args_conflicts_with_subcommands(bare)
             .arg_required_else_help(true)
-            .subcommand(clap::Command::new("serve").about(format!("Run the {} role alone", role.name)));
+            // A role may give `serve` options of its own (`edgebox
+            // orchestrator serve --listen :8080 --raft-dir DIR`).
+            .subcommand(
+                own.find_subcommand("serve")
+                    .cloned()
+                    .unwrap_or_else(|| clap::Command::new("serve"))
+                    .about(format!("Run the {} role alone", role.name)),
+            );
         for arg in own.get_arguments() {
             sub = sub.arg(arg.clone());
         }
-        for extra in own.get_subcommands() {
+        for extra in own.get_subcommands().filter(|c| c.get_name() != "serve") {
             sub = sub.subcommand(extra.clone());
         }
         cmd = cmd.subcommand(sub);

@@ -7,11 +7,18 @@ use crate::core::role::RoleEntry;
 
 pub fn run(role: &'static RoleEntry, matches: &clap::ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
     match matches.subcommand() {
+        // `serve` with the role's own serve options: the role builds itself.
+        Some(("serve", m)) if given_on_command_line(m) => (role.run_command)(matches, inv),
         Some(("serve", _)) => crate::core::lifecycle::run(inv, Some(role.name)),
         Some((_, _)) => (role.run_command)(matches, inv),
         None if role_options_given(role, matches) => (role.run_command)(matches, inv),
         None => Err(crate::core::exit::UsageError(format!("`edgebox {}` needs a subcommand", role.name)).into()),
     }
+}
+
+/// Whether any option of `m` was typed on the command line.
+fn given_on_command_line(m: &clap::ArgMatches) -> bool {
+    m.ids().any(|id| m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
 }
 
 /// Whether an option the role itself declares (not a global one) was given.

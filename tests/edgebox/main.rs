@@ -12,6 +12,8 @@ mod gateway;
 // Desired state deploys a tsdb and a certguard to the agent's device.
 #[cfg(all(feature = "orchestrator", feature = "agent", feature = "tsdb", feature = "certguard"))]
 mod orchestrator;
+#[cfg(all(feature = "orchestrator", feature = "agent", feature = "tsdb", feature = "certguard"))]
+mod orchestrator_raft;
 mod otlp;
 mod store;
 #[cfg(all(feature = "streamer", feature = "tsdb"))]

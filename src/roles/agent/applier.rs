@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::client::Conn;
 use super::desired;
 use crate::core::managed::ManagedRoles;
 use crate::core::role::RoleCtx;
 use crate::roles::fleet::DesiredState;
+use crate::roles::fleet::client::Conn;
 
 /// The agent's desired-state machinery: the applier task, what it last
 /// applied, and whether a fetch is under way.

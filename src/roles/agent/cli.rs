@@ -12,7 +12,7 @@ use crate::core::exit::UsageError;
 
 pub fn command() -> Command {
     Command::new("agent")
-        .arg(Arg::new("join").long("join").value_name("URL").help("The orchestrator to join, http(s)://host:port"))
+        .arg(Arg::new("join").long("join").value_name("URL").help("The orchestrator to join, http(s)://host:port (every member of a Raft cluster, comma-separated)"))
         .arg(
             Arg::new("token")
                 .long("token")

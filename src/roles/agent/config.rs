@@ -9,8 +9,9 @@ use crate::core::tls::ClientTlsConfig;
 
 /// The documented default section, printed by `edgebox config default`.
 pub const DEFAULT: &str = r#"[agent]
-# The orchestrator to join, "http://host:port" or "https://host:port". The
-# agent dials out (devices behind NAT work); empty: the agent is idle.
+# The orchestrator to join, "http://host:port" or "https://host:port"; of
+# a Raft cluster, every member's URL, comma-separated (the agent follows
+# the leader). The agent dials out (devices behind NAT work); empty: idle.
 orchestrator = ""
 # File holding the bearer token the orchestrator expects.
 # token_file = "/etc/edgebox/agent.token"
@@ -62,7 +63,8 @@ impl Default for AgentConfig {
 impl AgentConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !self.orchestrator.is_empty() {
-            super::client::Target::parse(&self.orchestrator).map_err(|e| format!("agent.orchestrator: {e}"))?;
+            crate::roles::fleet::client::Target::parse_list(&self.orchestrator)
+                .map_err(|e| format!("agent.orchestrator: {e}"))?;
         }
         if self.reconnect_max_s == 0 {
             return Err("agent.reconnect_max_s must be at least 1".into());

@@ -20,9 +20,9 @@ use std::time::Duration;
 use anyhow::Context;
 use redb::TableDefinition;
 
-use super::client::Conn;
 use crate::core::managed::ManagedRoles;
 use crate::core::store::{Durability, Store};
+use crate::roles::fleet::client::Conn;
 use crate::roles::fleet::{self, DesiredState};
 
 const STATE: TableDefinition<&str, &str> = TableDefinition::new("agent.state");

@@ -15,7 +15,6 @@
 
 mod applier;
 mod cli;
-mod client;
 pub mod config;
 mod desired;
 mod identity;
@@ -31,8 +30,8 @@ use serde_json::json;
 use crate::core::exit::ConfigProblem;
 use crate::core::role::{Declared, Role, RoleCtx, RoleEntry, load_with};
 use crate::core::tls::ClientTls;
+use crate::roles::fleet::client::{Moved, Target};
 use applier::Desire;
-use client::Target;
 use config::AgentConfig;
 use node_cert::NodeCert;
 use session::{Link, session};
@@ -84,7 +83,11 @@ impl Role for Agent {
                 ctx.shutdown.cancelled().await;
                 return Ok(());
             }
-            let target = Target::parse(&cfg.orchestrator).map_err(ConfigProblem)?;
+            // One orchestrator, or every member of a Raft cluster of them.
+            let targets = Target::parse_list(&cfg.orchestrator).map_err(ConfigProblem)?;
+            let Some(target) = targets.first().cloned() else {
+                return Err(ConfigProblem("agent.orchestrator: no URL".into()).into());
+            };
             let inputs = cfg.tls.as_ref().map(|t| t.files()).unwrap_or_default();
             ctx.inputs_ready(&inputs).await?;
             // A bad [agent.tls] is a config error now, not a retry later.
@@ -105,12 +108,18 @@ impl Role for Agent {
             let id = registration["id"].as_str().unwrap_or_default().to_owned();
             let state = Arc::new(Mutex::new(json!({"orchestrator": cfg.orchestrator, "id": id, "connected": false})));
             let desire = Desire::start(&ctx, Duration::from_secs(cfg.apply_timeout_s)).await?;
-            let link = Link { target: &target, tls: cfg.tls.as_ref(), token, node_cert: NodeCert::new(&ctx.data_dir) };
             ctx.status.set_ready(true);
+            let mut at = target;
             let max = Duration::from_secs(cfg.reconnect_max_s);
             let mut backoff = Duration::from_millis(250);
             loop {
                 let started = std::time::Instant::now();
+                let link = Link {
+                    target: &at,
+                    tls: cfg.tls.as_ref(),
+                    token: token.clone(),
+                    node_cert: NodeCert::new(&ctx.data_dir),
+                };
                 let run = session(&link, &registration, &state, &ctx, &desire);
                 let outcome = tokio::select! {
                     _ = ctx.shutdown.cancelled() => break,
@@ -129,6 +138,19 @@ impl Role for Agent {
                         _ = tokio::time::sleep(crate::core::backoff::jitter(Duration::from_millis(500))) => continue,
                     }
                 };
+                // A follower names the leader: go there at once.
+                if let Some(next) = e.downcast_ref::<Moved>().and_then(|m| Target::parse(&m.0).ok()) {
+                    tracing::info!(leader = %m_url(&next), "agent: the orchestrator follows; moving to its leader");
+                    at = next;
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(crate::core::backoff::jitter(Duration::from_millis(100))) => continue,
+                    }
+                }
+                // Anything else: the next orchestrator of the list, after a wait.
+                if let Some(i) = targets.iter().position(|t| *t == at) {
+                    at = targets[(i + 1) % targets.len()].clone();
+                }
                 let wait = if e.downcast_ref::<Refused>().is_some() { max } else { backoff };
                 tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "agent: not connected to the orchestrator");
                 {
@@ -147,4 +169,9 @@ impl Role for Agent {
             Ok(())
         })
     }
+}
+
+/// A target as the URL it was given as.
+fn m_url(t: &Target) -> String {
+    format!("{}://{}:{}", if t.tls { "https" } else { "http" }, t.host, t.port)
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::client::Conn;
+use crate::roles::fleet::client::Conn;
 
 /// Where the node certificate lives.
 #[derive(Debug, Clone)]

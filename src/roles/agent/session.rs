@@ -12,10 +12,10 @@ use serde_json::json;
 
 use super::Refused;
 use super::applier::Desire;
-use super::client::{self, Conn, Target};
 use super::node_cert::NodeCert;
 use crate::core::role::RoleCtx;
 use crate::core::tls::{ClientTls, ClientTlsConfig};
+use crate::roles::fleet::client::{self, Conn, Target};
 
 /// Where and as whom the agent connects.
 pub struct Link<'a> {
@@ -96,6 +96,9 @@ pub async fn session(
     let (tls, token) = link.credentials(registration).await?;
     let mut conn = Conn::open(link.target, tls.as_ref(), token).await?;
     let (status, answer) = conn.post_json("/v1/nodes", registration).await.context("registering")?;
+    if let Some(m) = client::moved(status, &answer) {
+        return Err(m.into());
+    }
     match status {
         200 | 201 => {}
         400 | 401 | 403 | 409 => {

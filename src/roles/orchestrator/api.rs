@@ -16,17 +16,21 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::command::{Command, Outcome};
 use super::deploy_api;
 use super::heartbeat;
 use super::join_api;
 use super::liveness::{Detector, Health, Transition};
 use super::node::{Node, Registration, check_id};
-use super::registry::{RegisterError, Registered, Registry};
+use super::registry::{Registered, Registry};
+use super::replica::Replica;
 use super::rollout::Rollouts;
 use crate::core::auth::Auth;
 use crate::core::telemetry::MatchedRoute;
 
 pub const NAME: &str = "orchestrator";
+/// Largest Raft call between members (an append can carry blobs).
+const RAFT_MAX_BODY: usize = 512 << 20;
 /// Most nodes in one page of GET /v1/nodes.
 const MAX_PAGE: usize = 1000;
 /// Longest long-poll of GET /v1/events.
@@ -43,10 +47,14 @@ pub struct IntervalPolicy {
 }
 
 pub struct Api {
-    pub registry: Registry,
-    /// The node CA, when the listener is on TLS (nodes join and use mTLS).
-    pub ca: Option<super::ca::NodeCa>,
-    pub rollouts: Rollouts,
+    pub registry: Arc<Registry>,
+    /// The node CA, when the listener is on TLS (nodes join and use mTLS);
+    /// set once it is committed (on a Raft cluster, after the first
+    /// leader is elected).
+    pub ca: std::sync::OnceLock<super::ca::NodeCa>,
+    pub rollouts: Arc<Rollouts>,
+    /// Where writes go: this store alone, or the Raft cluster.
+    pub replica: Replica,
     pub store: crate::core::store::Store,
     pub max_blob: usize,
     pub detector: Detector,
@@ -59,6 +67,20 @@ pub struct Api {
 }
 
 impl Api {
+    pub fn ca(&self) -> Option<&super::ca::NodeCa> {
+        self.ca.get()
+    }
+
+    /// Commits a write; its outcome, or the answer when it could not be
+    /// committed (503: the store failed, or no Raft leader was reachable).
+    pub async fn commit(&self, route: &'static str, cmd: Command) -> Result<Outcome, Response<Body>> {
+        let kind = cmd.kind();
+        self.replica.commit(cmd).await.map_err(|e| {
+            tracing::error!(command = kind, error = %format!("{e:#}"), route, "orchestrator: a write was not committed");
+            error(route, StatusCode::SERVICE_UNAVAILABLE, format!("the write was not committed ({e}); retry"))
+        })
+    }
+
     /// Recomputes the interval after the fleet grew or shrank; histories
     /// restart when it moved (a step of the ladder, a tenth).
     pub fn fleet_changed(&self) {
@@ -74,6 +96,22 @@ impl Api {
                 nodes = self.registry.len(),
                 "orchestrator: heartbeat interval reassigned"
             );
+        }
+    }
+
+    /// This orchestrator just became the leader (or started alone): every
+    /// node gets one interval's grace from now, the interval follows the
+    /// fleet, and rollouts are looked at.
+    pub fn lead(&self, now: Instant) {
+        let interval = *self.interval.borrow();
+        self.registry.for_each(|n| {
+            self.detector.forget(&n.reg.id);
+            self.detector.watch(&n.reg.id, interval, now);
+        });
+        self.fleet_changed();
+        self.rollouts.touch();
+        if self.replica.status().is_some() {
+            tracing::info!(nodes = self.registry.len(), "orchestrator: leading the raft cluster");
         }
     }
 
@@ -130,8 +168,42 @@ pub(super) fn error(route: &'static str, status: StatusCode, what: impl std::fmt
     full(route, status, json!({"error": what.to_string()}))
 }
 
+/// A commit answered with another command's outcome: a bug, said as one.
+pub(super) fn unexpected(route: &'static str, outcome: Outcome) -> Response<Body> {
+    tracing::error!(route, ?outcome, "orchestrator: a write's outcome does not fit its command");
+    error(route, StatusCode::INTERNAL_SERVER_ERROR, "the write's outcome does not fit its command")
+}
+
+/// Sends a request that needs the leader's live view (heartbeats, health,
+/// rollout progress) to the leader: 307 to the same path there.
+fn to_leader(leader: &str, path_and_query: &str) -> Response<Body> {
+    let location = format!("{}{path_and_query}", leader.trim_end_matches('/'));
+    let mut resp = full(
+        "",
+        StatusCode::TEMPORARY_REDIRECT,
+        json!({"error": format!("this member follows; the leader is {leader}"), "leader": leader}),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    metrics::counter!("edgebox_orchestrator_raft_redirects_total").increment(1);
+    resp
+}
+
+/// Whether a request needs the leader's live view rather than the store
+/// every member holds: heartbeat streams, anything showing health or
+/// rollout progress, and resuming a rollout (which counts failures).
+fn needs_leader(method: &Method, segments: &[&str]) -> bool {
+    matches!(
+        (method, segments),
+        (&Method::POST, ["v1", "nodes", _, "heartbeats"] | ["v1", "deployments", _, "resume"])
+            | (&Method::GET, ["v1", "nodes", ..] | ["v1", "topology"] | ["v1", "events"] | ["v1", "deployments", ..])
+    )
+}
+
 pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
     // Who is asking: a joining device (its join token is checked by the
@@ -155,7 +227,29 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Bo
             }
         }
     }
+    if node.is_none()
+        && method == Method::POST
+        && let ["raft", call] = segments.as_slice()
+    {
+        return Ok(match read_body("/raft/{call}", req, RAFT_MAX_BODY).await {
+            Ok(body) => super::replica::rpc::handle(&api.replica, call, &body).await,
+            Err(refused) => refused,
+        });
+    }
+    if needs_leader(&method, &segments)
+        && let Some(leader) = api.replica.leader_url()
+    {
+        let _ = read_body("", req, api.max_body).await;
+        let pq = format!("{path}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
+        return Ok(to_leader(&leader, &pq));
+    }
     Ok(match (&method, segments.as_slice()) {
+        (&Method::GET, ["v1", "raft"]) => match api.replica.status() {
+            Some(s) => full("/v1/raft", StatusCode::OK, s),
+            None => {
+                error("/v1/raft", StatusCode::NOT_FOUND, "this orchestrator is not a raft member ([orchestrator.raft])")
+            }
+        },
         (&Method::POST, ["v1", "nodes"]) => register(&api, req, node.as_deref()).await,
         (&Method::POST, ["v1", "nodes", id, "certificate"]) => match &node {
             Some(n) => join_api::renew(&api, n, req).await,
@@ -230,53 +324,47 @@ async fn register(api: &Api, req: Request<Incoming>, only: Option<&str>) -> Resp
     if let Some(n) = only.filter(|n| *n != reg.id) {
         return join_api::forbidden(n, &Method::POST, &format!("/v1/nodes (for node {})", reg.id));
     }
-    let outcome = api.registry.register(reg).await;
+    if let Err(e) = api.registry.check(&reg) {
+        metrics::counter!("edgebox_orchestrator_registrations_total", "outcome" => "invalid").increment(1);
+        return error(ROUTE, StatusCode::BAD_REQUEST, e);
+    }
+    let outcome = match api.commit(ROUTE, Command::Register { reg, now_ms: super::registry::now_ms() }).await {
+        Ok(Outcome::Registered(r)) => r,
+        Ok(other) => return unexpected(ROUTE, other),
+        Err(refused) => {
+            metrics::counter!("edgebox_orchestrator_registrations_total", "outcome" => "failed").increment(1);
+            return refused;
+        }
+    };
     let label = match &outcome {
         Ok(Registered::Created(_)) => "created",
         Ok(Registered::Updated(_)) => "updated",
         Ok(Registered::Unchanged(_)) => "unchanged",
-        Err(RegisterError::Invalid(_)) => "invalid",
-        Err(RegisterError::Conflict(_)) => "conflict",
-        Err(RegisterError::Store(_)) => "failed",
+        Err(_) => "conflict",
     };
     metrics::counter!("edgebox_orchestrator_registrations_total", "outcome" => label).increment(1);
     match outcome {
         Ok(Registered::Created(n)) => {
             api.detector.watch(&n.reg.id, *api.interval.borrow(), Instant::now());
             api.fleet_changed();
-            api.rollouts.touch();
             full(ROUTE, StatusCode::CREATED, api.view(&n))
         }
-        Ok(Registered::Updated(n)) => {
-            api.rollouts.touch();
-            full(ROUTE, StatusCode::OK, api.view(&n))
-        }
-        Ok(Registered::Unchanged(n)) => full(ROUTE, StatusCode::OK, api.view(&n)),
-        Err(RegisterError::Invalid(e)) => error(ROUTE, StatusCode::BAD_REQUEST, e),
-        Err(RegisterError::Conflict(e)) => error(ROUTE, StatusCode::CONFLICT, e),
-        Err(RegisterError::Store(e)) => {
-            tracing::error!(error = %format!("{e:#}"), "orchestrator: a registration could not be stored");
-            error(ROUTE, StatusCode::SERVICE_UNAVAILABLE, "the registry could not store the node; retry")
-        }
+        Ok(Registered::Updated(n) | Registered::Unchanged(n)) => full(ROUTE, StatusCode::OK, api.view(&n)),
+        Err(e) => error(ROUTE, StatusCode::CONFLICT, e),
     }
 }
 
 async fn remove(api: &Api, id: &str) -> Response<Body> {
     const ROUTE: &str = "/v1/nodes/{id}";
-    match api.registry.remove(id).await {
-        Ok(true) => {
+    match api.commit(ROUTE, Command::Remove { id: id.to_owned() }).await {
+        Ok(Outcome::Removed(Some(revision))) => {
             api.detector.forget(id);
             api.fleet_changed();
-            if let Err(e) = api.rollouts.forget_node(id).await {
-                tracing::warn!(node = id, error = %format!("{e:#}"), "orchestrator: a removed node's assignments stay stored");
-            }
-            full(ROUTE, StatusCode::OK, json!({"deleted": id, "revision": api.registry.revision()}))
+            full(ROUTE, StatusCode::OK, json!({"deleted": id, "revision": revision}))
         }
-        Ok(false) => error(ROUTE, StatusCode::NOT_FOUND, format!("no node {id}")),
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "orchestrator: a removal could not be stored");
-            error(ROUTE, StatusCode::SERVICE_UNAVAILABLE, "the registry could not remove the node; retry")
-        }
+        Ok(Outcome::Removed(None)) => error(ROUTE, StatusCode::NOT_FOUND, format!("no node {id}")),
+        Ok(other) => unexpected(ROUTE, other),
+        Err(refused) => refused,
     }
 }
 

@@ -2,30 +2,22 @@
 //! documents): `POST /v1/blobs` stores a body under its SHA-256 and answers
 //! the digest; `GET /v1/blobs/sha256:<hex>` serves it to agents, which
 //! check the digest again before using it. Kept in the store's table
-//! `orchestrator.blobs`; storing the same content twice is one blob.
+//! `orchestrator.blobs` (a command, so every Raft member holds it);
+//! storing the same content twice is one blob.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::core::store::{Durability, Store};
-use crate::roles::fleet;
+use crate::core::store::Store;
 
 pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("orchestrator.blobs");
 
-/// Stores `bytes` (fsync'd before this returns) and returns its digest.
-pub async fn put(store: &Store, bytes: Vec<u8>) -> anyhow::Result<String> {
-    let digest = fleet::digest_of(&bytes);
-    let key = digest.clone();
-    store
-        .write(Durability::Immediate, move |txn| {
-            let mut t = txn.open_table(BLOBS)?;
-            if t.get(key.as_str())?.is_none() {
-                t.insert(key.as_str(), bytes.as_slice())?;
-            }
-            Ok(())
-        })
-        .await?;
-    metrics::counter!("edgebox_orchestrator_blobs_stored_total").increment(1);
-    Ok(digest)
+/// Stores a blob inside a write transaction (once per content).
+pub fn apply_put(txn: &WriteTransaction, digest: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut t = txn.open_table(BLOBS)?;
+    if t.get(digest)?.is_none() {
+        t.insert(digest, bytes)?;
+    }
+    Ok(())
 }
 
 /// The blob with this digest, if stored.

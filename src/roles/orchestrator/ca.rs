@@ -14,22 +14,34 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::core::store::{Durability, Store};
-
-const CA: TableDefinition<&str, &str> = TableDefinition::new("orchestrator.ca");
+pub(super) const CA: TableDefinition<&str, &str> = TableDefinition::new("orchestrator.ca");
 const ROOT: &str = "root";
 /// Certificates start up to this long before they are issued (clock skew),
 /// and at most a tenth of their life, so renewal at two thirds of it stays
 /// after the issue.
 const BACKDATE_S: u64 = 300;
 
-#[derive(Serialize, Deserialize)]
-struct Stored {
+/// The root as stored: certificate and key, PEM.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Stored {
     cert_pem: String,
     key_pem: String,
+}
+
+impl Stored {
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+}
+
+/// Never the key, in logs or errors.
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+    }
 }
 
 /// A certificate issued to a node.
@@ -51,23 +63,10 @@ pub struct NodeCa {
 }
 
 impl NodeCa {
-    /// Loads the CA from the store, making it on the first start, and
-    /// writes its certificate to `bundle` (the listener's trust bundle for
-    /// `trust_domain`).
-    pub async fn open(store: &Store, trust_domain: &str, ttl_s: u64, bundle: &Path) -> anyhow::Result<NodeCa> {
-        let td = trust_domain.to_owned();
-        let stored: Stored = store
-            .write(Durability::Immediate, move |txn| {
-                let mut t = txn.open_table(CA)?;
-                if let Some(v) = t.get(ROOT)? {
-                    return serde_json::from_str(v.value()).context("store table orchestrator.ca: key root");
-                }
-                let made = make_root(&td)?;
-                t.insert(ROOT, serde_json::to_string(&made)?.as_str())?;
-                tracing::info!(trust_domain = %td, "orchestrator: node CA created");
-                Ok(made)
-            })
-            .await?;
+    /// The CA from the root that was committed (command.rs: the first
+    /// one offered stays), its certificate written to `bundle` (the
+    /// listener's trust bundle for `trust_domain`).
+    pub fn load(stored: Stored, trust_domain: &str, ttl_s: u64, bundle: &Path) -> anyhow::Result<NodeCa> {
         let key = KeyPair::from_pem(&stored.key_pem).context("store table orchestrator.ca: the root key")?;
         let issuer =
             Issuer::from_ca_cert_pem(&stored.cert_pem, key).context("store table orchestrator.ca: the root")?;
@@ -117,7 +116,8 @@ impl NodeCa {
     }
 }
 
-fn make_root(trust_domain: &str) -> anyhow::Result<Stored> {
+/// A new root for `trust_domain`: what a start offers.
+pub fn make_root(trust_domain: &str) -> anyhow::Result<Stored> {
     let key = KeyPair::generate().context("generating the node CA key")?;
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -134,8 +134,19 @@ fn make_root(trust_domain: &str) -> anyhow::Result<Stored> {
     Ok(Stored { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
+/// Keeps `offered` as the root unless one is stored; the root that stays.
+pub fn apply_init(txn: &WriteTransaction, offered: &Stored) -> anyhow::Result<Stored> {
+    let mut t = txn.open_table(CA)?;
+    if let Some(v) = t.get(ROOT)? {
+        return serde_json::from_str(v.value()).context("store table orchestrator.ca: key root");
+    }
+    t.insert(ROOT, serde_json::to_string(offered)?.as_str())?;
+    tracing::info!("orchestrator: node CA created");
+    Ok(offered.clone())
+}
+
 /// Writes the CA certificate where the listener reads its trust bundle.
-fn write_bundle(path: &Path, pem: &str) -> anyhow::Result<()> {
+pub fn write_bundle(path: &Path, pem: &str) -> anyhow::Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == pem) {
         return Ok(());
     }

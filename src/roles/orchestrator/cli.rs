@@ -10,6 +10,37 @@ use crate::core::httpclient;
 pub fn command() -> Command {
     Command::new("orchestrator")
         .subcommand(
+            Command::new("serve")
+                .arg(
+                    Arg::new("listen")
+                        .long("listen")
+                        .value_name("ADDR")
+                        .help("listener, host:port or :port (all addresses)"),
+                )
+                .arg(
+                    Arg::new("raft-dir")
+                        .long("raft-dir")
+                        .value_name("DIR")
+                        .requires_all(["raft-id", "raft-members"])
+                        .help("run as a Raft member keeping its log and snapshots here"),
+                )
+                .arg(
+                    Arg::new("raft-id")
+                        .long("raft-id")
+                        .value_name("N")
+                        .value_parser(clap::value_parser!(u64).range(1..))
+                        .requires("raft-dir")
+                        .help("this member's id"),
+                )
+                .arg(
+                    Arg::new("raft-members")
+                        .long("raft-members")
+                        .value_name("ID=URL,…")
+                        .requires("raft-dir")
+                        .help("every member: 1=http://10.0.0.1:8080,2=…,3=…"),
+                ),
+        )
+        .subcommand(
             Command::new("token")
                 .about("Join tokens of the running orchestrator (its listener and token from the config)")
                 .subcommand_required(true)
@@ -94,8 +125,39 @@ pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
             })
         }
         Some(("token", m)) => token(m, inv),
+        Some(("serve", m)) => serve(m, inv),
         _ => anyhow::bail!("usage: edgebox orchestrator serve|bench|token"),
     }
+}
+
+/// `serve` with its options over the config file's `[orchestrator]`.
+fn serve(m: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
+    let usage = |e: String| crate::core::exit::UsageError(e);
+    let mut cfg = inv.load_config()?.into_role::<super::Orchestrator>("orchestrator")?.cfg;
+    if let Some(l) = m.get_one::<String>("listen") {
+        let full = if l.starts_with(':') { format!("0.0.0.0{l}") } else { l.clone() };
+        cfg.listen = full.parse().map_err(|e| usage(format!("--listen {l}: {e} (host:port or :port)")))?;
+    }
+    if let Some(dir) = m.get_one::<String>("raft-dir") {
+        let mut members = std::collections::BTreeMap::new();
+        for pair in m.get_one::<String>("raft-members").map(String::as_str).unwrap_or("").split(',') {
+            let (id, url) =
+                pair.split_once('=').ok_or_else(|| usage(format!("--raft-members {pair:?}: expected ID=URL")))?;
+            members.insert(id.trim().to_owned(), url.trim().to_owned());
+        }
+        let defaults = cfg.raft.clone();
+        cfg.raft = Some(super::config::RaftConfig {
+            id: m.get_one::<u64>("raft-id").copied().unwrap_or_default(),
+            dir: dir.into(),
+            members,
+            heartbeat_ms: defaults.as_ref().map_or(250, |d| d.heartbeat_ms),
+            election_timeout_ms: defaults.as_ref().map_or(1500, |d| d.election_timeout_ms),
+            snapshot_every: defaults.as_ref().map_or(20_000, |d| d.snapshot_every),
+            ca_file: defaults.and_then(|d| d.ca_file),
+        });
+    }
+    let role = super::Orchestrator::new(cfg).map_err(usage)?;
+    crate::core::lifecycle::run_alone(inv, "orchestrator", Box::new(role))
 }
 
 /// `token create|list|revoke` against the running orchestrator.

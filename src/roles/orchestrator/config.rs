@@ -2,6 +2,7 @@
 //! may heartbeat, when a silent node is suspect and when dead, and the
 //! limits on what a node may register.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -53,6 +54,27 @@ node_cert_ttl_s = 2592000
 # [orchestrator.tls]
 # cert_file = "/etc/edgebox/orchestrator.crt"
 # key_file = "/etc/edgebox/orchestrator.key"
+# High availability: 3 or 5 orchestrators keep the registry, deployments,
+# files, join tokens and node CA in one Raft log. Each member lists every
+# member (the same list everywhere) by id and the URL of its listener;
+# members call each other there with the bearer token (auth = "bearer" on
+# every member, one token file). Agents are given every member's URL.
+# [orchestrator.raft]
+# This member's id, one of the keys of members.
+# id = 1
+# Where this member keeps its Raft log and snapshots.
+# dir = "/var/lib/edgebox/raft"
+# members = { 1 = "https://10.0.0.1:8080", 2 = "https://10.0.0.2:8080", 3 = "https://10.0.0.3:8080" }
+# Leader heartbeat to followers, in milliseconds.
+# heartbeat_ms = 250
+# A follower that heard no leader for this long (up to twice it) starts
+# an election, in milliseconds.
+# election_timeout_ms = 1500
+# Log entries after which a snapshot is taken and older entries dropped.
+# snapshot_every = 20000
+# CA bundle the members' certificates chain to, over https; absent: every
+# member presents the same certificate as this one.
+# ca_file = "/etc/edgebox/orchestrators-ca.pem"
 "#;
 
 /// The compliance section: an ephemeral port.
@@ -78,6 +100,83 @@ pub struct OrchestratorConfig {
     pub node_cert_ttl_s: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftConfig>,
+}
+
+/// `[orchestrator.raft]`: this member of a Raft cluster of orchestrators.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftConfig {
+    pub id: u64,
+    pub dir: PathBuf,
+    /// Member id (as a TOML key) → the URL of its listener.
+    pub members: BTreeMap<String, String>,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_election_timeout_ms")]
+    pub election_timeout_ms: u64,
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    250
+}
+
+fn default_election_timeout_ms() -> u64 {
+    1500
+}
+
+fn default_snapshot_every() -> u64 {
+    20_000
+}
+
+impl RaftConfig {
+    /// The members by id (what `validate` accepted).
+    pub fn member_urls(&self) -> BTreeMap<u64, String> {
+        self.members.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.clone()))).collect()
+    }
+
+    fn validate(&self, auth: AuthMode) -> Result<(), String> {
+        if self.members.is_empty() || self.members.len() > 7 {
+            return Err(format!(
+                "orchestrator.raft.members: 1 to 7 members (3 or 5 to survive a loss), not {}",
+                self.members.len()
+            ));
+        }
+        for (id, url) in &self.members {
+            match id.parse::<u64>() {
+                Ok(n) if n > 0 => {}
+                _ => return Err(format!("orchestrator.raft.members: member id {id:?} is not a number from 1")),
+            }
+            crate::roles::fleet::client::Target::parse(url)
+                .map_err(|e| format!("orchestrator.raft.members.{id}: {e}"))?;
+        }
+        if !self.member_urls().contains_key(&self.id) {
+            return Err(format!("orchestrator.raft.id {} is not one of orchestrator.raft.members", self.id));
+        }
+        if self.heartbeat_ms < 10 || self.election_timeout_ms < self.heartbeat_ms * 3 {
+            return Err(
+                "orchestrator.raft.heartbeat_ms must be at least 10 and election_timeout_ms at least three heartbeats"
+                    .into(),
+            );
+        }
+        if self.snapshot_every < 100 {
+            return Err("orchestrator.raft.snapshot_every must be at least 100".into());
+        }
+        if self.members.len() > 1 && auth == AuthMode::None && self.members.values().any(|u| !is_loopback_url(u)) {
+            return Err("orchestrator.raft: members on other hosts call each other with the bearer token: set auth = \"bearer\"".into());
+        }
+        Ok(())
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    crate::roles::fleet::client::Target::parse(url)
+        .is_ok_and(|t| t.host == "localhost" || t.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
 }
 
 impl Default for OrchestratorConfig {
@@ -98,6 +197,7 @@ impl Default for OrchestratorConfig {
             trust_domain: "edgebox".into(),
             node_cert_ttl_s: 30 * 24 * 3600,
             tls: None,
+            raft: None,
         }
     }
 }
@@ -137,6 +237,9 @@ impl OrchestratorConfig {
         if self.max_body_bytes < 1024 {
             return Err("orchestrator.max_body_bytes must be at least 1024".into());
         }
+        if let Some(r) = &self.raft {
+            r.validate(self.auth)?;
+        }
         Ok(())
     }
 }
@@ -171,5 +274,27 @@ mod tests {
         };
         let bad = OrchestratorConfig { tls: Some(tls), ..Default::default() };
         assert!(bad.validate().unwrap_err().contains("client_ca_file"));
+        let raft = |id: u64, members: &[(&str, &str)]| RaftConfig {
+            id,
+            dir: "/tmp/r".into(),
+            members: members.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            heartbeat_ms: 250,
+            election_timeout_ms: 1500,
+            snapshot_every: 20_000,
+            ca_file: None,
+        };
+        let ok = [("1", "http://127.0.0.1:8081"), ("2", "http://127.0.0.1:8082"), ("3", "http://127.0.0.1:8083")];
+        let good = OrchestratorConfig { raft: Some(raft(2, &ok)), ..Default::default() };
+        assert_eq!(good.validate(), Ok(()));
+        for (cfg, key) in [
+            (raft(4, &ok), "raft.id 4"),
+            (raft(1, &[("one", "http://127.0.0.1:1")]), "member id \"one\""),
+            (raft(1, &[("1", "127.0.0.1:1")]), "raft.members.1"),
+            (raft(1, &[("1", "http://127.0.0.1:1"), ("2", "http://10.0.0.2:8080")]), "bearer"),
+            (RaftConfig { election_timeout_ms: 100, ..raft(1, &ok) }, "election_timeout_ms"),
+        ] {
+            let bad = OrchestratorConfig { raft: Some(cfg), ..Default::default() };
+            assert!(bad.validate().unwrap_err().contains(key), "{key}: {:?}", bad.validate());
+        }
     }
 }

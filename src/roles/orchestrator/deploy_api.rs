@@ -12,10 +12,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::api::{Api, Body, error, full, read_body, read_json};
+use super::api::{self, Api, Body, error, full, read_body, read_json};
 use super::blobs;
+use super::command::{Command, Outcome};
 use super::deployment::{Deployment, Spec, check_name};
-use super::rollout::{Progress, Put, PutError};
+use super::registry::now_ms;
+use super::rollout::{Progress, Put, Rollouts};
 use crate::core::telemetry::MatchedRoute;
 use crate::roles::fleet;
 
@@ -37,17 +39,30 @@ pub async fn handle(api: &Api, req: Request<Incoming>, segments: &[&str]) -> Res
             Some((d, p)) => full("/v1/deployments/{name}", StatusCode::OK, view(&d, &p)),
             None => error("/v1/deployments/{name}", StatusCode::NOT_FOUND, format!("no deployment {name}")),
         },
-        (&Method::DELETE, ["v1", "deployments", name]) => match api.rollouts.delete(name).await {
-            Ok(true) => full("/v1/deployments/{name}", StatusCode::OK, json!({ "deleted": name })),
-            Ok(false) => error("/v1/deployments/{name}", StatusCode::NOT_FOUND, format!("no deployment {name}")),
-            Err(e) => unavailable("/v1/deployments/{name}", e),
-        },
+        (&Method::DELETE, ["v1", "deployments", name]) => {
+            const ROUTE: &str = "/v1/deployments/{name}";
+            match api.commit(ROUTE, Command::DeleteDeployment { name: name.to_string() }).await {
+                Ok(Outcome::Deleted(true)) => full(ROUTE, StatusCode::OK, json!({ "deleted": name })),
+                Ok(Outcome::Deleted(false)) => error(ROUTE, StatusCode::NOT_FOUND, format!("no deployment {name}")),
+                Ok(other) => api::unexpected(ROUTE, other),
+                Err(refused) => refused,
+            }
+        }
         (&Method::POST, ["v1", "deployments", name, "resume"]) => {
             const ROUTE: &str = "/v1/deployments/{name}/resume";
-            match api.rollouts.resume(name, &api.registry, &api.detector).await {
-                Ok(Some(d)) => full(ROUTE, StatusCode::OK, serde_json::to_value(&d).unwrap_or_default()),
-                Ok(None) => error(ROUTE, StatusCode::NOT_FOUND, format!("no deployment {name}")),
-                Err(e) => unavailable(ROUTE, e),
+            // Failures are counted from the agents' reports, which the
+            // leader holds (api.rs sends this request there).
+            let Some(accepted_failures) = api.rollouts.failures(name, &api.registry, &api.detector) else {
+                return error(ROUTE, StatusCode::NOT_FOUND, format!("no deployment {name}"));
+            };
+            match api.commit(ROUTE, Command::Resume { name: name.to_string(), accepted_failures }).await {
+                Ok(Outcome::Resumed(Some(d))) => {
+                    tracing::info!(deployment = %name, accepted_failures, "orchestrator: rollout resumed");
+                    full(ROUTE, StatusCode::OK, serde_json::to_value(&d).unwrap_or_default())
+                }
+                Ok(Outcome::Resumed(None)) => error(ROUTE, StatusCode::NOT_FOUND, format!("no deployment {name}")),
+                Ok(other) => api::unexpected(ROUTE, other),
+                Err(refused) => refused,
             }
         }
         (&Method::POST, ["v1", "blobs"]) => {
@@ -57,9 +72,13 @@ pub async fn handle(api: &Api, req: Request<Incoming>, segments: &[&str]) -> Res
                 Err(refused) => return refused,
             };
             let size = body.len();
-            match blobs::put(&api.store, body.to_vec()).await {
-                Ok(digest) => full(ROUTE, StatusCode::CREATED, json!({ "digest": digest, "bytes": size })),
-                Err(e) => unavailable(ROUTE, e),
+            let digest = fleet::digest_of(&body);
+            match api.commit(ROUTE, Command::PutBlob { digest: digest.clone(), bytes: body.to_vec() }).await {
+                Ok(_) => {
+                    metrics::counter!("edgebox_orchestrator_blobs_stored_total").increment(1);
+                    full(ROUTE, StatusCode::CREATED, json!({ "digest": digest, "bytes": size }))
+                }
+                Err(refused) => refused,
             }
         }
         (&Method::GET, ["v1", "blobs", digest]) => {
@@ -76,7 +95,7 @@ pub async fn handle(api: &Api, req: Request<Incoming>, segments: &[&str]) -> Res
                     resp
                 }
                 Ok(None) => error(ROUTE, StatusCode::NOT_FOUND, format!("no blob {digest}")),
-                Err(e) => unavailable(ROUTE, e),
+                Err(e) => error(ROUTE, StatusCode::SERVICE_UNAVAILABLE, format!("reading the blob: {e:#}")),
             }
         }
         _ => {
@@ -96,17 +115,19 @@ async fn put(api: &Api, name: &str, req: Request<Incoming>) -> Response<Body> {
         Ok(s) => s,
         Err(refused) => return refused,
     };
-    match api.rollouts.put(name, spec).await {
-        Ok(Put::Created(d)) => full(ROUTE, StatusCode::CREATED, serde_json::to_value(&d).unwrap_or_default()),
-        Ok(Put::Updated(d) | Put::Unchanged(d)) => {
+    if let Err(e) = Rollouts::check(&spec) {
+        return error(ROUTE, StatusCode::BAD_REQUEST, e);
+    }
+    let cmd = Command::PutDeployment { name: name.to_owned(), spec: Box::new(spec), now_ms: now_ms() };
+    match api.commit(ROUTE, cmd).await {
+        Ok(Outcome::Put(Ok(Put::Created(d)))) => {
+            full(ROUTE, StatusCode::CREATED, serde_json::to_value(&d).unwrap_or_default())
+        }
+        Ok(Outcome::Put(Ok(Put::Updated(d) | Put::Unchanged(d)))) => {
             full(ROUTE, StatusCode::OK, serde_json::to_value(&d).unwrap_or_default())
         }
-        Err(PutError::Invalid(e)) => error(ROUTE, StatusCode::BAD_REQUEST, e),
-        Err(PutError::Store(e)) => unavailable(ROUTE, e),
+        Ok(Outcome::Put(Err(e))) => error(ROUTE, StatusCode::BAD_REQUEST, e),
+        Ok(other) => api::unexpected(ROUTE, other),
+        Err(refused) => refused,
     }
-}
-
-fn unavailable(route: &'static str, e: anyhow::Error) -> Response<Body> {
-    tracing::error!(error = %format!("{e:#}"), route, "orchestrator: the store refused a write");
-    error(route, StatusCode::SERVICE_UNAVAILABLE, "the store could not be written; retry")
 }

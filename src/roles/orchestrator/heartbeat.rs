@@ -112,6 +112,9 @@ async fn read_beats(api: &Api, id: &str, mut body: Incoming, tx: &mpsc::Sender<B
             }
             flooding = 0;
             last = Some(now);
+            if !api.replica.is_leader() {
+                return Err("this orchestrator no longer leads; reconnect to the leader".into());
+            }
             metrics::counter!("edgebox_orchestrator_heartbeats_total").increment(1);
             if !api.heartbeat(id, beat.applied_revision, now) {
                 return Err(format!("node {id} is no longer registered"));

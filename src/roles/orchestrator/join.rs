@@ -7,15 +7,15 @@
 //! is stored (table `orchestrator.join_tokens`), compared in constant time,
 //! and a join spends one use in the same transaction that checks it.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use super::registry::now_ms;
-use crate::core::store::{Durability, Store};
+use crate::core::store::Store;
 
-const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("orchestrator.join_tokens");
+pub(super) const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("orchestrator.join_tokens");
 /// Longest life a token may be given.
 pub const MAX_TTL_S: u64 = 30 * 24 * 3600;
 
@@ -55,7 +55,7 @@ fn one() -> u32 {
 
 /// Why a join token was not accepted (the answer is 401 either way; the
 /// reason goes to the log and metrics, not to the caller).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum Refused {
     #[error("not a join token")]
     Malformed,
@@ -67,8 +67,9 @@ pub enum Refused {
     Expired(String),
     #[error("join token {id} is for node {node}")]
     OtherNode { id: String, node: String },
-    #[error(transparent)]
-    Store(#[from] anyhow::Error),
+    /// Never part of a committed outcome: the commit itself failed.
+    #[error("{0}")]
+    Store(String),
 }
 
 impl Refused {
@@ -92,8 +93,9 @@ fn hash(secret: &str) -> String {
     hex(&sha2::Sha256::digest(secret.as_bytes()))
 }
 
-/// Makes a token; returns it (the only time its secret is seen) and its record.
-pub async fn create(store: &Store, req: Request) -> Result<(String, Stored), String> {
+/// Makes a token: the token (the only time its secret is seen) and the
+/// record to commit (command.rs), which holds only the secret's hash.
+pub fn make(req: Request) -> Result<(String, Stored), String> {
     if req.ttl_s == 0 || req.ttl_s > MAX_TTL_S {
         return Err(format!("ttl_s {}: 1 to {MAX_TTL_S}", req.ttl_s));
     }
@@ -115,21 +117,34 @@ pub async fn create(store: &Store, req: Request) -> Result<(String, Stored), Str
         uses_left: req.uses,
         node: req.node,
     };
-    let record = serde_json::to_string(&stored).map_err(|e| e.to_string())?;
-    let key = id.clone();
-    store
-        .write(Durability::Immediate, move |txn| {
-            txn.open_table(TOKENS)?.insert(key.as_str(), record.as_str())?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| format!("storing the token: {e:#}"))?;
-    tracing::info!(token = %id, uses = stored.uses_left, expires_ms = stored.expires_ms, "orchestrator: join token made");
-    Ok((format!("ebj1.{id}.{secret}"), Stored { hash: String::new(), ..stored }))
+    Ok((format!("ebj1.{id}.{secret}"), stored))
 }
 
-/// Spends one use of `token` for node `node`.
-pub async fn redeem(store: &Store, token: &str, node: &str) -> Result<String, Refused> {
+impl Stored {
+    /// The record as shown: without the secret's hash.
+    pub fn shown(&self) -> Stored {
+        Stored { hash: String::new(), ..self.clone() }
+    }
+}
+
+/// Stores a made token inside a write transaction.
+pub fn apply_create(txn: &WriteTransaction, stored: &Stored) -> anyhow::Result<()> {
+    txn.open_table(TOKENS)?.insert(stored.id.as_str(), serde_json::to_string(stored)?.as_str())?;
+    Ok(())
+}
+
+/// What redeeming a token asks, once its form was checked: the token id,
+/// the SHA-256 of the secret given, and the node joining.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Redeem {
+    pub id: String,
+    pub hash: String,
+    pub node: String,
+    pub now_ms: u64,
+}
+
+/// Checks a presented token's form; what to commit to spend one use.
+pub fn redeem(token: &str, node: &str) -> Result<Redeem, Refused> {
     let mut parts = token.splitn(3, '.');
     let (Some("ebj1"), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(Refused::Malformed);
@@ -137,33 +152,40 @@ pub async fn redeem(store: &Store, token: &str, node: &str) -> Result<String, Re
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Refused::Malformed);
     }
-    let (id, given, node) = (id.to_owned(), hash(secret), node.to_owned());
-    store
-        .write(Durability::Immediate, move |txn| {
-            let mut t = txn.open_table(TOKENS)?;
-            let Some(v) = t.get(id.as_str())?.map(|v| v.value().to_owned()) else {
-                return Ok(Err(Refused::Unknown(id.clone())));
-            };
-            let mut s: Stored = serde_json::from_str(&v)?;
-            if !crate::core::auth::constant_time_eq(s.hash.as_bytes(), given.as_bytes()) {
-                return Ok(Err(Refused::Forged(id.clone())));
-            }
-            if now_ms() >= s.expires_ms {
-                t.remove(id.as_str())?;
-                return Ok(Err(Refused::Expired(id.clone())));
-            }
-            if let Some(only) = s.node.as_ref().filter(|n| **n != node) {
-                return Ok(Err(Refused::OtherNode { id: id.clone(), node: only.clone() }));
-            }
-            s.uses_left -= 1;
-            if s.uses_left == 0 {
-                t.remove(id.as_str())?;
-            } else {
-                t.insert(id.as_str(), serde_json::to_string(&s)?.as_str())?;
-            }
-            Ok(Ok(id.clone()))
-        })
-        .await?
+    Ok(Redeem { id: id.to_owned(), hash: hash(secret), node: node.to_owned(), now_ms: now_ms() })
+}
+
+/// Spends one use of a token inside a write transaction (the check and
+/// the spending in one): the token id, or why it was refused.
+pub fn apply_redeem(txn: &WriteTransaction, r: &Redeem) -> anyhow::Result<Result<String, Refused>> {
+    let id = r.id.clone();
+    let mut t = txn.open_table(TOKENS)?;
+    let Some(v) = t.get(id.as_str())?.map(|v| v.value().to_owned()) else {
+        return Ok(Err(Refused::Unknown(id)));
+    };
+    let mut s: Stored = serde_json::from_str(&v)?;
+    if !crate::core::auth::constant_time_eq(s.hash.as_bytes(), r.hash.as_bytes()) {
+        return Ok(Err(Refused::Forged(id)));
+    }
+    if r.now_ms >= s.expires_ms {
+        t.remove(id.as_str())?;
+        return Ok(Err(Refused::Expired(id)));
+    }
+    if let Some(only) = s.node.as_ref().filter(|n| **n != r.node) {
+        return Ok(Err(Refused::OtherNode { id, node: only.clone() }));
+    }
+    s.uses_left -= 1;
+    if s.uses_left == 0 {
+        t.remove(id.as_str())?;
+    } else {
+        t.insert(id.as_str(), serde_json::to_string(&s)?.as_str())?;
+    }
+    Ok(Ok(id))
+}
+
+/// Revokes a token inside a write transaction; false when there was none.
+pub fn apply_revoke(txn: &WriteTransaction, id: &str) -> anyhow::Result<bool> {
+    Ok(txn.open_table(TOKENS)?.remove(id)?.is_some())
 }
 
 /// Every token (without secrets), expired ones dropped.
@@ -186,10 +208,4 @@ pub async fn list(store: &Store) -> anyhow::Result<Vec<Stored>> {
             Ok(out)
         })
         .await
-}
-
-/// Revokes a token; false when there was none.
-pub async fn revoke(store: &Store, id: &str) -> anyhow::Result<bool> {
-    let key = id.to_owned();
-    store.write(Durability::Immediate, move |txn| Ok(txn.open_table(TOKENS)?.remove(key.as_str())?.is_some())).await
 }

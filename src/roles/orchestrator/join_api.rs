@@ -11,7 +11,8 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::{Api, Body, error, full, read_json};
+use super::api::{self, Api, Body, error, full, read_json};
+use super::command::{Command, Outcome};
 use super::join::{self, Refused};
 use super::node::check_id;
 use crate::core::httpserve::Peer;
@@ -35,7 +36,7 @@ struct RenewRequest {
 
 /// The node a request's client certificate names, when it is one of ours.
 pub fn node_of<B>(api: &Api, req: &Request<B>) -> Option<String> {
-    let ca = api.ca.as_ref()?;
+    let ca = api.ca()?;
     let peer = req.extensions().get::<Peer>()?;
     let id = peer.spiffe_id()?.ok()?;
     ca.node_of(id).map(str::to_owned)
@@ -84,7 +85,7 @@ pub async fn join(api: &Api, req: Request<Incoming>) -> Response<Body> {
         Ok(j) => j,
         Err(refusal) => return refusal,
     };
-    let Some(ca) = api.ca.as_ref() else {
+    let Some(ca) = api.ca() else {
         return error(
             ROUTE,
             StatusCode::BAD_REQUEST,
@@ -104,9 +105,15 @@ pub async fn join(api: &Api, req: Request<Incoming>) -> Response<Body> {
         tracing::warn!(node = %j.id, registered_machine = %m, "orchestrator: join for a node another machine holds");
         return error(ROUTE, StatusCode::CONFLICT, format!("node {} is registered by another machine", j.id));
     }
-    let token_id = match join::redeem(&api.store, &token, &j.id).await {
-        Ok(id) => id,
+    let redeem = match join::redeem(&token, &j.id) {
+        Ok(r) => r,
         Err(e) => return refused(e),
+    };
+    let token_id = match api.commit(ROUTE, Command::RedeemToken(redeem)).await {
+        Ok(Outcome::Redeemed(Ok(id))) => id,
+        Ok(Outcome::Redeemed(Err(e))) => return refused(e),
+        Ok(other) => return api::unexpected(ROUTE, other),
+        Err(refusal) => return refusal,
     };
     match ca.issue(&j.id, &j.csr) {
         Ok(issued) => {
@@ -121,7 +128,7 @@ pub async fn join(api: &Api, req: Request<Incoming>) -> Response<Body> {
 /// `POST /v1/nodes/{id}/certificate`: a node renews its certificate.
 pub async fn renew(api: &Api, node: &str, req: Request<Incoming>) -> Response<Body> {
     const ROUTE: &str = "/v1/nodes/{id}/certificate";
-    let Some(ca) = api.ca.as_ref() else {
+    let Some(ca) = api.ca() else {
         return error(ROUTE, StatusCode::BAD_REQUEST, "node certificates need the orchestrator on TLS");
     };
     let r: RenewRequest = match read_json(ROUTE, req, api.max_body, "renewal").await {
@@ -147,24 +154,34 @@ pub async fn tokens(api: &Api, req: Request<Incoming>, segments: &[&str]) -> Res
                 Ok(r) => r,
                 Err(refusal) => return refusal,
             };
-            match join::create(&api.store, r).await {
-                Ok((token, stored)) => full(
-                    ROUTE,
-                    StatusCode::CREATED,
-                    json!({"token": token, "id": stored.id, "expires_ms": stored.expires_ms, "uses": stored.uses_left, "node": stored.node}),
-                ),
-                Err(e) => error(ROUTE, StatusCode::BAD_REQUEST, e),
+            let (token, stored) = match join::make(r) {
+                Ok(made) => made,
+                Err(e) => return error(ROUTE, StatusCode::BAD_REQUEST, e),
+            };
+            let shown = stored.shown();
+            if let Err(refusal) = api.commit(ROUTE, Command::CreateToken { stored }).await {
+                return refusal;
             }
+            tracing::info!(token = %shown.id, uses = shown.uses_left, expires_ms = shown.expires_ms, "orchestrator: join token made");
+            full(
+                ROUTE,
+                StatusCode::CREATED,
+                json!({"token": token, "id": shown.id, "expires_ms": shown.expires_ms, "uses": shown.uses_left, "node": shown.node}),
+            )
         }
         (&Method::GET, ["v1", "join-tokens"]) => match join::list(&api.store).await {
             Ok(all) => full(ROUTE, StatusCode::OK, json!({ "tokens": all })),
             Err(e) => error(ROUTE, StatusCode::SERVICE_UNAVAILABLE, format!("reading the tokens: {e:#}")),
         },
-        (&Method::DELETE, ["v1", "join-tokens", id]) => match join::revoke(&api.store, id).await {
-            Ok(true) => full("/v1/join-tokens/{id}", StatusCode::OK, json!({ "revoked": id })),
-            Ok(false) => error("/v1/join-tokens/{id}", StatusCode::NOT_FOUND, format!("no join token {id}")),
-            Err(e) => error("/v1/join-tokens/{id}", StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
-        },
+        (&Method::DELETE, ["v1", "join-tokens", id]) => {
+            const ROUTE: &str = "/v1/join-tokens/{id}";
+            match api.commit(ROUTE, Command::RevokeToken { id: id.to_string() }).await {
+                Ok(Outcome::Revoked(true)) => full(ROUTE, StatusCode::OK, json!({ "revoked": id })),
+                Ok(Outcome::Revoked(false)) => error(ROUTE, StatusCode::NOT_FOUND, format!("no join token {id}")),
+                Ok(other) => api::unexpected(ROUTE, other),
+                Err(refusal) => refusal,
+            }
+        }
         _ => error("", StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", req.uri().path())),
     }
 }

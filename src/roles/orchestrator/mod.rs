@@ -13,13 +13,15 @@
 //! API in deploy_api.rs. On TLS, devices join with a join token (join.rs)
 //! and get a node certificate with a SPIFFE ID from the node CA (ca.rs);
 //! join_api.rs decides what a node may ask. The agent role (roles/agent)
-//! is the other end. Not yet: Raft replication (README).
+//! is the other end. Every write is a command (command.rs) that replica/
+//! applies to this store alone or, on a Raft cluster, through the log.
 
 mod api;
 mod bench;
 mod blobs;
 mod ca;
 mod cli;
+mod command;
 pub mod config;
 mod deploy_api;
 mod deployment;
@@ -30,6 +32,7 @@ mod join_api;
 mod liveness;
 mod node;
 mod registry;
+mod replica;
 mod rollout;
 mod selector;
 
@@ -47,7 +50,7 @@ use config::OrchestratorConfig;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     name: "orchestrator",
-    summary: "device registry: node API, heartbeat streams, failure detection, deployments and rollouts, node identity",
+    summary: "device registry: node API, heartbeat streams, failure detection, deployments and rollouts, node identity, Raft HA",
     feature: "orchestrator",
     default_config: config::DEFAULT,
     compliance_config: config::COMPLIANCE,
@@ -85,13 +88,39 @@ impl Role for Orchestrator {
             let auth = Auth::load(cfg.auth, cfg.token_file.as_ref(), "orchestrator.token_file")?;
             let inputs = cfg.tls.as_ref().map(|t| t.files()).unwrap_or_default();
             ctx.inputs_ready(&inputs).await?;
+            let limits = node::Limits { max_labels: cfg.max_labels, max_label_bytes: cfg.max_label_bytes };
+            let registry = Arc::new(registry::Registry::open(ctx.store.clone(), limits).await?);
+            let rollouts = Arc::new(rollout::Rollouts::open(ctx.store.clone()).await?);
+            let memory = command::Memory { registry: registry.clone(), rollouts: rollouts.clone() };
+            let replica = match &cfg.raft {
+                None => replica::Replica::Single { store: ctx.store.clone(), memory },
+                Some(r) => {
+                    let dialer = member_dialer(&cfg, r).map_err(ConfigProblem)?;
+                    replica::Replica::start(r, ctx.store.clone(), memory, dialer).await?
+                }
+            };
             // On TLS, the node CA's certificate is the listener's trust
             // bundle for the nodes' SPIFFE IDs; certificates stay optional
-            // (devices still joining, operators with a bearer token).
+            // (devices still joining, operators with a bearer token). Alone,
+            // the CA is committed now; on a Raft cluster once a leader is
+            // elected (the listener must serve first: members call it), its
+            // certificate replacing this start's offer in the bundle file.
             let bundle = ctx.data_dir.join("orchestrator").join("node-ca.pem");
-            let ca = match &cfg.tls {
-                Some(_) => Some(ca::NodeCa::open(&ctx.store, &cfg.trust_domain, cfg.node_cert_ttl_s, &bundle).await?),
+            let offered = match &cfg.tls {
+                Some(_) => Some(ca::make_root(&cfg.trust_domain)?),
                 None => None,
+            };
+            let ca_now = match (&offered, &replica) {
+                (Some(o), replica::Replica::Single { .. }) => {
+                    Some(open_ca(&replica, o.clone(), &cfg.trust_domain, cfg.node_cert_ttl_s, &bundle).await?)
+                }
+                (Some(o), replica::Replica::Raft(_)) => {
+                    if !bundle.exists() {
+                        ca::write_bundle(&bundle, o.cert_pem())?;
+                    }
+                    None
+                }
+                (None, _) => None,
             };
             let tls = cfg
                 .tls
@@ -104,8 +133,6 @@ impl Role for Orchestrator {
                 })
                 .transpose()
                 .map_err(ConfigProblem::from)?;
-            let limits = node::Limits { max_labels: cfg.max_labels, max_label_bytes: cfg.max_label_bytes };
-            let registry = registry::Registry::open(ctx.store.clone(), limits).await?;
             let policy = api::IntervalPolicy {
                 budget_per_s: cfg.heartbeat_budget_per_s,
                 min_ms: cfg.min_heartbeat_interval_ms,
@@ -114,11 +141,6 @@ impl Role for Orchestrator {
             let interval = heartbeat::interval_ms(registry.len(), policy.budget_per_s, policy.min_ms, policy.max_ms);
             let (interval_tx, interval_rx) = tokio::sync::watch::channel(interval);
             let detector = liveness::Detector::new(cfg.phi_suspect, cfg.phi_dead);
-            // Every known node gets one interval's grace from now.
-            let now = Instant::now();
-            for n in registry.all() {
-                detector.watch(&n.reg.id, interval, now);
-            }
             metrics::gauge!("edgebox_orchestrator_heartbeat_interval_seconds").set(interval as f64 / 1000.0);
             tracing::info!(
                 nodes = registry.len(),
@@ -126,11 +148,11 @@ impl Role for Orchestrator {
                 interval_ms = interval,
                 "orchestrator: registry loaded"
             );
-            let rollouts = rollout::Rollouts::open(ctx.store.clone()).await?;
             let api = Arc::new(api::Api {
                 registry,
-                ca,
+                ca: std::sync::OnceLock::new(),
                 rollouts,
+                replica,
                 store: ctx.store.clone(),
                 max_blob: cfg.max_blob_bytes,
                 detector,
@@ -140,16 +162,88 @@ impl Role for Orchestrator {
                 interval: interval_rx,
                 interval_tx,
             });
+            if let Some(ca) = ca_now {
+                let _ = api.ca.set(ca);
+            }
             let listener = ctx.bind("http").await?;
             tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "orchestrator listening");
             let sweeper = tokio::spawn(sweep_forever(api.clone(), ctx.status.clone(), ctx.shutdown.clone()));
+            let ca_task = match (offered, api.ca.get().is_none()) {
+                (Some(o), true) => {
+                    let (api, td, ttl) = (api.clone(), cfg.trust_domain.clone(), cfg.node_cert_ttl_s);
+                    Some(tokio::spawn(async move {
+                        match open_ca(&api.replica, o, &td, ttl, &bundle).await {
+                            Ok(ca) => {
+                                let _ = api.ca.set(ca);
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %format!("{e:#}"), "orchestrator: the node CA is unavailable")
+                            }
+                        }
+                    }))
+                }
+                _ => None,
+            };
             ctx.status.set_ready(true);
-            let handler = move |req| api::handle(api.clone(), req);
+            let handler = {
+                let api = api.clone();
+                move |req| api::handle(api.clone(), req)
+            };
             serve(api::NAME, listener, tls, handler, ctx.shutdown.clone(), Duration::from_secs(5)).await;
             sweeper.abort();
+            if let Some(t) = ca_task {
+                t.abort();
+            }
+            api.replica.shutdown().await;
             Ok(())
         })
     }
+}
+
+/// Commits this start's offered CA (the first one committed stays) and
+/// loads the CA that stayed; waits for a Raft leader as long as it takes.
+async fn open_ca(
+    replica: &replica::Replica,
+    offered: ca::Stored,
+    trust_domain: &str,
+    ttl_s: u64,
+    bundle: &std::path::Path,
+) -> anyhow::Result<ca::NodeCa> {
+    let stored = loop {
+        match replica.commit(command::Command::InitCa { offered: offered.clone() }).await {
+            Ok(command::Outcome::Ca(stored)) => break stored,
+            Ok(other) => anyhow::bail!("committing the node CA: unexpected outcome {other:?}"),
+            Err(replica::CommitError::NoLeader) => continue,
+            Err(e) => return Err(anyhow::Error::from(e).context("committing the node CA")),
+        }
+    };
+    ca::NodeCa::load(stored, trust_domain, ttl_s, bundle)
+}
+
+/// How this member dials the others: TLS checked against `raft.ca_file`,
+/// or pinned to the certificate this member presents (all members then
+/// present the same one); the bearer token when the listener wants one.
+fn member_dialer(cfg: &OrchestratorConfig, r: &config::RaftConfig) -> Result<replica::network::Dialer, String> {
+    let token = match &cfg.token_file {
+        Some(p) if cfg.auth == crate::core::auth::AuthMode::Bearer => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("orchestrator.token_file {}: {e}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    let tls = match (&cfg.tls, &r.ca_file) {
+        (_, Some(ca)) => Some(replica::network::MemberTls::Ca(crate::core::tls::ClientTlsConfig {
+            ca_file: Some(ca.clone()),
+            ..Default::default()
+        })),
+        (Some(t), None) => Some(replica::network::MemberTls::Pinned(
+            crate::core::tls::pinned_client(t, "orchestrator.tls").map_err(|e| e.to_string())?,
+        )),
+        (None, None) => None,
+    };
+    Ok(replica::network::Dialer { tls, token })
 }
 
 /// Marks silent nodes and keeps the per-health gauges and the role's
@@ -161,20 +255,41 @@ async fn sweep_forever(
 ) {
     let mut tick = tokio::time::interval(SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading = false;
     for sweeps in 0u64.. {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if sweeps % ROLLOUT_EVERY == 0
-            && let Err(e) = api.rollouts.step(&api.registry, &api.detector).await
-        {
-            tracing::error!(error = %format!("{e:#}"), "orchestrator: a rollout step could not be stored");
-            api.rollouts.touch();
+        // Only the leader detects failures and steps rollouts (alone,
+        // this orchestrator always leads). A new leader gives every node
+        // one interval's grace, as a restart does.
+        let leader = api.replica.is_leader();
+        if leader && !leading {
+            api.lead(Instant::now());
+        }
+        leading = leader;
+        if !leader {
+            set_detail(&api, &status);
+            continue;
+        }
+        if sweeps % ROLLOUT_EVERY == 0 {
+            let commit = |cmd| async { api.replica.commit(cmd).await.map(|_| ()).map_err(anyhow::Error::from) };
+            if let Err(e) = api.rollouts.step(&api.registry, &api.detector, commit).await {
+                tracing::error!(error = %format!("{e:#}"), "orchestrator: a rollout step could not be stored");
+                api.rollouts.touch();
+            }
         }
         for t in api.detector.sweep(Instant::now()) {
             api.transition(&t);
         }
+        set_detail(&api, &status);
+    }
+}
+
+/// The per-health gauges and the role's detail on /v1/roles.
+fn set_detail(api: &api::Api, status: &crate::core::role::StatusHandle) {
+    {
         let mut nodes = serde_json::Map::new();
         for (health, n) in api.detector.counts() {
             metrics::gauge!("edgebox_orchestrator_nodes", "health" => health.as_str()).set(n as f64);
@@ -182,9 +297,15 @@ async fn sweep_forever(
         }
         let revision = api.registry.revision();
         metrics::gauge!("edgebox_orchestrator_revision").set(revision as f64);
-        status.set_detail(
-            serde_json::json!({"nodes": nodes, "revision": revision, "interval_ms": *api.interval.borrow()}),
-        );
+        let mut detail =
+            serde_json::json!({"nodes": nodes, "revision": revision, "interval_ms": *api.interval.borrow()});
+        if let Some(r) = api.replica.status() {
+            metrics::gauge!("edgebox_orchestrator_raft_leader").set(if api.replica.is_leader() { 1.0 } else { 0.0 });
+            metrics::gauge!("edgebox_orchestrator_raft_term").set(r["term"].as_f64().unwrap_or(0.0));
+            metrics::gauge!("edgebox_orchestrator_raft_applied_index").set(r["last_applied"].as_f64().unwrap_or(0.0));
+            detail["raft"] = r;
+        }
+        status.set_detail(detail);
     }
 }
 

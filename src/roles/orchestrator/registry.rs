@@ -3,40 +3,32 @@
 //! revision (table `orchestrator.meta`), which increases with every
 //! registration, update and removal, and the event log watchers read.
 //!
-//! A registration is acknowledged only once it is in the store (fsync'd);
-//! concurrent registrations share the store's group commits. Each write
-//! reads the stored node and the revision inside its own transaction, so
-//! conflicts and revisions are decided by the store, not by memory.
+//! Writes are commands (command.rs) applied inside a store transaction by
+//! `apply_register` and `apply_remove`, on this orchestrator alone or on
+//! every Raft member (replica/); each reads the stored node and the
+//! revision inside its transaction, so conflicts and revisions are decided
+//! by the store, not by memory. `after_*` then brings memory along. A
+//! registration is acknowledged only once it is in the store (fsync'd).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, RwLock};
 
-use redb::{ReadableTable, TableDefinition};
-use serde::Serialize;
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::liveness::Health;
 use super::node::{Limits, Node, Registration};
-use crate::core::store::{Durability, Store};
+use crate::core::store::Store;
 
-const NODES: TableDefinition<&str, &str> = TableDefinition::new("orchestrator.nodes");
-const META: TableDefinition<&str, u64> = TableDefinition::new("orchestrator.meta");
+pub(super) const NODES: TableDefinition<&str, &str> = TableDefinition::new("orchestrator.nodes");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("orchestrator.meta");
 const REVISION: &str = "revision";
 /// Events kept for watchers; one further behind must list again.
 const EVENTS_KEPT: usize = 16_384;
 
-#[derive(Debug, thiserror::Error)]
-pub enum RegisterError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error(transparent)]
-    Store(#[from] anyhow::Error),
-}
-
 /// What a registration did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Registered {
     Created(Node),
     Updated(Node),
@@ -75,6 +67,75 @@ pub struct Registry {
     pub changed: Notify,
 }
 
+/// Every stored node and the revision.
+async fn load(store: &Store) -> anyhow::Result<(BTreeMap<String, Node>, u64)> {
+    store
+        .read(|txn| {
+            let mut nodes = BTreeMap::new();
+            let revision = match txn.open_table(META) {
+                Ok(meta) => meta.get(REVISION)?.map_or(0, |v| v.value()),
+                Err(_) => 0,
+            };
+            if let Ok(table) = txn.open_table(NODES) {
+                for entry in table.iter()? {
+                    let (k, v) = entry?;
+                    let node: Node = serde_json::from_str(v.value())
+                        .map_err(|e| anyhow::anyhow!("store table orchestrator.nodes: node {:?}: {e}", k.value()))?;
+                    nodes.insert(k.value().to_owned(), node);
+                }
+            }
+            Ok((nodes, revision))
+        })
+        .await
+}
+
+/// Registers (or updates) a node inside a write transaction: conflicts
+/// and the revision are decided by what is stored. Runs the same on every
+/// Raft member; `now` comes with the command.
+pub fn apply_register(
+    txn: &WriteTransaction,
+    reg: &Registration,
+    now: u64,
+) -> anyhow::Result<Result<Registered, String>> {
+    let mut nodes = txn.open_table(NODES)?;
+    let mut meta = txn.open_table(META)?;
+    let existing: Option<Node> = match nodes.get(reg.id.as_str())? {
+        Some(v) => Some(serde_json::from_str(v.value())?),
+        None => None,
+    };
+    if let Some(e) = &existing {
+        if let Some(c) = reg.conflict(&e.reg) {
+            return Ok(Err(c));
+        }
+        if e.reg == *reg {
+            return Ok(Ok(Registered::Unchanged(e.clone())));
+        }
+    }
+    let revision = meta.get(REVISION)?.map_or(0, |v| v.value()) + 1;
+    meta.insert(REVISION, revision)?;
+    let node = Node {
+        reg: reg.clone(),
+        registered_ms: existing.as_ref().map_or(now, |e| e.registered_ms),
+        updated_ms: now,
+        revision,
+    };
+    nodes.insert(reg.id.as_str(), serde_json::to_string(&node)?.as_str())?;
+    Ok(Ok(if existing.is_some() { Registered::Updated(node) } else { Registered::Created(node) }))
+}
+
+/// Removes a node inside a write transaction: the new revision, or None
+/// when there was no such node.
+pub fn apply_remove(txn: &WriteTransaction, id: &str) -> anyhow::Result<Option<u64>> {
+    let mut nodes = txn.open_table(NODES)?;
+    let mut meta = txn.open_table(META)?;
+    if nodes.remove(id)?.is_none() {
+        return Ok(None);
+    }
+    let revision = meta.get(REVISION)?.map_or(0, |v| v.value()) + 1;
+    meta.insert(REVISION, revision)?;
+    Ok(Some(revision))
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -82,32 +143,8 @@ pub fn now_ms() -> u64 {
 impl Registry {
     /// Loads every stored node.
     pub async fn open(store: Store, limits: Limits) -> anyhow::Result<Registry> {
-        let (nodes, revision) = store
-            .read(|txn| {
-                let mut nodes = BTreeMap::new();
-                let revision = match txn.open_table(META) {
-                    Ok(meta) => meta.get(REVISION)?.map_or(0, |v| v.value()),
-                    Err(_) => 0,
-                };
-                if let Ok(table) = txn.open_table(NODES) {
-                    for entry in table.iter()? {
-                        let (k, v) = entry?;
-                        let node: Node = serde_json::from_str(v.value()).map_err(|e| {
-                            anyhow::anyhow!("store table orchestrator.nodes: node {:?}: {e}", k.value())
-                        })?;
-                        nodes.insert(k.value().to_owned(), node);
-                    }
-                }
-                Ok((nodes, revision))
-            })
-            .await?;
-        Ok(Registry {
-            store,
-            limits,
-            nodes: RwLock::new((nodes, revision)),
-            log: Mutex::default(),
-            changed: Notify::new(),
-        })
+        let loaded = load(&store).await?;
+        Ok(Registry { store, limits, nodes: RwLock::new(loaded), log: Mutex::default(), changed: Notify::new() })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, (BTreeMap<String, Node>, u64)> {
@@ -158,64 +195,22 @@ impl Registry {
         self.read().0.values().cloned().collect()
     }
 
-    pub async fn register(&self, reg: Registration) -> Result<Registered, RegisterError> {
-        reg.check(self.limits).map_err(RegisterError::Invalid)?;
-        let now = now_ms();
-        let outcome = self
-            .store
-            .write(Durability::Immediate, move |txn| {
-                let mut nodes = txn.open_table(NODES)?;
-                let mut meta = txn.open_table(META)?;
-                let existing: Option<Node> = match nodes.get(reg.id.as_str())? {
-                    Some(v) => Some(serde_json::from_str(v.value())?),
-                    None => None,
-                };
-                if let Some(e) = &existing {
-                    if let Some(c) = reg.conflict(&e.reg) {
-                        return Ok(Err(c));
-                    }
-                    if e.reg == reg {
-                        return Ok(Ok(Registered::Unchanged(e.clone())));
-                    }
-                }
-                let revision = meta.get(REVISION)?.map_or(0, |v| v.value()) + 1;
-                meta.insert(REVISION, revision)?;
-                let node = Node {
-                    reg: reg.clone(),
-                    registered_ms: existing.as_ref().map_or(now, |e| e.registered_ms),
-                    updated_ms: now,
-                    revision,
-                };
-                nodes.insert(reg.id.as_str(), serde_json::to_string(&node)?.as_str())?;
-                Ok(Ok(if existing.is_some() { Registered::Updated(node) } else { Registered::Created(node) }))
-            })
-            .await?
-            .map_err(RegisterError::Conflict)?;
-        match &outcome {
+    /// Checks a registration before it is committed.
+    pub fn check(&self, reg: &Registration) -> Result<(), String> {
+        reg.check(self.limits)
+    }
+
+    /// What a committed command did to the registry, applied to memory.
+    pub fn after_register(&self, outcome: &Registered) {
+        match outcome {
             Registered::Created(n) => self.applied(n.clone(), "registered"),
             Registered::Updated(n) => self.applied(n.clone(), "updated"),
             Registered::Unchanged(_) => {}
         }
-        Ok(outcome)
     }
 
-    /// Removes a node; false when there was none.
-    pub async fn remove(&self, id: &str) -> anyhow::Result<bool> {
-        let key = id.to_owned();
-        let removed = self
-            .store
-            .write(Durability::Immediate, move |txn| {
-                let mut nodes = txn.open_table(NODES)?;
-                let mut meta = txn.open_table(META)?;
-                if nodes.remove(key.as_str())?.is_none() {
-                    return Ok(None);
-                }
-                let revision = meta.get(REVISION)?.map_or(0, |v| v.value()) + 1;
-                meta.insert(REVISION, revision)?;
-                Ok(Some(revision))
-            })
-            .await?;
-        let Some(revision) = removed else { return Ok(false) };
+    /// A committed removal, applied to memory.
+    pub fn after_remove(&self, id: &str, revision: u64) {
         {
             let mut g = self.nodes.write().unwrap_or_else(|p| p.into_inner());
             g.0.remove(id);
@@ -230,7 +225,15 @@ impl Registry {
             health: None,
             ts_ms: now_ms(),
         });
-        Ok(true)
+    }
+
+    /// Replaces memory with what the store holds (after a Raft snapshot
+    /// was installed under it).
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let loaded = load(&self.store).await?;
+        *self.nodes.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        self.changed.notify_waiters();
+        Ok(())
     }
 
     fn applied(&self, node: Node, kind: &'static str) {

@@ -17,19 +17,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use redb::{ReadableTable, TableDefinition};
-use serde::Serialize;
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
 
 use super::blobs::BLOBS;
+use super::command::Command;
 use super::deployment::{Deployment, Phase, Spec};
 use super::liveness::{Detector, Health};
-use super::registry::{Registry, now_ms};
+use super::registry::Registry;
 use super::selector::Selector;
-use crate::core::store::{Durability, Store};
+use crate::core::store::Store;
 use crate::roles::fleet::{DeploymentState, DesiredState, desired_id};
 
-const DEPLOYMENTS: TableDefinition<&str, &str> = TableDefinition::new("orchestrator.deployments");
-const ASSIGNMENTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("orchestrator.assignments");
+pub(super) const DEPLOYMENTS: TableDefinition<&str, &str> = TableDefinition::new("orchestrator.deployments");
+pub(super) const ASSIGNMENTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("orchestrator.assignments");
 /// Failed nodes named in a deployment's progress.
 const FAILED_SHOWN: usize = 20;
 
@@ -113,15 +114,8 @@ pub struct Progress {
     pub failures: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PutError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Store(#[from] anyhow::Error),
-}
-
 /// What a put did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Put {
     Created(Deployment),
     Updated(Deployment),
@@ -132,8 +126,6 @@ pub struct Rollouts {
     store: Store,
     state: RwLock<State>,
     reports: Reports,
-    /// One writer at a time: puts, deletes, resumes and steps.
-    write: tokio::sync::Mutex<()>,
     /// Something a step looks at changed since the last one.
     dirty: AtomicBool,
 }
@@ -171,38 +163,11 @@ fn standing(report: Option<&Report>, name: &str, version: u64) -> Standing {
 
 impl Rollouts {
     pub async fn open(store: Store) -> anyhow::Result<Rollouts> {
-        let deployments = store
-            .read(|txn| {
-                let mut out = BTreeMap::new();
-                if let Ok(table) = txn.open_table(DEPLOYMENTS) {
-                    for entry in table.iter()? {
-                        let (k, v) = entry?;
-                        let d: Deployment = serde_json::from_str(v.value()).map_err(|e| {
-                            anyhow::anyhow!("store table orchestrator.deployments: {:?}: {e}", k.value())
-                        })?;
-                        let selector = Selector::parse(&d.spec.selector).map_err(|e| {
-                            anyhow::anyhow!("store table orchestrator.deployments: {:?}: {e}", k.value())
-                        })?;
-                        out.insert(d.name.clone(), Entry { d, selector, assigned: HashMap::new(), progress: None });
-                    }
-                }
-                if let Ok(table) = txn.open_table(ASSIGNMENTS) {
-                    for entry in table.iter()? {
-                        let (k, v) = entry?;
-                        let (dep, node) = k.value();
-                        if let Some(e) = out.get_mut(dep) {
-                            e.assigned.insert(node.to_owned(), v.value());
-                        }
-                    }
-                }
-                Ok(out)
-            })
-            .await?;
+        let deployments = load(&store).await?;
         Ok(Rollouts {
             store,
             state: RwLock::new(State { deployments }),
             reports: Reports::new(),
-            write: tokio::sync::Mutex::new(()),
             dirty: AtomicBool::new(true),
         })
     }
@@ -220,109 +185,66 @@ impl Rollouts {
         self.dirty.store(true, Ordering::Release);
     }
 
-    /// Stores a deployment: a new version when the spec changed.
-    pub async fn put(&self, name: &str, spec: Spec) -> Result<Put, PutError> {
-        let selector = spec.check().map_err(PutError::Invalid)?;
-        let _w = self.write.lock().await;
-        let current = self.read().deployments.get(name).map(|e| e.d.clone());
-        if let Some(d) = &current
-            && d.spec == spec
-        {
-            return Ok(Put::Unchanged(d.clone()));
-        }
-        let next = match current.clone() {
-            Some(mut d) => {
-                let previous = std::mem::replace(&mut d.spec, spec.clone());
-                d.older.insert(d.version, previous);
-                d.version += 1;
-                d.phase = Phase::Rolling;
-                d.paused_reason = None;
-                d.accepted_failures = 0;
-                d.updated_ms = now_ms();
-                d
+    /// Checks a deployment before it is committed; its selector.
+    pub fn check(spec: &Spec) -> Result<Selector, String> {
+        spec.check()
+    }
+
+    /// A committed put, applied to memory.
+    pub fn after_put(&self, put: &Put) {
+        let (Put::Created(d) | Put::Updated(d)) = put else { return };
+        let selector = match Selector::parse(&d.spec.selector) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(deployment = %d.name, error = %e, "orchestrator: a stored deployment's selector");
+                return;
             }
-            None => Deployment {
-                name: name.to_owned(),
-                version: 1,
-                spec: spec.clone(),
-                older: BTreeMap::new(),
-                phase: Phase::Rolling,
-                paused_reason: None,
-                accepted_failures: 0,
-                updated_ms: now_ms(),
-            },
         };
-        let record = serde_json::to_string(&next).map_err(anyhow::Error::from)?;
-        let (key, digests) = (name.to_owned(), spec.files.clone());
-        let missing = self
-            .store
-            .write(Durability::Immediate, move |txn| {
-                {
-                    let blobs = txn.open_table(BLOBS)?;
-                    for (path, digest) in &digests {
-                        if blobs.get(digest.as_str())?.is_none() {
-                            return Ok(Some(format!("files.{path}: blob {digest} is not uploaded (POST /v1/blobs)")));
-                        }
-                    }
-                }
-                txn.open_table(DEPLOYMENTS)?.insert(key.as_str(), record.as_str())?;
-                Ok(None)
-            })
-            .await?;
-        if let Some(m) = missing {
-            return Err(PutError::Invalid(m));
-        }
         {
             let mut st = self.state_mut();
-            let assigned = st.deployments.remove(name).map(|e| e.assigned).unwrap_or_default();
-            st.deployments.insert(name.to_owned(), Entry { d: next.clone(), selector, assigned, progress: None });
+            let assigned = st.deployments.remove(&d.name).map(|e| e.assigned).unwrap_or_default();
+            st.deployments.insert(d.name.clone(), Entry { d: d.clone(), selector, assigned, progress: None });
         }
         self.touch();
-        tracing::info!(deployment = name, version = next.version, "orchestrator: deployment stored; rolling out");
+        tracing::info!(deployment = %d.name, version = d.version, "orchestrator: deployment stored; rolling out");
         metrics::counter!("edgebox_orchestrator_deployment_versions_total").increment(1);
-        Ok(if current.is_some() { Put::Updated(next) } else { Put::Created(next) })
     }
 
-    /// Removes a deployment: every node stops running it at once.
-    pub async fn delete(&self, name: &str) -> anyhow::Result<bool> {
-        let _w = self.write.lock().await;
-        let Some(nodes) = self.read().deployments.get(name).map(|e| e.assigned.keys().cloned().collect::<Vec<_>>())
-        else {
-            return Ok(false);
-        };
-        let key = name.to_owned();
-        self.store
-            .write(Durability::Immediate, move |txn| {
-                txn.open_table(DEPLOYMENTS)?.remove(key.as_str())?;
-                let mut a = txn.open_table(ASSIGNMENTS)?;
-                for n in &nodes {
-                    a.remove((key.as_str(), n.as_str()))?;
-                }
-                Ok(())
-            })
-            .await?;
-        self.state_mut().deployments.remove(name);
-        tracing::info!(deployment = name, "orchestrator: deployment removed");
-        Ok(true)
+    /// A committed removal of a deployment, applied to memory.
+    pub fn after_delete(&self, name: &str) {
+        if self.state_mut().deployments.remove(name).is_some() {
+            tracing::info!(deployment = name, "orchestrator: deployment removed");
+        }
     }
 
-    /// Resumes a paused rollout; failures seen so far are accepted.
-    pub async fn resume(
-        &self,
-        name: &str,
-        registry: &Registry,
-        detector: &Detector,
-    ) -> anyhow::Result<Option<Deployment>> {
-        let _w = self.write.lock().await;
-        let Some(mut d) = self.read().deployments.get(name).map(|e| e.d.clone()) else { return Ok(None) };
-        let failed = self.progress_locked(name, registry, detector).map_or(0, |p| p.failed);
-        d.phase = Phase::Rolling;
-        d.paused_reason = None;
-        d.accepted_failures = failed as u64;
-        self.save(&d, Vec::new()).await?;
+    /// How many nodes failed `name`'s current version, as this
+    /// orchestrator sees them (what a resume accepts).
+    pub fn failures(&self, name: &str, registry: &Registry, detector: &Detector) -> Option<u64> {
+        self.progress_locked(name, registry, detector).map(|p| p.failed as u64)
+    }
+
+    /// A committed resume or step, applied to memory.
+    pub fn after_record(&self, d: &Deployment, assign: &[String]) {
+        let mut st = self.state_mut();
+        if let Some(e) = st.deployments.get_mut(&d.name) {
+            if d.phase != e.d.phase {
+                announce(d);
+            }
+            e.d = d.clone();
+            for n in assign {
+                e.assigned.insert(n.clone(), d.version);
+            }
+        }
+        drop(st);
         self.touch();
-        tracing::info!(deployment = name, accepted_failures = failed, "orchestrator: rollout resumed");
-        Ok(Some(d))
+    }
+
+    /// Replaces memory with what the store holds (after a Raft snapshot).
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let deployments = load(&self.store).await?;
+        self.state_mut().deployments = deployments;
+        self.touch();
+        Ok(())
     }
 
     /// Notes what a node's agent says it runs.
@@ -337,35 +259,13 @@ impl Rollouts {
         self.reports.get(node)
     }
 
-    /// Forgets a removed node's assignments and report.
-    pub async fn forget_node(&self, node: &str) -> anyhow::Result<()> {
-        let _w = self.write.lock().await;
-        let held: Vec<String> = self
-            .read()
-            .deployments
-            .values()
-            .filter(|e| e.assigned.contains_key(node))
-            .map(|e| e.d.name.clone())
-            .collect();
-        if !held.is_empty() {
-            let key = node.to_owned();
-            let names = held.clone();
-            self.store
-                .write(Durability::Immediate, move |txn| {
-                    let mut a = txn.open_table(ASSIGNMENTS)?;
-                    for d in &names {
-                        a.remove((d.as_str(), key.as_str()))?;
-                    }
-                    Ok(())
-                })
-                .await?;
-        }
+    /// A committed node removal, applied to memory.
+    pub fn after_forget(&self, node: &str) {
         self.reports.remove(node);
         let mut st = self.state_mut();
         for e in st.deployments.values_mut() {
             e.assigned.remove(node);
         }
-        Ok(())
     }
 
     /// The (deployment, version) pairs `node` is to run.
@@ -425,12 +325,17 @@ impl Rollouts {
         Some(e.progress.clone().unwrap_or_else(|| plan(e, &self.reports, registry, detector).0))
     }
 
-    /// Moves rollouts on when something changed since the last step.
-    pub async fn step(&self, registry: &Registry, detector: &Detector) -> anyhow::Result<()> {
+    /// Moves rollouts on when something changed since the last step:
+    /// each deployment's next record and assignments go to `commit` (a
+    /// step command, which only lands on the record it was planned from).
+    pub async fn step<F, Fut>(&self, registry: &Registry, detector: &Detector, commit: F) -> anyhow::Result<()>
+    where
+        F: Fn(Command) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        let _w = self.write.lock().await;
         let names: Vec<String> = self.read().deployments.keys().cloned().collect();
         for name in names {
             let planning = std::time::Instant::now();
@@ -438,45 +343,157 @@ impl Rollouts {
             // runtime's workers, so heartbeats keep being answered.
             let decided = blocking(|| {
                 let st = self.read();
-                st.deployments.get(&name).map(|e| decide(e, &self.reports, registry, detector))
+                st.deployments.get(&name).map(|e| (e.d.clone(), decide(e, &self.reports, registry, detector)))
             });
-            let Some((progress, decided)) = decided else { continue };
+            let Some((base, (progress, decided))) = decided else { continue };
             if let Some(e) = self.state_mut().deployments.get_mut(&name) {
                 e.progress = Some(progress);
             }
             metrics::histogram!("edgebox_orchestrator_rollout_step_seconds").record(planning.elapsed().as_secs_f64());
-            let Some((d, assign)) = decided else { continue };
-            if d.phase != self.read().deployments.get(&name).map_or(d.phase, |e| e.d.phase) {
-                announce(&d);
-            }
-            self.save(&d, assign).await?;
+            let Some((record, assign)) = decided else { continue };
+            commit(Command::Step { base: Box::new(base), record: Box::new(record), assign }).await?;
         }
         Ok(())
     }
+}
 
-    /// Stores a deployment record with new assignments, then applies both.
-    async fn save(&self, d: &Deployment, assign: Vec<String>) -> anyhow::Result<()> {
-        let record = serde_json::to_string(d)?;
-        let (name, version, nodes) = (d.name.clone(), d.version, assign.clone());
-        self.store
-            .write(Durability::Immediate, move |txn| {
-                txn.open_table(DEPLOYMENTS)?.insert(name.as_str(), record.as_str())?;
-                let mut a = txn.open_table(ASSIGNMENTS)?;
-                for n in &nodes {
-                    a.insert((name.as_str(), n.as_str()), version)?;
+/// Every stored deployment with its assignments.
+async fn load(store: &Store) -> anyhow::Result<BTreeMap<String, Entry>> {
+    store
+        .read(|txn| {
+            let mut out = BTreeMap::new();
+            if let Ok(table) = txn.open_table(DEPLOYMENTS) {
+                for entry in table.iter()? {
+                    let (k, v) = entry?;
+                    let d: Deployment = serde_json::from_str(v.value())
+                        .map_err(|e| anyhow::anyhow!("store table orchestrator.deployments: {:?}: {e}", k.value()))?;
+                    let selector = Selector::parse(&d.spec.selector)
+                        .map_err(|e| anyhow::anyhow!("store table orchestrator.deployments: {:?}: {e}", k.value()))?;
+                    out.insert(d.name.clone(), Entry { d, selector, assigned: HashMap::new(), progress: None });
                 }
-                Ok(())
-            })
-            .await?;
-        let mut st = self.state_mut();
-        if let Some(e) = st.deployments.get_mut(&d.name) {
-            e.d = d.clone();
-            for n in assign {
-                e.assigned.insert(n, d.version);
+            }
+            if let Ok(table) = txn.open_table(ASSIGNMENTS) {
+                for entry in table.iter()? {
+                    let (k, v) = entry?;
+                    let (dep, node) = k.value();
+                    if let Some(e) = out.get_mut(dep) {
+                        e.assigned.insert(node.to_owned(), v.value());
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+}
+
+fn stored(txn: &WriteTransaction, name: &str) -> anyhow::Result<Option<Deployment>> {
+    let t = txn.open_table(DEPLOYMENTS)?;
+    let Some(v) = t.get(name)? else { return Ok(None) };
+    Ok(Some(
+        serde_json::from_str(v.value())
+            .map_err(|e| anyhow::anyhow!("store table orchestrator.deployments: {name:?}: {e}"))?,
+    ))
+}
+
+/// Stores a deployment inside a write transaction: a new version when the
+/// spec changed, refused while a file it names is not uploaded.
+pub fn apply_put(txn: &WriteTransaction, name: &str, spec: &Spec, now: u64) -> anyhow::Result<Result<Put, String>> {
+    let current = stored(txn, name)?;
+    if let Some(d) = &current
+        && d.spec == *spec
+    {
+        return Ok(Ok(Put::Unchanged(d.clone())));
+    }
+    {
+        let blobs = txn.open_table(BLOBS)?;
+        for (path, digest) in &spec.files {
+            if blobs.get(digest.as_str())?.is_none() {
+                return Ok(Err(format!("files.{path}: blob {digest} is not uploaded (POST /v1/blobs)")));
             }
         }
-        Ok(())
     }
+    let next = match current.clone() {
+        Some(mut d) => {
+            let previous = std::mem::replace(&mut d.spec, spec.clone());
+            d.older.insert(d.version, previous);
+            d.version += 1;
+            d.phase = Phase::Rolling;
+            d.paused_reason = None;
+            d.accepted_failures = 0;
+            d.updated_ms = now;
+            d
+        }
+        None => Deployment {
+            name: name.to_owned(),
+            version: 1,
+            spec: spec.clone(),
+            older: BTreeMap::new(),
+            phase: Phase::Rolling,
+            paused_reason: None,
+            accepted_failures: 0,
+            updated_ms: now,
+        },
+    };
+    txn.open_table(DEPLOYMENTS)?.insert(name, serde_json::to_string(&next)?.as_str())?;
+    Ok(Ok(if current.is_some() { Put::Updated(next) } else { Put::Created(next) }))
+}
+
+/// Removes a deployment and its assignments; false when there was none.
+pub fn apply_delete(txn: &WriteTransaction, name: &str) -> anyhow::Result<bool> {
+    if txn.open_table(DEPLOYMENTS)?.remove(name)?.is_none() {
+        return Ok(false);
+    }
+    let mut a = txn.open_table(ASSIGNMENTS)?;
+    let held: Vec<String> = a
+        .range((name, "")..)?
+        .map_while(|e| e.ok().filter(|(k, _)| k.value().0 == name).map(|(k, _)| k.value().1.to_owned()))
+        .collect();
+    for n in &held {
+        a.remove((name, n.as_str()))?;
+    }
+    Ok(true)
+}
+
+/// Resumes a paused rollout, accepting `accepted` failures.
+pub fn apply_resume(txn: &WriteTransaction, name: &str, accepted: u64) -> anyhow::Result<Option<Deployment>> {
+    let Some(mut d) = stored(txn, name)? else { return Ok(None) };
+    d.phase = Phase::Rolling;
+    d.paused_reason = None;
+    d.accepted_failures = accepted;
+    txn.open_table(DEPLOYMENTS)?.insert(name, serde_json::to_string(&d)?.as_str())?;
+    Ok(Some(d))
+}
+
+/// Stores a step's record and assignments, only when the stored record is
+/// still `base` (a put, resume or delete since the step was planned wins).
+pub fn apply_step(
+    txn: &WriteTransaction,
+    base: &Deployment,
+    record: &Deployment,
+    assign: &[String],
+) -> anyhow::Result<bool> {
+    if stored(txn, &record.name)?.as_ref() != Some(base) {
+        return Ok(false);
+    }
+    txn.open_table(DEPLOYMENTS)?.insert(record.name.as_str(), serde_json::to_string(record)?.as_str())?;
+    let mut a = txn.open_table(ASSIGNMENTS)?;
+    for n in assign {
+        a.insert((record.name.as_str(), n.as_str()), record.version)?;
+    }
+    Ok(true)
+}
+
+/// Drops a removed node's assignments.
+pub fn apply_forget(txn: &WriteTransaction, node: &str) -> anyhow::Result<()> {
+    let names: Vec<String> = {
+        let t = txn.open_table(DEPLOYMENTS)?;
+        t.iter()?.map(|e| e.map(|(k, _)| k.value().to_owned())).collect::<Result<_, _>>()?
+    };
+    let mut a = txn.open_table(ASSIGNMENTS)?;
+    for d in &names {
+        a.remove((d.as_str(), node))?;
+    }
+    Ok(())
 }
 
 /// Runs `f` where blocking is allowed: in place on a multi-threaded

@@ -35,17 +35,19 @@ impl Drop for Server {
 
 pub(super) async fn start(store: &Store, interval_ms: u64) -> Server {
     let limits = Limits { max_labels: 8, max_label_bytes: 64 };
-    let registry = Registry::open(store.clone(), limits).await.unwrap();
+    let registry = Arc::new(Registry::open(store.clone(), limits).await.unwrap());
     let (interval_tx, interval) = tokio::sync::watch::channel(interval_ms);
     let detector = Detector::new(5.0, 12.0);
     for n in registry.all() {
         detector.watch(&n.reg.id, interval_ms, Instant::now());
     }
-    let rollouts = super::rollout::Rollouts::open(store.clone()).await.unwrap();
+    let rollouts = Arc::new(super::rollout::Rollouts::open(store.clone()).await.unwrap());
+    let memory = super::command::Memory { registry: registry.clone(), rollouts: rollouts.clone() };
     let api = Arc::new(Api {
         registry,
-        ca: None,
+        ca: std::sync::OnceLock::new(),
         rollouts,
+        replica: super::replica::Replica::Single { store: store.clone(), memory },
         store: store.clone(),
         max_blob: 1 << 20,
         detector,
@@ -70,7 +72,8 @@ pub(super) async fn start(store: &Store, interval_ms: u64) -> Server {
             for t in sweeper.detector.sweep(Instant::now()) {
                 sweeper.transition(&t);
             }
-            sweeper.rollouts.step(&sweeper.registry, &sweeper.detector).await.unwrap();
+            let commit = |cmd| async { sweeper.replica.commit(cmd).await.map(|_| ()).map_err(anyhow::Error::from) };
+            sweeper.rollouts.step(&sweeper.registry, &sweeper.detector, commit).await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });

@@ -1,6 +1,7 @@
-//! The agent's side of the wire: the orchestrator's address, one HTTP/2
+//! The client side of the orchestrator's wire: its address, one HTTP/2
 //! connection to it (cleartext h2c or TLS with ALPN h2, through the core's
-//! client TLS), the registration and the heartbeat stream.
+//! client TLS), JSON requests, and the agent's heartbeat stream. Agents use
+//! it to reach the orchestrator; Raft members use it to reach each other.
 
 use std::convert::Infallible;
 
@@ -42,6 +43,24 @@ impl Target {
         }
         Ok(Target { tls, host: host.trim_start_matches('[').trim_end_matches(']').to_owned(), port })
     }
+}
+
+/// An orchestrator that follows another (a Raft member that is not the
+/// leader) sent the request to the leader at this URL.
+#[derive(Debug, thiserror::Error)]
+#[error("this orchestrator follows; the leader is {0}")]
+pub struct Moved(pub String);
+
+impl Target {
+    /// Every orchestrator in a comma-separated list of URLs.
+    pub fn parse_list(urls: &str) -> Result<Vec<Target>, String> {
+        urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(Target::parse).collect()
+    }
+}
+
+/// The leader a 307 answer names, as `Moved`.
+pub fn moved(status: u16, answer: &Value) -> Option<Moved> {
+    (status == 307).then(|| answer["leader"].as_str().map(|l| Moved(l.to_owned()))).flatten()
 }
 
 type Body = StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
@@ -101,19 +120,26 @@ impl Conn {
 
     /// POSTs a JSON body to `path`; the status and the JSON answer.
     pub async fn post_json(&mut self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let (status, bytes) = self.post(path, Bytes::from(body.to_string()), 1 << 20).await?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    /// POSTs JSON bytes to `path`: the status and up to `limit` bytes of
+    /// answer.
+    pub async fn post(&mut self, path: &str, body: Bytes, limit: usize) -> anyhow::Result<(u16, Bytes)> {
         let req = self
             .request(http::Method::POST, path)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(once(Bytes::from(body.to_string())))?;
+            .body(once(body))?;
         self.send.ready().await?;
         let resp = self.send.send_request(req).await?;
         let status = resp.status().as_u16();
-        let bytes = http_body_util::Limited::new(resp.into_body(), 1 << 20)
+        let bytes = http_body_util::Limited::new(resp.into_body(), limit)
             .collect()
             .await
             .map_err(|e| anyhow::anyhow!("POST {path}: {e}"))?
             .to_bytes();
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        Ok((status, bytes))
     }
 
     /// GETs `path`: the status and up to `limit` bytes of body.
@@ -148,6 +174,9 @@ impl Conn {
         if resp.status() != 200 {
             let status = resp.status();
             let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            if let Some(m) = moved(status.as_u16(), &serde_json::from_slice(&bytes).unwrap_or(Value::Null)) {
+                return Err(m.into());
+            }
             anyhow::bail!(
                 "the orchestrator refused the heartbeat stream: {status} {}",
                 String::from_utf8_lossy(&bytes)
@@ -181,4 +210,17 @@ fn orchestrator_urls_parse_or_say_why_not() {
     assert!(Target::parse("orch:8080").is_err());
     assert!(Target::parse("http://orch:80x").is_err());
     assert!(Target::parse("http://orch:8080/v1").is_err());
+}
+
+#[cfg(test)]
+#[test]
+fn a_cluster_is_a_list_of_urls_and_a_follower_names_its_leader() {
+    let all = Target::parse_list("http://10.0.0.1:8080, http://10.0.0.2:8080,").unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].host, "10.0.0.2");
+    assert!(Target::parse_list("http://a:1,b:2").is_err());
+    let answer = serde_json::json!({"error": "follows", "leader": "http://10.0.0.3:8080"});
+    assert_eq!(moved(307, &answer).map(|m| m.0), Some("http://10.0.0.3:8080".to_owned()));
+    assert!(moved(503, &answer).is_none());
+    assert!(moved(307, &serde_json::json!({"error": "x"})).is_none());
 }

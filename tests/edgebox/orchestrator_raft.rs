@@ -1,0 +1,187 @@
+//! Three orchestrators as one Raft cluster, each the real binary on
+//! loopback (`edgebox orchestrator serve --raft-dir … --raft-id …
+//! --raft-members …`): a registration storm across all three, the leader
+//! killed with SIGKILL in the middle of it, and then every acknowledged
+//! registration looked for on the survivors and on the killed member once
+//! it is back.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Appliance, free_port, http_get, wait_until};
+
+fn addr(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+/// One POST that reports a dead member as status 0 instead of panicking.
+fn post(to: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) else { return (0, String::new()) };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// A GET's JSON answer; Null from a member that is down.
+fn get(port: u16, path: &str) -> Value {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr(port), Duration::from_secs(1)) else { return Value::Null };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    resp.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str(b).ok()).unwrap_or(Value::Null)
+}
+
+fn raft(port: u16) -> Value {
+    get(port, "/v1/raft")
+}
+
+fn start(ports: &[u16; 3], i: usize, dir: Option<tempfile::TempDir>) -> Appliance {
+    let members: Vec<String> =
+        ports.iter().enumerate().map(|(j, p)| format!("{}=http://127.0.0.1:{p}", j + 1)).collect();
+    let cfg = format!("[edgebox]\nroles = [\"orchestrator\"]\n[orchestrator]\nlisten = \"127.0.0.1:{}\"\n", ports[i]);
+    let id = (i + 1).to_string();
+    let members = members.join(",");
+    let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let cfg_path = dir.path().join("edgebox.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let raft_dir = dir.path().join("raft");
+    let raft_dir = raft_dir.to_str().unwrap().to_owned();
+    let args = ["orchestrator", "serve", "--raft-dir", &raft_dir, "--raft-id", &id, "--raft-members", &members];
+    Appliance::start_in(dir, &cfg_path, &args)
+}
+
+fn leader(ports: &[u16; 3], alive: &[usize]) -> Option<usize> {
+    alive.iter().copied().find(|&i| raft(ports[i])["state"] == "leader")
+}
+
+#[test]
+fn killing_the_leader_during_a_registration_storm_loses_no_acknowledged_registration() {
+    let ports = [free_port(), free_port(), free_port()];
+    let mut members: Vec<Appliance> = (0..3).map(|i| start(&ports, i, None)).collect();
+    let mut first = None;
+    wait_until("a raft leader every member knows", || {
+        first = leader(&ports, &[0, 1, 2]);
+        first.is_some() && ports.iter().all(|p| raft(*p)["leader"].as_u64() == first.map(|l| l as u64 + 1))
+    });
+    let old = first.unwrap();
+    let follower = (old + 1) % 3;
+    // A follower sends reads that need the leader's view there, and hands
+    // its writes to the leader.
+    let (status, body) = http_get(addr(ports[follower]), "/v1/nodes", &[]);
+    assert_eq!(status, 307, "{body}");
+    assert!(body.contains(&format!("127.0.0.1:{}", ports[old])), "{body}");
+    let (status, body) = post(addr(ports[follower]), "/v1/nodes", r#"{"id":"via-follower","arch":"arm64"}"#);
+    assert_eq!(status, 201, "{body}");
+
+    // The storm: registrations round-robin over the members; on a refusal
+    // or a dead member the same id goes to the next one.
+    let acked = Arc::new(Mutex::new(vec!["via-follower".to_owned()]));
+    let stop = Arc::new(AtomicBool::new(false));
+    // When each acknowledged registration was sent and answered.
+    let acked_at = Arc::new(Mutex::new(Vec::<(Instant, Instant)>::new()));
+    let storm: Vec<_> = (0..4)
+        .map(|w| {
+            let (acked, stop, acked_at) = (acked.clone(), stop.clone(), acked_at.clone());
+            std::thread::spawn(move || {
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = format!("storm-{w}-{n}");
+                    let body = format!(r#"{{"id":"{id}","arch":"amd64","labels":{{"site":"s{}"}}}}"#, n % 7);
+                    for k in 0..3 {
+                        let sent = Instant::now();
+                        let (status, _) = post(addr(ports[(n + k) % 3]), "/v1/nodes", &body);
+                        if status == 201 || status == 200 {
+                            acked.lock().unwrap().push(id.clone());
+                            acked_at.lock().unwrap().push((sent, Instant::now()));
+                            break;
+                        }
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let before = acked.lock().unwrap().len();
+    let killed_at = Instant::now();
+    members[old].child.kill().unwrap();
+    members[old].child.wait().unwrap();
+    let alive: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let mut new = None;
+    wait_until("a new leader", || {
+        new = leader(&ports, &alive);
+        new.is_some()
+    });
+    let new = new.unwrap();
+    let elected_after = killed_at.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    for t in storm {
+        t.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let first_sent_after_kill = acked_at
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(sent, _)| *sent > killed_at)
+        .map(|(_, done)| *done)
+        .min()
+        .map(|t| t.duration_since(killed_at));
+    eprintln!(
+        "raft storm: {} acknowledged ({} before the kill), new leader member {} seen after {:?}, the first write sent after the kill acknowledged {:?} after it",
+        acked.len(),
+        before,
+        new + 1,
+        elected_after,
+        first_sent_after_kill
+    );
+    let served = first_sent_after_kill.expect("no registration sent after the leader was killed was acknowledged");
+    assert!(served < Duration::from_secs(10), "the cluster served again only after {served:?}");
+    assert!(acked.len() > before, "nothing registered after the kill");
+
+    // Every acknowledged registration is on the new leader ...
+    let mut registered = std::collections::BTreeSet::new();
+    let mut after = String::new();
+    loop {
+        let (status, body) = http_get(addr(ports[new]), &format!("/v1/nodes?limit=1000{after}"), &[]);
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        for n in v["nodes"].as_array().unwrap() {
+            registered.insert(n["id"].as_str().unwrap().to_owned());
+        }
+        match v["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    let lost: Vec<&String> = acked.iter().filter(|id| !registered.contains(*id)).collect();
+    assert!(lost.is_empty(), "{} acknowledged registrations lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    // ... and on every member, the killed one too once it is back.
+    let dir = std::mem::replace(&mut members[old].dir, tempfile::tempdir().unwrap());
+    members[old] = start(&ports, old, Some(dir));
+    let total = registered.len();
+    for (i, port) in ports.iter().enumerate() {
+        wait_until(&format!("member {} holding all {total} nodes", i + 1), || get(*port, "/health")["nodes"] == total);
+    }
+    let back = raft(ports[old]);
+    assert_eq!(back["state"], "follower", "{back}");
+    assert_eq!(back["leader"], new as u64 + 1, "{back}");
+}
