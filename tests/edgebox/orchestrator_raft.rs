@@ -185,3 +185,147 @@ fn killing_the_leader_during_a_registration_storm_loses_no_acknowledged_registra
     assert_eq!(back["state"], "follower", "{back}");
     assert_eq!(back["leader"], new as u64 + 1, "{back}");
 }
+
+/// A cluster on TLS with bearer auth, all members presenting one
+/// certificate (the members pin it when dialling each other).
+struct SecureCluster {
+    members: Vec<Appliance>,
+    ports: [u16; 3],
+    ca: std::path::PathBuf,
+    operator: String,
+    cfgs: Vec<std::path::PathBuf>,
+    args: Vec<Vec<String>>,
+    _pki: tempfile::TempDir,
+}
+
+impl SecureCluster {
+    fn start() -> SecureCluster {
+        let pki = tempfile::tempdir().unwrap();
+        let ca = crate::tls::testpki::TestCa::new(pki.path(), "orch");
+        let leaf = ca.leaf(pki.path(), "orch", &["localhost", "127.0.0.1"]);
+        let operator = "operator-token-0123456789".to_owned();
+        let token_file = pki.path().join("operator.token");
+        std::fs::write(&token_file, &operator).unwrap();
+        let ports = [free_port(), free_port(), free_port()];
+        let members: Vec<String> =
+            ports.iter().enumerate().map(|(j, p)| format!("{}=https://localhost:{p}", j + 1)).collect();
+        let (mut apps, mut cfgs, mut all_args) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, port) in ports.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = format!(
+                "[edgebox]\nroles = [\"orchestrator\"]\n[orchestrator]\nlisten = \"127.0.0.1:{port}\"\nauth = \"bearer\"\n\
+                 token_file = \"{}\"\ntrust_domain = \"plant.example\"\n[orchestrator.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                token_file.display(),
+                leaf.cert_file.display(),
+                leaf.key_file.display()
+            );
+            let cfg_path = dir.path().join("edgebox.toml");
+            std::fs::write(&cfg_path, cfg).unwrap();
+            let raft_dir = dir.path().join("raft").to_str().unwrap().to_owned();
+            let args: Vec<String> = [
+                "orchestrator",
+                "serve",
+                "--raft-dir",
+                &raft_dir,
+                "--raft-id",
+                &(i + 1).to_string(),
+                "--raft-members",
+                &members.join(","),
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            apps.push(Appliance::start_in(dir, &cfg_path, &refs));
+            cfgs.push(cfg_path);
+            all_args.push(args);
+        }
+        SecureCluster { members: apps, ports, ca: ca.ca_file.clone(), operator, cfgs, args: all_args, _pki: pki }
+    }
+
+    /// A request to member `i` as the operator: status and JSON, or curl's
+    /// complaint (a member that is down).
+    fn call(&self, i: usize, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value), String> {
+        let bearer = format!("Authorization: Bearer {}", self.operator);
+        let mut extra = vec!["-H", bearer.as_str()];
+        if let Some(b) = body {
+            extra.extend(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        let url = format!("https://localhost:{}{path}", self.ports[i]);
+        crate::support::curl_tls(&self.ca, None, method, &url, &extra)
+            .map(|(s, b)| (s, serde_json::from_str(&b).unwrap_or(Value::Null)))
+    }
+
+    /// The member every live member agrees leads.
+    fn agreed_leader(&self, alive: &[usize]) -> Option<usize> {
+        let seen: Vec<Option<u64>> = alive
+            .iter()
+            .map(|&i| self.call(i, "GET", "/v1/raft", None).ok().and_then(|(_, v)| v["leader"].as_u64()))
+            .collect();
+        let first = seen.first().copied().flatten()?;
+        seen.iter().all(|s| *s == Some(first)).then_some(first as usize - 1)
+    }
+
+    /// Whether member `i` shows `node` ready.
+    fn ready(&self, i: usize, node: &str) -> bool {
+        self.call(i, "GET", &format!("/v1/nodes/{node}"), None).is_ok_and(|(s, v)| s == 200 && v["health"] == "ready")
+    }
+
+    fn urls(&self) -> String {
+        self.ports.iter().map(|p| format!("https://localhost:{p}")).collect::<Vec<_>>().join(",")
+    }
+}
+
+#[test]
+fn a_device_joins_a_secure_cluster_through_a_follower_and_follows_a_new_leader() {
+    let mut c = SecureCluster::start();
+    let mut leader = None;
+    wait_until("a raft leader every member knows", || {
+        leader = c.agreed_leader(&[0, 1, 2]);
+        leader.is_some()
+    });
+    let old = leader.unwrap();
+    let follower = (old + 1) % 3;
+    // The node CA is one CA: every member's bundle is the same certificate.
+    let bundle = |i: usize| std::fs::read(c.members[i].dir.path().join("data/orchestrator/node-ca.pem")).unwrap();
+    wait_until("one node CA on every member", || bundle(0) == bundle(1) && bundle(1) == bundle(2));
+    // A join token made on a follower (the write goes to the leader).
+    let (status, v) = c.call(follower, "POST", "/v1/join-tokens", Some(r#"{"uses": 1}"#)).unwrap();
+    assert_eq!(status, 201, "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    // The device is given every member, the follower first: it joins there,
+    // is sent on to the leader, and heartbeats with its node certificate.
+    let mut urls: Vec<String> = c.urls().split(',').map(str::to_owned).collect();
+    urls.rotate_left(follower);
+    let device_cfg = format!(
+        "[edgebox]\nroles = [\"agent\"]\n[agent]\nid = \"dev-r\"\nreconnect_max_s = 1\n[agent.tls]\nca_file = \"{}\"\n",
+        c.ca.display()
+    );
+    let device = Appliance::start(&device_cfg, &["agent", "--join", &urls.join(","), "--token", &token]);
+    let joined = device.wait_log("agent: joined");
+    assert!(joined.contains("spiffe://plant.example/node/dev-r"), "{joined}");
+    device.wait_log("moving to its leader");
+    wait_until("dev-r ready on the leader", || c.ready(old, "dev-r"));
+    // The token was spent once, for the whole cluster.
+    let (_, tokens) = c.call(old, "GET", "/v1/join-tokens", None).unwrap();
+    assert_eq!(tokens["tokens"].as_array().map(Vec::len), Some(0), "{tokens}");
+
+    // The leader goes; the device finds the new one and stays ready there.
+    c.members[old].child.kill().unwrap();
+    c.members[old].child.wait().unwrap();
+    let alive: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let mut new = None;
+    wait_until("a new leader", || {
+        new = c.agreed_leader(&alive).filter(|l| *l != old);
+        new.is_some()
+    });
+    let new = new.unwrap();
+    wait_until("dev-r ready on the new leader", || c.ready(new, "dev-r"));
+    // The old leader comes back as a follower and redirects node reads.
+    let dir = std::mem::replace(&mut c.members[old].dir, tempfile::tempdir().unwrap());
+    let refs: Vec<&str> = c.args[old].iter().map(String::as_str).collect();
+    c.members[old] = Appliance::start_in(dir, &c.cfgs[old], &refs);
+    wait_until("the old leader following", || c.agreed_leader(&[0, 1, 2]) == Some(new));
+    let (status, v) = c.call(old, "GET", "/v1/nodes/dev-r", None).unwrap();
+    assert_eq!(status, 307, "{v}");
+    assert_eq!(v["leader"], format!("https://localhost:{}", c.ports[new]), "{v}");
+}

@@ -83,7 +83,14 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
 }
 
 fn filter(log: &LogConfig) -> anyhow::Result<EnvFilter> {
-    EnvFilter::try_new(&log.level).map_err(|e| {
+    // openraft narrates every vote and append at info: quieter than ours
+    // unless the filter asks for it by name.
+    let default = log.level.split(',').find(|d| !d.contains('=')).unwrap_or("").trim().to_ascii_lowercase();
+    let spec = match !log.level.contains("openraft") && ["info", "debug", "trace"].contains(&default.as_str()) {
+        true => format!("{},openraft=warn", log.level),
+        false => log.level.clone(),
+    };
+    EnvFilter::try_new(&spec).map_err(|e| {
         anyhow::Error::new(crate::core::exit::ConfigProblem(format!(
             "log level `{}` is not a valid filter: {e}",
             log.level

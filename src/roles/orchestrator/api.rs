@@ -115,8 +115,27 @@ impl Api {
         }
     }
 
+    /// Watches nodes registered or removed through other members (a Raft
+    /// cluster applies them here without this member's API seeing them).
+    pub fn reconcile(&self, now: Instant) {
+        if self.detector.len() == self.registry.len() {
+            return;
+        }
+        let interval = *self.interval.borrow();
+        self.registry.for_each(|n| self.detector.watch(&n.reg.id, interval, now));
+        for id in self.detector.ids() {
+            if self.registry.with_node(&id, |_| ()).is_none() {
+                self.detector.forget(&id);
+            }
+        }
+        self.fleet_changed();
+    }
+
     /// A heartbeat from `id`; false when the node is not registered.
     pub fn heartbeat(&self, id: &str, applied_revision: Option<u64>, now: Instant) -> bool {
+        if self.detector.health(id).is_none() && self.registry.with_node(id, |_| ()).is_some() {
+            self.detector.watch(id, *self.interval.borrow(), now);
+        }
         match self.detector.heartbeat(id, applied_revision, now) {
             None => false,
             Some(t) => {
@@ -239,7 +258,10 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Bo
     if needs_leader(&method, &segments)
         && let Some(leader) = api.replica.leader_url()
     {
-        let _ = read_body("", req, api.max_body).await;
+        // A heartbeat stream's body never ends: answer without waiting for it.
+        if !matches!(segments.as_slice(), ["v1", "nodes", _, "heartbeats"]) {
+            let _ = read_body("", req, api.max_body).await;
+        }
         let pq = format!("{path}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
         return Ok(to_leader(&leader, &pq));
     }

@@ -113,6 +113,16 @@ impl Detector {
         self.beats().remove(id);
     }
 
+    /// How many nodes are watched.
+    pub fn len(&self) -> usize {
+        self.beats().len()
+    }
+
+    /// Every watched node.
+    pub fn ids(&self) -> Vec<String> {
+        self.beats().keys().cloned().collect()
+    }
+
     /// A heartbeat: `None` for a node not watched (not registered), else
     /// the transition when it brings the node back.
     pub fn heartbeat(&self, id: &str, applied_revision: Option<u64>, now: Instant) -> Option<Option<Transition>> {

@@ -273,6 +273,7 @@ async fn sweep_forever(
             set_detail(&api, &status);
             continue;
         }
+        api.reconcile(Instant::now());
         if sweeps % ROLLOUT_EVERY == 0 {
             let commit = |cmd| async { api.replica.commit(cmd).await.map(|_| ()).map_err(anyhow::Error::from) };
             if let Err(e) = api.rollouts.step(&api.registry, &api.detector, commit).await {
