@@ -52,19 +52,24 @@ fn raft(port: u16) -> Value {
     get(port, "/v1/raft")
 }
 
+/// Member `i` configured by `[orchestrator.raft]` (the secure test below
+/// uses the command line), snapshotting every 100 entries so a member
+/// that was away catches up from a snapshot.
 fn start(ports: &[u16; 3], i: usize, dir: Option<tempfile::TempDir>) -> Appliance {
     let members: Vec<String> =
-        ports.iter().enumerate().map(|(j, p)| format!("{}=http://127.0.0.1:{p}", j + 1)).collect();
-    let cfg = format!("[edgebox]\nroles = [\"orchestrator\"]\n[orchestrator]\nlisten = \"127.0.0.1:{}\"\n", ports[i]);
-    let id = (i + 1).to_string();
-    let members = members.join(",");
+        ports.iter().enumerate().map(|(j, p)| format!("\"{}\" = \"http://127.0.0.1:{p}\"", j + 1)).collect();
     let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let cfg = format!(
+        "[edgebox]\nroles = [\"orchestrator\"]\n[orchestrator]\nlisten = \"127.0.0.1:{}\"\n[orchestrator.raft]\nid = {}\n\
+         dir = \"{}\"\nsnapshot_every = 100\nmembers = {{ {} }}\n",
+        ports[i],
+        i + 1,
+        dir.path().join("raft").display(),
+        members.join(", ")
+    );
     let cfg_path = dir.path().join("edgebox.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
-    let raft_dir = dir.path().join("raft");
-    let raft_dir = raft_dir.to_str().unwrap().to_owned();
-    let args = ["orchestrator", "serve", "--raft-dir", &raft_dir, "--raft-id", &id, "--raft-members", &members];
-    Appliance::start_in(dir, &cfg_path, &args)
+    Appliance::start_in(dir, &cfg_path, &["orchestrator", "serve"])
 }
 
 fn leader(ports: &[u16; 3], alive: &[usize]) -> Option<usize> {
@@ -154,7 +159,9 @@ fn killing_the_leader_during_a_registration_storm_loses_no_acknowledged_registra
         first_sent_after_kill
     );
     let served = first_sent_after_kill.expect("no registration sent after the leader was killed was acknowledged");
-    assert!(served < Duration::from_secs(10), "the cluster served again only after {served:?}");
+    // About 5 s here (election timeout 1.5–3 s after the leader lease);
+    // the bound leaves room for a machine busy with other tests.
+    assert!(served < Duration::from_secs(15), "the cluster served again only after {served:?}");
     assert!(acked.len() > before, "nothing registered after the kill");
 
     // Every acknowledged registration is on the new leader ...
@@ -184,6 +191,8 @@ fn killing_the_leader_during_a_registration_storm_loses_no_acknowledged_registra
     let back = raft(ports[old]);
     assert_eq!(back["state"], "follower", "{back}");
     assert_eq!(back["leader"], new as u64 + 1, "{back}");
+    // It was too far behind for the log: it installed a snapshot.
+    members[old].wait_log("orchestrator: raft snapshot installed");
 }
 
 /// A cluster on TLS with bearer auth, all members presenting one

@@ -1,8 +1,9 @@
 //! Entry point for the fuzz target (fuzz/fuzz_targets/orchestrator_request.rs):
 //! what agents and API clients send, a registration body, a list query, a
-//! heartbeat line, a deployment (its selector and role sections) or a
-//! desired-state document, must parse or be refused with a reason, never
-//! panic.
+//! heartbeat line, a deployment (its selector and role sections), a
+//! desired-state document, or a Raft member's command (parsed, then
+//! applied to an in-memory store), must parse or be refused with a reason,
+//! never panic.
 
 use super::api::Filter;
 use super::deployment::Spec;
@@ -12,7 +13,7 @@ use super::selector::Selector;
 
 pub fn request(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else { return };
-    match which % 6 {
+    match which % 7 {
         0 => {
             if let Ok(r) = serde_json::from_slice::<Registration>(rest) {
                 let limits = Limits { max_labels: 64, max_label_bytes: 256 };
@@ -44,6 +45,17 @@ pub fn request(data: &[u8]) {
                         let _ = crate::roles::fleet::parse_digest(digest);
                     }
                 }
+            }
+        }
+        5 => {
+            // What another Raft member hands this one to apply.
+            if let Ok(cmd) = serde_json::from_slice::<super::command::Command>(rest) {
+                let db = redb::Database::builder()
+                    .create_with_backend(redb::backends::InMemoryBackend::new())
+                    .expect("an in-memory store");
+                let txn = db.begin_write().expect("a write transaction");
+                let _ = super::command::apply(&txn, &cmd);
+                let _ = super::command::apply(&txn, &cmd);
             }
         }
         _ => {

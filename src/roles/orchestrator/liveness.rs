@@ -5,9 +5,10 @@
 //! whose phi reaches `phi_suspect` is suspect, `phi_dead` dead; its next
 //! heartbeat makes it ready again. The expected gap is the interval the
 //! node was assigned: histories restart from it whenever it changes. The
-//! spread phi assumes is kept between a quarter and a third of the mean
-//! gap, so detection takes 2.6 to 3.1 intervals at phi 12 however regular
-//! or jittery a node's heartbeats.
+//! spread phi assumes is at most a third of the mean gap and at least a
+//! fifth of it, or 250 ms when that is more (network delays do not grow
+//! with the interval): a regular node is dead 2.2 intervals after its last
+//! heartbeat at 5 s intervals, 2.5 at 1 s, a jittery one within 3.1.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -15,6 +16,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+/// The least spread of heartbeat gaps phi assumes, in milliseconds.
+const MIN_SPREAD_MS: f64 = 250.0;
 /// Heartbeat gaps kept per node.
 const HISTORY: usize = 32;
 
@@ -59,11 +62,12 @@ impl Beat {
         let n = self.gaps.len() as f64;
         let mean = self.gaps.iter().sum::<f64>() / n;
         let var = self.gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / n;
-        // Regular heartbeats have almost no spread: at least a quarter of
-        // the mean keeps a late one from reading as a death; at most a
-        // third keeps a jittery node's death from going unseen for long
-        // (dead within about 2.6 to 3.1 mean gaps at phi 12).
-        let sd = var.sqrt().clamp(mean / 4.0, mean / 3.0).max(1.0);
+        // Regular heartbeats have almost no spread: a floor (a fifth of
+        // the mean, or 250 ms of network delay when that is more) keeps a
+        // late one from reading as a death; at most a third keeps a
+        // jittery node's death from going unseen for long.
+        let floor = (mean / 5.0).max(MIN_SPREAD_MS).min(mean / 3.0);
+        let sd = var.sqrt().clamp(floor, mean / 3.0).max(1.0);
         let t = now.saturating_duration_since(self.last).as_secs_f64() * 1000.0;
         phi(t, mean, sd)
     }
@@ -196,6 +200,28 @@ mod tests {
         assert!((4.0..6.0).contains(&s), "{s}");
         assert!((11.0..14.0).contains(&d), "{d}");
         assert!(phi(10_000.0, 1000.0, 250.0).is_finite());
+    }
+
+    #[test]
+    fn long_intervals_assume_a_fifth_of_spread_short_ones_250_ms() {
+        let regular = |interval: u64| {
+            let d = Detector::new(5.0, 12.0);
+            let t0 = Instant::now();
+            d.watch("n", interval, t0);
+            let mut t = t0;
+            for _ in 0..10 {
+                t += Duration::from_millis(interval);
+                d.heartbeat("n", None, t);
+            }
+            (d, t)
+        };
+        let dead_after = |interval: u64, gaps: f64| {
+            let (d, t) = regular(interval);
+            d.sweep(t + Duration::from_millis((interval as f64 * gaps) as u64));
+            d.health("n").map(|h| h.0) == Some(Health::Dead)
+        };
+        assert!(!dead_after(5000, 2.1) && dead_after(5000, 2.3));
+        assert!(!dead_after(1000, 2.4) && dead_after(1000, 2.6));
     }
 
     #[test]

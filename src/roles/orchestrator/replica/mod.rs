@@ -89,7 +89,8 @@ impl Replica {
             election_timeout_max: cfg.election_timeout_ms * 2,
             install_snapshot_timeout: 10_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            // Entries kept behind a snapshot for members a little behind.
+            max_in_snapshot_log_to_keep: cfg.snapshot_every.min(1000),
             snapshot_max_chunk_size: 4 << 20,
             ..Default::default()
         };
