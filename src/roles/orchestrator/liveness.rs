@@ -92,45 +92,60 @@ pub struct Transition {
     pub to: Health,
 }
 
+/// Nodes are spread over this many separately locked maps, so a sweep
+/// over a large fleet holds back a heartbeat for one shard's worth of
+/// work at most, never for the whole fleet's.
+const SHARDS: usize = 64;
+
 pub struct Detector {
-    beats: Mutex<HashMap<String, Beat>>,
+    shards: Vec<Mutex<HashMap<String, Beat>>>,
     suspect: f64,
     dead: f64,
 }
 
 impl Detector {
     pub fn new(suspect: f64, dead: f64) -> Detector {
-        Detector { beats: Mutex::new(HashMap::new()), suspect, dead }
+        Detector { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), suspect, dead }
     }
 
-    fn beats(&self) -> std::sync::MutexGuard<'_, HashMap<String, Beat>> {
-        self.beats.lock().unwrap_or_else(|p| p.into_inner())
+    /// The shard holding `id` (FNV-1a of the id).
+    fn beats(&self, id: &str) -> std::sync::MutexGuard<'_, HashMap<String, Beat>> {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for b in id.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.lock(h as usize % SHARDS)
+    }
+
+    fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, HashMap<String, Beat>> {
+        self.shards[shard].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts watching `id` as if it had just heartbeat (a new node, or
     /// every node when the orchestrator starts).
     pub fn watch(&self, id: &str, interval_ms: u64, now: Instant) {
-        self.beats().entry(id.to_owned()).or_insert_with(|| Beat::new(now, interval_ms as f64));
+        self.beats(id).entry(id.to_owned()).or_insert_with(|| Beat::new(now, interval_ms as f64));
     }
 
     pub fn forget(&self, id: &str) {
-        self.beats().remove(id);
+        self.beats(id).remove(id);
     }
 
     /// How many nodes are watched.
     pub fn len(&self) -> usize {
-        self.beats().len()
+        (0..SHARDS).map(|i| self.lock(i).len()).sum()
     }
 
     /// Every watched node.
     pub fn ids(&self) -> Vec<String> {
-        self.beats().keys().cloned().collect()
+        (0..SHARDS).flat_map(|i| self.lock(i).keys().cloned().collect::<Vec<_>>()).collect()
     }
 
     /// A heartbeat: `None` for a node not watched (not registered), else
     /// the transition when it brings the node back.
     pub fn heartbeat(&self, id: &str, applied_revision: Option<u64>, now: Instant) -> Option<Option<Transition>> {
-        let mut beats = self.beats();
+        let mut beats = self.beats(id);
         let b = beats.get_mut(id)?;
         let gap = now.saturating_duration_since(b.last).as_secs_f64() * 1000.0;
         if b.health != Health::Unknown {
@@ -150,7 +165,14 @@ impl Detector {
     /// Every node whose health changes at `now`.
     pub fn sweep(&self, now: Instant) -> Vec<Transition> {
         let mut out = Vec::new();
-        for (id, b) in self.beats().iter_mut() {
+        for shard in 0..SHARDS {
+            self.sweep_shard(shard, now, &mut out);
+        }
+        out
+    }
+
+    fn sweep_shard(&self, shard: usize, now: Instant, out: &mut Vec<Transition>) {
+        for (id, b) in self.lock(shard).iter_mut() {
             let phi = b.phi(now);
             let to = if phi >= self.dead {
                 Health::Dead
@@ -165,25 +187,31 @@ impl Detector {
                 b.health = to;
             }
         }
-        out
     }
 
     /// The interval assigned to every node changed: their histories start
     /// over from it.
     pub fn reassign(&self, interval_ms: u64) {
-        for b in self.beats().values_mut() {
-            b.gaps = VecDeque::from([interval_ms as f64; 2]);
+        for shard in 0..SHARDS {
+            for b in self.lock(shard).values_mut() {
+                b.gaps = VecDeque::from([interval_ms as f64; 2]);
+            }
         }
     }
 
     pub fn health(&self, id: &str) -> Option<(Health, u64)> {
-        self.beats().get(id).map(|b| (b.health, b.applied_revision))
+        self.beats(id).get(id).map(|b| (b.health, b.applied_revision))
     }
 
     /// Nodes per health.
     pub fn counts(&self) -> [(Health, usize); 4] {
-        let beats = self.beats();
-        Health::ALL.map(|h| (h, beats.values().filter(|b| b.health == h).count()))
+        let mut n = [0usize; 4];
+        for shard in 0..SHARDS {
+            for b in self.lock(shard).values() {
+                n[Health::ALL.iter().position(|h| *h == b.health).unwrap_or(0)] += 1;
+            }
+        }
+        [0, 1, 2, 3].map(|i| (Health::ALL[i], n[i]))
     }
 }
 
