@@ -254,6 +254,43 @@ fn desired_state_changes_reload_restart_and_stop_roles_and_the_device_keeps_its_
     assert!(managed_role(&device, "tsdb")["managed"].is_null(), "the device's own tsdb is not managed");
 }
 
+/// A CA, an orchestrator certificate for localhost signed by it, and the
+/// operators' bearer token in a file: what a secure orchestrator (or a
+/// cluster of them, orchestrator_raft.rs) is configured with.
+pub(crate) struct OperatorPki {
+    pub dir: tempfile::TempDir,
+    pub ca_file: std::path::PathBuf,
+    pub operator: String,
+    cert_file: std::path::PathBuf,
+    key_file: std::path::PathBuf,
+    token_file: std::path::PathBuf,
+}
+
+impl OperatorPki {
+    pub fn new() -> OperatorPki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::tls::testpki::TestCa::new(dir.path(), "orch");
+        let leaf = ca.leaf(dir.path(), "orch", &["localhost", "127.0.0.1"]);
+        let operator = "operator-token-0123456789".to_owned();
+        let token_file = dir.path().join("operator.token");
+        std::fs::write(&token_file, &operator).unwrap();
+        let (ca_file, cert_file, key_file) = (ca.ca_file.clone(), leaf.cert_file.clone(), leaf.key_file.clone());
+        OperatorPki { dir, ca_file, operator, cert_file, key_file, token_file }
+    }
+
+    /// `[orchestrator]` on `port` with bearer auth, trust domain
+    /// plant.example, `extra` keys, and TLS.
+    pub fn section(&self, port: u16, extra: &str) -> String {
+        format!(
+            "[orchestrator]\nlisten = \"127.0.0.1:{port}\"\nauth = \"bearer\"\ntoken_file = \"{}\"\n\
+             trust_domain = \"plant.example\"\n{extra}[orchestrator.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            self.token_file.display(),
+            self.cert_file.display(),
+            self.key_file.display()
+        )
+    }
+}
+
 /// An https orchestrator for joins: its certificate from a test CA, bearer
 /// auth for operators, node certificates in trust domain plant.example.
 struct Secure {
@@ -271,23 +308,12 @@ impl Secure {
 
     /// With `extra` keys in `[orchestrator]`.
     fn start_with(extra: &str) -> Secure {
-        let pki_dir = tempfile::tempdir().unwrap();
-        let ca = crate::tls::testpki::TestCa::new(pki_dir.path(), "orch");
-        let leaf = ca.leaf(pki_dir.path(), "orch", &["localhost", "127.0.0.1"]);
-        let operator = "operator-token-0123456789".to_owned();
-        let token_file = pki_dir.path().join("operator.token");
-        std::fs::write(&token_file, &operator).unwrap();
+        let pki = OperatorPki::new();
         let port = free_port();
-        let cfg = format!(
-            "[edgebox]\nroles = [\"orchestrator\"]\n[orchestrator]\nlisten = \"127.0.0.1:{port}\"\nauth = \"bearer\"\n\
-             token_file = \"{}\"\ntrust_domain = \"plant.example\"\n{extra}[orchestrator.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            token_file.display(),
-            leaf.cert_file.display(),
-            leaf.key_file.display()
-        );
+        let cfg = format!("[edgebox]\nroles = [\"orchestrator\"]\n{}", pki.section(port, extra));
         let app = Appliance::start(&cfg, &["up"]);
         app.wait_ready();
-        Secure { app, port, ca: ca.ca_file.clone(), operator, pki_dir }
+        Secure { app, port, ca: pki.ca_file, operator: pki.operator, pki_dir: pki.dir }
     }
 
     /// A request as `who`: the operator (bearer) or a client certificate.

@@ -204,30 +204,19 @@ struct SecureCluster {
     operator: String,
     cfgs: Vec<std::path::PathBuf>,
     args: Vec<Vec<String>>,
-    _pki: tempfile::TempDir,
+    _pki: crate::orchestrator::OperatorPki,
 }
 
 impl SecureCluster {
     fn start() -> SecureCluster {
-        let pki = tempfile::tempdir().unwrap();
-        let ca = crate::tls::testpki::TestCa::new(pki.path(), "orch");
-        let leaf = ca.leaf(pki.path(), "orch", &["localhost", "127.0.0.1"]);
-        let operator = "operator-token-0123456789".to_owned();
-        let token_file = pki.path().join("operator.token");
-        std::fs::write(&token_file, &operator).unwrap();
+        let pki = crate::orchestrator::OperatorPki::new();
         let ports = [free_port(), free_port(), free_port()];
         let members: Vec<String> =
             ports.iter().enumerate().map(|(j, p)| format!("{}=https://localhost:{p}", j + 1)).collect();
         let (mut apps, mut cfgs, mut all_args) = (Vec::new(), Vec::new(), Vec::new());
         for (i, port) in ports.iter().enumerate() {
             let dir = tempfile::tempdir().unwrap();
-            let cfg = format!(
-                "[edgebox]\nroles = [\"orchestrator\"]\n[orchestrator]\nlisten = \"127.0.0.1:{port}\"\nauth = \"bearer\"\n\
-                 token_file = \"{}\"\ntrust_domain = \"plant.example\"\n[orchestrator.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-                token_file.display(),
-                leaf.cert_file.display(),
-                leaf.key_file.display()
-            );
+            let cfg = format!("[edgebox]\nroles = [\"orchestrator\"]\n{}", pki.section(*port, ""));
             let cfg_path = dir.path().join("edgebox.toml");
             std::fs::write(&cfg_path, cfg).unwrap();
             let raft_dir = dir.path().join("raft").to_str().unwrap().to_owned();
@@ -248,7 +237,8 @@ impl SecureCluster {
             cfgs.push(cfg_path);
             all_args.push(args);
         }
-        SecureCluster { members: apps, ports, ca: ca.ca_file.clone(), operator, cfgs, args: all_args, _pki: pki }
+        let (ca, operator) = (pki.ca_file.clone(), pki.operator.clone());
+        SecureCluster { members: apps, ports, ca, operator, cfgs, args: all_args, _pki: pki }
     }
 
     /// A request to member `i` as the operator: status and JSON, or curl's

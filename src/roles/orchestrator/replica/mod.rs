@@ -123,6 +123,9 @@ impl Replica {
     pub async fn commit(&self, cmd: Command) -> Result<Outcome, CommitError> {
         match self {
             Replica::Single { store, memory } => {
+                // Shared with the write closure, not copied (a blob can be
+                // megabytes).
+                let cmd = Arc::new(cmd);
                 let c = cmd.clone();
                 let outcome = store.write(Durability::Immediate, move |txn| command::apply(txn, &c)).await?;
                 memory.after(&cmd, &outcome);
