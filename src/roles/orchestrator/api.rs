@@ -133,10 +133,12 @@ impl Api {
 
     /// A heartbeat from `id`; false when the node is not registered.
     pub fn heartbeat(&self, id: &str, applied_revision: Option<u64>, now: Instant) -> bool {
-        if self.detector.health(id).is_none() && self.registry.with_node(id, |_| ()).is_some() {
+        let mut beat = self.detector.heartbeat(id, applied_revision, now);
+        if beat.is_none() && self.registry.with_node(id, |_| ()).is_some() {
             self.detector.watch(id, *self.interval.borrow(), now);
+            beat = self.detector.heartbeat(id, applied_revision, now);
         }
-        match self.detector.heartbeat(id, applied_revision, now) {
+        match beat {
             None => false,
             Some(t) => {
                 if let Some(t) = t {
@@ -165,6 +167,7 @@ impl Api {
         let mut v = serde_json::to_value(n).unwrap_or(Value::Null);
         v["health"] = json!(health);
         v["applied_revision"] = json!(applied);
+        v["liveness"] = json!(self.detector.liveness(&n.reg.id, Instant::now()));
         let report = self.rollouts.report_of(&n.reg.id).unwrap_or_default();
         v["desired"] = json!({
             "wanted": self.rollouts.desired_id(&self.registry, &n.reg.id),

@@ -50,8 +50,17 @@ struct Figures {
     /// Seconds from the put to a complete rollout, and the heartbeat p99
     /// meanwhile.
     rollout: Option<(f64, f64)>,
-    detect: Option<(f64, f64)>,
+    /// Seconds from silencing to dead (p50, max), and from each silenced
+    /// node's last heartbeat to dead (p50, max).
+    detect: Option<(f64, f64, f64, f64)>,
     false_alarms: usize,
+}
+
+/// What the bench keeps of one simulated agent: dropping `stop` silences
+/// it; `last` is when it last sent a heartbeat.
+struct Silencer {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    last: Arc<Mutex<Instant>>,
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
@@ -60,7 +69,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         opts.budget, opts.seconds
     );
     println!(
-        "{:>8} {:>12} {:>9} {:>9} {:>8} {:>8} {:>6} {:>8} {:>14} {:>16} {:>6}",
+        "{:>8} {:>12} {:>9} {:>9} {:>8} {:>8} {:>6} {:>8} {:>14} {:>16} {:>16} {:>6}",
         "nodes",
         "register/s",
         "interval",
@@ -71,14 +80,17 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "RSS MiB",
         "rollout s/p99",
         "detect p50/max s",
+        "after beat p50/max",
         "false"
     );
     for &n in &opts.nodes {
         let f = one(n, opts)?;
-        let detect = f.detect.map_or("-".to_owned(), |(p50, max)| format!("{p50:.1} / {max:.1}"));
+        let (detect, after_beat) = f.detect.map_or(("-".to_owned(), "-".to_owned()), |(p50, max, b50, bmax)| {
+            (format!("{p50:.1} / {max:.1}"), format!("{b50:.1} / {bmax:.1}"))
+        });
         let rollout = f.rollout.map_or("-".to_owned(), |(s, p99)| format!("{s:.1} / {p99:.1}"));
         println!(
-            "{:>8} {:>12.0} {:>7}ms {:>9.0} {:>8.2} {:>8.2} {:>6.2} {:>8.0} {:>14} {:>16} {:>6}",
+            "{:>8} {:>12.0} {:>7}ms {:>9.0} {:>8.2} {:>8.2} {:>6.2} {:>8.0} {:>14} {:>16} {:>16} {:>6}",
             f.nodes,
             f.register_per_s,
             f.interval_ms,
@@ -89,6 +101,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             f.rss_mib,
             rollout,
             detect,
+            after_beat,
             f.false_alarms
         );
     }
@@ -183,10 +196,10 @@ async fn drive(addr: std::net::SocketAddr, n: usize, opts: &Options, pid: &str) 
         let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
         tokio::spawn(conn);
         for &i in chunk {
-            let (stop, interval) =
+            let (silencer, interval) =
                 agent(send.clone(), id(i), latencies.clone(), measuring.clone()).await.with_context(|| id(i))?;
             interval_ms = interval;
-            silencers.push(stop);
+            silencers.push(silencer);
         }
     }
     // One interval for every agent to have beaten once, then the window.
@@ -213,13 +226,16 @@ async fn drive(addr: std::net::SocketAddr, n: usize, opts: &Options, pid: &str) 
     let (_, v) = call(&mut send, Method::GET, "/v1/events?wait_s=0", String::new()).await?;
     let mut since = v["next"].as_u64().unwrap_or(0);
     let silenced: Vec<String> = (0..opts.silence.min(n)).map(|k| id(k * (n / opts.silence.max(1)).max(1))).collect();
+    let quiet = Instant::now();
+    let mut last_beats = std::collections::HashMap::new();
     for (i, s) in silencers.iter_mut().enumerate() {
         if silenced.contains(&id(i)) {
-            s.take();
+            s.stop.take();
+            last_beats.insert(id(i), *s.last.lock().unwrap_or_else(|p| p.into_inner()));
         }
     }
-    let quiet = Instant::now();
     let mut detected = Vec::new();
+    let mut after_beat = Vec::new();
     let mut false_alarms = 0;
     while detected.len() < silenced.len() && quiet.elapsed() < Duration::from_secs(120) {
         let (_, v) = call(&mut send, Method::GET, &format!("/v1/events?since={since}&wait_s=5"), String::new()).await?;
@@ -227,14 +243,22 @@ async fn drive(addr: std::net::SocketAddr, n: usize, opts: &Options, pid: &str) 
         for e in v["events"].as_array().into_iter().flatten() {
             let who = e["id"].as_str().unwrap_or_default();
             match e["health"].as_str() {
-                Some("dead") if silenced.iter().any(|s| s == who) => detected.push(quiet.elapsed().as_secs_f64()),
+                Some("dead") if silenced.iter().any(|s| s == who) => {
+                    detected.push(quiet.elapsed().as_secs_f64());
+                    after_beat.extend(last_beats.get(who).map(|t| t.elapsed().as_secs_f64()));
+                }
                 Some("suspect" | "dead") if !silenced.iter().any(|s| s == who) => false_alarms += 1,
                 _ => {}
             }
         }
     }
     detected.sort_by(f64::total_cmp);
-    let detect = (!detected.is_empty()).then(|| (detected[detected.len() / 2], detected[detected.len() - 1]));
+    after_beat.sort_by(f64::total_cmp);
+    let p50_max = |v: &[f64]| v.get(v.len() / 2).zip(v.last()).map_or((0.0, 0.0), |(a, b)| (*a, *b));
+    let detect = (!detected.is_empty()).then(|| {
+        let ((p50, max), (b50, bmax)) = (p50_max(&detected), p50_max(&after_beat));
+        (p50, max, b50, bmax)
+    });
     drop(silencers);
     Ok(Figures {
         nodes: n,
@@ -298,7 +322,7 @@ async fn agent(
     node: String,
     latencies: Arc<Mutex<Vec<u32>>>,
     measuring: Arc<std::sync::atomic::AtomicBool>,
-) -> anyhow::Result<(Option<tokio::sync::oneshot::Sender<()>>, u64)> {
+) -> anyhow::Result<(Silencer, u64)> {
     let (lines, rx) = mpsc::channel::<Bytes>(4);
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|l| (Ok::<_, std::convert::Infallible>(Frame::data(l)), rx))
@@ -338,6 +362,8 @@ async fn agent(
         }
     });
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let last = Arc::new(Mutex::new(Instant::now()));
+    let last_sent = last.clone();
     let phase = Duration::from_millis(rand_below(interval));
     tokio::spawn(async move {
         tokio::time::sleep(phase).await;
@@ -348,7 +374,9 @@ async fn agent(
                 _ = &mut stopped => return,
                 _ = tick.tick() => {}
             }
-            sent_at.lock().unwrap_or_else(|p| p.into_inner()).push_back((seq, Instant::now()));
+            let now = Instant::now();
+            *last_sent.lock().unwrap_or_else(|p| p.into_inner()) = now;
+            sent_at.lock().unwrap_or_else(|p| p.into_inner()).push_back((seq, now));
             let applied = desired.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let line = json!({"seq": seq, "desired": applied});
             if lines.send(Bytes::from(format!("{line}\n"))).await.is_err() {
@@ -356,7 +384,7 @@ async fn agent(
             }
         }
     });
-    Ok((Some(stop), interval))
+    Ok((Silencer { stop: Some(stop), last }, interval))
 }
 
 async fn read_line(body: &mut hyper::body::Incoming, buf: &mut Vec<u8>) -> Option<Value> {

@@ -7,12 +7,19 @@
 //! node was assigned: histories restart from it whenever it changes. The
 //! spread phi assumes is at most a third of the mean gap and at least a
 //! fifth of it, or 250 ms when that is more (network delays do not grow
-//! with the interval): a regular node is dead 2.2 intervals after its last
-//! heartbeat at 5 s intervals, 2.5 at 1 s, a jittery one within 3.1.
+//! with the interval): a regular node is dead 2.26 intervals after its
+//! last heartbeat at 5 s intervals, 2.57 at 1 s, a jittery one within 3.1.
+//! The gap a node's first heartbeat ends (after registration or an
+//! outage) stays out of its history.
+//!
+//! phi only grows with the silence, so each heartbeat turns the thresholds
+//! into two instants (suspect at, dead at) and a sweep compares instants:
+//! at 100 000 nodes it is a fraction of a millisecond, not the tens a
+//! phi per node took, which held a runtime worker and its heartbeats.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -50,15 +57,27 @@ struct Beat {
     gaps: VecDeque<f64>,
     health: Health,
     applied_revision: u64,
+    /// When the silence since `last` reaches `phi_suspect` and `phi_dead`.
+    suspect_at: Instant,
+    dead_at: Instant,
 }
 
 impl Beat {
-    fn new(now: Instant, interval_ms: f64) -> Beat {
-        Beat { last: now, gaps: VecDeque::from([interval_ms; 2]), health: Health::Unknown, applied_revision: 0 }
+    fn new(now: Instant, interval_ms: f64, limits: &Limits) -> Beat {
+        let mut b = Beat {
+            last: now,
+            gaps: VecDeque::from([interval_ms; 2]),
+            health: Health::Unknown,
+            applied_revision: 0,
+            suspect_at: now,
+            dead_at: now,
+        };
+        b.plan(limits);
+        b
     }
 
-    /// phi of the silence since the last heartbeat.
-    fn phi(&self, now: Instant) -> f64 {
+    /// The mean gap and the spread phi assumes, in milliseconds.
+    fn spread(&self) -> (f64, f64) {
         let n = self.gaps.len() as f64;
         let mean = self.gaps.iter().sum::<f64>() / n;
         let var = self.gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / n;
@@ -67,21 +86,60 @@ impl Beat {
         // late one from reading as a death; at most a third keeps a
         // jittery node's death from going unseen for long.
         let floor = (mean / 5.0).max(MIN_SPREAD_MS).min(mean / 3.0);
-        let sd = var.sqrt().clamp(floor, mean / 3.0).max(1.0);
-        let t = now.saturating_duration_since(self.last).as_secs_f64() * 1000.0;
-        phi(t, mean, sd)
+        (mean, var.sqrt().clamp(floor, mean / 3.0).max(1.0))
     }
+
+    /// Sets the instants the thresholds are reached, from `last` and the
+    /// history.
+    fn plan(&mut self, limits: &Limits) {
+        let (mean, sd) = self.spread();
+        let at = |y: f64| self.last + Duration::from_secs_f64((mean + y * sd).max(0.0) / 1000.0);
+        (self.suspect_at, self.dead_at) = (at(limits.suspect), at(limits.dead));
+    }
+}
+
+/// What the detector makes of one node's heartbeats (GET /v1/nodes/{id}),
+/// in milliseconds: why it is, or would be, suspected when.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Liveness {
+    pub since_last_ms: u64,
+    pub mean_gap_ms: u64,
+    pub spread_ms: u64,
+    pub suspect_after_ms: u64,
+    pub dead_after_ms: u64,
+}
+
+/// The thresholds as standard deviations past the mean gap.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    suspect: f64,
+    dead: f64,
 }
 
 /// -log10(1 - F(t)) for a normal distribution, with the logistic
 /// approximation of its CDF (accurate to about 1e-4, no erf needed):
 /// 1 - F = 1 / (1 + e^a), so phi = ln(1 + e^a) / ln 10, computed so that
 /// it stays finite however long the silence.
-pub fn phi(t: f64, mean: f64, sd: f64) -> f64 {
+fn phi(t: f64, mean: f64, sd: f64) -> f64 {
     let y = (t - mean) / sd;
     let a = y * (1.5976 + 0.070566 * y * y);
     let softplus = a.max(0.0) + (-a.abs()).exp().ln_1p();
     softplus / std::f64::consts::LN_10
+}
+
+/// The `y` (standard deviations past the mean) at which [`phi`] reaches
+/// `threshold`: phi is increasing in y, so bisection finds it.
+fn deviations_for(threshold: f64) -> f64 {
+    let (mut lo, mut hi) = (-100.0f64, 100.0f64);
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if phi(mid, 0.0, 1.0) < threshold {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
 }
 
 /// A change of a node's health.
@@ -99,13 +157,13 @@ const SHARDS: usize = 64;
 
 pub struct Detector {
     shards: Vec<Mutex<HashMap<String, Beat>>>,
-    suspect: f64,
-    dead: f64,
+    limits: Limits,
 }
 
 impl Detector {
     pub fn new(suspect: f64, dead: f64) -> Detector {
-        Detector { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), suspect, dead }
+        let limits = Limits { suspect: deviations_for(suspect), dead: deviations_for(dead) };
+        Detector { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), limits }
     }
 
     /// The shard holding `id` (FNV-1a of the id).
@@ -125,7 +183,7 @@ impl Detector {
     /// Starts watching `id` as if it had just heartbeat (a new node, or
     /// every node when the orchestrator starts).
     pub fn watch(&self, id: &str, interval_ms: u64, now: Instant) {
-        self.beats(id).entry(id.to_owned()).or_insert_with(|| Beat::new(now, interval_ms as f64));
+        self.beats(id).entry(id.to_owned()).or_insert_with(|| Beat::new(now, interval_ms as f64, &self.limits));
     }
 
     pub fn forget(&self, id: &str) {
@@ -148,13 +206,17 @@ impl Detector {
         let mut beats = self.beats(id);
         let b = beats.get_mut(id)?;
         let gap = now.saturating_duration_since(b.last).as_secs_f64() * 1000.0;
-        if b.health != Health::Unknown {
+        // A first heartbeat, or one ending an outage (dead), says nothing
+        // of the node's habits: a restart or a stream opened late would
+        // otherwise stretch its tolerance for the next HISTORY heartbeats.
+        if !matches!(b.health, Health::Unknown | Health::Dead) {
             if b.gaps.len() == HISTORY {
                 b.gaps.pop_front();
             }
             b.gaps.push_back(gap);
         }
         b.last = now;
+        b.plan(&self.limits);
         if let Some(r) = applied_revision {
             b.applied_revision = r;
         }
@@ -173,16 +235,15 @@ impl Detector {
 
     fn sweep_shard(&self, shard: usize, now: Instant, out: &mut Vec<Transition>) {
         for (id, b) in self.lock(shard).iter_mut() {
-            let phi = b.phi(now);
-            let to = if phi >= self.dead {
-                Health::Dead
-            } else if phi >= self.suspect {
-                Health::Suspect
-            } else {
-                continue;
-            };
             // Health only worsens here; a heartbeat makes it better.
-            if to != b.health && (b.health != Health::Dead) {
+            let to = if b.health == Health::Dead || now < b.suspect_at {
+                continue;
+            } else if now >= b.dead_at {
+                Health::Dead
+            } else {
+                Health::Suspect
+            };
+            if to != b.health {
                 out.push(Transition { id: id.clone(), from: b.health, to });
                 b.health = to;
             }
@@ -195,8 +256,23 @@ impl Detector {
         for shard in 0..SHARDS {
             for b in self.lock(shard).values_mut() {
                 b.gaps = VecDeque::from([interval_ms as f64; 2]);
+                b.plan(&self.limits);
             }
         }
+    }
+
+    pub fn liveness(&self, id: &str, now: Instant) -> Option<Liveness> {
+        let beats = self.beats(id);
+        let b = beats.get(id)?;
+        let (mean, sd) = b.spread();
+        let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+        Some(Liveness {
+            since_last_ms: ms(now.saturating_duration_since(b.last)),
+            mean_gap_ms: mean.round() as u64,
+            spread_ms: sd.round() as u64,
+            suspect_after_ms: ms(b.suspect_at.saturating_duration_since(b.last)),
+            dead_after_ms: ms(b.dead_at.saturating_duration_since(b.last)),
+        })
     }
 
     pub fn health(&self, id: &str) -> Option<(Health, u64)> {
@@ -273,6 +349,42 @@ mod tests {
         assert_eq!(d.heartbeat("nobody", None, t), None);
         assert_eq!((back.from, back.to), (Health::Dead, Health::Ready));
         assert_eq!(d.counts()[1], (Health::Ready, 1));
+    }
+
+    #[test]
+    fn the_planned_instants_are_where_phi_crosses_the_thresholds() {
+        let d = Detector::new(5.0, 12.0);
+        let t0 = Instant::now();
+        d.watch("n", 1000, t0);
+        let mut t = t0;
+        for gap in [900, 1300, 700, 1100, 1000, 1600, 950] {
+            t += Duration::from_millis(gap);
+            d.heartbeat("n", None, t);
+        }
+        let beats = d.beats("n");
+        let b = &beats["n"];
+        let (mean, sd) = b.spread();
+        let phi_at = |at: Instant| phi(at.duration_since(b.last).as_secs_f64() * 1000.0, mean, sd);
+        let ms = Duration::from_millis(1);
+        for (at, threshold) in [(b.suspect_at, 5.0), (b.dead_at, 12.0)] {
+            assert!(phi_at(at - ms) < threshold && phi_at(at + ms) >= threshold, "{threshold}");
+        }
+    }
+
+    #[test]
+    fn an_outage_does_not_widen_the_tolerance_after_it() {
+        let d = Detector::new(5.0, 12.0);
+        let t0 = Instant::now();
+        d.watch("n", 1000, t0);
+        d.sweep(t0 + Duration::from_secs(30));
+        assert_eq!(d.health("n").map(|h| h.0), Some(Health::Dead));
+        let mut t = t0 + Duration::from_secs(30);
+        for _ in 0..5 {
+            d.heartbeat("n", None, t);
+            t += Duration::from_millis(1000);
+        }
+        let l = d.liveness("n", t).unwrap();
+        assert_eq!((l.mean_gap_ms, l.dead_after_ms), (1000, 2573), "{l:?}");
     }
 
     #[test]

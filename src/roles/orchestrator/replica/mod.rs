@@ -188,6 +188,10 @@ impl Member {
 
     async fn commit(&self, cmd: Command) -> Result<Outcome, CommitError> {
         let deadline = Instant::now() + COMMIT_WAIT;
+        // Retries below (a lost answer, a leader change) resend the same
+        // request, which applies once.
+        let at_ms = super::registry::now_ms();
+        let cmd = Command::Once { request: command::request_id(at_ms), at_ms, cmd: Box::new(cmd) };
         loop {
             match self.raft.client_write(cmd.clone()).await {
                 Ok(r) => return Ok(r.data),

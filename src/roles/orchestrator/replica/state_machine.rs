@@ -53,6 +53,9 @@ struct Tables {
     blobs: Vec<(String, String)>,
     tokens: Vec<(String, String)>,
     ca: Vec<(String, String)>,
+    /// Requests' first outcomes (command.rs).
+    #[serde(default)]
+    requests: Vec<(String, String)>,
 }
 
 /// A snapshot as kept on disk: its meta and its data.
@@ -131,6 +134,7 @@ fn dump(txn: &ReadTransaction) -> anyhow::Result<Tables> {
         blobs: strings(rows(txn, blobs::BLOBS, |v| Ok(b64.encode(v).into()))?),
         tokens: strings(rows(txn, join::TOKENS, text)?),
         ca: strings(rows(txn, ca::CA, text)?),
+        requests: strings(rows(txn, command::REQUESTS, text)?),
     })
 }
 
@@ -154,6 +158,7 @@ fn restore(txn: &WriteTransaction, t: &Tables) -> anyhow::Result<()> {
     refill(txn, rollout::DEPLOYMENTS, &t.deployments)?;
     refill(txn, join::TOKENS, &t.tokens)?;
     refill(txn, ca::CA, &t.ca)?;
+    refill(txn, command::REQUESTS, &t.requests)?;
     txn.delete_table(registry::META)?;
     {
         let mut m = txn.open_table(registry::META)?;
@@ -263,10 +268,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for (e, o) in entries.iter().zip(&outcomes) {
             if let EntryPayload::Normal(cmd) = &e.payload {
                 self.memory.after(cmd, o);
-                metrics::counter!("edgebox_orchestrator_raft_applied_total", "command" => cmd.kind()).increment(1);
+                let again = if matches!(o, Outcome::Again(_)) { "true" } else { "false" };
+                metrics::counter!("edgebox_orchestrator_raft_applied_total", "command" => cmd.kind(), "repeat" => again)
+                    .increment(1);
             }
         }
-        Ok(outcomes)
+        Ok(outcomes.into_iter().map(Outcome::first).collect())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
