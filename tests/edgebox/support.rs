@@ -234,7 +234,7 @@ pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 /// One request with curl over TLS, trusting `ca` and presenting `client`
 /// (certificate, key) when given: status and body, or curl's complaint
 /// (a refused handshake) as the error.
-#[cfg(feature = "tsdb")]
+#[cfg(all(feature = "tsdb", any(feature = "gateway", feature = "orchestrator")))]
 pub fn curl_tls(
     ca: &Path,
     client: Option<(&Path, &Path)>,

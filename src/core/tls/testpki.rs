@@ -37,6 +37,7 @@ impl TestCa {
 
     /// An intermediate signed by this CA; `ca_flag: false` makes the broken
     /// kind (no basicConstraints CA:TRUE) that must not be trusted.
+    #[cfg_attr(not(any(feature = "gateway", feature = "orchestrator")), allow(dead_code))]
     pub fn intermediate(&self, dir: &Path, name: &str, ca_flag: bool) -> TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = if ca_flag { IsCa::Ca(BasicConstraints::Unconstrained) } else { IsCa::ExplicitNoCa };
@@ -52,6 +53,7 @@ impl TestCa {
     /// An X.509-SVID for `id` as the specification shapes it (one URI SAN,
     /// CA:FALSE, digitalSignature, client and server auth), after `tweak`
     /// has had its way with the parameters (tests break them on purpose).
+    #[cfg_attr(not(any(feature = "gateway", feature = "orchestrator")), allow(dead_code))]
     pub fn svid(&self, dir: &Path, file: &str, id: &str, tweak: impl FnOnce(&mut CertificateParams)) -> Leaf {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("SVID params");
         params.subject_alt_names.push(SanType::URI(id.try_into().expect("URI")));

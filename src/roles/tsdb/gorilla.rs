@@ -73,42 +73,60 @@ impl BitWriter {
     }
 }
 
-/// Reads bits most-significant first; every read is bounds-checked.
+/// Reads bits most-significant first; every read is bounds-checked. Reads
+/// of up to 56 bits are one unaligned 8-byte load (the chunk is decoded on
+/// every query that touches it, so this is the query path's inner loop).
 struct BitReader<'a> {
     bytes: &'a [u8],
+    /// Bits consumed; never past `bytes.len() * 8`.
     pos: usize,
 }
 
 impl BitReader<'_> {
-    fn read_bit(&mut self) -> Option<bool> {
-        let byte = *self.bytes.get(self.pos / 8)?;
-        let bit = (byte >> (7 - (self.pos % 8))) & 1 == 1;
-        self.pos += 1;
-        Some(bit)
-    }
-
-    /// Reads `n` ≤ 64 bits through a 128-bit big-endian window.
-    fn read_bits(&mut self, n: u8) -> Option<u64> {
-        if n == 0 {
-            return Some(0);
-        }
-        let n = u32::from(n);
-        if self.pos + n as usize > self.bytes.len() * 8 {
-            return None;
-        }
+    /// The next 57 or more bits, left-aligned; zeros past the end.
+    #[inline]
+    fn window(&self) -> u64 {
         let at = self.pos / 8;
-        let window = match self.bytes.get(at..at + 16) {
-            Some(w) => u128::from_be_bytes(w.try_into().ok()?),
+        let word = match self.bytes.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+            Some(w) => u64::from_be_bytes(w),
             None => {
-                let mut buf = [0u8; 16];
-                let tail = &self.bytes[at..];
+                let mut buf = [0u8; 8];
+                let tail = self.bytes.get(at..).unwrap_or_default();
                 buf[..tail.len()].copy_from_slice(tail);
-                u128::from_be_bytes(buf)
+                u64::from_be_bytes(buf)
             }
         };
-        let v = (window << (self.pos % 8)) >> (128 - n);
-        self.pos += n as usize;
-        Some(v as u64)
+        word << (self.pos % 8)
+    }
+
+    #[inline]
+    fn remaining(&self) -> usize {
+        self.bytes.len() * 8 - self.pos
+    }
+
+    /// Consumes `n` bits already looked at, if the chunk has them.
+    #[inline]
+    fn skip(&mut self, n: usize) -> Option<()> {
+        (n <= self.remaining()).then(|| self.pos += n)
+    }
+
+    /// Reads `n` ≤ 64 bits.
+    #[inline]
+    fn read_bits(&mut self, n: u8) -> Option<u64> {
+        let n = usize::from(n);
+        match n {
+            0 => Some(0),
+            1..=56 => {
+                let v = self.window() >> (64 - n);
+                self.skip(n)?;
+                Some(v)
+            }
+            _ => {
+                let high = self.read_bits(32)?;
+                let low = self.read_bits((n - 32) as u8)?;
+                Some((high << (n - 32)) | low)
+            }
+        }
     }
 }
 
@@ -126,6 +144,7 @@ fn fits(v: i64, bits: u8) -> bool {
 pub struct Encoder {
     w: BitWriter,
     count: usize,
+    first_t: i64,
     t: i64,
     t_delta: i64,
     v: u64,
@@ -146,6 +165,11 @@ impl Encoder {
         self.count == 0
     }
 
+    /// Timestamp of the first sample appended.
+    pub fn first_timestamp(&self) -> Option<i64> {
+        (self.count > 0).then_some(self.first_t)
+    }
+
     /// Timestamp of the last sample appended.
     pub fn last_timestamp(&self) -> Option<i64> {
         (self.count > 0).then_some(self.t)
@@ -162,6 +186,7 @@ impl Encoder {
         let bits = v.to_bits();
         match self.count {
             0 => {
+                self.first_t = t;
                 self.w.write_bits(t as u64, 64);
                 self.w.write_bits(bits, 64);
             }
@@ -280,11 +305,10 @@ pub fn decode(chunk: &[u8]) -> Result<Vec<(i64, f64)>, ChunkError> {
 }
 
 fn read_dod(r: &mut BitReader<'_>) -> Option<i64> {
-    let mut prefix_len = 0;
-    while prefix_len < 4 && r.read_bit()? {
-        prefix_len += 1;
-    }
-    let bits = match prefix_len {
+    // The prefix: up to four 1 bits, ended by a 0 unless there are four.
+    let ones = (!r.window()).leading_zeros().min(4);
+    r.skip(if ones < 4 { ones as usize + 1 } else { 4 })?;
+    let bits = match ones {
         0 => return Some(0),
         1 => 14,
         2 => 17,
@@ -302,17 +326,24 @@ fn read_dod(r: &mut BitReader<'_>) -> Option<i64> {
 }
 
 fn read_value(r: &mut BitReader<'_>, prev: u64, leading: &mut u8, trailing: &mut u8) -> Option<u64> {
-    if !r.read_bit()? {
+    // `0` same value, `10` the previous window, `11` a new one: 5 bits of
+    // leading zeros and 6 of significant bits follow.
+    let head = r.window();
+    if head >> 63 == 0 {
+        r.skip(1)?;
         return Some(prev);
     }
-    if r.read_bit()? {
-        *leading = r.read_bits(5)? as u8;
-        let mut sig = r.read_bits(6)? as u8;
+    if head >> 62 == 0b11 {
+        r.skip(13)?;
+        *leading = ((head >> 57) & 0x1f) as u8;
+        let mut sig = ((head >> 51) & 0x3f) as u8;
         if sig == 0 {
             sig = 64;
         }
         // A corrupt chunk can claim more bits than 64 - leading.
         *trailing = 64u8.checked_sub(*leading + sig)?;
+    } else {
+        r.skip(2)?;
     }
     let sig = 64 - *leading - *trailing;
     let bits = r.read_bits(sig)?;

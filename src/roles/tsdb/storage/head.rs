@@ -146,8 +146,10 @@ impl SeriesHead {
     }
 
     fn oldest(&self) -> Option<i64> {
-        let open = self.open_samples().first().map(|s| s.0);
-        open.into_iter().chain(self.sealed().iter().map(|s| s.0)).chain(self.ooo().iter().map(|s| s.0)).min()
+        // Late samples merge into the open chunk's range; no decode needed.
+        let late = self.spill.as_deref().filter(|_| !self.open.is_empty()).map_or(&[][..], |s| &s.late[..]);
+        let open = self.open.first_timestamp().into_iter().chain(late.iter().map(|s| s.0));
+        open.chain(self.sealed().iter().map(|s| s.0)).chain(self.ooo().iter().map(|s| s.0)).min()
     }
 
     fn spill(&mut self) -> &mut Spill {
@@ -179,8 +181,10 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 pub struct MemParts {
     pub sealed: Vec<Vec<u8>>,
-    /// The open chunk's samples, decoded under the lock.
-    pub open: Vec<(i64, f64)>,
+    /// The open chunk's bytes when the read needs it: copied under the
+    /// lock, decoded after it, so writers to the shard do not wait on a
+    /// decode.
+    pub open: Option<Vec<u8>>,
     /// Late samples inside the open chunk's range, newer than it.
     pub late: Vec<(i64, f64)>,
     pub ooo: Vec<(i64, f64)>,
@@ -234,7 +238,7 @@ impl Heads {
                 .filter(|(first, v)| chunk::last_t(v).is_ok_and(|last| overlaps(*first, last)))
                 .map(|(_, v)| v.clone())
                 .collect(),
-            open: if h.open.last_timestamp().is_some_and(|last| last >= from) { h.open.samples() } else { Vec::new() },
+            open: h.open.last_timestamp().is_some_and(|last| last >= from).then(|| h.open.bytes()),
             late: h
                 .spill
                 .as_deref()

@@ -507,7 +507,12 @@ impl Storage {
             for v in &p.sealed {
                 parts.push(chunk::decode(v)?);
             }
-            parts.push(p.open);
+            if let Some(open) = p.open {
+                parts.push(
+                    crate::roles::tsdb::gorilla::decode(&open)
+                        .map_err(|e| anyhow::anyhow!("the open chunk of series {id}: {e}"))?,
+                );
+            }
             parts.push(p.late);
             parts.push(p.ooo);
             out.push((id, merge(parts, from, to)));
