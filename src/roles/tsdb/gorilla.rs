@@ -144,7 +144,6 @@ fn fits(v: i64, bits: u8) -> bool {
 pub struct Encoder {
     w: BitWriter,
     count: usize,
-    first_t: i64,
     t: i64,
     t_delta: i64,
     v: u64,
@@ -167,7 +166,9 @@ impl Encoder {
 
     /// Timestamp of the first sample appended.
     pub fn first_timestamp(&self) -> Option<i64> {
-        (self.count > 0).then_some(self.first_t)
+        // The stream opens with it: 64 bits, flushed at once.
+        let first = self.w.bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok())?;
+        (self.count > 0).then(|| i64::from_be_bytes(first))
     }
 
     /// Timestamp of the last sample appended.
@@ -186,7 +187,6 @@ impl Encoder {
         let bits = v.to_bits();
         match self.count {
             0 => {
-                self.first_t = t;
                 self.w.write_bits(t as u64, 64);
                 self.w.write_bits(bits, 64);
             }
@@ -397,6 +397,16 @@ mod tests {
         }
         let bytes = e.bytes().len() as f64 / 120.0;
         assert!(bytes < 2.0, "{bytes} bytes per sample");
+    }
+
+    #[test]
+    fn the_first_timestamp_is_read_without_decoding() {
+        let mut e = Encoder::new();
+        assert_eq!(e.first_timestamp(), None);
+        for t in [-5_000, 1_000, 16_000] {
+            e.append(t, 1.5).unwrap();
+            assert_eq!(e.first_timestamp(), Some(-5_000));
+        }
     }
 
     #[test]

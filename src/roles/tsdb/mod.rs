@@ -10,6 +10,7 @@
 mod bench;
 mod cli;
 pub mod config;
+mod cores;
 pub mod db;
 pub mod forward;
 pub mod gorilla;

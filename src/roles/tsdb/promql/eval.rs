@@ -10,6 +10,7 @@ use promql_parser::parser::{AtModifier, Expr, MatrixSelector, Offset, SubqueryEx
 
 use super::value::{Metric, Sample, Series, Value, is_stale};
 use super::{LOOKBACK_MS, QueryError, aggregate, binary, functions};
+use crate::roles::tsdb::cores;
 use crate::roles::tsdb::storage::{Column, Matcher};
 
 /// One selector of a query: what to select and which window to read.
@@ -192,15 +193,6 @@ impl<'a> Window<'a> {
 /// A range function applied to one series' window ending at a time.
 pub type WindowFn<'f> = dyn Fn(&Metric, Window<'_>, i64) -> Option<Sample> + Sync + 'f;
 
-/// Windows (series × steps) plus points past which a range function runs
-/// on every core.
-const PARALLEL_WORK: usize = 100_000;
-
-/// Threads a query may use: the cores, at most four.
-fn worker_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
-}
-
 /// Most per-step results a range function keeps precomputed; past this a
 /// query is evaluated step by step instead.
 const WINDOWS_MAX: usize = 20_000_000;
@@ -264,17 +256,10 @@ impl<'a> Evaluator<'a> {
         let per_step = cache.entry(node).or_insert_with(|| {
             // Series are independent: split them over the cores, then join
             // each step's samples in series order.
+            // (windows plus points: the work one thread would do)
             let work = steps * series.len() + series.iter().map(|s| s.points.len()).sum::<usize>();
-            let threads = if work < PARALLEL_WORK { 1 } else { worker_threads() };
             let grid = (self.start, self.end, self.step);
-            let part = series.len().div_ceil(threads).max(1);
-            let parts: Vec<Vec<Vec<Sample>>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = series
-                    .chunks(part)
-                    .map(|chunk| scope.spawn(move || windows_of(chunk, vs, range, grid, steps, f)))
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-            });
+            let parts = cores::split(series, work, |chunk| windows_of(chunk, vs, range, grid, steps, f));
             let mut parts = parts.into_iter();
             let mut out: Vec<Vec<Sample>> = parts.next().unwrap_or_default();
             for part in parts {

@@ -476,24 +476,26 @@ impl Storage {
         let mem: Vec<(u64, head::MemParts)> = ids.iter().map(|&id| (id, self.heads.parts(id, from, to))).collect();
         // Chunks in the store hold nothing newer than a series' floor.
         let need_store = mem.iter().any(|(_, p)| p.floor_t >= from);
-        let mut stored: Vec<Vec<Vec<(i64, f64)>>> = if need_store {
+        // Chunk values are copied out of the read transaction and decoded
+        // with the heads' parts below, split over the cores.
+        let stored: Vec<Vec<Vec<u8>>> = if need_store {
             let wanted: Vec<(u64, bool)> = mem.iter().map(|(id, p)| (*id, p.floor_t >= from)).collect();
             self.store
                 .read(move |txn| {
                     let chunks = txn.open_table(CHUNKS)?;
                     let mut out = Vec::with_capacity(wanted.len());
                     for (id, want) in wanted {
-                        let mut parts = Vec::new();
+                        let mut values = Vec::new();
                         if want {
                             for row in chunks.range((id, i64::MIN)..=(id, to))? {
                                 let (_, v) = row?;
                                 let v = v.value();
                                 if chunk::last_t(v)? >= from {
-                                    parts.push(chunk::decode(v).map_err(|e| anyhow::anyhow!("tsdb.chunks {id}: {e}"))?);
+                                    values.push(v.to_vec());
                                 }
                             }
                         }
-                        out.push(parts);
+                        out.push(values);
                     }
                     Ok(out)
                 })
@@ -501,24 +503,44 @@ impl Storage {
         } else {
             Vec::new()
         };
-        let mut out = Vec::with_capacity(mem.len());
-        for (i, (id, p)) in mem.into_iter().enumerate() {
-            let mut parts = stored.get_mut(i).map(std::mem::take).unwrap_or_default();
-            for v in &p.sealed {
-                parts.push(chunk::decode(v)?);
-            }
-            if let Some(open) = p.open {
-                parts.push(
-                    crate::roles::tsdb::gorilla::decode(&open)
-                        .map_err(|e| anyhow::anyhow!("the open chunk of series {id}: {e}"))?,
-                );
-            }
-            parts.push(p.late);
-            parts.push(p.ooo);
-            out.push((id, merge(parts, from, to)));
+        let series: Vec<(u64, &[Vec<u8>], head::MemParts)> = mem
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, p))| (id, stored.get(i).map_or(&[][..], Vec::as_slice), p))
+            .collect();
+        let work = series.iter().map(|(_, s, p)| s.len() + p.sealed.len() + 1).sum::<usize>() * head::CUT_SAMPLES;
+        let parts = crate::roles::tsdb::cores::split(&series, work, |part| {
+            part.iter()
+                .map(|(id, stored, p)| Ok((*id, merge(decode_parts(*id, stored, p)?, from, to))))
+                .collect::<anyhow::Result<Vec<_>>>()
+        });
+        let mut out = Vec::with_capacity(series.len());
+        for part in parts {
+            out.extend(part?);
         }
         Ok(out)
     }
+}
+
+/// One series' runs for `merge`, oldest write first: its stored chunks,
+/// sealed chunks, the open chunk, then late and out-of-order samples.
+fn decode_parts(id: u64, stored: &[Vec<u8>], p: &head::MemParts) -> anyhow::Result<Vec<Vec<(i64, f64)>>> {
+    let mut parts = Vec::with_capacity(stored.len() + p.sealed.len() + 3);
+    for v in stored {
+        parts.push(chunk::decode(v).map_err(|e| anyhow::anyhow!("tsdb.chunks {id}: {e}"))?);
+    }
+    for v in &p.sealed {
+        parts.push(chunk::decode(v)?);
+    }
+    if let Some(open) = &p.open {
+        parts.push(
+            crate::roles::tsdb::gorilla::decode(open)
+                .map_err(|e| anyhow::anyhow!("the open chunk of series {id}: {e}"))?,
+        );
+    }
+    parts.push(p.late.clone());
+    parts.push(p.ooo.clone());
+    Ok(parts)
 }
 
 /// Merges sample runs given oldest write first into one run in `[from,
