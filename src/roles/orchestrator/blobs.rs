@@ -3,7 +3,9 @@
 //! the digest; `GET /v1/blobs/sha256:<hex>` serves it to agents, which
 //! check the digest again before using it. Kept in the store's table
 //! `orchestrator.blobs` (a command, so every Raft member holds it);
-//! storing the same content twice is one blob.
+//! storing the same content twice is one blob. `DELETE /v1/blobs/{digest}`
+//! removes one no stored deployment names (in any version it keeps for
+//! nodes not yet moved), so an operator can reclaim what is no longer used.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
@@ -18,6 +20,16 @@ pub fn apply_put(txn: &WriteTransaction, digest: &str, bytes: &[u8]) -> anyhow::
         t.insert(digest, bytes)?;
     }
     Ok(())
+}
+
+/// Removes a blob inside a write transaction: `Ok(true)` removed,
+/// `Ok(false)` no such blob, `Err` the deployments that still name it.
+pub fn apply_delete(txn: &WriteTransaction, digest: &str) -> anyhow::Result<Result<bool, Vec<String>>> {
+    let users = super::rollout::naming(txn, digest)?;
+    if !users.is_empty() {
+        return Ok(Err(users));
+    }
+    Ok(Ok(txn.open_table(BLOBS)?.remove(digest)?.is_some()))
 }
 
 /// The blob with this digest, if stored.

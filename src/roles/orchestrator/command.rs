@@ -1,6 +1,7 @@
 //! Every change to the orchestrator's stored state is one `Command`: a
 //! registration, a removal, a deployment put, delete, resume or rollout
-//! step, a blob, a join token made, spent or revoked, the node CA. `apply`
+//! step, a blob stored or deleted, a join token made, spent or revoked, the
+//! node CA. `apply`
 //! runs a command inside one store write transaction and decides its
 //! outcome from what is stored (never from memory or the clock: `now`
 //! travels in the command), so every Raft member that applies the same log
@@ -58,6 +59,9 @@ pub enum Command {
         #[serde(with = "base64_bytes")]
         bytes: Vec<u8>,
     },
+    DeleteBlob {
+        digest: String,
+    },
     CreateToken {
         stored: join::Stored,
     },
@@ -108,6 +112,7 @@ impl Command {
             Command::Resume { .. } => "resume",
             Command::Step { .. } => "step",
             Command::PutBlob { .. } => "put_blob",
+            Command::DeleteBlob { .. } => "delete_blob",
             Command::CreateToken { .. } => "create_token",
             Command::RedeemToken(_) => "redeem_token",
             Command::RevokeToken { .. } => "revoke_token",
@@ -130,6 +135,8 @@ pub enum Outcome {
     Done,
     Redeemed(Result<String, join::Refused>),
     Revoked(bool),
+    /// Removed or not there; or the deployments that still name it.
+    BlobDeleted(Result<bool, Vec<String>>),
     Ca(ca::Stored),
     /// Not a command of ours (a Raft membership change or blank entry).
     Nothing,
@@ -169,6 +176,7 @@ pub fn apply(txn: &WriteTransaction, cmd: &Command) -> anyhow::Result<Outcome> {
             blobs::apply_put(txn, digest, bytes)?;
             Outcome::Done
         }
+        Command::DeleteBlob { digest } => Outcome::BlobDeleted(blobs::apply_delete(txn, digest)?),
         Command::CreateToken { stored } => {
             join::apply_create(txn, stored)?;
             Outcome::Done

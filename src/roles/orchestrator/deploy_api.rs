@@ -3,7 +3,8 @@
 //! `GET /v1/deployments[/{name}]` shows each with its rollout's progress,
 //! `POST /v1/deployments/{name}/resume` resumes a paused rollout, `DELETE`
 //! removes one; `POST /v1/blobs` and `GET /v1/blobs/{digest}` store and
-//! serve files by SHA-256. (Nodes read their own desired state at
+//! serve files by SHA-256, `DELETE /v1/blobs/{digest}` removes one no
+//! deployment names. (Nodes read their own desired state at
 //! `GET /v1/nodes/{id}/desired`, api.rs.)
 
 use bytes::Bytes;
@@ -96,6 +97,29 @@ pub async fn handle(api: &Api, req: Request<Incoming>, segments: &[&str]) -> Res
                 }
                 Ok(None) => error(ROUTE, StatusCode::NOT_FOUND, format!("no blob {digest}")),
                 Err(e) => error(ROUTE, StatusCode::SERVICE_UNAVAILABLE, format!("reading the blob: {e:#}")),
+            }
+        }
+        (&Method::DELETE, ["v1", "blobs", digest]) => {
+            const ROUTE: &str = "/v1/blobs/{digest}";
+            if let Err(e) = fleet::parse_digest(digest) {
+                return error(ROUTE, StatusCode::BAD_REQUEST, e);
+            }
+            match api.commit(ROUTE, Command::DeleteBlob { digest: digest.to_string() }).await {
+                Ok(Outcome::BlobDeleted(Ok(true))) => {
+                    metrics::counter!("edgebox_orchestrator_blobs_deleted_total").increment(1);
+                    full(ROUTE, StatusCode::OK, json!({ "deleted": digest }))
+                }
+                Ok(Outcome::BlobDeleted(Ok(false))) => error(ROUTE, StatusCode::NOT_FOUND, format!("no blob {digest}")),
+                Ok(Outcome::BlobDeleted(Err(users))) => full(
+                    ROUTE,
+                    StatusCode::CONFLICT,
+                    json!({
+                        "error": format!("blob {digest} is a file of deployment(s) {}: delete them or put versions without it, and let their rollouts finish", users.join(", ")),
+                        "deployments": users,
+                    }),
+                ),
+                Ok(other) => api::unexpected(ROUTE, other),
+                Err(refused) => refused,
             }
         }
         _ => {

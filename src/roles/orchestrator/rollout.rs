@@ -386,6 +386,21 @@ async fn load(store: &Store) -> anyhow::Result<BTreeMap<String, Entry>> {
         .await
 }
 
+/// The stored deployments whose current or kept versions name `digest`.
+pub(super) fn naming(txn: &WriteTransaction, digest: &str) -> anyhow::Result<Vec<String>> {
+    let t = txn.open_table(DEPLOYMENTS)?;
+    let mut out = Vec::new();
+    for row in t.iter()? {
+        let (name, v) = row?;
+        let d: Deployment = serde_json::from_str(v.value())
+            .map_err(|e| anyhow::anyhow!("store table orchestrator.deployments: {:?}: {e}", name.value()))?;
+        if std::iter::once(&d.spec).chain(d.older.values()).any(|s| s.files.values().any(|f| f == digest)) {
+            out.push(d.name);
+        }
+    }
+    Ok(out)
+}
+
 fn stored(txn: &WriteTransaction, name: &str) -> anyhow::Result<Option<Deployment>> {
     let t = txn.open_table(DEPLOYMENTS)?;
     let Some(v) = t.get(name)? else { return Ok(None) };

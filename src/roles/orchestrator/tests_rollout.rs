@@ -218,6 +218,20 @@ async fn files_are_blobs_by_digest_and_a_deployment_needs_them_uploaded() {
     let (_, d) = call(s.addr, Method::GET, "/v1/nodes/n1/desired", "").await;
     assert_eq!(d["deployments"][0]["files"]["policies/authz.rego"], digest.as_str());
     assert_eq!(call(s.addr, Method::GET, "/v1/nodes/ghost/desired", "").await.0, StatusCode::NOT_FOUND);
+
+    // A blob a deployment names stays; once nothing names it, it can go.
+    let blob = format!("/v1/blobs/{digest}");
+    let (st, v) = call(s.addr, Method::DELETE, &blob, "").await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["deployments"], json!(["policy"]), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("policy"), "{v}");
+    assert_eq!(call(s.addr, Method::GET, &blob, "").await.0, StatusCode::OK, "still served");
+    assert_eq!(call(s.addr, Method::DELETE, "/v1/deployments/policy", "").await.0, StatusCode::OK);
+    let (st, v) = call(s.addr, Method::DELETE, &blob, "").await;
+    assert_eq!((st, v["deleted"].as_str()), (StatusCode::OK, Some(digest.as_str())), "{v}");
+    assert_eq!(call(s.addr, Method::GET, &blob, "").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(call(s.addr, Method::DELETE, &blob, "").await.0, StatusCode::NOT_FOUND, "already gone");
+    assert_eq!(call(s.addr, Method::DELETE, "/v1/blobs/sha256:nothex", "").await.0, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
