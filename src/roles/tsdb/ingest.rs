@@ -48,16 +48,51 @@ struct Split<'a> {
 /// (escapes, strings, leading blanks, comments).
 fn split_line(line: &[u8]) -> Option<Split<'_>> {
     if line.first().is_none_or(|b| b.is_ascii_whitespace() || *b == b'#')
-        || line.iter().any(|&b| b == b'\\' || b == b'"')
+        || memchr::memchr2(b'\\', b'"', line).is_some()
     {
         return None;
     }
-    let sp = line.iter().position(|&b| b == b' ')?;
+    let sp = memchr::memchr(b' ', line)?;
     let (key, rest) = (&line[..sp], &line[sp + 1..]);
-    Some(match rest.iter().position(|&b| b == b' ') {
+    Some(match memchr::memchr(b' ', rest) {
         Some(p) => Split { series: key, fields: &rest[..p], ts: Some(&rest[p + 1..]) },
         None => Split { series: key, fields: rest, ts: None },
     })
+}
+
+/// The body's lines, split at `\n` as `split` would (a last empty one
+/// included), found with a vectorized scan.
+fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', body).map(Some).chain(std::iter::once(None)).map(move |end| {
+        let end = end.unwrap_or(body.len());
+        let line = &body[start..end];
+        start = end + 1;
+        line
+    })
+}
+
+/// A decimal integer as `str::parse::<i64>` reads one (an optional sign,
+/// then digits), straight from the bytes.
+fn parse_i64(b: &[u8]) -> Option<i64> {
+    let (neg, digits) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &c in digits {
+        let d = i64::from(c.wrapping_sub(b'0'));
+        if d > 9 {
+            return None;
+        }
+        v = v.checked_mul(10)?;
+        v = if neg { v.checked_sub(d)? } else { v.checked_add(d)? };
+    }
+    Some(v)
 }
 
 fn number(v: FieldValue) -> Option<f64> {
@@ -87,21 +122,15 @@ fn fast_line(
     let Some(Split { series, fields, ts }) = split_line(line) else { return false };
     let t = match ts {
         None => ctx.now_ms,
-        Some(raw) => {
-            match std::str::from_utf8(raw)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-                .and_then(|t| ctx.precision.to_millis(t))
-            {
-                Some(t) => t,
-                None => return false,
-            }
-        }
+        Some(raw) => match parse_i64(raw).and_then(|t| ctx.precision.to_millis(t)) {
+            Some(t) => t,
+            None => return false,
+        },
     };
     let start = out.len();
     for (n, field) in fields.split(|&b| b == b',').enumerate() {
         let sample = (|| {
-            let eq = field.iter().position(|&b| b == b'=').filter(|&eq| eq > 0 && n < ctx.limits.max_fields)?;
+            let eq = memchr::memchr(b'=', field).filter(|&eq| eq > 0 && n < ctx.limits.max_fields)?;
             key.clear();
             key.extend_from_slice(series);
             key.push(b' ');
@@ -144,7 +173,7 @@ pub async fn write(
     {
         let map = cache.map.read().unwrap_or_else(|p| p.into_inner());
         let mut key = Vec::with_capacity(256);
-        for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
+        for (i, raw) in lines(body).enumerate() {
             if raw.is_empty() || fast_line(raw, i + 1, &ctx, &map, &mut key, &mut fast) {
                 continue;
             }
@@ -295,6 +324,41 @@ fn clip_list(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_parse_as_str_parse_does() {
+        for s in [
+            "0",
+            "-0",
+            "+7",
+            "1795921665000",
+            "-42",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "",
+            "-",
+            "+",
+            "1e3",
+            "12a",
+            " 1",
+            "1 ",
+            "--1",
+            "٣",
+        ] {
+            assert_eq!(parse_i64(s.as_bytes()), s.parse::<i64>().ok(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn lines_split_like_split_does() {
+        for body in ["", "a", "a\n", "a\nb", "\n\n", "x y=1 2\r\n\nz w=2"] {
+            let ours: Vec<&[u8]> = lines(body.as_bytes()).collect();
+            let split: Vec<&[u8]> = body.as_bytes().split(|&b| b == b'\n').collect();
+            assert_eq!(ours, split, "{body:?}");
+        }
+    }
 
     /// Parses a body into samples; per-line problems are returned with their
     /// line numbers, good lines are kept.
