@@ -297,6 +297,19 @@ mod tests {
 
     use super::*;
 
+    /// A detector (phi 5 suspect, 12 dead) watching `id` at `interval`
+    /// that heard it after each of `gaps` (ms); the last heartbeat's time.
+    fn heard(id: &str, interval: u64, gaps: impl IntoIterator<Item = u64>) -> (Detector, Instant) {
+        let d = Detector::new(5.0, 12.0);
+        let mut t = Instant::now();
+        d.watch(id, interval, t);
+        for gap in gaps {
+            t += Duration::from_millis(gap);
+            d.heartbeat(id, Some(3), t);
+        }
+        (d, t)
+    }
+
     #[test]
     fn phi_grows_with_silence() {
         assert!(phi(1000.0, 1000.0, 250.0) < 0.5);
@@ -308,19 +321,8 @@ mod tests {
 
     #[test]
     fn long_intervals_assume_a_fifth_of_spread_short_ones_250_ms() {
-        let regular = |interval: u64| {
-            let d = Detector::new(5.0, 12.0);
-            let t0 = Instant::now();
-            d.watch("n", interval, t0);
-            let mut t = t0;
-            for _ in 0..10 {
-                t += Duration::from_millis(interval);
-                d.heartbeat("n", None, t);
-            }
-            (d, t)
-        };
         let dead_after = |interval: u64, gaps: f64| {
-            let (d, t) = regular(interval);
+            let (d, t) = heard("n", interval, [interval; 10]);
             d.sweep(t + Duration::from_millis((interval as f64 * gaps) as u64));
             d.health("n").map(|h| h.0) == Some(Health::Dead)
         };
@@ -330,14 +332,7 @@ mod tests {
 
     #[test]
     fn a_silent_node_becomes_suspect_then_dead_and_a_heartbeat_revives_it() {
-        let d = Detector::new(5.0, 12.0);
-        let t0 = Instant::now();
-        d.watch("n1", 1000, t0);
-        let mut t = t0;
-        for _ in 0..10 {
-            t += Duration::from_millis(1000);
-            d.heartbeat("n1", Some(3), t);
-        }
+        let (d, t) = heard("n1", 1000, [1000; 10]);
         assert_eq!(d.health("n1"), Some((Health::Ready, 3)));
         assert!(d.sweep(t + Duration::from_millis(1500)).is_empty());
         let s = d.sweep(t + Duration::from_millis(2200));
@@ -353,14 +348,7 @@ mod tests {
 
     #[test]
     fn the_planned_instants_are_where_phi_crosses_the_thresholds() {
-        let d = Detector::new(5.0, 12.0);
-        let t0 = Instant::now();
-        d.watch("n", 1000, t0);
-        let mut t = t0;
-        for gap in [900, 1300, 700, 1100, 1000, 1600, 950] {
-            t += Duration::from_millis(gap);
-            d.heartbeat("n", None, t);
-        }
+        let (d, _) = heard("n", 1000, [900, 1300, 700, 1100, 1000, 1600, 950]);
         let beats = d.beats("n");
         let b = &beats["n"];
         let (mean, sd) = b.spread();
@@ -389,14 +377,7 @@ mod tests {
 
     #[test]
     fn jittery_heartbeats_widen_the_tolerance_within_bounds() {
-        let d = Detector::new(5.0, 12.0);
-        let t0 = Instant::now();
-        d.watch("n1", 1000, t0);
-        let mut t = t0;
-        for i in 0..32 {
-            t += Duration::from_millis(if i % 2 == 0 { 400 } else { 1600 });
-            d.heartbeat("n1", None, t);
-        }
+        let (d, t) = heard("n1", 1000, (0..32).map(|i| if i % 2 == 0 { 400 } else { 1600 }));
         // A 2.2 s gap is within this node's habits (sd ≈ 600 ms, capped at
         // a third of the mean), a 3.5 s one is not.
         assert!(d.sweep(t + Duration::from_millis(2200)).is_empty());
