@@ -1,11 +1,11 @@
-//! Arbitrary bytes as a stored chunk value, a log record or a packed row
-//! (plain or deflated): decoding
+//! Arbitrary bytes as a stored chunk value, a log record, a packed row
+//! (plain or deflated) or a row of sealed chunks: decoding
 //! errors, never panics; and samples derived from the input round-trip
 //! bit for bit through the chunk encoder (decimal or Gorilla).
 #![no_main]
 
 use edgebox::roles::tsdb::storage::blocks::Codec;
-use edgebox::roles::tsdb::storage::{chunk, wal};
+use edgebox::roles::tsdb::storage::{chunk, chunk_rows, wal};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = wal::decode(data);
     let _ = Codec::Plain.decode(data);
     let _ = Codec::Deflate.decode(data);
+    let _ = chunk_rows::decode_row(1, 0, data);
     let mut t = i64::MIN / 2;
     let mut samples = Vec::new();
     for c in data.chunks_exact(10).take(chunk::MAX_SAMPLES) {

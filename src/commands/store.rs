@@ -91,10 +91,11 @@ fn print_info(info: &serde_json::Value, json: bool) -> anyhow::Result<()> {
     for v in info["schema"].as_array().into_iter().flatten() {
         println!("schema: {} v{}", v[0].as_str().unwrap_or("?"), v[1]);
     }
-    println!("{:<40} {:>12} {:>14}", "table", "entries", "stored bytes");
+    println!("{:<40} {:>12} {:>14} {:>14}", "table", "entries", "stored bytes", "page bytes");
     for t in info["tables"].as_array().into_iter().flatten() {
-        let (entries, bytes) = (t["entries"].as_u64().unwrap_or(0), t["stored_bytes"].as_u64().unwrap_or(0));
-        println!("{:<40} {entries:>12} {bytes:>14}", t["name"].as_str().unwrap_or("?"));
+        let field = |name: &str| t[name].as_u64().unwrap_or(0);
+        let (entries, bytes, pages) = (field("entries"), field("stored_bytes"), field("page_bytes"));
+        println!("{:<40} {entries:>12} {bytes:>14} {pages:>14}", t["name"].as_str().unwrap_or("?"));
     }
     Ok(())
 }

@@ -27,7 +27,11 @@ pub struct StoreInfo {
 pub struct TableInfo {
     pub name: String,
     pub entries: u64,
+    /// Keys and values.
     pub stored_bytes: u64,
+    /// Everything the table's pages take: stored bytes, the tree's own
+    /// bytes and the unused part of its pages.
+    pub page_bytes: u64,
 }
 
 pub(super) fn info_of(db: &Database, path: &Path) -> anyhow::Result<StoreInfo> {
@@ -36,7 +40,12 @@ pub(super) fn info_of(db: &Database, path: &Path) -> anyhow::Result<StoreInfo> {
     for handle in txn.list_tables()? {
         let table = txn.open_untyped_table(handle)?;
         let stats = table.stats()?;
-        tables.push(TableInfo { name: table_name(&table), entries: table.len()?, stored_bytes: stats.stored_bytes() });
+        tables.push(TableInfo {
+            name: table_name(&table),
+            entries: table.len()?,
+            stored_bytes: stats.stored_bytes(),
+            page_bytes: stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes(),
+        });
     }
     tables.sort_by(|a, b| a.name.cmp(&b.name));
     let file_bytes = fs::metadata(path).map(|m| m.len()).unwrap_or(0);

@@ -333,7 +333,18 @@ fn disk_per_sample(t: &mut Target, samples: usize) -> anyhow::Result<f64> {
                 .stdout(Stdio::null())
                 .status()?;
             anyhow::ensure!(status.success(), "store compact failed");
-            Ok(std::fs::metadata(data.join("edgebox.redb"))?.len() as f64 / samples as f64)
+            let info = crate::core::store::info(&data.join("edgebox.redb"))?;
+            let parts: Vec<String> = info
+                .tables
+                .iter()
+                .filter(|t| t.name.starts_with("tsdb.") && t.stored_bytes > 0)
+                .map(|t| {
+                    let per = |b: u64| b as f64 / samples as f64;
+                    format!("{} {:.3} ({:.3} in pages)", t.name, per(t.stored_bytes), per(t.page_bytes))
+                })
+                .collect();
+            eprintln!("bench: edgebox bytes/sample by table, keys and values: {}", parts.join(", "));
+            Ok(info.file_bytes as f64 / samples as f64)
         }
         name if name.starts_with("victoria") => {
             let _ = httpclient::request(&Endpoint::plain(t.addr), "GET", "/internal/force_flush", &[], b"");

@@ -30,7 +30,9 @@ max_future_s = 600
 retention_days = 30
 # Days 5-minute rollups (min, max, sum and count per bucket) are kept:
 # longer than raw samples, they answer queries over the time raw retention
-# dropped. 0 turns them off.
+# dropped. They are made a day before the raw samples leave (raw samples
+# stay until they are rolled up); without retention_days none are needed.
+# 0 turns them off.
 rollup_5m_days = 90
 # Days 1-hour rollups are kept, for queries older than the 5-minute ones.
 rollup_1h_days = 365

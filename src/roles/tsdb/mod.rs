@@ -141,7 +141,19 @@ async fn checkpoint_forever(storage: Arc<Storage>, cfg: TsdbConfig, shutdown: to
         };
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let horizon = (cfg.retention_days > 0).then(|| now - (cfg.retention_days as i64).saturating_mul(86_400_000));
+        // Rollups first: raw retention drops only what they already cover.
+        match storage.roll_up(now).await {
+            Ok(Some((upto, buckets))) => tracing::info!(upto_ms = upto, buckets, "tsdb rollup pass"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "tsdb rollup pass failed; will retry"),
+        }
+        let horizon = match storage.raw_horizon(now).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "tsdb retention horizon unknown; keeping raw samples");
+                None
+            }
+        };
         let started = std::time::Instant::now();
         match storage.checkpoint(horizon).await {
             Ok(s) if s.series > 0 => tracing::info!(
@@ -153,11 +165,6 @@ async fn checkpoint_forever(storage: Arc<Storage>, cfg: TsdbConfig, shutdown: to
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "tsdb checkpoint failed; will retry"),
-        }
-        match storage.roll_up(cfg.retention().rollups, now).await {
-            Ok(Some((upto, buckets))) => tracing::info!(upto_ms = upto, buckets, "tsdb rollup pass"),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "tsdb rollup pass failed; will retry"),
         }
         if cfg.retention_max_bytes > 0 {
             match storage.enforce_size(cfg.retention_max_bytes).await {

@@ -87,25 +87,68 @@ pub fn pack(entries: BTreeMap<u64, Vec<u8>>, codec: Codec) -> Result<Vec<(u64, V
     let mut out = Vec::new();
     let mut rest = entries.as_slice();
     // Raw bytes per stored byte: exact for Plain; for compressed rows learnt
-    // from the row before (a first guess, then a row that came out too
-    // large is cut and tried again).
+    // from the row before, a first guess the search below corrects.
     let mut ratio = if codec == Codec::Plain { 1.0 } else { 4.0 };
     while !rest.is_empty() {
-        let budget = if codec == Codec::Plain { ROW_BUDGET } else { (ROW_BUDGET as f64 * ratio * 0.97) as usize };
-        let mut take = fitting(rest, budget);
-        loop {
-            let row = codec.encode(rest[..take].iter().map(|(id, b)| (id, b)))?;
-            if row.len() <= ROW_BUDGET || take == 1 {
-                let raw: usize = rest[..take].iter().map(|(id, b)| entry_len(*id, b)).sum();
-                ratio = (raw as f64 / row.len().max(1) as f64).max(1.0);
-                out.push((rest[0].0, row));
-                rest = &rest[take..];
-                break;
-            }
-            take = ((take as f64 * ROW_BUDGET as f64 / row.len() as f64 * 0.98) as usize).clamp(1, take - 1);
-        }
+        let guess = fitting(rest, (ROW_BUDGET as f64 * ratio) as usize);
+        let (take, row) = fill_row(rest, guess, codec)?;
+        let raw: usize = rest[..take].iter().map(|(id, b)| entry_len(*id, b)).sum();
+        ratio = (raw as f64 / row.len().max(1) as f64).max(1.0);
+        out.push((rest[0].0, row));
+        rest = &rest[take..];
     }
     Ok(out)
+}
+
+/// Most tries at the entry count of one compressed row.
+const FILL_TRIES: usize = 6;
+
+/// The leading entries that make the fullest row within `ROW_BUDGET`
+/// (within `FILL_TRIES` encodings; an entry larger than the budget alone),
+/// starting from the guess `take`. Compressed sizes are not additive, so
+/// each guess scales by the room left and is kept between the largest
+/// count known to fit and the smallest known not to.
+fn fill_row(rest: &[(u64, Vec<u8>)], take: usize, codec: Codec) -> Result<(usize, Vec<u8>), String> {
+    let encode = |n: usize| codec.encode(rest[..n].iter().map(|(id, b)| (id, b)));
+    if codec == Codec::Plain {
+        // Sizes add up: `fitting` already found the count.
+        return Ok((take, encode(take)?));
+    }
+    let (mut fits, mut over) = (None::<(usize, Vec<u8>)>, rest.len() + 1);
+    let mut take = take.clamp(1, rest.len());
+    for _ in 0..FILL_TRIES {
+        let row = encode(take)?;
+        let len = row.len().max(1);
+        if row.len() <= ROW_BUDGET || take == 1 {
+            let full = take == rest.len() || row.len() + row.len() / take > ROW_BUDGET;
+            fits = Some((take, row));
+            if full {
+                break;
+            }
+        } else {
+            over = take;
+        }
+        let lo = fits.as_ref().map_or(0, |f| f.0);
+        if over <= lo + 1 {
+            break;
+        }
+        let scaled = (take as f64 * ROW_BUDGET as f64 * 0.995 / len as f64) as usize;
+        take = scaled.clamp(lo + 1, over - 1);
+    }
+    match fits {
+        Some(found) => Ok(found),
+        // Every guess overflowed: halve down to a row that fits.
+        None => {
+            let mut take = over / 2;
+            loop {
+                let row = encode(take.max(1))?;
+                if row.len() <= ROW_BUDGET || take <= 1 {
+                    return Ok((take.max(1), row));
+                }
+                take /= 2;
+            }
+        }
+    }
 }
 
 /// How many leading entries fit `budget` raw bytes (at least one).

@@ -8,8 +8,8 @@ use redb::{ReadableTable, ReadableTableMetadata, Table};
 
 use super::blocks;
 use super::head::CUT_SAMPLES;
-use super::tables::{CHUNKS, HEAD_BLOCKS, META, WAL};
-use super::{Storage, chunk};
+use super::tables::{CHUNK_ROWS, HEAD_BLOCKS, HEAD_CODEC, META, WAL};
+use super::{Storage, chunk, chunk_rows};
 use crate::core::store::Durability;
 
 /// What one checkpoint did.
@@ -39,7 +39,7 @@ impl Storage {
         let written = self
             .store
             .write(Durability::Immediate, move |txn| {
-                let mut chunks = txn.open_table(CHUNKS)?;
+                let mut chunks = txn.open_table(CHUNK_ROWS)?;
                 let mut stats = CheckpointStats { series: work.len(), ..Default::default() };
                 // Per series: Some(open chunk) to store, None to drop.
                 let mut heads: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
@@ -48,9 +48,12 @@ impl Storage {
                         heads.insert(snap.id, None);
                         continue;
                     }
-                    for (first, value) in &snap.sealed {
-                        chunks.insert((snap.id, *first), value.as_slice())?;
-                        stats.sealed_samples += chunk::sample_count(value)?;
+                    if !snap.sealed.is_empty() {
+                        for (_, value) in &snap.sealed {
+                            stats.sealed_samples += chunk::sample_count(value)?;
+                        }
+                        let sealed = snap.sealed.iter().map(|(first, value)| (*first, Some(value.clone()))).collect();
+                        chunk_rows::apply(&mut chunks, snap.id, sealed)?;
                     }
                     if !snap.ooo.is_empty() {
                         stats.sealed_samples += merge_late(&mut chunks, snap.id, &snap.ooo)?;
@@ -58,9 +61,9 @@ impl Storage {
                     heads.insert(snap.id, (!snap.open.is_empty()).then(|| chunk::encode(&snap.open)));
                 }
                 let mut head_rows = txn.open_table(HEAD_BLOCKS)?;
-                blocks::apply(&mut head_rows, heads, blocks::Codec::Plain, "tsdb.head_blocks")?;
+                blocks::apply(&mut head_rows, heads, HEAD_CODEC, "tsdb.head_blocks")?;
                 if let Some(h) = horizon {
-                    chunks.retain(|_, v| chunk::last_t(v).map_or(true, |last| last >= h))?;
+                    drop_older(&mut chunks, h)?;
                 }
                 let mut wal = txn.open_table(WAL)?;
                 let before = wal.len()?;
@@ -93,29 +96,31 @@ impl Storage {
         let dropped = self
             .store
             .write(Durability::Immediate, move |txn| {
-                let mut chunks = txn.open_table(CHUNKS)?;
+                let mut chunks = txn.open_table(CHUNK_ROWS)?;
                 let used = chunks.stats()?.stored_bytes()
                     + txn.open_table(HEAD_BLOCKS)?.stats()?.stored_bytes()
                     + txn.open_table(WAL)?.stats()?.stored_bytes();
                 if used <= max_bytes {
                     return Ok(0);
                 }
-                let mut all: Vec<(i64, u64, u64)> = Vec::new();
-                for row in chunks.iter()? {
-                    let (k, v) = row?;
-                    let (id, first) = k.value();
-                    all.push((first, id, v.value().len() as u64 + 16));
-                }
+                let mut all: Vec<(i64, u64, u64)> = chunk_rows::all(&chunks)?
+                    .into_iter()
+                    .map(|(id, first, v)| (first, id, v.len() as u64 + 4))
+                    .collect();
                 all.sort_unstable();
                 let mut excess = used - max_bytes;
                 let mut dropped = 0;
+                let mut by_series: BTreeMap<u64, chunk_rows::Changes> = BTreeMap::new();
                 for (first, id, size) in all {
                     if excess == 0 {
                         break;
                     }
-                    chunks.remove((id, first))?;
+                    by_series.entry(id).or_default().insert(first, None);
                     excess = excess.saturating_sub(size);
                     dropped += 1;
+                }
+                for (id, changes) in by_series {
+                    chunk_rows::apply(&mut chunks, id, changes)?;
                 }
                 Ok(dropped)
             })
@@ -131,14 +136,14 @@ impl Storage {
     pub async fn footprint(&self) -> anyhow::Result<(u64, u64, u64)> {
         self.store
             .read(|txn| {
-                let chunks = txn.open_table(CHUNKS)?;
+                let chunks = txn.open_table(CHUNK_ROWS)?;
                 let heads = txn.open_table(HEAD_BLOCKS)?;
                 let wal = txn.open_table(WAL)?;
                 let mut samples = 0u64;
-                for row in chunks.iter()? {
-                    samples += chunk::sample_count(row?.1.value())? as u64;
+                for (_, _, value) in chunk_rows::all(&chunks)? {
+                    samples += chunk::sample_count(&value)? as u64;
                 }
-                for value in blocks::entries(&heads, blocks::Codec::Plain, "tsdb.head_blocks")?.values() {
+                for value in blocks::entries(&heads, HEAD_CODEC, "tsdb.head_blocks")?.values() {
                     samples += chunk::sample_count(value)? as u64;
                 }
                 let bytes =
@@ -147,6 +152,28 @@ impl Storage {
             })
             .await
     }
+}
+
+/// Drops the chunks whose newest sample is older than `horizon`. Only rows
+/// starting before it can hold such chunks.
+fn drop_older(chunks: &mut Table<'_, (u64, i64), &'static [u8]>, horizon: i64) -> anyhow::Result<()> {
+    let mut by_series: BTreeMap<u64, chunk_rows::Changes> = BTreeMap::new();
+    for row in chunks.iter()? {
+        let (k, row) = row?;
+        let (id, first) = k.value();
+        if first >= horizon {
+            continue;
+        }
+        for (first, value) in chunk_rows::decode_row(id, first, row.value())? {
+            if chunk::last_t(&value).is_ok_and(|last| last < horizon) {
+                by_series.entry(id).or_default().insert(first, None);
+            }
+        }
+    }
+    for (id, changes) in by_series {
+        chunk_rows::apply(chunks, id, changes)?;
+    }
+    Ok(())
 }
 
 /// Merges out-of-order samples (arrival order, the last winning) into the
@@ -159,21 +186,16 @@ fn merge_late(
     let lo = late.iter().map(|s| s.0).min().unwrap_or(i64::MIN);
     let hi = late.iter().map(|s| s.0).max().unwrap_or(i64::MAX);
     let mut merged: BTreeMap<i64, f64> = BTreeMap::new();
-    let mut overlapping = Vec::new();
-    for row in chunks.range((id, i64::MIN)..=(id, hi))? {
-        let (k, v) = row?;
-        if chunk::last_t(v.value())? >= lo {
-            overlapping.push(k.value().1);
-            merged.extend(chunk::decode(v.value()).map_err(|e| anyhow::anyhow!("tsdb.chunks {id}: {e}"))?);
-        }
-    }
-    for first in overlapping {
-        chunks.remove((id, first))?;
+    let mut changes = chunk_rows::Changes::new();
+    for (first, value) in chunk_rows::overlapping(chunks, id, lo, hi)? {
+        changes.insert(first, None);
+        merged.extend(chunk::decode(&value).map_err(|e| anyhow::anyhow!("tsdb.chunk_rows {id}: {e}"))?);
     }
     merged.extend(late.iter().copied());
     let merged: Vec<(i64, f64)> = merged.into_iter().collect();
     for part in merged.chunks(CUT_SAMPLES) {
-        chunks.insert((id, part[0].0), chunk::encode(part).as_slice())?;
+        changes.insert(part[0].0, Some(chunk::encode(part)));
     }
+    chunk_rows::apply(chunks, id, changes)?;
     Ok(late.len())
 }

@@ -13,6 +13,7 @@
 pub mod blocks;
 mod checkpoint;
 pub mod chunk;
+pub mod chunk_rows;
 pub mod head;
 pub mod index;
 pub mod labels;
@@ -34,7 +35,7 @@ pub use index::{Index, MatchOp, Matcher, SeriesEntry};
 pub use labels::Labels;
 pub use rollup::{Column, RollupPolicy};
 pub use tables::MIGRATIONS;
-use tables::{CHUNKS, FORWARD, HEAD_BLOCKS, META, SERIES_BLOCKS, WAL};
+use tables::{CHUNK_ROWS, FORWARD, HEAD_BLOCKS, HEAD_CODEC, META, SERIES_BLOCKS, SERIES_CODEC, WAL};
 
 /// Log bytes after which a checkpoint is asked for early.
 const WAL_CHECKPOINT_BYTES: u64 = 64 << 20;
@@ -145,19 +146,18 @@ impl Storage {
         let (index, next_id, next_seq, replayed) = store.read_blocking(|txn| {
             let mut ix = Index::default();
             let series = txn.open_table(SERIES_BLOCKS)?;
-            for (id, key) in blocks::entries(&series, blocks::Codec::Deflate, "tsdb.series_blocks")? {
+            for (id, key) in blocks::entries(&series, SERIES_CODEC, "tsdb.series_blocks")? {
                 let labels = Labels::decode(&key).map_err(|e| anyhow::anyhow!("tsdb.series_blocks id {id}: {e}"))?;
                 ix.insert(id, labels);
             }
-            let chunks = txn.open_table(CHUNKS)?;
+            let chunks = txn.open_table(CHUNK_ROWS)?;
             for id in ix.ids() {
-                if let Some(row) = chunks.range((id, i64::MIN)..=(id, i64::MAX))?.next_back() {
-                    let floor = chunk::last_t(row?.1.value()).map_err(|e| anyhow::anyhow!("tsdb.chunks {id}: {e}"))?;
+                if let Some(floor) = chunk_rows::newest(&chunks, id)? {
                     heads.with(id, |h| h.set_floor(floor));
                 }
             }
             let saved = txn.open_table(HEAD_BLOCKS)?;
-            for (id, v) in blocks::entries(&saved, blocks::Codec::Plain, "tsdb.head_blocks")? {
+            for (id, v) in blocks::entries(&saved, HEAD_CODEC, "tsdb.head_blocks")? {
                 let samples = chunk::decode(&v).map_err(|e| anyhow::anyhow!("tsdb.head_blocks id {id}: {e}"))?;
                 heads.with(id, |h| h.restore(&samples));
             }
@@ -285,7 +285,7 @@ impl Storage {
             .write(Durability::Immediate, move |txn| {
                 let mut series = txn.open_table(SERIES_BLOCKS)?;
                 let changes = rows.iter().map(|(id, key)| (*id, Some(key.clone()))).collect();
-                blocks::apply(&mut series, changes, blocks::Codec::Deflate, "tsdb.series_blocks")?;
+                blocks::apply(&mut series, changes, SERIES_CODEC, "tsdb.series_blocks")?;
                 txn.open_table(META)?.insert("next_series_id", next)?;
                 Ok(())
             })
@@ -452,7 +452,7 @@ impl Storage {
             .collect();
         self.store
             .read(move |txn| {
-                let chunks = txn.open_table(CHUNKS)?;
+                let chunks = txn.open_table(CHUNK_ROWS)?;
                 let mut out = Vec::new();
                 for (id, newest, in_memory) in spans {
                     let stored =
@@ -482,20 +482,11 @@ impl Storage {
             let wanted: Vec<(u64, bool)> = mem.iter().map(|(id, p)| (*id, p.floor_t >= from)).collect();
             self.store
                 .read(move |txn| {
-                    let chunks = txn.open_table(CHUNKS)?;
+                    let chunks = txn.open_table(CHUNK_ROWS)?;
                     let mut out = Vec::with_capacity(wanted.len());
                     for (id, want) in wanted {
-                        let mut values = Vec::new();
-                        if want {
-                            for row in chunks.range((id, i64::MIN)..=(id, to))? {
-                                let (_, v) = row?;
-                                let v = v.value();
-                                if chunk::last_t(v)? >= from {
-                                    values.push(v.to_vec());
-                                }
-                            }
-                        }
-                        out.push(values);
+                        let values = if want { chunk_rows::overlapping(&chunks, id, from, to)? } else { Vec::new() };
+                        out.push(values.into_iter().map(|(_, v)| v).collect());
                     }
                     Ok(out)
                 })
@@ -503,22 +494,27 @@ impl Storage {
         } else {
             Vec::new()
         };
-        let series: Vec<(u64, &[Vec<u8>], head::MemParts)> = mem
-            .into_iter()
-            .enumerate()
-            .map(|(i, (id, p))| (id, stored.get(i).map_or(&[][..], Vec::as_slice), p))
-            .collect();
-        let work = series.iter().map(|(_, s, p)| s.len() + p.sealed.len() + 1).sum::<usize>() * head::CUT_SAMPLES;
-        let parts = crate::roles::tsdb::cores::split(&series, work, |part| {
-            part.iter()
-                .map(|(id, stored, p)| Ok((*id, merge(decode_parts(*id, stored, p)?, from, to))))
-                .collect::<anyhow::Result<Vec<_>>>()
-        });
-        let mut out = Vec::with_capacity(series.len());
-        for part in parts {
-            out.extend(part?);
-        }
-        Ok(out)
+        // Decoding and merging is CPU work of up to seconds: on the blocking
+        // pool, so a large query does not hold a runtime worker.
+        tokio::task::spawn_blocking(move || {
+            let series: Vec<(u64, &[Vec<u8>], head::MemParts)> = mem
+                .into_iter()
+                .enumerate()
+                .map(|(i, (id, p))| (id, stored.get(i).map_or(&[][..], Vec::as_slice), p))
+                .collect();
+            let work = series.iter().map(|(_, s, p)| s.len() + p.sealed.len() + 1).sum::<usize>() * head::CUT_SAMPLES;
+            let parts = crate::roles::tsdb::cores::split(&series, work, |part| {
+                part.iter()
+                    .map(|(id, stored, p)| Ok((*id, merge(decode_parts(*id, stored, p)?, from, to))))
+                    .collect::<anyhow::Result<Vec<_>>>()
+            });
+            let mut out = Vec::with_capacity(series.len());
+            for part in parts {
+                out.extend(part?);
+            }
+            Ok(out)
+        })
+        .await?
     }
 }
 
@@ -527,7 +523,7 @@ impl Storage {
 fn decode_parts(id: u64, stored: &[Vec<u8>], p: &head::MemParts) -> anyhow::Result<Vec<Vec<(i64, f64)>>> {
     let mut parts = Vec::with_capacity(stored.len() + p.sealed.len() + 3);
     for v in stored {
-        parts.push(chunk::decode(v).map_err(|e| anyhow::anyhow!("tsdb.chunks {id}: {e}"))?);
+        parts.push(chunk::decode(v).map_err(|e| anyhow::anyhow!("tsdb.chunk_rows {id}: {e}"))?);
     }
     for v in &p.sealed {
         parts.push(chunk::decode(v)?);
