@@ -73,12 +73,13 @@ impl BitWriter {
     }
 }
 
-/// Reads bits most-significant first; every read is bounds-checked. Reads
-/// of up to 56 bits are one unaligned 8-byte load (the chunk is decoded on
-/// every query that touches it, so this is the query path's inner loop).
+/// Reads a chunk's bit stream most-significant bit first, reads of up to
+/// 56 bits as one unaligned 8-byte load (this is the query path's inner
+/// loop). No read checks the length: past the end a window reads zeros,
+/// and `decode` checks once per sample that the reads stayed inside.
 struct BitReader<'a> {
     bytes: &'a [u8],
-    /// Bits consumed; never past `bytes.len() * 8`.
+    /// Bits consumed (past the stream's end after a damaged sample).
     pos: usize,
 }
 
@@ -99,32 +100,32 @@ impl BitReader<'_> {
         word << (self.pos % 8)
     }
 
+    /// Whether every read so far stayed inside the stream.
     #[inline]
-    fn remaining(&self) -> usize {
-        self.bytes.len() * 8 - self.pos
+    fn in_bounds(&self) -> bool {
+        self.pos <= self.bytes.len() * 8
     }
 
-    /// Consumes `n` bits already looked at, if the chunk has them.
+    /// Consumes `n` bits already looked at.
     #[inline]
-    fn skip(&mut self, n: usize) -> Option<()> {
-        (n <= self.remaining()).then(|| self.pos += n)
+    fn skip(&mut self, n: usize) {
+        self.pos += n;
     }
 
     /// Reads `n` ≤ 64 bits.
     #[inline]
-    fn read_bits(&mut self, n: u8) -> Option<u64> {
-        let n = usize::from(n);
+    fn read_bits(&mut self, n: u8) -> u64 {
         match n {
-            0 => Some(0),
+            0 => 0,
             1..=56 => {
                 let v = self.window() >> (64 - n);
-                self.skip(n)?;
-                Some(v)
+                self.skip(usize::from(n));
+                v
             }
             _ => {
-                let high = self.read_bits(32)?;
-                let low = self.read_bits((n - 32) as u8)?;
-                Some((high << (n - 32)) | low)
+                let high = self.read_bits(32);
+                let low = self.read_bits(n - 32);
+                (high << (n - 32)) | low
             }
         }
     }
@@ -281,48 +282,58 @@ pub fn decode(chunk: &[u8]) -> Result<Vec<(i64, f64)>, ChunkError> {
         let truncated = |r: &BitReader<'_>| ChunkError::Truncated { bit: r.pos, sample: i, count };
         match i {
             0 => {
-                t = r.read_bits(64).ok_or_else(|| truncated(&r))? as i64;
-                v = r.read_bits(64).ok_or_else(|| truncated(&r))?;
+                t = r.read_bits(64) as i64;
+                v = r.read_bits(64);
             }
             _ => {
                 if i == 1 {
-                    delta = r.read_bits(64).ok_or_else(|| truncated(&r))? as i64;
+                    delta = r.read_bits(64) as i64;
                 } else {
-                    let dod = read_dod(&mut r).ok_or_else(|| truncated(&r))?;
-                    delta = delta.wrapping_add(dod);
+                    delta = delta.wrapping_add(read_dod(&mut r));
                 }
                 let next = t.wrapping_add(delta);
+                v = read_value(&mut r, v, &mut leading, &mut trailing).ok_or_else(|| truncated(&r))?;
+                if !r.in_bounds() {
+                    return Err(truncated(&r));
+                }
                 if next <= t {
                     return Err(ChunkError::NotIncreasing { sample: i });
                 }
                 t = next;
-                v = read_value(&mut r, v, &mut leading, &mut trailing).ok_or_else(|| truncated(&r))?;
             }
+        }
+        if !r.in_bounds() {
+            return Err(truncated(&r));
         }
         out.push((t, f64::from_bits(v)));
     }
     Ok(out)
 }
 
-fn read_dod(r: &mut BitReader<'_>) -> Option<i64> {
+fn read_dod(r: &mut BitReader<'_>) -> i64 {
     // The prefix: up to four 1 bits, ended by a 0 unless there are four.
-    let ones = (!r.window()).leading_zeros().min(4);
-    r.skip(if ones < 4 { ones as usize + 1 } else { 4 })?;
-    let bits = match ones {
-        0 => return Some(0),
-        1 => 14,
-        2 => 17,
-        3 => 20,
-        _ => 64,
+    let head = r.window();
+    let ones = (!head).leading_zeros().min(4);
+    let (prefix, bits): (usize, u32) = match ones {
+        0 => {
+            r.skip(1);
+            return 0;
+        }
+        1 => (2, 14),
+        2 => (3, 17),
+        3 => (4, 20),
+        _ => {
+            r.skip(4);
+            return r.read_bits(64) as i64;
+        }
     };
-    let raw = r.read_bits(bits)?;
-    if bits == 64 {
-        return Some(raw as i64);
-    }
+    // Prefix and payload lie in one window (at most 24 bits).
+    let raw = (head << prefix) >> (64 - bits);
+    r.skip(prefix + bits as usize);
     // Buckets hold [-(2^(n-1) - 1), 2^(n-1)]: a payload above 2^(n-1) is
     // negative, 2^(n-1) itself is positive (as Prometheus reads them).
     let half = 1u64 << (bits - 1);
-    Some(if raw > half { raw as i64 - (1i64 << bits) } else { raw as i64 })
+    if raw > half { raw as i64 - (1i64 << bits) } else { raw as i64 }
 }
 
 fn read_value(r: &mut BitReader<'_>, prev: u64, leading: &mut u8, trailing: &mut u8) -> Option<u64> {
@@ -330,11 +341,11 @@ fn read_value(r: &mut BitReader<'_>, prev: u64, leading: &mut u8, trailing: &mut
     // leading zeros and 6 of significant bits follow.
     let head = r.window();
     if head >> 63 == 0 {
-        r.skip(1)?;
+        r.skip(1);
         return Some(prev);
     }
     if head >> 62 == 0b11 {
-        r.skip(13)?;
+        r.skip(13);
         *leading = ((head >> 57) & 0x1f) as u8;
         let mut sig = ((head >> 51) & 0x3f) as u8;
         if sig == 0 {
@@ -343,10 +354,10 @@ fn read_value(r: &mut BitReader<'_>, prev: u64, leading: &mut u8, trailing: &mut
         // A corrupt chunk can claim more bits than 64 - leading.
         *trailing = 64u8.checked_sub(*leading + sig)?;
     } else {
-        r.skip(2)?;
+        r.skip(2);
     }
     let sig = 64 - *leading - *trailing;
-    let bits = r.read_bits(sig)?;
+    let bits = r.read_bits(sig);
     Some(prev ^ (bits.checked_shl(u32::from(*trailing)).unwrap_or(0)))
 }
 

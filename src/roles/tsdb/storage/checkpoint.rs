@@ -164,8 +164,8 @@ fn drop_older(chunks: &mut Table<'_, (u64, i64), &'static [u8]>, horizon: i64) -
         if first >= horizon {
             continue;
         }
-        for (first, value) in chunk_rows::decode_row(id, first, row.value())? {
-            if chunk::last_t(&value).is_ok_and(|last| last < horizon) {
+        for (first, newest) in chunk_rows::spans(id, first, row.value())? {
+            if newest < horizon {
                 by_series.entry(id).or_default().insert(first, None);
             }
         }

@@ -42,8 +42,25 @@ pub type Changes = BTreeMap<i64, Option<Vec<u8>>>;
 /// A chunk value's bytes after its newest timestamp.
 const NEWEST_BYTES: usize = 8;
 
-/// The chunks of a row keyed `key`, oldest first, as (first t, chunk value).
-pub fn decode_row(id: u64, key: i64, row: &[u8]) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
+/// One chunk in a row, borrowed: first and newest timestamp, and the chunk
+/// value's bytes after its newest timestamp.
+struct Entry<'a> {
+    first: i64,
+    newest: i64,
+    body: &'a [u8],
+}
+
+impl Entry<'_> {
+    fn value(&self) -> Vec<u8> {
+        let mut value = Vec::with_capacity(NEWEST_BYTES + self.body.len());
+        value.extend_from_slice(&self.newest.to_be_bytes());
+        value.extend_from_slice(self.body);
+        value
+    }
+}
+
+/// The chunks of a row keyed `key`, oldest first.
+fn parse_row(id: u64, key: i64, row: &[u8]) -> anyhow::Result<Vec<Entry<'_>>> {
     let bad =
         |offset: usize, what: &str| anyhow::anyhow!("tsdb.chunk_rows series {id} row {key}: byte {offset}: {what}");
     let mut r = Reader::new(row);
@@ -58,15 +75,22 @@ pub fn decode_row(id: u64, key: i64, row: &[u8]) -> anyhow::Result<Vec<(i64, Vec
         let newest = first.wrapping_add(r.i64().map_err(|o| bad(o, "newest timestamp"))?);
         let len = r.u64().map_err(|o| bad(o, "chunk length"))?;
         let body = r.take(usize::try_from(len).unwrap_or(usize::MAX)).map_err(|o| bad(o, "chunk bytes"))?;
-        let mut value = Vec::with_capacity(NEWEST_BYTES + body.len());
-        value.extend_from_slice(&newest.to_be_bytes());
-        value.extend_from_slice(body);
-        out.push((first, value));
+        out.push(Entry { first, newest, body });
     }
     if !r.is_empty() {
         return Err(bad(r.offset(), "trailing bytes"));
     }
     Ok(out)
+}
+
+/// The chunks of a row keyed `key`, oldest first, as (first t, chunk value).
+pub fn decode_row(id: u64, key: i64, row: &[u8]) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
+    Ok(parse_row(id, key, row)?.iter().map(|e| (e.first, e.value())).collect())
+}
+
+/// The (first, newest) timestamps of a row's chunks, oldest first.
+pub fn spans(id: u64, key: i64, row: &[u8]) -> anyhow::Result<Vec<(i64, i64)>> {
+    Ok(parse_row(id, key, row)?.iter().map(|e| (e.first, e.newest)).collect())
 }
 
 /// One chunk's bytes in a row, after the previous chunk's first t.
@@ -134,9 +158,9 @@ pub fn overlapping(
     }
     for row in table.range((id, start)..=(id, to))? {
         let (k, row) = row?;
-        for (first, value) in decode_row(id, k.value().1, row.value())? {
-            if first <= to && chunk::last_t(&value)? >= from {
-                out.push((first, value));
+        for e in parse_row(id, k.value().1, row.value())? {
+            if e.first <= to && e.newest >= from {
+                out.push((e.first, e.value()));
             }
         }
     }
@@ -147,10 +171,7 @@ pub fn overlapping(
 pub fn newest(table: &impl ReadableTable<(u64, i64), &'static [u8]>, id: u64) -> anyhow::Result<Option<i64>> {
     let Some(row) = table.range((id, i64::MIN)..=(id, i64::MAX))?.next_back() else { return Ok(None) };
     let (k, row) = row?;
-    match decode_row(id, k.value().1, row.value())?.last() {
-        Some((_, v)) => Ok(Some(chunk::last_t(v)?)),
-        None => Ok(None),
-    }
+    Ok(parse_row(id, k.value().1, row.value())?.last().map(|e| e.newest))
 }
 
 /// Applies changes to series `id`'s chunks, keyed by first timestamp
