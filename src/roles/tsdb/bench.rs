@@ -22,6 +22,7 @@ pub struct Options {
     pub clients: usize,
     pub peers: Vec<String>,
     pub rss_series: usize,
+    pub rss_points: usize,
 }
 
 const SERIES_PER_HOST: usize = 100;
@@ -420,7 +421,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         results.push(Row { name: t.name, ingest: rate, bytes: bps, q_avg: qa, q_range: qr });
     }
     let inproc = in_process(opts)?;
-    let rss = rss_with_series(opts.rss_series)?;
+    let rss = rss_with_series(opts.rss_series, opts.rss_points)?;
 
     println!();
     println!(
@@ -453,7 +454,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         );
     }
     println!("in-process ingest through the storage API: {inproc:.0} samples/s");
-    println!("RSS with {} active series 10 s after ingest: {:.1} MiB", opts.rss_series, rss as f64 / (1024.0 * 1024.0));
+    println!(
+        "RSS with {} active series ({} sample{} each) 10 s after ingest: {:.1} MiB",
+        opts.rss_series,
+        opts.rss_points,
+        if opts.rss_points == 1 { "" } else { "s" },
+        rss as f64 / (1024.0 * 1024.0)
+    );
     Ok(())
 }
 
@@ -510,15 +517,26 @@ fn in_process(opts: &Options) -> anyhow::Result<f64> {
 /// RSS of a tsdb process holding `n` active series, settled: 10 s after
 /// the ingest, when the allocator has returned what the burst freed (it
 /// purges freed pages a second after the fact, at its next activity).
-fn rss_with_series(n: usize) -> anyhow::Result<u64> {
+fn rss_with_series(n: usize, points: usize) -> anyhow::Result<u64> {
     let t = start_edgebox(n * 2)?;
-    let now = now_ms();
-    let bodies: Vec<Vec<u8>> = (0..n)
-        .collect::<Vec<_>>()
-        .chunks(10_000)
-        .map(|c| c.iter().flat_map(|i| format!("rss_series,id=s{i} value={i} {now}\n").into_bytes()).collect())
-        .collect();
-    ingest(&t, &Arc::new(bodies), 2)?;
+    let end = now_ms() / INTERVAL_MS * INTERVAL_MS;
+    let start = end - (points as i64 - 1) * INTERVAL_MS;
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    for p in 0..points as i64 {
+        let t = start + p * INTERVAL_MS;
+        for ids in (0..n).collect::<Vec<_>>().chunks(10_000) {
+            // Values that change like a slow gauge's.
+            bodies.push(
+                ids.iter()
+                    .flat_map(|i| {
+                        format!("rss_series,id=s{i} value={} {t}\n", (i * 7 + p as usize) % 1000).into_bytes()
+                    })
+                    .collect(),
+            );
+        }
+    }
+    // Two clients, as the ingest figures; one when rounds must land in order.
+    ingest(&t, &Arc::new(bodies), if points == 1 { 2 } else { 1 })?;
     std::thread::sleep(Duration::from_secs(10));
     Ok(rss_of(t.child.id()))
 }

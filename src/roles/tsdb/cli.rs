@@ -74,6 +74,13 @@ pub fn command() -> Command {
                         .default_value("100000")
                         .value_parser(clap::value_parser!(usize))
                         .help("active series for the RSS measurement"),
+                )
+                .arg(
+                    Arg::new("rss-points")
+                        .long("rss-points")
+                        .default_value("1")
+                        .value_parser(clap::value_parser!(usize))
+                        .help("samples each of them gets, 15 s apart (a chunk seals at 240)"),
                 ),
         )
 }
@@ -100,6 +107,7 @@ pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
             clients: n("clients"),
             peers,
             rss_series: n("rss-series"),
+            rss_points: n("rss-points"),
         });
     }
     let (to, mut headers) = tsdb_endpoint(inv)?;
