@@ -143,29 +143,32 @@ impl Index {
     /// query layer checks.
     pub fn select(&self, matchers: &[Matcher]) -> Vec<u64> {
         // Start from the smallest postings list an equality matcher names.
-        let seed: Option<&Postings> = matchers
+        let seed: Option<(usize, &Postings)> = matchers
             .iter()
-            .filter_map(|m| match &m.op {
+            .enumerate()
+            .filter_map(|(i, m)| match &m.op {
                 MatchOp::Equal(v) if !v.is_empty() => {
-                    Some(self.postings.get(&m.name).and_then(|vals| vals.get(v)).unwrap_or(&EMPTY))
+                    Some((i, self.postings.get(&m.name).and_then(|vals| vals.get(v)).unwrap_or(&EMPTY)))
                 }
                 _ => None,
             })
-            .min_by_key(|ids| ids.len());
-        let accept = |id: &u64| {
+            .min_by_key(|(_, ids)| ids.len());
+        let accept = |id: &u64, skip: Option<usize>| {
             let Some(e) = self.series.get(id) else { return false };
-            matchers.iter().all(|m| m.matches(e.labels.get(&m.name).unwrap_or("")))
+            matchers.iter().enumerate().all(|(i, m)| Some(i) == skip || m.matches(e.labels.get(&m.name).unwrap_or("")))
         };
         match seed {
-            Some(ids) => ids.iter().copied().filter(|id| accept(id)).collect(),
+            // The seed's own matcher holds for every id its postings list.
+            Some((_, ids)) if matchers.len() == 1 => ids.clone(),
+            Some((i, ids)) => ids.iter().copied().filter(|id| accept(id, Some(i))).collect(),
             None => {
                 // No equality matcher: narrow by a label the query needs
                 // present, else scan every series.
                 let needed = matchers.iter().find(|m| !m.matches_empty()).map(|m| m.name.as_str());
                 let mut ids: Vec<u64> = match needed.and_then(|n| self.postings.get(n)) {
-                    Some(vals) => vals.values().flatten().copied().filter(|id| accept(id)).collect(),
+                    Some(vals) => vals.values().flatten().copied().filter(|id| accept(id, None)).collect(),
                     None if needed.is_some() => Vec::new(),
-                    None => self.series.keys().copied().filter(|id| accept(id)).collect(),
+                    None => self.series.keys().copied().filter(|id| accept(id, None)).collect(),
                 };
                 ids.sort_unstable();
                 ids.dedup();
