@@ -26,6 +26,28 @@ pub fn split<T: Sync, R: Send>(items: &[T], work: usize, f: impl Fn(&[T]) -> R +
     })
 }
 
+/// `f` over `items` split as in `split`, each part filling its own
+/// `per_item` slots of `out` per item (`out` holds `items.len() * per_item`).
+pub fn fill<T: Sync, R: Send>(
+    items: &[T],
+    out: &mut [R],
+    per_item: usize,
+    work: usize,
+    f: impl Fn(&[T], &mut [R]) + Sync,
+) {
+    let threads = threads_for(work);
+    if threads <= 1 || items.len() < 2 || per_item == 0 {
+        return f(items, out);
+    }
+    let part = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        for (chunk, slots) in items.chunks(part).zip(out.chunks_mut(part * per_item)) {
+            scope.spawn(move || f(chunk, slots));
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +60,20 @@ mod tests {
             assert_eq!(parts.concat(), items, "work {work}");
         }
         assert_eq!(split(&[] as &[u32], PARALLEL_WORK, <[u32]>::len), vec![0]);
+    }
+
+    #[test]
+    fn fill_gives_each_part_its_own_slots() {
+        let items: Vec<u32> = (0..1001).collect();
+        for work in [0, PARALLEL_WORK * 10] {
+            let mut out = vec![0u32; items.len() * 3];
+            fill(&items, &mut out, 3, work, |chunk, slots| {
+                for (item, s) in chunk.iter().zip(slots.chunks_mut(3)) {
+                    s.copy_from_slice(&[*item, item * 2, item * 3]);
+                }
+            });
+            let want: Vec<u32> = items.iter().flat_map(|i| [*i, i * 2, i * 3]).collect();
+            assert_eq!(out, want, "work {work}");
+        }
     }
 }

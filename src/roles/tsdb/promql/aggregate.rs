@@ -8,7 +8,8 @@ use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 
 use super::QueryError;
 use super::eval::Evaluator;
-use super::value::{Metric, NAME, Sample, Value};
+use super::functions::{self, RangeArg};
+use super::value::{Metric, NAME, Sample, Series, Value};
 
 /// The group a sample belongs to under `by`/`without`: interned, so the
 /// samples of one group share one metric.
@@ -50,31 +51,33 @@ fn grouped(ev: &Evaluator<'_>, input: Vec<Sample>, modifier: &Option<LabelModifi
 
 pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
     let op = a.op.to_string();
+    if let Some(fold) = Fold::of(&op)
+        && let Some(out) = folded_windows(ev, a, fold, t)?
+    {
+        return Ok(Value::Vector(out));
+    }
     let input = ev.vector(&a.expr, t, &op)?;
     let param = |what: &str| -> Result<&Expr, QueryError> {
         a.param.as_deref().ok_or_else(|| QueryError::bad(format!("{op} needs a parameter ({what})")))
     };
     let groups = grouped(ev, input, &a.modifier);
+    if let Some(fold) = Fold::of(&op) {
+        let folded = groups.into_iter().map(|(metric, samples)| {
+            let mut acc = Acc::default();
+            samples.iter().for_each(|s| fold.add(&mut acc, s.v));
+            Sample { metric, v: fold.result(acc) }
+        });
+        return Ok(Value::Vector(folded.collect()));
+    }
     let mut out = Vec::new();
     match op.as_str() {
-        "sum" | "avg" | "min" | "max" | "count" | "group" | "stddev" | "stdvar" => {
+        "stddev" | "stdvar" => {
             for (metric, samples) in groups {
                 let vals = samples.iter().map(|s| s.v);
                 let n = samples.len() as f64;
-                let v = match op.as_str() {
-                    "sum" => vals.sum(),
-                    "avg" => vals.sum::<f64>() / n,
-                    "min" => vals.fold(f64::NAN, |acc, v| if acc.is_nan() || v < acc { v } else { acc }),
-                    "max" => vals.fold(f64::NAN, |acc, v| if acc.is_nan() || v > acc { v } else { acc }),
-                    "count" => n,
-                    "group" => 1.0,
-                    _ => {
-                        let mean = vals.clone().sum::<f64>() / n;
-                        let var = vals.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-                        if op == "stddev" { var.sqrt() } else { var }
-                    }
-                };
-                out.push(Sample { metric, v });
+                let mean = vals.clone().sum::<f64>() / n;
+                let var = vals.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+                out.push(Sample { metric, v: if op == "stddev" { var.sqrt() } else { var } });
             }
         }
         "topk" | "bottomk" => {
@@ -122,6 +125,143 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, t: i64) -> Result<Value, Quer
         other => return Err(QueryError::unsupported(format!("aggregation `{other}` is not supported"))),
     }
     Ok(Value::Vector(out))
+}
+
+/// Aggregations that fold their input one value at a time, so they can
+/// fold a range function's values straight from the evaluator's grid.
+#[derive(Clone, Copy)]
+enum Fold {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Count,
+    Group,
+}
+
+/// A fold's state: the value so far and how many were folded.
+#[derive(Clone, Copy, Default)]
+struct Acc {
+    v: f64,
+    n: u64,
+}
+
+impl Fold {
+    fn of(op: &str) -> Option<Fold> {
+        Some(match op {
+            "sum" => Fold::Sum,
+            "avg" => Fold::Avg,
+            "min" => Fold::Min,
+            "max" => Fold::Max,
+            "count" => Fold::Count,
+            "group" => Fold::Group,
+            _ => return None,
+        })
+    }
+
+    /// Folds `v` in. Sums start from the first value, as in Prometheus;
+    /// `min` and `max` skip NaN unless every value is NaN.
+    fn add(self, acc: &mut Acc, v: f64) {
+        let first = acc.n == 0;
+        acc.v = match self {
+            Fold::Sum | Fold::Avg if !first => acc.v + v,
+            Fold::Min if !first && !acc.v.is_nan() && (v >= acc.v || v.is_nan()) => acc.v,
+            Fold::Max if !first && !acc.v.is_nan() && (v <= acc.v || v.is_nan()) => acc.v,
+            _ => v,
+        };
+        acc.n += 1;
+    }
+
+    fn result(self, acc: Acc) -> f64 {
+        match self {
+            Fold::Sum | Fold::Min | Fold::Max => acc.v,
+            Fold::Avg => acc.v / acc.n as f64,
+            Fold::Count => acc.n as f64,
+            Fold::Group => 1.0,
+        }
+    }
+}
+
+/// `fold by (…) (f(x[r]))` for every step at once, when `f` is a range
+/// function over a selector and the query's steps can be computed
+/// together: the function's values are folded per group and step as they
+/// come from the grid, with no sample built per series and step. None
+/// when that does not apply; the caller then evaluates the usual way.
+fn folded_windows(
+    ev: &Evaluator<'_>,
+    a: &AggregateExpr,
+    fold: Fold,
+    t: i64,
+) -> Result<Option<Vec<Sample>>, QueryError> {
+    let mut inner = &*a.expr;
+    while let Expr::Paren(p) = inner {
+        inner = &p.expr;
+    }
+    let Expr::Call(c) = inner else { return Ok(None) };
+    let Some(rc) = functions::range_call(ev, c, t)? else { return Ok(None) };
+    let RangeArg::Selector(vs, range) = rc.source else { return Ok(None) };
+    let wc = rc.window_call(c, vs, range);
+    let Some(index) = ev.grid_step(&wc, t) else { return Ok(None) };
+    Ok(ev.per_step(std::ptr::from_ref(a) as usize, index, || {
+        let (group_of, groups) = series_groups(ev, ev.series(vs), wc.keep_name, &a.modifier);
+        let values = ev.window_values(&wc);
+        let steps = ev.steps();
+        let mut acc = vec![Acc::default(); groups.len() * steps];
+        for (&g, per_step) in group_of.iter().zip(values.chunks(steps)) {
+            for (acc, v) in acc[g * steps..(g + 1) * steps].iter_mut().zip(per_step) {
+                if let Some(v) = *v {
+                    fold.add(acc, v);
+                }
+            }
+        }
+        (0..steps)
+            .map(|i| {
+                let at_step = groups.iter().zip(acc.iter().skip(i).step_by(steps));
+                at_step
+                    .filter(|(_, acc)| acc.n > 0)
+                    .map(|(metric, acc)| Sample { metric: metric.clone(), v: fold.result(*acc) })
+                    .collect()
+            })
+            .collect()
+    }))
+}
+
+/// The group of each series under `by`/`without` (of the range function's
+/// result labels), and the groups in label order.
+fn series_groups(
+    ev: &Evaluator<'_>,
+    series: &[Series],
+    keep_name: bool,
+    modifier: &Option<LabelModifier>,
+) -> (Vec<usize>, Vec<Metric>) {
+    type Fast = foldhash::fast::RandomState;
+    let mut slots: std::collections::HashMap<Vec<(&str, &str)>, usize, Fast> = Default::default();
+    let mut keys: Vec<Vec<(&str, &str)>> = Vec::new();
+    let mut group_of = Vec::with_capacity(series.len());
+    for s in series {
+        let key: Vec<(&str, &str)> = match modifier {
+            Some(md) => s
+                .metric
+                .projected(md)
+                .filter(|(n, _)| keep_name || n != NAME)
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let slot = *slots.entry(key).or_insert_with_key(|key| {
+            keys.push(key.clone());
+            keys.len() - 1
+        });
+        group_of.push(slot);
+    }
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by(|&x, &y| keys[x].cmp(&keys[y]));
+    let mut rank = vec![0; keys.len()];
+    for (r, &slot) in order.iter().enumerate() {
+        rank[slot] = r;
+    }
+    let groups = order.iter().map(|&slot| ev.intern(Metric::from_pairs(keys[slot].iter().copied()))).collect();
+    (group_of.into_iter().map(|slot| rank[slot]).collect(), groups)
 }
 
 /// The φ-quantile with linear interpolation, as Prometheus computes it.

@@ -190,12 +190,36 @@ impl<'a> Window<'a> {
     }
 }
 
-/// A range function applied to one series' window ending at a time.
-pub type WindowFn<'f> = dyn Fn(&Metric, Window<'_>, i64) -> Option<Sample> + Sync + 'f;
+/// A range function's value over one series' window ending at a time;
+/// None drops the series at that step.
+pub type WindowFn<'f> = dyn Fn(Window<'_>, i64) -> Option<f64> + Sync + 'f;
+
+/// A range function over a selector, ready to be applied to windows.
+pub struct WindowCall<'e> {
+    /// The call node, keying its values computed for every step.
+    pub node: usize,
+    pub vs: &'e VectorSelector,
+    pub range: i64,
+    /// Whether results keep the metric name (`last_over_time`).
+    pub keep_name: bool,
+    /// False when the function's parameters may differ between steps (they
+    /// are not literals): then every step is computed on its own.
+    pub per_query: bool,
+    pub value: &'e WindowFn<'e>,
+}
+
+/// The labels a function's result carries for an input series.
+pub fn output_metric(m: &Metric, keep_name: bool) -> Metric {
+    if keep_name { m.clone() } else { m.without_name() }
+}
 
 /// Most per-step results a range function keeps precomputed; past this a
 /// query is evaluated step by step instead.
 const WINDOWS_MAX: usize = 20_000_000;
+
+/// A range function's values at every step: each selected series' result
+/// metric, and its value per step (series after series).
+type Grid = (Vec<Metric>, Vec<Option<f64>>);
 
 /// Evaluates a parsed query at each step over prefetched data.
 pub struct Evaluator<'a> {
@@ -203,9 +227,12 @@ pub struct Evaluator<'a> {
     start: i64,
     end: i64,
     step: i64,
-    /// Range-function results for every step, by call node, computed
-    /// series by series on first use and handed out once per step.
-    windows: RefCell<HashMap<usize, Vec<Option<Vec<Sample>>>>>,
+    /// Range-function values for every step, by call node, computed series
+    /// by series on first use.
+    windows: RefCell<HashMap<usize, Grid>>,
+    /// Results computed for every step at once (aggregations folding a
+    /// range function), by node, handed out once per step.
+    per_step: RefCell<HashMap<usize, Vec<Option<Vec<Sample>>>>>,
     /// One shared metric per label set, for grouping by identity.
     interned: RefCell<std::collections::HashSet<Metric>>,
     /// Subquery inner evaluations so far, against MAX_SUBQUERY_EVALS.
@@ -221,6 +248,7 @@ impl<'a> Evaluator<'a> {
             end,
             step: step.max(1),
             windows: RefCell::new(HashMap::new()),
+            per_step: RefCell::new(HashMap::new()),
             interned: RefCell::new(std::collections::HashSet::new()),
             subquery_evals: std::cell::Cell::new(0),
         }
@@ -236,48 +264,70 @@ impl<'a> Evaluator<'a> {
         m
     }
 
-    /// Applies `f` to each series' window `[at - range, at]` (`at` the
-    /// selector time of `t`, stale markers removed). On the step grid, the
-    /// windows of all steps are computed at once by `node`, walking each
-    /// series once instead of searching it at every step.
-    pub fn over_windows(&self, node: usize, vs: &VectorSelector, range: i64, t: i64, f: &WindowFn<'_>) -> Vec<Sample> {
-        let series = self.series(vs);
-        let steps = ((self.end - self.start) / self.step + 1) as usize;
+    /// How many steps the query has.
+    pub fn steps(&self) -> usize {
+        ((self.end - self.start) / self.step + 1) as usize
+    }
+
+    /// The index of step `t` when `wc` can be computed for every step at
+    /// once: `t` is on the step grid, the parameters are fixed and the
+    /// results fit WINDOWS_MAX.
+    pub fn grid_step(&self, wc: &WindowCall<'_>, t: i64) -> Option<usize> {
         let on_grid = t >= self.start && t <= self.end && (t - self.start) % self.step == 0;
-        let step_by_step = || {
-            let at = selector_time(vs, t, self.start, self.end);
-            self.range(vs, range, t).iter().filter_map(|s| f(&s.metric, Window::unknown(&s.points), at)).collect()
+        let fits = self.steps().saturating_mul(self.series(wc.vs).len()) <= WINDOWS_MAX;
+        (on_grid && wc.per_query && fits).then(|| ((t - self.start) / self.step) as usize)
+    }
+
+    /// `wc` applied to each series' window `[at - range, at]` (`at` the
+    /// selector time of `t`, stale markers removed). On the step grid the
+    /// values of all steps are computed at once, walking each series once
+    /// instead of searching it at every step.
+    pub fn over_windows(&self, wc: &WindowCall<'_>, t: i64) -> Vec<Sample> {
+        let Some(index) = self.grid_step(wc, t) else {
+            let at = selector_time(wc.vs, t, self.start, self.end);
+            return self
+                .range(wc.vs, wc.range, t)
+                .into_iter()
+                .filter_map(|s| {
+                    let v = (wc.value)(Window::unknown(&s.points), at)?;
+                    Some(Sample { metric: output_metric(&s.metric, wc.keep_name), v })
+                })
+                .collect();
         };
-        if !on_grid || steps.saturating_mul(series.len()) > WINDOWS_MAX {
-            return step_by_step();
-        }
-        let index = ((t - self.start) / self.step) as usize;
+        let steps = self.steps();
         let mut cache = self.windows.borrow_mut();
-        let per_step = cache.entry(node).or_insert_with(|| {
-            // Series are independent: split them over the cores, then join
-            // each step's samples in series order.
-            // (windows plus points: the work one thread would do)
-            let work = steps * series.len() + series.iter().map(|s| s.points.len()).sum::<usize>();
-            let grid = (self.start, self.end, self.step);
-            let parts = cores::split(series, work, |chunk| windows_of(chunk, vs, range, grid, steps, f));
-            let mut parts = parts.into_iter();
-            let mut out: Vec<Vec<Sample>> = parts.next().unwrap_or_default();
-            for part in parts {
-                for (slot, samples) in out.iter_mut().zip(part) {
-                    slot.extend(samples);
-                }
-            }
-            out.into_iter().map(Some).collect()
+        let (metrics, values) = cache.entry(wc.node).or_insert_with(|| {
+            let metrics = self.series(wc.vs).iter().map(|s| output_metric(&s.metric, wc.keep_name)).collect();
+            (metrics, self.window_values(wc))
         });
-        // Each step is asked for once; a second ask (the same node reached
-        // twice at one time) is computed again rather than cloned.
-        match per_step.get_mut(index).and_then(Option::take) {
-            Some(samples) => samples,
-            None => {
-                drop(cache);
-                step_by_step()
-            }
-        }
+        metrics
+            .iter()
+            .zip(values.chunks(steps))
+            .filter_map(|(metric, per_step)| Some(Sample { metric: metric.clone(), v: per_step[index]? }))
+            .collect()
+    }
+
+    /// `wc`'s value for each selected series (in selection order) at each
+    /// step, series after series; the series are split over the cores.
+    pub fn window_values(&self, wc: &WindowCall<'_>) -> Vec<Option<f64>> {
+        let series = self.series(wc.vs);
+        let steps = self.steps();
+        let mut out = vec![None; series.len() * steps];
+        // (windows plus points: the work one thread would do)
+        let work = steps * series.len() + series.iter().map(|s| s.points.len()).sum::<usize>();
+        let grid = (self.start, self.end, self.step);
+        cores::fill(series, &mut out, steps, work, |chunk, slots| windows_of(chunk, slots, wc, grid, steps));
+        out
+    }
+
+    /// Step `index` of `node`'s results, all steps computed by `all` on
+    /// first use. Each step is handed out once; a second ask (the same node
+    /// reached twice at one time) answers None, to be computed again rather
+    /// than cloned.
+    pub fn per_step(&self, node: usize, index: usize, all: impl FnOnce() -> Vec<Vec<Sample>>) -> Option<Vec<Sample>> {
+        let mut cache = self.per_step.borrow_mut();
+        let steps = cache.entry(node).or_insert_with(|| all().into_iter().map(Some).collect());
+        steps.get_mut(index).and_then(Option::take)
     }
 
     pub fn eval(&self, expr: &Expr, t: i64) -> Result<Value, QueryError> {
@@ -305,7 +355,8 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn series(&self, vs: &VectorSelector) -> &[Series] {
+    /// The series a selector selected, in selection order.
+    pub fn series(&self, vs: &VectorSelector) -> &[Series] {
         self.data.get(&key(vs)).map(Vec::as_slice).unwrap_or(&[])
     }
 
@@ -405,22 +456,20 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-/// `f` over every step's window of each of `series`, walking each
-/// series once.
+/// `wc` over every step's window of each of `series`, walking each series
+/// once: `out` holds `steps` slots per series.
 fn windows_of(
     series: &[Series],
-    vs: &VectorSelector,
-    range: i64,
+    out: &mut [Option<f64>],
+    wc: &WindowCall<'_>,
     (start, end, step): (i64, i64, i64),
     steps: usize,
-    f: &WindowFn<'_>,
-) -> Vec<Vec<Sample>> {
-    let mut out: Vec<Vec<Sample>> = (0..steps).map(|_| Vec::with_capacity(series.len())).collect();
+) {
     let mut clean = Vec::new();
     // drops[i]: values below their predecessor among points 1..=i, so a
     // window [lo, hi) holds a counter reset iff drops[hi - 1] > drops[lo].
     let mut drops: Vec<u32> = Vec::new();
-    for s in series {
+    for (s, slots) in series.iter().zip(out.chunks_mut(steps)) {
         let p = &s.points;
         let stale = p.iter().any(|x| is_stale(x.1));
         drops.clear();
@@ -430,9 +479,9 @@ fn windows_of(
             Some(*n)
         }));
         let (mut lo, mut hi) = (0, 0);
-        for (i, slot) in out.iter_mut().enumerate() {
-            let at = selector_time(vs, start + i as i64 * step, start, end);
-            let from = at.saturating_sub(range);
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let at = selector_time(wc.vs, start + i as i64 * step, start, end);
+            let from = at.saturating_sub(wc.range);
             while hi < p.len() && p[hi].0 <= at {
                 hi += 1;
             }
@@ -449,14 +498,11 @@ fn windows_of(
             } else {
                 Window { points: &p[lo..hi], monotonic: drops[hi - 1] == drops[lo] }
             };
-            if !window.points.is_empty()
-                && let Some(sample) = f(&s.metric, window, at)
-            {
-                slot.push(sample);
+            if !window.points.is_empty() {
+                *slot = (wc.value)(window, at);
             }
         }
     }
-    out
 }
 
 /// Metric of a selected series, as the evaluator sees it.

@@ -4,8 +4,8 @@
 
 use promql_parser::parser::{Call, Expr, SubqueryExpr, VectorSelector};
 
-use super::eval::{Evaluator, Window};
-use super::value::{Metric, NAME, Sample, Series, Value};
+use super::eval::{Evaluator, Window, WindowCall, WindowFn, output_metric};
+use super::value::{Metric, NAME, Sample, Value};
 use super::{QueryError, aggregate};
 
 pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
@@ -14,46 +14,23 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
     let arg = |i: usize| -> Result<&Expr, QueryError> {
         args.get(i).map(|b| &**b).ok_or_else(|| QueryError::bad(format!("{name}() is missing argument {}", i + 1)))
     };
-    match name {
-        "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "changes" | "resets" | "avg_over_time"
-        | "min_over_time" | "max_over_time" | "sum_over_time" | "count_over_time" | "last_over_time"
-        | "stddev_over_time" | "stdvar_over_time" | "present_over_time" => {
-            let keep_name = name == "last_over_time";
-            let out = match range_arg(arg(0)?, name)? {
-                RangeArg::Selector(vs, range) => {
-                    let apply = |metric: &Metric, window: Window<'_>, at: i64| {
-                        let v = range_fn(name, window, at, range)?;
-                        Some(Sample { metric: if keep_name { metric.clone() } else { metric.without_name() }, v })
-                    };
-                    ev.over_windows(std::ptr::from_ref(c) as usize, vs, range, t, &apply)
-                }
-                RangeArg::Subquery(sq) => {
-                    let range = i64::try_from(sq.range.as_millis()).unwrap_or(i64::MAX);
-                    let at = ev.subquery_time(sq, t);
-                    ev.subquery(sq, t)?
-                        .into_iter()
-                        .filter_map(|s| {
-                            let v = range_fn(name, Window::unknown(&s.points), at, range)?;
-                            Some(Sample { metric: if keep_name { s.metric } else { s.metric.without_name() }, v })
-                        })
-                        .collect()
-                }
-            };
-            Ok(Value::Vector(out))
-        }
-        "quantile_over_time" => {
-            let q = ev.scalar(arg(0)?, t, "quantile_over_time")?;
-            let (series, _) = matrix_arg(ev, arg(1)?, t, name)?;
-            Ok(Value::Vector(
-                series
+    if let Some(rc) = range_call(ev, c, t)? {
+        let out = match rc.source {
+            RangeArg::Selector(vs, range) => ev.over_windows(&rc.window_call(c, vs, range), t),
+            RangeArg::Subquery(sq) => {
+                let at = ev.subquery_time(sq, t);
+                ev.subquery(sq, t)?
                     .into_iter()
-                    .map(|s| {
-                        let mut vals: Vec<f64> = s.points.iter().map(|p| p.1).collect();
-                        Sample { metric: s.metric.without_name(), v: aggregate::quantile(q, &mut vals) }
+                    .filter_map(|s| {
+                        let v = (rc.value)(Window::unknown(&s.points), at)?;
+                        Some(Sample { metric: output_metric(&s.metric, rc.keep_name), v })
                     })
-                    .collect(),
-            ))
-        }
+                    .collect()
+            }
+        };
+        return Ok(Value::Vector(out));
+    }
+    match name {
         "abs" | "ceil" | "floor" | "exp" | "ln" | "log2" | "log10" | "sqrt" | "sgn" => {
             let f: fn(f64) -> f64 = match name {
                 "abs" => f64::abs,
@@ -116,40 +93,6 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
             };
             Ok(Value::Vector(out))
         }
-        "predict_linear" | "double_exponential_smoothing" => {
-            let smoothing = name != "predict_linear";
-            let p1 = ev.scalar(arg(1)?, t, name)?;
-            let p2 = if smoothing { ev.scalar(arg(2)?, t, name)? } else { 0.0 };
-            if smoothing && !(p1 > 0.0 && p1 < 1.0 && p2 > 0.0 && p2 < 1.0) {
-                return Err(QueryError::bad(format!(
-                    "holt_winters: smoothing and trend factors must be in (0, 1), got {p1} and {p2}"
-                )));
-            }
-            let f = |points: &[(i64, f64)], at: i64| match name {
-                "predict_linear" if points.len() >= 2 => {
-                    let (slope, intercept) = linear_regression(points, at);
-                    Some(slope * p1 + intercept)
-                }
-                _ if smoothing => holt_winters(points, p1, p2),
-                _ => None,
-            };
-            let out = match range_arg(arg(0)?, name)? {
-                RangeArg::Selector(vs, range) => {
-                    let apply = |m: &Metric, window: Window<'_>, at: i64| {
-                        Some(Sample { metric: m.without_name(), v: f(window.points, at)? })
-                    };
-                    ev.over_windows(std::ptr::from_ref(c) as usize, vs, range, t, &apply)
-                }
-                RangeArg::Subquery(sq) => {
-                    let at = ev.subquery_time(sq, t);
-                    ev.subquery(sq, t)?
-                        .into_iter()
-                        .filter_map(|s| Some(Sample { metric: s.metric.without_name(), v: f(&s.points, at)? }))
-                        .collect()
-                }
-            };
-            Ok(Value::Vector(out))
-        }
         "minute" | "hour" | "day_of_week" | "day_of_month" | "day_of_year" | "days_in_month" | "month" | "year" => {
             let samples = match args.first() {
                 Some(e) => ev.vector(e, t, name)?.into_iter().map(|s| (s.metric.without_name(), s.v)).collect(),
@@ -194,8 +137,117 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
     }
 }
 
+/// Functions of one window that `range_fn` computes.
+const WINDOW_FUNCTIONS: &[&str] = &[
+    "rate",
+    "increase",
+    "delta",
+    "irate",
+    "idelta",
+    "deriv",
+    "changes",
+    "resets",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "last_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "present_over_time",
+];
+
+/// A call of a range function with its scalar parameters evaluated: what
+/// it reads, and its value over one window.
+pub struct RangeCall<'e> {
+    pub source: RangeArg<'e>,
+    pub keep_name: bool,
+    /// The parameters are literals, so every step computes the same function.
+    pub per_query: bool,
+    pub value: Box<WindowFn<'e>>,
+}
+
+impl RangeCall<'_> {
+    /// The call `c` as the evaluator applies it to the windows of its
+    /// selector `vs` (the source of this call).
+    pub fn window_call<'r>(&'r self, c: &Call, vs: &'r VectorSelector, range: i64) -> WindowCall<'r> {
+        WindowCall {
+            node: std::ptr::from_ref(c) as usize,
+            vs,
+            range,
+            keep_name: self.keep_name,
+            per_query: self.per_query,
+            value: &*self.value,
+        }
+    }
+}
+
+/// `c` as a range function of its range argument at time `t`; None when
+/// `c` is some other function.
+pub fn range_call<'e>(ev: &Evaluator<'_>, c: &'e Call, t: i64) -> Result<Option<RangeCall<'e>>, QueryError> {
+    let name = c.func.name;
+    let args = &c.args.args;
+    let arg = |i: usize| -> Result<&'e Expr, QueryError> {
+        args.get(i).map(|b| &**b).ok_or_else(|| QueryError::bad(format!("{name}() is missing argument {}", i + 1)))
+    };
+    let source_at = match name {
+        "quantile_over_time" => 1,
+        "predict_linear" | "double_exponential_smoothing" => 0,
+        _ if WINDOW_FUNCTIONS.contains(&name) => 0,
+        _ => return Ok(None),
+    };
+    let source = range_arg(arg(source_at)?, name)?;
+    let range = match source {
+        RangeArg::Selector(_, range) => range,
+        RangeArg::Subquery(sq) => i64::try_from(sq.range.as_millis()).unwrap_or(i64::MAX),
+    };
+    let value: Box<WindowFn<'e>> = match name {
+        "quantile_over_time" => {
+            let q = ev.scalar(arg(0)?, t, name)?;
+            Box::new(move |w: Window<'_>, _| {
+                let mut vals: Vec<f64> = w.points.iter().map(|p| p.1).collect();
+                Some(aggregate::quantile(q, &mut vals))
+            })
+        }
+        "predict_linear" => {
+            let secs = ev.scalar(arg(1)?, t, name)?;
+            Box::new(move |w: Window<'_>, at| {
+                if w.points.len() < 2 {
+                    return None;
+                }
+                let (slope, intercept) = linear_regression(w.points, at);
+                Some(slope * secs + intercept)
+            })
+        }
+        "double_exponential_smoothing" => {
+            let (sf, tf) = (ev.scalar(arg(1)?, t, name)?, ev.scalar(arg(2)?, t, name)?);
+            if !(sf > 0.0 && sf < 1.0 && tf > 0.0 && tf < 1.0) {
+                return Err(QueryError::bad(format!(
+                    "holt_winters: smoothing and trend factors must be in (0, 1), got {sf} and {tf}"
+                )));
+            }
+            Box::new(move |w: Window<'_>, _| holt_winters(w.points, sf, tf))
+        }
+        _ => Box::new(move |w: Window<'_>, at| range_fn(name, w, at, range)),
+    };
+    let per_query = args.iter().enumerate().all(|(i, a)| i == source_at || literal(a));
+    Ok(Some(RangeCall { source, keep_name: name == "last_over_time", per_query, value }))
+}
+
+/// A number written in the query (perhaps negated or in parentheses): the
+/// same at every step.
+fn literal(e: &Expr) -> bool {
+    match e {
+        Expr::NumberLiteral(_) => true,
+        Expr::Paren(p) => literal(&p.expr),
+        Expr::Unary(u) => literal(&u.expr),
+        _ => false,
+    }
+}
+
 /// A range-vector argument: a selector with its range, or a subquery.
-enum RangeArg<'e> {
+pub enum RangeArg<'e> {
     Selector(&'e VectorSelector, i64),
     Subquery(&'e SubqueryExpr),
 }
@@ -208,13 +260,6 @@ fn range_arg<'e>(e: &'e Expr, name: &str) -> Result<RangeArg<'e>, QueryError> {
         Expr::Paren(p) => range_arg(&p.expr, name),
         Expr::Subquery(sq) => Ok(RangeArg::Subquery(sq)),
         _ => Err(QueryError::bad(format!("{name}() expects a range vector"))),
-    }
-}
-
-fn matrix_arg(ev: &Evaluator<'_>, e: &Expr, t: i64, name: &str) -> Result<(Vec<Series>, i64), QueryError> {
-    match range_arg(e, name)? {
-        RangeArg::Selector(vs, range) => Ok((ev.range(vs, range, t), range)),
-        RangeArg::Subquery(sq) => Ok((ev.subquery(sq, t)?, i64::try_from(sq.range.as_millis()).unwrap_or(i64::MAX))),
     }
 }
 

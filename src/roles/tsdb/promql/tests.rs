@@ -285,3 +285,42 @@ fn range_functions_split_over_cores_agree_with_one_step_at_a_time() {
         assert_eq!(format!("{got:?}"), format!("{:?}", db.eval(&expr, t).unwrap()), "at {t}");
     }
 }
+
+#[test]
+fn aggregations_folding_range_functions_agree_with_the_sample_path() {
+    // `op (f(s[r]))` folds the function's values per group and step; `op
+    // (f(s[r]) + 0)` builds a sample per series and step and groups them.
+    let mut db = Db::default();
+    for i in 0..1500 {
+        let g = ["a", "b", "c"][i % 3];
+        let values = match i % 4 {
+            0 => format!("{}+{}x60", i, i % 5),
+            1 => format!("{i}+0.37x20 NaN 2+1.1x30 stale 4x10"),
+            2 => format!("_x10 {}-0.5x50", i * 3),
+            _ => format!("Inf 1+2x30 -Inf 5+{}x20", i % 3),
+        };
+        db.load(15_000, &format!("s{{g=\"{g}\",i=\"{i}\",parity=\"{}\"}} {values}", i % 2)).unwrap();
+    }
+    // 81 steps of 1 500 series: past the threshold that splits the windows
+    // over the cores.
+    let (start, end, step) = (0, 1_200_000, 15_000);
+    const { assert!(81 * 1500 > crate::roles::tsdb::cores::PARALLEL_WORK) };
+    for op in ["sum", "avg", "min", "max", "count", "group"] {
+        for f in ["rate(s[1m])", "max_over_time(s[45s])", "quantile_over_time(0.5, s[2m])", "deriv(s[1m] offset 1m)"] {
+            for grouping in ["by (g)", "without (i)", "", "by (g, parity)"] {
+                let folded = parse(&format!("{op} {grouping} ({f})")).unwrap();
+                let sampled = parse(&format!("{op} {grouping} ({f} + 0)")).unwrap();
+                let (got, want) = (
+                    db.eval_range(&folded, start, end, step).unwrap(),
+                    db.eval_range(&sampled, start, end, step).unwrap(),
+                );
+                assert_eq!(format!("{got:?}"), format!("{want:?}"), "{op} {grouping} ({f})");
+            }
+        }
+    }
+    // `last_over_time` keeps the name, so `by (__name__)` groups by it.
+    let expr = parse("count by (__name__) (last_over_time(s[1m]))").unwrap();
+    let Value::Vector(v) = db.eval(&expr, 600_000).unwrap() else { panic!("not a vector") };
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].metric.get("__name__"), v[0].v), (Some("s"), 1500.0));
+}

@@ -125,12 +125,19 @@ impl Metric {
     }
 
     fn project_now(&self, modifier: &promql_parser::parser::LabelModifier) -> Metric {
-        match modifier {
-            promql_parser::parser::LabelModifier::Include(l) => self.keep(&l.labels),
-            promql_parser::parser::LabelModifier::Exclude(l) => {
-                self.filtered(|n| n != NAME && !l.labels.iter().any(|k| k == n))
-            }
-        }
+        Metric::new(self.projected(modifier).cloned().collect())
+    }
+
+    /// The labels `project` keeps, borrowed.
+    pub fn projected<'m>(
+        &'m self,
+        modifier: &'m promql_parser::parser::LabelModifier,
+    ) -> impl Iterator<Item = &'m (String, String)> + 'm {
+        use promql_parser::parser::LabelModifier;
+        self.labels().iter().filter(move |(n, _)| match modifier {
+            LabelModifier::Include(l) => l.labels.iter().any(|k| k == n),
+            LabelModifier::Exclude(l) => n != NAME && !l.labels.iter().any(|k| k == n),
+        })
     }
 
     pub fn to_json(&self) -> serde_json::Value {
