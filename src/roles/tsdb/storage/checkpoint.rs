@@ -6,11 +6,15 @@ use std::collections::BTreeMap;
 
 use redb::{ReadableTable, ReadableTableMetadata, Table};
 
+use super::super::gorilla;
 use super::blocks;
 use super::head::CUT_SAMPLES;
 use super::tables::{CHUNK_ROWS, HEAD_BLOCKS, HEAD_CODEC, META, WAL};
 use super::{Storage, chunk, chunk_rows};
 use crate::core::store::Durability;
+
+/// Series a checkpoint copies out of the heads at a time.
+const CHECKPOINT_BATCH: usize = 2048;
 
 /// What one checkpoint did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -33,35 +37,47 @@ impl Storage {
         // snapshot starts. Appends running meanwhile may land partly in it;
         // their records are after `cut` and replay over it idempotently.
         let cut = self.seqs().settled();
-        let snaps = self.heads.snapshot(horizon);
-        let snaps = std::sync::Arc::new(snaps);
-        let work = snaps.clone();
+        let taken = self.heads.take_dirty(horizon);
+        let ids = taken.clone();
+        let heads = self.heads.clone();
         let written = self
             .store
             .write(Durability::Immediate, move |txn| {
                 let mut chunks = txn.open_table(CHUNK_ROWS)?;
-                let mut stats = CheckpointStats { series: work.len(), ..Default::default() };
-                // Per series: Some(open chunk) to store, None to drop.
-                let mut heads: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
-                for snap in work.iter() {
-                    if snap.expired {
-                        heads.insert(snap.id, None);
-                        continue;
-                    }
-                    if !snap.sealed.is_empty() {
-                        for (_, value) in &snap.sealed {
-                            stats.sealed_samples += chunk::sample_count(value)?;
-                        }
-                        let sealed = snap.sealed.iter().map(|(first, value)| (*first, Some(value.clone()))).collect();
-                        chunk_rows::apply(&mut chunks, snap.id, sealed)?;
-                    }
-                    if !snap.ooo.is_empty() {
-                        stats.sealed_samples += merge_late(&mut chunks, snap.id, &snap.ooo)?;
-                    }
-                    heads.insert(snap.id, (!snap.open.is_empty()).then(|| chunk::encode(&snap.open)));
-                }
                 let mut head_rows = txn.open_table(HEAD_BLOCKS)?;
-                blocks::apply(&mut head_rows, heads, HEAD_CODEC, "tsdb.head_blocks")?;
+                let mut stats = CheckpointStats { series: taken.len(), ..Default::default() };
+                let mut taken = taken.clone();
+                // A batch of series at a time (in id order, so a batch's
+                // head rows are neighbours): memory holds one batch's
+                // copies, not every head's.
+                for batch in taken.chunks_mut(CHECKPOINT_BATCH) {
+                    // Per series: Some(open chunk) to store, None to drop.
+                    let mut open_rows: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
+                    for series in batch {
+                        if series.expired {
+                            open_rows.insert(series.id, None);
+                            continue;
+                        }
+                        let snap = heads.snapshot(series);
+                        if !snap.sealed.is_empty() {
+                            for (_, value) in &snap.sealed {
+                                stats.sealed_samples += chunk::sample_count(value)?;
+                            }
+                            let sealed = snap.sealed.into_iter().map(|(first, value)| (first, Some(value))).collect();
+                            chunk_rows::apply(&mut chunks, series.id, sealed)?;
+                        }
+                        if !snap.ooo.is_empty() {
+                            stats.sealed_samples += merge_late(&mut chunks, series.id, &snap.ooo)?;
+                        }
+                        let open = if snap.open.is_empty() {
+                            None
+                        } else {
+                            Some(chunk::encode(&gorilla::decode(&snap.open)?))
+                        };
+                        open_rows.insert(series.id, open);
+                    }
+                    blocks::apply(&mut head_rows, open_rows, HEAD_CODEC, "tsdb.head_blocks")?;
+                }
                 if let Some(h) = horizon {
                     drop_older(&mut chunks, h)?;
                 }
@@ -70,19 +86,19 @@ impl Storage {
                 wal.retain_in(..=cut, |_, _| false)?;
                 stats.records = before - wal.len()?;
                 txn.open_table(META)?.insert("checkpoint_seq", cut)?;
-                Ok(stats)
+                Ok((stats, taken))
             })
             .await;
         match written {
-            Ok(stats) => {
-                self.heads.release(&snaps, horizon);
+            Ok((stats, taken)) => {
+                self.heads.release(&taken, horizon);
                 self.wal_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
                 metrics::counter!("edgebox_tsdb_checkpoints_total").increment(1);
                 metrics::counter!("edgebox_tsdb_sealed_samples_total").increment(stats.sealed_samples as u64);
                 Ok(stats)
             }
             Err(e) => {
-                self.heads.mark_dirty(&snaps);
+                self.heads.mark_dirty(&ids);
                 Err(e)
             }
         }

@@ -166,15 +166,25 @@ impl SeriesHead {
 }
 
 /// What a checkpoint takes from one dirty series.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Snapshot {
-    pub id: u64,
     pub sealed: Vec<(i64, Vec<u8>)>,
     pub ooo: Vec<(i64, f64)>,
-    /// The open chunk's samples; empty: no head row.
-    pub open: Vec<(i64, f64)>,
+    /// The open chunk (late samples merged in) as Gorilla bytes. Empty: no
+    /// head row.
+    pub open: Vec<u8>,
+}
+
+/// A series a checkpoint took: what `release` drops once it committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Taken {
+    pub id: u64,
     /// No sample newer than the retention horizon: drop the series' head.
     pub expired: bool,
+    /// Sealed chunks and out-of-order samples the checkpoint wrote (the
+    /// oldest of each list).
+    pub sealed: usize,
+    pub ooo: usize,
 }
 
 /// What a read takes from memory for one series, in priority order.
@@ -263,35 +273,48 @@ impl Heads {
         self.lock(Self::shard_of(id)).get(&id).and_then(SeriesHead::oldest)
     }
 
-    /// Takes a snapshot of every changed series and marks them clean.
-    pub fn snapshot(&self, horizon: Option<i64>) -> Vec<Snapshot> {
+    /// Marks every changed series (and, with `horizon`, every expired one)
+    /// clean and lists them in id order. The checkpoint then takes each
+    /// one's state with `snapshot`, a batch at a time, so it never holds a
+    /// copy of every head at once.
+    pub fn take_dirty(&self, horizon: Option<i64>) -> Vec<Taken> {
         let mut out = Vec::new();
         for shard in 0..SHARDS {
-            let mut s = self.lock(shard);
-            for (&id, h) in s.iter_mut() {
+            for (&id, h) in self.lock(shard).iter_mut() {
                 let expired = horizon.is_some_and(|hz| h.max_t < hz);
-                if !h.dirty && !expired {
-                    continue;
+                if h.dirty || expired {
+                    h.dirty = false;
+                    out.push(Taken { id, expired, sealed: 0, ooo: 0 });
                 }
-                h.dirty = false;
-                // Fold buffered late samples in now, so reads stop merging them.
-                if h.spill.as_ref().is_some_and(|sp| !sp.late.is_empty()) {
-                    h.merge_late();
-                }
-                out.push(Snapshot {
-                    id,
-                    sealed: h.sealed().to_vec(),
-                    ooo: h.ooo().to_vec(),
-                    open: h.open_samples(),
-                    expired,
-                });
             }
         }
+        out.sort_unstable_by_key(|t| t.id);
         out
     }
 
+    /// One taken series' state, recording in `taken` what it holds. Samples
+    /// appended since `take_dirty` may be in it; their log records replay
+    /// over it.
+    pub fn snapshot(&self, taken: &mut Taken) -> Snapshot {
+        let mut shard = self.lock(Self::shard_of(taken.id));
+        let Some(h) = shard.get_mut(&taken.id) else {
+            return Snapshot::default();
+        };
+        // Fold buffered late samples in now, so reads stop merging them.
+        if h.spill.as_ref().is_some_and(|sp| !sp.late.is_empty()) {
+            h.merge_late();
+        }
+        taken.sealed = h.sealed().len();
+        taken.ooo = h.ooo().len();
+        Snapshot {
+            sealed: h.sealed().to_vec(),
+            ooo: h.ooo().to_vec(),
+            open: if h.open.is_empty() { Vec::new() } else { h.open.bytes() },
+        }
+    }
+
     /// After the checkpoint committed: drop what it wrote from memory.
-    pub fn release(&self, done: &[Snapshot], horizon: Option<i64>) {
+    pub fn release(&self, done: &[Taken], horizon: Option<i64>) {
         for snap in done {
             let mut s = self.lock(Self::shard_of(snap.id));
             let Some(h) = s.get_mut(&snap.id) else { continue };
@@ -300,8 +323,8 @@ impl Heads {
                 continue;
             }
             if let Some(spill) = h.spill.as_deref_mut() {
-                spill.sealed.drain(..snap.sealed.len().min(spill.sealed.len()));
-                spill.ooo.drain(..snap.ooo.len().min(spill.ooo.len()));
+                spill.sealed.drain(..snap.sealed.min(spill.sealed.len()));
+                spill.ooo.drain(..snap.ooo.min(spill.ooo.len()));
                 if spill.sealed.is_empty() && spill.ooo.is_empty() {
                     h.spill = None;
                 }
@@ -309,8 +332,8 @@ impl Heads {
         }
     }
 
-    /// After a failed checkpoint: the snapshots' series are still to write.
-    pub fn mark_dirty(&self, failed: &[Snapshot]) {
+    /// After a failed checkpoint: the taken series are still to write.
+    pub fn mark_dirty(&self, failed: &[Taken]) {
         for snap in failed {
             if let Some(h) = self.lock(Self::shard_of(snap.id)).get_mut(&snap.id) {
                 h.dirty = true;
@@ -368,17 +391,23 @@ mod tests {
             heads.with(7, |h| h.push(i, 1.0));
         }
         heads.with(7, |h| h.push(0, 2.0));
-        let snaps = heads.snapshot(None);
-        assert_eq!(snaps.len(), 1);
-        assert_eq!((snaps[0].sealed.len(), snaps[0].ooo.len(), snaps[0].open.len()), (1, 1, 1));
-        assert!(heads.snapshot(None).is_empty(), "clean after a snapshot");
+        heads.with(3, |h| h.push(0, 2.0));
+        let mut taken = heads.take_dirty(None);
+        assert_eq!(taken.iter().map(|t| t.id).collect::<Vec<_>>(), [3, 7], "in id order");
+        taken.remove(0);
+        let snap = heads.snapshot(&mut taken[0]);
+        let open = gorilla::decode(&snap.open).unwrap();
+        assert_eq!((snap.sealed.len(), snap.ooo.len(), open.len()), (1, 1, 1));
+        assert_eq!((taken[0].sealed, taken[0].ooo), (1, 1));
+        assert!(heads.take_dirty(None).is_empty(), "clean once taken");
         heads.with(7, |h| h.push(1, 3.0));
         let parts = heads.parts(7, 0, 10);
         assert_eq!((parts.sealed.len(), parts.ooo.len()), (1, 2), "still readable before release");
-        heads.release(&snaps, None);
+        heads.release(&taken, None);
         let parts = heads.parts(7, 0, i64::MAX);
         assert_eq!((parts.sealed.len(), parts.ooo), (0, vec![(1, 3.0)]), "what came later stays");
-        heads.mark_dirty(&snaps);
-        assert_eq!(heads.snapshot(Some(i64::MAX)).len(), 1);
+        heads.mark_dirty(&taken);
+        assert_eq!(heads.take_dirty(None).len(), 1);
+        assert_eq!(heads.take_dirty(Some(i64::MAX)).len(), 2, "expired series are taken too");
     }
 }

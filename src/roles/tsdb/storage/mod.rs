@@ -117,7 +117,7 @@ pub struct AppendOutcome {
 pub struct Storage {
     store: Store,
     index: RwLock<Index>,
-    heads: Heads,
+    heads: Arc<Heads>,
     /// Log sequences: the next one, and those whose samples are still
     /// being applied to the heads (a checkpoint covers only what is below).
     seqs: Mutex<Seqs>,
@@ -185,7 +185,7 @@ impl Storage {
         Ok(Storage {
             store,
             index: RwLock::new(index),
-            heads,
+            heads: Arc::new(heads),
             seqs: Mutex::new(Seqs { next: next_seq, applying: std::collections::BTreeSet::new() }),
             next_series_id: AtomicU64::new(next_id),
             creating: tokio::sync::Mutex::new(()),
