@@ -226,10 +226,11 @@ async fn export(api: &Api, req: Request<Incoming>) -> FullResponse {
 
 /// Runs a Prometheus-API handler with the query string and (for POST) the
 /// url-encoded body as parameters.
-async fn with_params<F, Fut>(api: &Arc<Api>, req: Request<Incoming>, route: &'static str, f: F) -> FullResponse
+async fn with_params<F, Fut, T>(api: &Arc<Api>, req: Request<Incoming>, route: &'static str, f: F) -> FullResponse
 where
     F: Fn(Arc<Api>, Params) -> Fut,
-    Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+    T: serde::Serialize,
 {
     let params = match request_params(api, req).await {
         Ok(p) => p,
@@ -261,8 +262,16 @@ impl ApiError {
     }
 }
 
-fn prom_ok(route: &'static str, data: serde_json::Value) -> FullResponse {
-    respond(route, StatusCode::OK, "application/json", json!({"status": "success", "data": data}).to_string())
+fn prom_ok(route: &'static str, data: impl serde::Serialize) -> FullResponse {
+    #[derive(serde::Serialize)]
+    struct Success<T> {
+        status: &'static str,
+        data: T,
+    }
+    match serde_json::to_string(&Success { status: "success", data }) {
+        Ok(body) => respond(route, StatusCode::OK, "application/json", body),
+        Err(e) => prom_error(route, ApiError::internal(e.into())),
+    }
 }
 
 fn prom_error(route: &'static str, e: ApiError) -> FullResponse {

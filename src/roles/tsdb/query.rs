@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::http::{Api, ApiError};
 use super::params::Params;
-use super::promql::{self, Evaluator, Metric, QueryError, Series, Value, format_time, format_value};
+use super::promql::{self, ApiFloat, ApiTime, Evaluator, Metric, QueryError, Series, Value, format_time, format_value};
 use super::storage::rollup::Resolution;
 use super::storage::{Labels, Storage};
 
@@ -160,13 +160,14 @@ pub fn instant_json(value: Value, t: i64) -> serde_json::Value {
         Value::String(s) => json!({"resultType": "string", "result": [format_time(t), s]}),
         Value::Vector(v) => json!({"resultType": "vector", "result": v.into_iter().map(|s| json!({
             "metric": s.metric.to_json(), "value": [format_time(t), format_value(s.v)]})).collect::<Vec<_>>()}),
-        Value::Matrix(m) => json!({"resultType": "matrix", "result": m.into_iter().map(|s| json!({
-            "metric": s.metric.to_json(),
-            "values": s.points.iter().map(|p| json!([format_time(p.0), format_value(p.1)])).collect::<Vec<_>>()})).collect::<Vec<_>>()}),
+        Value::Matrix(m) => {
+            let series = m.into_iter().map(|s| (s.metric, s.points)).collect();
+            serde_json::to_value(Matrix(series)).unwrap_or_default()
+        }
     }
 }
 
-pub async fn range(api: Arc<Api>, params: Params) -> Result<serde_json::Value, ApiError> {
+pub async fn range(api: Arc<Api>, params: Params) -> Result<Matrix, ApiError> {
     let query = params.get("query").ok_or_else(|| ApiError::bad_data("missing parameter `query`"))?;
     let start = params.time("start", i64::MIN).map_err(ApiError::bad_data)?;
     let end = params.time("end", i64::MIN).map_err(ApiError::bad_data)?;
@@ -195,7 +196,7 @@ pub async fn range(api: Arc<Api>, params: Params) -> Result<serde_json::Value, A
 }
 
 /// Step results folded into the matrix the range API returns.
-pub fn range_json(steps: Vec<(i64, Value)>) -> Result<serde_json::Value, ApiError> {
+pub fn range_json(steps: Vec<(i64, Value)>) -> Result<Matrix, ApiError> {
     let mut series: BTreeMap<Metric, Vec<(i64, f64)>> = BTreeMap::new();
     for (t, value) in steps {
         match value {
@@ -213,9 +214,36 @@ pub fn range_json(steps: Vec<(i64, Value)>) -> Result<serde_json::Value, ApiErro
             }
         }
     }
-    Ok(json!({"resultType": "matrix", "result": series.into_iter().map(|(m, pts)| json!({
-        "metric": m.to_json(),
-        "values": pts.iter().map(|p| json!([format_time(p.0), format_value(p.1)])).collect::<Vec<_>>()})).collect::<Vec<_>>()}))
+    Ok(Matrix(series.into_iter().collect()))
+}
+
+/// A matrix as the API renders it, serialized straight from the series: a
+/// tree of JSON values, one per point, took a sixth of a long range query.
+pub struct Matrix(pub Vec<(Metric, Vec<(i64, f64)>)>);
+
+impl serde::Serialize for Matrix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct One<'a>(&'a Metric, &'a [(i64, f64)]);
+        impl serde::Serialize for One<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("metric", self.0)?;
+                m.serialize_entry("values", &Points(self.1))?;
+                m.end()
+            }
+        }
+        struct Points<'a>(&'a [(i64, f64)]);
+        impl serde::Serialize for Points<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|&(t, v)| (ApiTime(t), ApiFloat(v))))
+            }
+        }
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("resultType", "matrix")?;
+        m.serialize_entry("result", &self.0.iter().map(|(metric, points)| One(metric, points)).collect::<Vec<_>>())?;
+        m.end()
+    }
 }
 
 pub async fn series(api: Arc<Api>, params: Params) -> Result<serde_json::Value, ApiError> {
@@ -259,4 +287,23 @@ pub async fn label_values(api: Arc<Api>, params: Params, name: String) -> Result
     values.sort();
     values.dedup();
     Ok(json!(values))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrices_render_as_the_prometheus_api_does() {
+        let metric = Metric::new(vec![("job".into(), "a\"b".into()), ("a".into(), "1".into())]);
+        let points = vec![(1000, 1.5), (1500, f64::NAN), (2000, f64::INFINITY), (3000, -0.0), (-4000, 1e-7)];
+        let rendered = serde_json::to_value(Matrix(vec![(metric, points)])).unwrap();
+        assert_eq!(
+            rendered,
+            json!({"resultType": "matrix", "result": [{"metric": {"a": "1", "job": "a\"b"},
+                "values": [[1, "1.5"], [1.5, "NaN"], [2, "+Inf"], [3, "-0"], [-4, "0.0000001"]]}]})
+        );
+        let instant = instant_json(Value::Matrix(vec![Series { metric: Metric::default(), points: vec![(0, 2.0)] }]), 0);
+        assert_eq!(instant, json!({"resultType": "matrix", "result": [{"metric": {}, "values": [[0, "2"]]}]}));
+    }
 }

@@ -17,7 +17,7 @@ mod value;
 pub mod eval;
 pub use aggregate::quantile;
 pub use eval::{Evaluator, Selection, plan};
-pub use value::{Metric, Sample, Series, Value, format_time, format_value, is_stale};
+pub use value::{ApiFloat, ApiTime, Metric, Sample, Series, Value, format_time, format_value, is_stale};
 
 /// How far back an instant selector looks for a sample (Prometheus's default).
 pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;

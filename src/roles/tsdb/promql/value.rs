@@ -141,9 +141,7 @@ impl Metric {
     }
 
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Object(
-            self.labels().iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
-        )
+        serde_json::to_value(self).unwrap_or_default()
     }
 }
 
@@ -188,18 +186,47 @@ pub fn is_stale(v: f64) -> bool {
 
 /// A float as the Prometheus API writes it.
 pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
+    ApiFloat(v).to_string()
+}
+
+/// A float in the Prometheus API's text (`NaN`, `+Inf`, `-Inf`, or the
+/// shortest decimal that reads back the same).
+pub struct ApiFloat(pub f64);
+
+impl std::fmt::Display for ApiFloat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            v if v.is_nan() => f.write_str("NaN"),
+            f64::INFINITY => f.write_str("+Inf"),
+            f64::NEG_INFINITY => f.write_str("-Inf"),
+            v => write!(f, "{v}"),
+        }
+    }
+}
+
+impl serde::Serialize for ApiFloat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A millisecond timestamp as API seconds: whole seconds as an integer.
+pub struct ApiTime(pub i64);
+
+impl serde::Serialize for ApiTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = self.0;
+        if t % 1000 == 0 { s.serialize_i64(t / 1000) } else { s.serialize_f64(t as f64 / 1000.0) }
     }
 }
 
 /// A millisecond timestamp as API seconds.
 pub fn format_time(t: i64) -> serde_json::Value {
-    if t % 1000 == 0 { serde_json::json!(t / 1000) } else { serde_json::json!(t as f64 / 1000.0) }
+    serde_json::to_value(ApiTime(t)).unwrap_or_default()
+}
+
+impl serde::Serialize for Metric {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.labels().iter().map(|(k, v)| (k, v)))
+    }
 }
