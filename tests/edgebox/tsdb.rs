@@ -103,9 +103,9 @@ fn line_protocol_in_promql_out() {
     assert!(body.contains("\"version\""), "{body}");
     // What Grafana asks besides queries: answered, empty.
     let (status, body) = http(addr, "GET", "/api/v1/query_exemplars?query=http_requests", &[], b"");
-    assert_eq!((status, body.as_str()), (200, r#"{"data":[],"status":"success"}"#));
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"success","data":[]}"#));
     let (status, body) = http(addr, "GET", "/api/v1/metadata", &[], b"");
-    assert_eq!((status, body.as_str()), (200, r#"{"data":{},"status":"success"}"#));
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"success","data":{}}"#));
 
     // Bad input: each gets a clear error, nothing stored is damaged.
     let now = now_s();

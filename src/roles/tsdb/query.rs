@@ -303,7 +303,8 @@ mod tests {
             json!({"resultType": "matrix", "result": [{"metric": {"a": "1", "job": "a\"b"},
                 "values": [[1, "1.5"], [1.5, "NaN"], [2, "+Inf"], [3, "-0"], [-4, "0.0000001"]]}]})
         );
-        let instant = instant_json(Value::Matrix(vec![Series { metric: Metric::default(), points: vec![(0, 2.0)] }]), 0);
+        let instant =
+            instant_json(Value::Matrix(vec![Series { metric: Metric::default(), points: vec![(0, 2.0)] }]), 0);
         assert_eq!(instant, json!({"resultType": "matrix", "result": [{"metric": {}, "values": [[0, "2"]]}]}));
     }
 }

@@ -207,8 +207,22 @@ fn read_block(r: &mut Reader<'_>, n: usize) -> Result<Vec<i64>, ChunkError> {
     }
     let len = (n * w as usize).div_ceil(8);
     let bytes = r.take(len).map_err(|o| damaged(o, "packed values"))?;
-    let mask: u128 = if w == 64 { u128::from(u64::MAX) } else { (1u128 << w) - 1 };
+    let value = |y: u64| min.wrapping_add(y.wrapping_mul(g) as i64);
+    if w == 0 {
+        return Ok(vec![value(0); n]);
+    }
     let mut out = Vec::with_capacity(n);
+    if w <= 56 {
+        // A value of at most 56 bits lies within the 8 bytes from its
+        // first byte: one load, a shift and a mask.
+        let mask = (1u64 << w) - 1;
+        for i in 0..n {
+            let bit = i * w as usize;
+            out.push(value((word_at(bytes, bit / 8) >> (bit % 8)) & mask));
+        }
+        return Ok(out);
+    }
+    let mask: u128 = if w == 64 { u128::from(u64::MAX) } else { (1u128 << w) - 1 };
     let (mut acc, mut have, mut next) = (0u128, 0u32, 0usize);
     for _ in 0..n {
         while have < w {
@@ -219,9 +233,22 @@ fn read_block(r: &mut Reader<'_>, n: usize) -> Result<Vec<i64>, ChunkError> {
         let y = (acc & mask) as u64;
         acc >>= w;
         have -= w;
-        out.push(min.wrapping_add(y.wrapping_mul(g) as i64));
+        out.push(value(y));
     }
     Ok(out)
+}
+
+/// The 8 bytes from `at`, little endian, zeros past the end.
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    match bytes.get(at..at + 8) {
+        Some(b) => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        None => {
+            let mut buf = [0u8; 8];
+            let rest = bytes.get(at..).unwrap_or(&[]);
+            buf[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(buf)
+        }
+    }
 }
 
 /// Running sums: deltas back to values starting at `first`.
@@ -324,6 +351,26 @@ mod tests {
             assert_eq!(v[8], GORILLA, "{special}");
         }
         assert_eq!(round_trip(&[(1, 0.1), (2, 0.2), (3, 0.3)])[8], DECIMAL);
+    }
+
+    #[test]
+    fn blocks_of_every_width_round_trip() {
+        for w in 0..=64u32 {
+            let top = if w == 64 { u64::MAX } else { (1u64 << w) - 1 };
+            for n in [1usize, 2, 7, 8, 9, 63, 100] {
+                // Offsets 0, 1 (so no common factor) and up to `top` (so
+                // exactly `w` bits), from the lowest minimum.
+                let offsets =
+                    [0, top.min(1)].into_iter().chain((2..n as u64).map(|i| top / (n as u64) * i)).chain([top]);
+                let xs: Vec<i64> = offsets.map(|o| i64::MIN.wrapping_add(o as i64)).collect();
+                let mut out = Vec::new();
+                put_block(&mut out, &xs);
+                let back = read_block(&mut Reader::new(&out), xs.len()).unwrap();
+                assert_eq!(back, xs, "width {w}, {n} values");
+                let at = out.len() - (xs.len() * w as usize).div_ceil(8) - 1;
+                assert!(w == 0 || u32::from(out[at]) == w, "width byte {} for {w}", out[at]);
+            }
+        }
     }
 
     #[test]
