@@ -7,11 +7,11 @@
 //! Sharded by series id so appends from concurrent requests rarely wait
 //! on each other.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::super::gorilla;
 use super::chunk;
+use super::slots::Slots;
 
 /// Samples in a head chunk before it is sealed. 240 is an hour of 15 s
 /// scrapes: big enough to compress well, small enough to keep a head
@@ -201,8 +201,8 @@ pub struct MemParts {
     pub floor_t: i64,
 }
 
-/// One shard's series; ids are not attacker-chosen, a fast hash is fine.
-pub type HeadMap = HashMap<u64, SeriesHead, foldhash::fast::RandomState>;
+/// One shard's series, by id.
+pub type HeadMap = Slots<SeriesHead>;
 
 pub struct Heads {
     shards: Vec<Mutex<HeadMap>>,
@@ -210,7 +210,7 @@ pub struct Heads {
 
 impl Default for Heads {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(HeadMap::default())).collect() }
+        Self { shards: (0..SHARDS as u64).map(|shard| Mutex::new(HeadMap::new(shard, SHARDS as u64))).collect() }
     }
 }
 
@@ -228,13 +228,13 @@ impl Heads {
     }
 
     pub fn with<T>(&self, id: u64, f: impl FnOnce(&mut SeriesHead) -> T) -> T {
-        f(self.lock(Self::shard_of(id)).entry(id).or_default())
+        f(self.lock(Self::shard_of(id)).get_or_insert_with(id, SeriesHead::default))
     }
 
     /// Copies what a read of `[from, to]` needs, cheaply, under the lock.
     pub fn parts(&self, id: u64, from: i64, to: i64) -> MemParts {
         let mut shard = self.lock(Self::shard_of(id));
-        let Some(h) = shard.get_mut(&id) else { return MemParts { floor_t: i64::MIN, ..MemParts::default() } };
+        let Some(h) = shard.get_mut(id) else { return MemParts { floor_t: i64::MIN, ..MemParts::default() } };
         // Fold buffered late samples in once rather than at every read.
         if h.spill.as_ref().is_some_and(|sp| !sp.late.is_empty()) {
             h.merge_late();
@@ -265,12 +265,12 @@ impl Heads {
 
     /// The newest timestamp of one series (in memory or already stored).
     pub fn newest_of(&self, id: u64) -> Option<i64> {
-        self.lock(Self::shard_of(id)).get(&id).map(SeriesHead::max_t)
+        self.lock(Self::shard_of(id)).get(id).map(SeriesHead::max_t)
     }
 
     /// The oldest timestamp one series holds in memory.
     pub fn oldest_of(&self, id: u64) -> Option<i64> {
-        self.lock(Self::shard_of(id)).get(&id).and_then(SeriesHead::oldest)
+        self.lock(Self::shard_of(id)).get(id).and_then(SeriesHead::oldest)
     }
 
     /// Marks every changed series (and, with `horizon`, every expired one)
@@ -280,7 +280,7 @@ impl Heads {
     pub fn take_dirty(&self, horizon: Option<i64>) -> Vec<Taken> {
         let mut out = Vec::new();
         for shard in 0..SHARDS {
-            for (&id, h) in self.lock(shard).iter_mut() {
+            for (id, h) in self.lock(shard).iter_mut() {
                 let expired = horizon.is_some_and(|hz| h.max_t < hz);
                 if h.dirty || expired {
                     h.dirty = false;
@@ -297,7 +297,7 @@ impl Heads {
     /// over it.
     pub fn snapshot(&self, taken: &mut Taken) -> Snapshot {
         let mut shard = self.lock(Self::shard_of(taken.id));
-        let Some(h) = shard.get_mut(&taken.id) else {
+        let Some(h) = shard.get_mut(taken.id) else {
             return Snapshot::default();
         };
         // Fold buffered late samples in now, so reads stop merging them.
@@ -317,9 +317,9 @@ impl Heads {
     pub fn release(&self, done: &[Taken], horizon: Option<i64>) {
         for snap in done {
             let mut s = self.lock(Self::shard_of(snap.id));
-            let Some(h) = s.get_mut(&snap.id) else { continue };
+            let Some(h) = s.get_mut(snap.id) else { continue };
             if snap.expired && horizon.is_some_and(|hz| h.max_t < hz) {
-                s.remove(&snap.id);
+                s.remove(snap.id);
                 continue;
             }
             if let Some(spill) = h.spill.as_deref_mut() {
@@ -335,7 +335,7 @@ impl Heads {
     /// After a failed checkpoint: the taken series are still to write.
     pub fn mark_dirty(&self, failed: &[Taken]) {
         for snap in failed {
-            if let Some(h) = self.lock(Self::shard_of(snap.id)).get_mut(&snap.id) {
+            if let Some(h) = self.lock(Self::shard_of(snap.id)).get_mut(snap.id) {
                 h.dirty = true;
             }
         }

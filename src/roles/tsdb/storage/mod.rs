@@ -19,6 +19,7 @@ pub mod index;
 pub mod labels;
 mod queue;
 pub mod rollup;
+mod slots;
 mod tables;
 mod varint;
 pub mod wal;
@@ -329,7 +330,7 @@ impl Storage {
                 }
                 let mut heads = self.heads.lock(shard);
                 for s in samples {
-                    let h = heads.entry(s.id).or_default();
+                    let h = heads.get_or_insert_with(s.id, Default::default);
                     if s.t < h.max_t().saturating_sub(self.limits.out_of_order_ms) {
                         late.push(*s);
                         continue;
