@@ -137,6 +137,37 @@ fn checkpoints_change_nothing_a_reader_sees_across_restarts() {
 }
 
 #[test]
+fn checkpoints_of_many_series_save_every_batch() {
+    // 5 000 series: three of the checkpoint's transactions of 2 048.
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let lim = Limits { max_series: 10_000, max_series_per_metric: 10_000, ..limits() };
+    let n = 5000;
+    rt.block_on(async {
+        let s = open(&dir, lim);
+        let batch = (0..n)
+            .flat_map(|i| {
+                let inst = format!("i{i}");
+                [sample("m", &inst, 1000, i as f64), sample("m", &inst, 2000, -(i as f64))]
+            })
+            .collect();
+        s.append(batch, 10_000).await.unwrap();
+        let stats = s.checkpoint(None).await.unwrap();
+        assert_eq!((stats.series, stats.records), (n, 1));
+        let (_, stored, log) = s.footprint().await.unwrap();
+        assert_eq!((stored, log), (2 * n as u64, 0), "every head saved, the log emptied");
+        assert_eq!(s.checkpoint(None).await.unwrap().series, 0, "nothing left to save");
+    });
+    rt.block_on(async {
+        let s = open(&dir, lim);
+        let data = read_all(&s, "m").await;
+        assert_eq!(data.len(), 2 * n);
+        assert_eq!(data.iter().filter(|p| p.0 == 1000).map(|p| p.1).sum::<f64>(), (n * (n - 1) / 2) as f64);
+        assert_eq!(data.iter().map(|p| p.1).sum::<f64>(), 0.0);
+    });
+}
+
+#[test]
 fn series_limits_refuse_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {

@@ -8,7 +8,7 @@ use redb::{ReadableTable, ReadableTableMetadata, Table};
 
 use super::super::gorilla;
 use super::blocks;
-use super::head::CUT_SAMPLES;
+use super::head::{CUT_SAMPLES, Heads, Taken};
 use super::tables::{CHUNK_ROWS, HEAD_BLOCKS, HEAD_CODEC, META, WAL};
 use super::{Storage, chunk, chunk_rows};
 use crate::core::store::Durability;
@@ -34,63 +34,12 @@ impl Storage {
     pub async fn checkpoint(&self, horizon: Option<i64>) -> anyhow::Result<CheckpointStats> {
         let _one_at_a_time = self.checkpointing.lock().await;
         // Every record up to `cut` is wholly in the heads before the
-        // snapshot starts. Appends running meanwhile may land partly in it;
-        // their records are after `cut` and replay over it idempotently.
+        // series are taken. Appends running meanwhile may land partly in
+        // what is saved; their records are after `cut` and replay over it.
         let cut = self.seqs().settled();
-        let taken = self.heads.take_dirty(horizon);
-        let ids = taken.clone();
-        let heads = self.heads.clone();
-        let written = self
-            .store
-            .write(Durability::Immediate, move |txn| {
-                let mut chunks = txn.open_table(CHUNK_ROWS)?;
-                let mut head_rows = txn.open_table(HEAD_BLOCKS)?;
-                let mut stats = CheckpointStats { series: taken.len(), ..Default::default() };
-                let mut taken = taken.clone();
-                // A batch of series at a time (in id order, so a batch's
-                // head rows are neighbours): memory holds one batch's
-                // copies, not every head's.
-                for batch in taken.chunks_mut(CHECKPOINT_BATCH) {
-                    // Per series: Some(open chunk) to store, None to drop.
-                    let mut open_rows: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
-                    for series in batch {
-                        if series.expired {
-                            open_rows.insert(series.id, None);
-                            continue;
-                        }
-                        let snap = heads.snapshot(series);
-                        if !snap.sealed.is_empty() {
-                            for (_, value) in &snap.sealed {
-                                stats.sealed_samples += chunk::sample_count(value)?;
-                            }
-                            let sealed = snap.sealed.into_iter().map(|(first, value)| (first, Some(value))).collect();
-                            chunk_rows::apply(&mut chunks, series.id, sealed)?;
-                        }
-                        if !snap.ooo.is_empty() {
-                            stats.sealed_samples += merge_late(&mut chunks, series.id, &snap.ooo)?;
-                        }
-                        let open = if snap.open.is_empty() {
-                            None
-                        } else {
-                            Some(chunk::encode(&gorilla::decode(&snap.open)?))
-                        };
-                        open_rows.insert(series.id, open);
-                    }
-                    blocks::apply(&mut head_rows, open_rows, HEAD_CODEC, "tsdb.head_blocks")?;
-                }
-                if let Some(h) = horizon {
-                    drop_older(&mut chunks, h)?;
-                }
-                let mut wal = txn.open_table(WAL)?;
-                let before = wal.len()?;
-                wal.retain_in(..=cut, |_, _| false)?;
-                stats.records = before - wal.len()?;
-                txn.open_table(META)?.insert("checkpoint_seq", cut)?;
-                Ok((stats, taken))
-            })
-            .await;
-        match written {
-            Ok((stats, taken)) => {
+        let mut taken = self.heads.take_dirty(horizon);
+        match self.write_checkpoint(&mut taken, cut, horizon).await {
+            Ok(stats) => {
                 self.heads.release(&taken, horizon);
                 self.wal_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
                 metrics::counter!("edgebox_tsdb_checkpoints_total").increment(1);
@@ -98,10 +47,55 @@ impl Storage {
                 Ok(stats)
             }
             Err(e) => {
-                self.heads.mark_dirty(&ids);
+                self.heads.mark_dirty(&taken);
                 Err(e)
             }
         }
+    }
+
+    /// Saves the taken series, a batch of CHECKPOINT_BATCH per
+    /// transaction, then drops the log records up to `cut` in a last one.
+    /// Appends wait for the store behind one batch, not behind the whole
+    /// checkpoint (100 000 series took 0.3–0.6 s in one transaction). A
+    /// crash between the transactions leaves the log whole: replaying it
+    /// over the batches already saved writes the same samples again (last
+    /// write wins, with equal values).
+    async fn write_checkpoint(
+        &self,
+        taken: &mut [Taken],
+        cut: u64,
+        horizon: Option<i64>,
+    ) -> anyhow::Result<CheckpointStats> {
+        let mut stats = CheckpointStats { series: taken.len(), ..Default::default() };
+        // In id order, so a batch's head rows are neighbours.
+        for batch in taken.chunks_mut(CHECKPOINT_BATCH) {
+            let (heads, work) = (self.heads.clone(), batch.to_vec());
+            let (sealed_samples, done) = self
+                .store
+                .write(Durability::Immediate, move |txn| {
+                    let mut work = work.clone();
+                    let sealed_samples = save_batch(txn, &heads, &mut work)?;
+                    Ok((sealed_samples, work))
+                })
+                .await?;
+            stats.sealed_samples += sealed_samples;
+            batch.copy_from_slice(&done);
+        }
+        stats.records = self
+            .store
+            .write(Durability::Immediate, move |txn| {
+                if let Some(h) = horizon {
+                    drop_older(&mut txn.open_table(CHUNK_ROWS)?, h)?;
+                }
+                let mut wal = txn.open_table(WAL)?;
+                let before = wal.len()?;
+                wal.retain_in(..=cut, |_, _| false)?;
+                let records = before - wal.len()?;
+                txn.open_table(META)?.insert("checkpoint_seq", cut)?;
+                Ok(records)
+            })
+            .await?;
+        Ok(stats)
     }
 
     /// Drops the oldest chunks (across all series) until chunks, heads and
@@ -168,6 +162,37 @@ impl Storage {
             })
             .await
     }
+}
+
+/// One batch of a checkpoint: each series' sealed chunks and late samples
+/// into its chunk rows, its open chunk (or, expired, none) into the head
+/// rows; records in `batch` what was taken. Returns the samples sealed.
+fn save_batch(txn: &redb::WriteTransaction, heads: &Heads, batch: &mut [Taken]) -> anyhow::Result<usize> {
+    let mut chunks = txn.open_table(CHUNK_ROWS)?;
+    let mut sealed_samples = 0;
+    // Per series: Some(open chunk) to store, None to drop.
+    let mut open_rows: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
+    for series in batch {
+        if series.expired {
+            open_rows.insert(series.id, None);
+            continue;
+        }
+        let snap = heads.snapshot(series);
+        if !snap.sealed.is_empty() {
+            for (_, value) in &snap.sealed {
+                sealed_samples += chunk::sample_count(value)?;
+            }
+            let sealed = snap.sealed.into_iter().map(|(first, value)| (first, Some(value))).collect();
+            chunk_rows::apply(&mut chunks, series.id, sealed)?;
+        }
+        if !snap.ooo.is_empty() {
+            sealed_samples += merge_late(&mut chunks, series.id, &snap.ooo)?;
+        }
+        let open = if snap.open.is_empty() { None } else { Some(chunk::encode(&gorilla::decode(&snap.open)?)) };
+        open_rows.insert(series.id, open);
+    }
+    blocks::apply(&mut txn.open_table(HEAD_BLOCKS)?, open_rows, HEAD_CODEC, "tsdb.head_blocks")?;
+    Ok(sealed_samples)
 }
 
 /// Drops the chunks whose newest sample is older than `horizon`. Only rows
