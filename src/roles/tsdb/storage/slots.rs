@@ -8,6 +8,8 @@
 //! except where a few survive among many removed ones, at worst a page (64
 //! slots) each.
 
+use std::collections::BTreeMap;
+
 /// Slots a page holds.
 const PAGE: usize = 64;
 
@@ -20,67 +22,53 @@ struct Page<T> {
 pub struct Slots<T> {
     first: u64,
     stride: u64,
-    pages: Vec<Option<Page<T>>>,
-    len: usize,
+    /// By page number. A map, not a vector: a shard holds a few hundred
+    /// pages at most, and an id far past the others (from a damaged store)
+    /// costs one page, not a vector reaching it.
+    pages: BTreeMap<u64, Page<T>>,
 }
 
 impl<T> Slots<T> {
     /// Slots for ids congruent to `first` modulo `stride`.
     pub fn new(first: u64, stride: u64) -> Self {
         debug_assert!(first < stride);
-        Slots { first, stride, pages: Vec::new(), len: 0 }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+        Slots { first, stride, pages: BTreeMap::new() }
     }
 
     /// (page, slot) of an id of this shard.
-    fn place(&self, id: u64) -> (usize, usize) {
+    fn place(&self, id: u64) -> (u64, usize) {
         debug_assert_eq!(id % self.stride, self.first, "id {id} belongs to another shard");
         let k = id / self.stride;
-        ((k / PAGE as u64) as usize, (k % PAGE as u64) as usize)
+        (k / PAGE as u64, (k % PAGE as u64) as usize)
     }
 
     pub fn get(&self, id: u64) -> Option<&T> {
         let (p, s) = self.place(id);
-        self.pages.get(p)?.as_ref()?.slots[s].as_ref()
+        self.pages.get(&p)?.slots[s].as_ref()
     }
 
     pub fn get_mut(&mut self, id: u64) -> Option<&mut T> {
         let (p, s) = self.place(id);
-        self.pages.get_mut(p)?.as_mut()?.slots[s].as_mut()
+        self.pages.get_mut(&p)?.slots[s].as_mut()
     }
 
     /// The value of `id`, made with `make` when absent.
     pub fn get_or_insert_with(&mut self, id: u64, make: impl FnOnce() -> T) -> &mut T {
         let (p, s) = self.place(id);
-        if self.pages.len() <= p {
-            self.pages.resize_with(p + 1, || None);
-        }
-        let page = self.pages[p].get_or_insert_with(|| Page { slots: (0..PAGE).map(|_| None).collect(), live: 0 });
+        let page = self.pages.entry(p).or_insert_with(|| Page { slots: (0..PAGE).map(|_| None).collect(), live: 0 });
         if page.slots[s].is_none() {
             page.live += 1;
-            self.len += 1;
         }
         page.slots[s].get_or_insert_with(make)
     }
 
     pub fn remove(&mut self, id: u64) -> Option<T> {
         let (p, s) = self.place(id);
-        let page = self.pages.get_mut(p)?.as_mut()?;
+        let page = self.pages.get_mut(&p)?;
         let value = page.slots[s].take()?;
         page.live -= 1;
-        self.len -= 1;
         if page.live == 0 {
-            self.pages[p] = None;
-            while self.pages.last().is_some_and(Option::is_none) {
-                self.pages.pop();
-            }
+            self.pages.remove(&p);
         }
         Some(value)
     }
@@ -88,18 +76,16 @@ impl<T> Slots<T> {
     /// Every (id, value), in id order.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut T)> {
         let (first, stride) = (self.first, self.stride);
-        self.pages.iter_mut().enumerate().filter_map(|(p, page)| Some((p, page.as_mut()?))).flat_map(
-            move |(p, page)| {
-                page.slots.iter_mut().enumerate().filter_map(move |(s, slot)| {
-                    let k = (p * PAGE + s) as u64;
-                    Some((k * stride + first, slot.as_mut()?))
-                })
-            },
-        )
+        self.pages.iter_mut().flat_map(move |(&p, page)| {
+            page.slots.iter_mut().enumerate().filter_map(move |(s, slot)| {
+                let k = p * PAGE as u64 + s as u64;
+                Some((k * stride + first, slot.as_mut()?))
+            })
+        })
     }
 
     pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.pages.iter().flatten().flat_map(|page| page.slots.iter().flatten())
+        self.pages.values().flat_map(|page| page.slots.iter().flatten())
     }
 }
 
@@ -114,7 +100,7 @@ mod tests {
         for &id in &ids {
             *slots.get_or_insert_with(id, || 0) += id;
         }
-        assert_eq!(slots.len(), 500);
+        assert_eq!(slots.values().count(), 500);
         assert_eq!(slots.get(35), Some(&35));
         assert_eq!(slots.get(32 * 10_000 + 3), None, "past the last page");
         assert_eq!(*slots.get_or_insert_with(35, || 7), 35, "present: not made again");
@@ -123,12 +109,17 @@ mod tests {
         for &id in &ids[..PAGE] {
             assert_eq!(slots.remove(id), Some(id));
         }
-        assert!(slots.pages[0].is_none(), "the first page emptied and went");
+        assert!(!slots.pages.contains_key(&0), "the first page emptied and went");
         assert_eq!(slots.remove(ids[0]), None);
         for &id in &ids[PAGE..] {
             slots.remove(id);
         }
-        assert!(slots.is_empty() && slots.pages.is_empty(), "no page left");
+        assert!(slots.pages.is_empty(), "no page left");
         assert_eq!(slots.values().count(), 0);
+        // An id far past the rest (a damaged store's) costs one page.
+        let far = u64::MAX / 32 * 32 + 3;
+        *slots.get_or_insert_with(far, || 0) = 9;
+        assert_eq!((slots.get(far), slots.pages.len()), (Some(&9), 1));
+        assert_eq!(slots.iter_mut().map(|(id, _)| id).collect::<Vec<_>>(), [far]);
     }
 }
