@@ -1,8 +1,9 @@
 //! Serving HTTP/1.1 and HTTP/2 on a listener, for the admin service and every
 //! role: one accept loop, TLS when configured, the telemetry layer, a header-read timeout against
 //! slowloris clients, and a graceful drain on shutdown. Each request carries
-//! its connection's [`Peer`] (address, client certificate chain) as an
-//! extension; responses may stream (a proxy passes bodies through).
+//! its connection's [`Peer`] (address, client certificate chain, and a
+//! slot for state the handler keeps between the connection's requests) as
+//! an extension; responses may stream (a proxy passes bodies through).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -49,6 +50,8 @@ pub struct Peer {
     pub certs: Option<std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>>,
     /// The leaf's SPIFFE ID, read once per connection.
     svid: std::sync::Arc<std::sync::OnceLock<Result<SpiffeId, Rejection>>>,
+    /// What the handler keeps for this connection between its requests.
+    pub local: ConnLocal,
 }
 
 impl Peer {
@@ -56,7 +59,7 @@ impl Peer {
         addr: std::net::SocketAddr,
         certs: Option<std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>>,
     ) -> Peer {
-        Peer { addr, certs, svid: Default::default() }
+        Peer { addr, certs, svid: Default::default(), local: ConnLocal::default() }
     }
 
     /// The SPIFFE ID of the client's certificate (read at the first ask,
@@ -64,6 +67,39 @@ impl Peer {
     pub fn spiffe_id(&self) -> Option<Result<&SpiffeId, &Rejection>> {
         let leaf = self.certs.as_ref()?.first()?;
         Some(self.svid.get_or_init(|| SpiffeId::of_svid(leaf)).as_ref())
+    }
+}
+
+/// One value a handler keeps for a connection between its requests (the
+/// gateway parks its upstream connections here, so the next request on the
+/// connection finds them without a shared pool). Requests on an HTTP/1
+/// connection come one at a time; concurrent HTTP/2 requests find the slot
+/// empty while another holds its value, and do without.
+#[derive(Clone, Default)]
+pub struct ConnLocal(std::sync::Arc<std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>>);
+
+impl ConnLocal {
+    /// Takes the value out if it is a `T`; the slot is empty until `put`.
+    pub fn take<T: Send + 'static>(&self) -> Option<Box<T>> {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take()?.downcast::<T>() {
+            Ok(v) => Some(v),
+            Err(other) => {
+                *slot = Some(other);
+                None
+            }
+        }
+    }
+
+    /// Puts a value (back) for the connection's next request.
+    pub fn put<T: Send + 'static>(&self, value: Box<T>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+    }
+}
+
+impl std::fmt::Debug for ConnLocal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnLocal")
     }
 }
 

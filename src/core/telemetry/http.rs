@@ -101,7 +101,7 @@ where
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/grpc"));
-        let path = req.uri().path().to_owned();
+        let path = req.uri().path();
         // For gRPC the "method" is the full RPC name, e.g. pkg.Service/Call.
         let method = if grpc { path.trim_start_matches('/').to_owned() } else { req.method().as_str().to_owned() };
         let request_size = content_length(req.headers());
@@ -133,8 +133,10 @@ where
                 edgebox.role = self.role,
             )
         };
-        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
-        let _ = span.set_parent(parent);
+        if !span.is_disabled() {
+            let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
+            let _ = span.set_parent(parent);
+        }
         let (role, handles) = (self.role, self.handles.clone());
         let fut = self.inner.call(req).instrument(span.clone());
         Box::pin(async move {
@@ -142,7 +144,7 @@ where
             let route = response.extensions().get::<MatchedRoute>().map(|r| r.0);
             let status = response.status().as_u16();
             let grpc_status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
-            if let Some(route) = route.filter(|_| !grpc) {
+            if let Some(route) = route.filter(|_| !grpc && !span.is_disabled()) {
                 span.record("http.route", route);
                 // The OTel span already started (its parent came from the
                 // request), so rename it through the OTel API, not a field.

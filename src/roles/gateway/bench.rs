@@ -10,7 +10,10 @@
 //! The upstream is a small hyper server in this process. Both proxies log
 //! every request to a file (the gateway's buffered access log, nginx's
 //! access_log). CPU is the proxy processes' user+system time
-//! over the run.
+//! over the run, shown per request split into user and system (kernel)
+//! time, next to the bench process's own (load generator and upstream):
+//! on loopback the kernel's TCP work is most of a proxy's cost and the
+//! same for any proxy, so the split shows what the proxy's own code costs.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -51,6 +54,39 @@ pub struct Figures {
     pub errors: u64,
     /// CPU seconds the proxy used per second, per 1 000 requests/s.
     pub vcpu_per_krps: Option<f64>,
+    /// The proxy's user and system CPU per request, µs.
+    pub proxy_us: Option<Cpu>,
+    /// This process's (load generator and upstream) CPU per request, µs.
+    pub driver_us: Cpu,
+}
+
+/// User and system CPU time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    pub user: f64,
+    pub sys: f64,
+}
+
+impl Cpu {
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu { user: self.user - before.user, sys: self.sys - before.sys }
+    }
+
+    fn per(self, n: f64) -> Cpu {
+        Cpu { user: self.user / n, sys: self.sys / n }
+    }
+
+    fn total(self) -> f64 {
+        self.user + self.sys
+    }
+
+    /// Seconds used so far by `pid`'s threads: utime and stime, fields 14
+    /// and 15 of /proc/<pid>/stat (11 and 12 after the name).
+    fn of(pid: u32) -> Option<Cpu> {
+        let f = stat_fields(pid)?;
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+        Some(Cpu { user: ticks(11), sys: ticks(12) })
+    }
 }
 
 /// Runs the comparison; prints a table and returns (direct, gateway, nginx).
@@ -78,12 +114,21 @@ pub fn run(concurrency: usize, seconds: u64) -> anyhow::Result<(Figures, Figures
 
     println!("gateway bench: {concurrency} keep-alive connections, {seconds} s each, GET /items/{{id}}?limit=N");
     println!(
-        "{:<34} {:>10} {:>9} {:>9} {:>7} {:>16}",
-        "target", "req/s", "p50 ms", "p99 ms", "errors", "vCPU per 1k rps"
+        "{:<34} {:>10} {:>9} {:>9} {:>7} {:>16} {:>18} {:>18}",
+        "target", "req/s", "p50 ms", "p99 ms", "errors", "vCPU per 1k rps", "proxy µs/req u+s", "driver µs/req u+s"
     );
+    let us = |c: Cpu| format!("{:.1}+{:.1}", c.user, c.sys);
     let row = |name: &str, f: &Figures| {
         let cpu = f.vcpu_per_krps.map_or("-".to_owned(), |c| format!("{c:.3}"));
-        println!("{name:<34} {:>10.0} {:>9.3} {:>9.3} {:>7} {cpu:>16}", f.rps, f.p50_ms, f.p99_ms, f.errors);
+        let proxy = f.proxy_us.map_or("-".to_owned(), us);
+        println!(
+            "{name:<34} {:>10.0} {:>9.3} {:>9.3} {:>7} {cpu:>16} {proxy:>18} {:>18}",
+            f.rps,
+            f.p50_ms,
+            f.p99_ms,
+            f.errors,
+            us(f.driver_us)
+        );
     };
     row("direct (plain HTTP, no proxy)", &direct);
     row("edgebox gateway (mTLS + OpenAPI)", &gw);
@@ -221,8 +266,8 @@ impl Proc {
         Ok(Proc { child, name: "nginx" })
     }
 
-    /// CPU seconds used so far by the process and its children.
-    fn cpu_seconds(&self) -> f64 {
+    /// CPU used so far by the process and its children.
+    fn cpu(&self) -> Cpu {
         let root = self.child.id();
         let mut pids = vec![root];
         if let Ok(entries) = std::fs::read_dir("/proc") {
@@ -234,13 +279,8 @@ impl Proc {
             }
         }
         pids.into_iter()
-            .filter_map(stat_fields)
-            .map(|f| {
-                // utime and stime, fields 14 and 15 (here 11 and 12 after the name).
-                let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-                (ticks(11) + ticks(12)) / 100.0
-            })
-            .sum()
+            .filter_map(Cpu::of)
+            .fold(Cpu::default(), |a, c| Cpu { user: a.user + c.user, sys: a.sys + c.sys })
     }
 
     fn stop(&mut self) {
@@ -321,11 +361,13 @@ enum Target {
 async fn load(target: Target, proc: Option<&Proc>, concurrency: usize, duration: Duration) -> anyhow::Result<Figures> {
     // A short warm-up, so connection set-up is not in the figures.
     let _ = run_load(target.clone(), concurrency, Duration::from_millis(500)).await?;
-    let cpu_before = proc.map(Proc::cpu_seconds);
+    let cpu_before = proc.map(Proc::cpu);
+    let driver_before = Cpu::of(std::process::id()).unwrap_or_default();
     let started = Instant::now();
     let (mut latencies, errors) = run_load(target, concurrency, duration).await?;
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = proc.zip(cpu_before).map(|(p, before)| p.cpu_seconds() - before);
+    let driver = Cpu::of(std::process::id()).unwrap_or_default().since(driver_before);
+    let cpu = proc.zip(cpu_before).map(|(p, before)| p.cpu().since(before));
     latencies.sort_unstable();
     let pct = |q: f64| {
         latencies
@@ -335,12 +377,15 @@ async fn load(target: Target, proc: Option<&Proc>, concurrency: usize, duration:
             / 1000.0
     };
     let rps = latencies.len() as f64 / elapsed;
+    let per_request_us = |c: Cpu| c.per(latencies.len().max(1) as f64 / 1e6);
     Ok(Figures {
         rps,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         errors,
-        vcpu_per_krps: cpu.map(|c| (c / elapsed) / (rps / 1000.0)),
+        vcpu_per_krps: cpu.map(|c| (c.total() / elapsed) / (rps / 1000.0)),
+        proxy_us: cpu.map(per_request_us),
+        driver_us: per_request_us(driver),
     })
 }
 

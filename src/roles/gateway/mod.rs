@@ -15,6 +15,7 @@ pub mod config;
 pub mod fuzz;
 mod identity;
 mod openapi;
+mod owned;
 mod policy;
 mod problem;
 mod proxy;

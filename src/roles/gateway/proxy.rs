@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -34,7 +34,7 @@ pub type GatewayBody = BoxBody<Bytes, BoxError>;
 
 /// The header upstreams read the authenticated caller from; a caller's own
 /// copy is dropped.
-const CALLER_HEADER: &str = "x-edgebox-caller";
+static CALLER_HEADER: HeaderName = HeaderName::from_static("x-edgebox-caller");
 
 /// What the access log and metrics say of one request.
 struct Outcome {
@@ -165,10 +165,14 @@ async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> 
     *out.method_mut() = parts.method.clone();
     *out.uri_mut() = parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
     let incoming = std::mem::take(&mut parts.headers);
-    *out.headers_mut() = forwarded_headers(incoming, peer, caller.as_ref(), proof, state.cfg.tls.is_some());
+    let caller_id = caller.as_ref().map(|_| outcome.caller.as_str());
+    *out.headers_mut() = forwarded_headers(incoming, peer, caller_id, proof, state.cfg.tls.is_some());
+    // An HTTP/1 client sends one request at a time: its connection can own
+    // the upstream connections it uses.
+    let local = peer.filter(|_| parts.version < http::Version::HTTP_2).map(|p| &p.local);
     // The caller learns which service failed, not where it lives: the
     // upstream's address and error go to the log.
-    let resp = upstream.send(out).await.map_err(|e| {
+    let resp = upstream.send(out, local).await.map_err(|e| {
         tracing::warn!(service = %svc.name, upstream = outcome.side, error = %e, "gateway upstream request failed");
         match e {
             UpstreamError::Timeout(..) => Problem::new(
@@ -190,6 +194,10 @@ async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> 
 
 /// The request body, whole, within the size limit and the time limit.
 async fn read_body(body: Incoming, limit: usize, deadline: Duration) -> Result<Bytes, Problem> {
+    // Most requests have none: no timer for those.
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(Bytes::new());
+    }
     match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Problem::new(
@@ -208,43 +216,64 @@ async fn read_body(body: Incoming, limit: usize, deadline: Duration) -> Result<B
 
 /// Headers as the upstream gets them: hop-by-hop ones, Host, a consumed
 /// JWT-SVID and any caller-supplied x-edgebox-caller dropped; the
-/// authenticated caller and the X-Forwarded-* set added.
+/// authenticated caller (`caller`, its SPIFFE ID) and the X-Forwarded-* set
+/// added.
 fn forwarded_headers(
     incoming: HeaderMap,
     peer: Option<&Peer>,
-    caller: Option<&crate::core::tls::spiffe::SpiffeId>,
+    caller: Option<&str>,
     proof: Proof,
     tls: bool,
 ) -> HeaderMap {
     let mut h = incoming;
     strip_hop_by_hop(&mut h);
     let host = h.remove(http::header::HOST);
-    h.remove(CALLER_HEADER);
+    h.remove(&CALLER_HEADER);
     if proof == Proof::Jwt {
         h.remove(http::header::AUTHORIZATION);
     }
-    if let Some(id) = caller.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
-        h.insert(CALLER_HEADER, id);
+    if let Some(id) = caller.and_then(|c| HeaderValue::from_str(c).ok()) {
+        h.insert(CALLER_HEADER.clone(), id);
     }
     if let Some(peer) = peer {
-        let forwarded_for = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let forwarded_for = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prior) => format!("{prior}, {}", peer.addr.ip()),
             None => peer.addr.ip().to_string(),
         };
         if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-            h.insert("x-forwarded-for", v);
+            h.insert(X_FORWARDED_FOR.clone(), v);
         }
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(if tls { "https" } else { "http" }));
+    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if tls { "https" } else { "http" }));
     if let Some(host) = host {
-        h.insert("x-forwarded-host", host);
+        h.insert(X_FORWARDED_HOST.clone(), host);
     }
     h
 }
 
-/// Drops the hop-by-hop headers (RFC 9110 §7.6.1), and those the
-/// Connection header names.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The hop-by-hop headers (RFC 9110 §7.6.1, and the older ones still seen).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Drops the hop-by-hop headers, and those the Connection header names.
+/// Most messages have none, which one pass over their names tells.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if !h.keys().any(|name| HOP_BY_HOP.contains(&name.as_str())) {
+        return;
+    }
     let named: Vec<String> = h
         .get_all(http::header::CONNECTION)
         .iter()
@@ -256,17 +285,52 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for name in named {
         h.remove(name.as_str());
     }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for name in HOP_BY_HOP {
         h.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_str(v).unwrap())).collect()
+    }
+
+    #[test]
+    fn upstreams_get_the_caller_and_forwarding_headers_without_hop_by_hop_ones() {
+        let peer = Peer::new("192.0.2.7:4711".parse().unwrap(), None);
+        let incoming = headers(&[
+            ("host", "api.example"),
+            ("connection", "keep-alive, X-Private"),
+            ("x-private", "dropped: the Connection header names it"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("authorization", "Bearer jwt"),
+            ("x-edgebox-caller", "spiffe://edge.example/forged"),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        ]);
+        let out = forwarded_headers(incoming, Some(&peer), Some("spiffe://edge.example/node/1"), Proof::Jwt, true);
+        let mut names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["traceparent", "x-edgebox-caller", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"]
+        );
+        assert_eq!(out[&CALLER_HEADER], "spiffe://edge.example/node/1");
+        assert_eq!(out[&X_FORWARDED_FOR], "198.51.100.1, 192.0.2.7");
+        assert_eq!(out[&X_FORWARDED_HOST], "api.example");
+        assert_eq!(out[&X_FORWARDED_PROTO], "https");
+
+        // Without hop-by-hop headers nothing but those named goes; an
+        // X.509 caller's Authorization header is the upstream's business.
+        let plain = headers(&[("authorization", "Basic eA=="), ("content-type", "application/json")]);
+        let out = forwarded_headers(plain, None, None, Proof::Svid, false);
+        assert_eq!(out["authorization"], "Basic eA==");
+        assert_eq!(out["content-type"], "application/json");
+        assert_eq!(out[&X_FORWARDED_PROTO], "http");
+        assert!(!out.contains_key(&CALLER_HEADER) && !out.contains_key(&X_FORWARDED_FOR));
     }
 }

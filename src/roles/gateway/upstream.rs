@@ -1,22 +1,27 @@
-//! One upstream service endpoint: a pooled HTTP/1.1 or HTTP/2 client (plain,
-//! or TLS presenting the gateway's SVID, re-read when it rotates), a
+//! One upstream service endpoint: HTTP/1.1 or HTTP/2 (plain, or TLS
+//! presenting the gateway's SVID, re-read when it rotates) over connections
+//! an HTTP/1.1 client's connection owns (owned.rs) or from a shared pool, a
 //! per-attempt timeout, retries of idempotent methods after connection
 //! failures, and the health that passive outcomes and active checks keep.
 
+use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::Service;
 
 use super::config::ServiceConfig;
+use super::owned::{self, Failure, Owned, UpstreamBody};
+use crate::core::httpserve::ConnLocal;
 use crate::core::tls::{ClientTls, ClientTlsConfig};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -74,8 +79,14 @@ pub struct Upstream {
     /// scheme://authority, and the path prefix requests are appended to.
     authority: Uri,
     prefix: String,
+    /// The Host header requests carry (the pool sets its own).
+    host: HeaderValue,
     pub url: String,
     client: Client<Connector, Full<Bytes>>,
+    /// Connects owned connections; None for HTTP/2 upstreams (pool only).
+    connector: Option<Connector>,
+    /// Owned connections open now; its address names this upstream.
+    owned: Arc<AtomicUsize>,
     timeout: Duration,
     retries: u32,
     pub health: Arc<Health>,
@@ -104,16 +115,29 @@ impl Upstream {
             true => builder.enable_all_versions().wrap_connector(http),
             false => builder.enable_http1().wrap_connector(http),
         };
+        let owned_connector = (!svc.http2).then(|| connector.clone());
         let mut client = Client::builder(TokioExecutor::new());
         client.pool_timer(TokioTimer::new()).timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
         if svc.http2 && uri.scheme_str() == Some("http") {
             client.http2_only(true);
         }
+        let default_port = match uri.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        };
+        let host = match uri.port_u16().filter(|p| *p != default_port) {
+            Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
+            None => HeaderValue::from_str(host),
+        }
+        .with_context(|| format!("gateway.services.{}: upstream {url:?} host", svc.name))?;
         Ok(Upstream {
             authority,
             prefix: uri.path().trim_end_matches('/').to_owned(),
+            host,
             url: url.to_owned(),
             client: client.build(connector),
+            connector: owned_connector,
+            owned: Arc::default(),
             timeout: Duration::from_millis(svc.timeout_ms),
             retries: svc.retries,
             health,
@@ -121,11 +145,22 @@ impl Upstream {
     }
 
     /// Sends a request (its URI: path and query only) and returns the
-    /// answer's head and streaming body. Idempotent methods are retried
-    /// after a connection failure or a timeout; anything else is tried once.
-    pub async fn send(&self, req: Request<Bytes>) -> Result<Response<Incoming>, UpstreamError> {
+    /// answer's head and streaming body. With the client connection's
+    /// `local` slot (HTTP/1.1 clients) it goes over a connection that client
+    /// owns, else over the pool. Idempotent methods are retried after a
+    /// connection failure or a timeout; anything else is tried once.
+    pub async fn send(
+        &self,
+        req: Request<Bytes>,
+        local: Option<&ConnLocal>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (parts, body) = req.into_parts();
-        let uri = self.target(&parts.uri)?;
+        let path = self.path(&parts.uri)?;
+        let local = local.filter(|_| self.connector.is_some());
+        let uri = match local {
+            Some(_) => Uri::from(path),
+            None => self.absolute(path)?,
+        };
         let attempts = if parts.method.is_idempotent() { 1 + self.retries } else { 1 };
         let mut last = None;
         let mut headers = Some(parts.headers);
@@ -138,13 +173,21 @@ impl Upstream {
                 true => headers.take().unwrap_or_default(),
                 false => headers.clone().unwrap_or_default(),
             };
-            match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            let exchange = async {
+                match local {
+                    Some(local) => {
+                        req.headers_mut().insert(http::header::HOST, self.host.clone());
+                        self.send_owned(req, local).await
+                    }
+                    None => self.send_pooled(req).await,
+                }
+            };
+            match tokio::time::timeout(self.timeout, exchange).await {
                 Ok(Ok(resp)) => {
                     self.health.record(resp.status().as_u16() < 500);
                     return Ok(resp);
                 }
-                Ok(Err(e)) => {
-                    let detail = error_chain(&e);
+                Ok(Err(detail)) => {
                     tracing::debug!(upstream = %self.url, attempt, error = %detail, "upstream request failed");
                     last = Some(UpstreamError::Failed(detail, self.url.clone()));
                 }
@@ -155,17 +198,66 @@ impl Upstream {
         Err(last.unwrap_or_else(|| UpstreamError::Failed("no attempt made".into(), self.url.clone())))
     }
 
-    /// The upstream URI for a request's path and query.
-    fn target(&self, uri: &Uri) -> Result<Uri, UpstreamError> {
-        let bad =
-            |e: &dyn std::fmt::Display| UpstreamError::Failed(format!("bad URI for {uri}: {e}"), self.url.clone());
-        let path = match (uri.path_and_query(), self.prefix.is_empty()) {
-            (Some(pq), true) => pq.clone(),
-            (pq, _) => format!("{}{}", self.prefix, pq.map_or("/", |p| p.as_str())).parse().map_err(|e| bad(&e))?,
+    async fn send_pooled(&self, req: Request<Full<Bytes>>) -> Result<Response<UpstreamBody>, String> {
+        match self.client.request(req).await {
+            Ok(resp) => Ok(resp.map(UpstreamBody::pooled)),
+            Err(e) => Err(error_chain(&e)),
+        }
+    }
+
+    /// Over the client connection's parked connection to this upstream, or
+    /// a new one it will own (the pool when this upstream has too many).
+    async fn send_owned(&self, req: Request<Full<Bytes>>, local: &ConnLocal) -> Result<Response<UpstreamBody>, String> {
+        let mut req = req;
+        if let Some(mut parked) = owned::unpark(local, &self.owned)
+            && parked.ready().await
+        {
+            match parked.send(req).await {
+                Ok(resp) => return Ok(resp.map(|b| UpstreamBody::owned(b, parked, local.clone()))),
+                // Closed by the upstream as the request went: it was not
+                // sent, so a new connection may carry it whatever its method.
+                Err(Failure::Unsent(unsent, _)) => req = *unsent,
+                Err(Failure::Failed(detail)) => return Err(detail),
+            }
+        }
+        let (Some(slot), Some(connector)) = (owned::Slot::take(&self.owned), &self.connector) else {
+            let mut req = req;
+            *req.uri_mut() = self
+                .absolute(req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")))
+                .map_err(|e| e.to_string())?;
+            return self.send_pooled(req).await;
         };
+        let mut connector = connector.clone();
+        poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| error_chain(&*e))?;
+        let io = connector.call(self.authority.clone()).await.map_err(|e| error_chain(&*e))?;
+        let mut fresh = Owned::open(io, slot).await.map_err(|e| error_chain(&e))?;
+        match fresh.send(req).await {
+            Ok(resp) => Ok(resp.map(|b| UpstreamBody::owned(b, fresh, local.clone()))),
+            Err(Failure::Unsent(_, detail) | Failure::Failed(detail)) => Err(detail),
+        }
+    }
+
+    /// The path and query a request has upstream: the upstream's path
+    /// prefix, then the request's.
+    fn path(&self, uri: &Uri) -> Result<PathAndQuery, UpstreamError> {
+        match (uri.path_and_query(), self.prefix.is_empty()) {
+            (Some(pq), true) => Ok(pq.clone()),
+            (pq, _) => format!("{}{}", self.prefix, pq.map_or("/", |p| p.as_str()))
+                .parse()
+                .map_err(|e| UpstreamError::Failed(format!("bad URI for {uri}: {e}"), self.url.clone())),
+        }
+    }
+
+    /// The absolute URI of an upstream path, as the pool wants it.
+    fn absolute(&self, path: PathAndQuery) -> Result<Uri, UpstreamError> {
         let mut parts = self.authority.clone().into_parts();
         parts.path_and_query = Some(path);
-        Uri::from_parts(parts).map_err(|e| bad(&e))
+        Uri::from_parts(parts).map_err(|e| UpstreamError::Failed(format!("bad URI: {e}"), self.url.clone()))
+    }
+
+    /// The upstream URI for a request's path and query.
+    fn target(&self, uri: &Uri) -> Result<Uri, UpstreamError> {
+        self.absolute(self.path(uri)?)
     }
 
     /// One active health check: GET `path` must answer below 500 within
@@ -182,7 +274,7 @@ impl Upstream {
 }
 
 /// An error and its causes, joined: hyper's own message alone is vague.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
