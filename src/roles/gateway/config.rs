@@ -69,7 +69,9 @@ allow_anonymous = false
 # The upstream, http:// or https:// (its TLS settings below); the request
 # path is appended.
 # upstream = "http://127.0.0.1:8080"
-# Speak HTTP/2 to it (h2c for http://; ALPN decides for https://).
+# Speak HTTP/2 to it (h2c for http://; ALPN decides for https://). Over
+# HTTP/1.1 each caller's connection keeps its own upstream connections;
+# over HTTP/2 callers share a pool.
 # http2 = false
 # Per attempt, the whole upstream exchange.
 # timeout_ms = 30000
