@@ -848,7 +848,8 @@ async fn exchange(
 }
 
 /// An HTTP/1.1 client's requests all go over one upstream connection its
-/// connection owns; another client gets its own; an upstream that closed
+/// connection owns; another client gets its own, and leaves it to the next
+/// client when it closes; an upstream that closed
 /// a parked connection gets the next request (a POST, not retryable) on a
 /// new one; a timed-out exchange does not leave its connection parked.
 #[test]
@@ -876,6 +877,12 @@ fn http1_clients_keep_their_own_upstream_connection() {
         let (_, other) = exchange(&mut second, "GET", "/pets/1", "").await;
         assert_ne!(other["conn"].as_u64().unwrap(), conns[0], "{other}");
         assert_eq!(exchange(&mut first, "GET", "/pets/1", "").await.1["conn"].as_u64(), Some(conns[0]));
+        // A client connection that closes leaves its upstream connection
+        // idle for the next one.
+        drop(second);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut third = h1_connection(&pki, &node, port).await;
+        assert_eq!(exchange(&mut third, "GET", "/pets/1", "").await.1["conn"], other["conn"]);
 
         // The upstream hangs up after this answer; the POST that follows
         // finds the parked connection closed and goes on a new one.

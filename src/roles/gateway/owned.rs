@@ -6,16 +6,20 @@
 //! at a time, so its connection instead keeps the upstream connections it
 //! used parked in its [`ConnLocal`] and drives them from its own task: the
 //! request goes out, and the answer and its body come back, without a hop.
-//! The parked connection is checked before reuse (an upstream may have
-//! closed it while idle; the request then goes, unsent, on a new one).
+//! When the client connection closes, its parked connections go to the
+//! upstream's idle list for the next client connection, so clients that
+//! make one request per connection still reuse upstream connections. A
+//! parked or idle connection is checked before reuse (an upstream may have
+//! closed it; the request then goes, unsent, on a new one).
 //! HTTP/2 clients (concurrent requests on one connection), HTTP/2
 //! upstreams and active health checks use the pool.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -34,19 +38,65 @@ pub type Io = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 /// its canary are two); past this the longest parked goes.
 const PARKED_PER_CLIENT: usize = 4;
 
-/// Owned connections one upstream may have open at once, busy or parked;
-/// past this, requests use the pool.
-pub const OWNED_PER_UPSTREAM: usize = 1024;
+/// Owned connections one upstream may have open at once, busy, parked or
+/// idle; past this, requests use the pool.
+const OWNED_PER_UPSTREAM: usize = 1024;
 
-/// One open owned connection, counted against its upstream's bound. The
-/// counter is also the upstream's identity: an owned connection holds it,
-/// so no other upstream can be at its address while the connection lives.
-pub struct Slot(Arc<AtomicUsize>);
+/// Idle connections an upstream keeps for client connections to come, and
+/// for how long.
+const IDLE_PER_UPSTREAM: usize = 64;
+const IDLE_FOR: Duration = Duration::from_secs(90);
+
+/// What one upstream's owned connections share: how many are open, and the
+/// idle ones closed client connections left. Its address is the upstream's
+/// identity: an owned connection holds it, so no other upstream can be at
+/// that address while the connection lives.
+#[derive(Default)]
+pub struct Shared {
+    open: AtomicUsize,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    conns: Vec<(Instant, Owned)>,
+    /// The upstream is gone (a reload replaced it): nothing more is kept.
+    closed: bool,
+}
+
+impl Shared {
+    /// The newest idle connection still within its time, if any.
+    fn take_idle(&self) -> Option<Owned> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.conns.retain(|(since, _)| since.elapsed() < IDLE_FOR);
+        idle.conns.pop().map(|(_, owned)| owned)
+    }
+
+    /// Keeps a connection a client connection no longer needs.
+    fn give_back(&self, owned: Owned) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if !owned.driver.ended && !idle.closed && idle.conns.len() < IDLE_PER_UPSTREAM {
+            idle.conns.push((Instant::now(), owned));
+        }
+    }
+
+    /// Closes the idle connections and keeps no more: the upstream is being
+    /// dropped (the idle connections hold this, so it would not be).
+    pub fn close(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.closed = true;
+        idle.conns.clear();
+    }
+}
+
+/// One open owned connection, counted against its upstream's bound.
+pub struct Slot(Arc<Shared>);
 
 impl Slot {
     /// A slot under `upstream`'s bound, if one is free.
-    pub fn take(upstream: &Arc<AtomicUsize>) -> Option<Slot> {
+    pub fn take(upstream: &Arc<Shared>) -> Option<Slot> {
         upstream
+            .open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < OWNED_PER_UPSTREAM).then_some(n + 1))
             .ok()
             .map(|_| Slot(upstream.clone()))
@@ -55,7 +105,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -137,21 +187,38 @@ impl Owned {
         }
     }
 
-    fn belongs_to(&self, upstream: &Arc<AtomicUsize>) -> bool {
+    fn belongs_to(&self, upstream: &Arc<Shared>) -> bool {
         Arc::ptr_eq(&self.slot.0, upstream)
+    }
+
+    fn give_back(self) {
+        let shared = self.slot.0.clone();
+        shared.give_back(self);
     }
 }
 
-/// The connections a client connection keeps between its requests.
+/// The connections a client connection keeps between its requests; they
+/// go to their upstreams' idle lists when it closes.
 #[derive(Default)]
 struct Parked(Vec<Owned>);
 
-/// The parked connection to `upstream`, if the client connection has one.
-pub fn unpark(local: &ConnLocal, upstream: &Arc<AtomicUsize>) -> Option<Owned> {
-    let mut parked = local.take::<Parked>()?;
-    let found = parked.0.iter().position(|o| o.belongs_to(upstream)).map(|i| parked.0.swap_remove(i));
-    local.put(parked);
-    found
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.0.drain(..).for_each(Owned::give_back);
+    }
+}
+
+/// A connection to `upstream` for the client connection: its own parked
+/// one, else an idle one another client connection left.
+pub fn unpark(local: &ConnLocal, upstream: &Arc<Shared>) -> Option<Owned> {
+    if let Some(mut parked) = local.take::<Parked>() {
+        let found = parked.0.iter().position(|o| o.belongs_to(upstream)).map(|i| parked.0.swap_remove(i));
+        local.put(parked);
+        if found.is_some() {
+            return found;
+        }
+    }
+    upstream.take_idle()
 }
 
 /// Parks a connection whose exchange is over for the client connection's
@@ -161,9 +228,11 @@ fn park(local: &ConnLocal, owned: Owned) {
         return;
     }
     let mut parked = local.take::<Parked>().unwrap_or_default();
-    parked.0.retain(|o| !o.belongs_to(&owned.slot.0));
+    if let Some(i) = parked.0.iter().position(|o| o.belongs_to(&owned.slot.0)) {
+        parked.0.swap_remove(i).give_back();
+    }
     if parked.0.len() >= PARKED_PER_CLIENT {
-        parked.0.remove(0);
+        parked.0.remove(0).give_back();
     }
     parked.0.push(owned);
     local.put(parked);
@@ -225,5 +294,49 @@ impl Drop for UpstreamBody {
         if self.inner.is_end_stream() {
             self.park();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An owned connection to a loopback listener (nothing is sent).
+    async fn connection(shared: &Arc<Shared>, listener: &tokio::net::TcpListener) -> Owned {
+        let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let io = hyper_rustls::MaybeHttpsStream::Http(TokioIo::new(tcp));
+        Owned::open(io, Slot::take(shared).unwrap()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn idle_connections_pass_between_clients_until_the_upstream_goes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shared = Arc::new(Shared::default());
+        let (client, other) = (ConnLocal::default(), ConnLocal::default());
+        park(&client, connection(&shared, &listener).await);
+        assert_eq!(shared.open.load(Ordering::Relaxed), 1);
+        // Parked with its client connection: not for another one.
+        assert!(unpark(&other, &shared).is_none());
+        let owned = unpark(&client, &shared).expect("the client's own");
+        park(&client, owned);
+        // The client connection closes: the next one gets it.
+        drop(client);
+        let owned = unpark(&other, &shared).expect("left idle");
+        assert!(unpark(&other, &shared).is_none());
+        assert_eq!(shared.open.load(Ordering::Relaxed), 1);
+        // Another upstream's connection is not this one's.
+        let elsewhere = Arc::new(Shared::default());
+        park(&other, connection(&elsewhere, &listener).await);
+        assert!(unpark(&other, &shared).is_none());
+        // The upstream goes (a reload): idle connections close, none are kept.
+        shared.give_back(owned);
+        shared.close();
+        assert_eq!(shared.open.load(Ordering::Relaxed), 0);
+        shared.give_back(connection(&shared, &listener).await);
+        assert!(shared.take_idle().is_none());
+        assert_eq!(shared.open.load(Ordering::Relaxed), 0);
+        // Past the bound, no slot.
+        shared.open.store(OWNED_PER_UPSTREAM, Ordering::Relaxed);
+        assert!(Slot::take(&shared).is_none());
     }
 }

@@ -6,7 +6,7 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -85,8 +85,8 @@ pub struct Upstream {
     client: Client<Connector, Full<Bytes>>,
     /// Connects owned connections; None for HTTP/2 upstreams (pool only).
     connector: Option<Connector>,
-    /// Owned connections open now; its address names this upstream.
-    owned: Arc<AtomicUsize>,
+    /// Owned connections: how many are open, the idle ones.
+    owned: Arc<owned::Shared>,
     timeout: Duration,
     retries: u32,
     pub health: Arc<Health>,
@@ -270,6 +270,13 @@ impl Upstream {
         *req.uri_mut() = uri;
         let answer = tokio::time::timeout(self.timeout.min(Duration::from_secs(5)), self.client.request(req)).await;
         matches!(answer, Ok(Ok(resp)) if resp.status().as_u16() < 500)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // Idle owned connections hold the shared part: let them go.
+        self.owned.close();
     }
 }
 
