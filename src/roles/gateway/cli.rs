@@ -38,7 +38,7 @@ pub fn run(matches: &ArgMatches, inv: &Invocation) -> anyhow::Result<()> {
         Some(("check", _)) => check(inv),
         Some(("bench", m)) => {
             let concurrency = m.get_one::<usize>("concurrency").copied().unwrap_or(32).max(1);
-            super::bench::run(concurrency, m.get_one::<u64>("seconds").copied().unwrap_or(10).max(1)).map(|_| ())
+            super::bench::run(concurrency, m.get_one::<u64>("seconds").copied().unwrap_or(10).max(1))
         }
         _ => anyhow::bail!("usage: edgebox gateway serve|check|bench"),
     }
