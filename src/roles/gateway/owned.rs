@@ -72,9 +72,11 @@ impl Shared {
         idle.conns.pop().map(|(_, owned)| owned)
     }
 
-    /// Keeps a connection a client connection no longer needs.
+    /// Keeps a connection a client connection no longer needs (and lets
+    /// those idle too long go).
     fn give_back(&self, owned: Owned) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.conns.retain(|(since, _)| since.elapsed() < IDLE_FOR);
         if !owned.driver.ended && !idle.closed && idle.conns.len() < IDLE_PER_UPSTREAM {
             idle.conns.push((Instant::now(), owned));
         }
