@@ -742,7 +742,8 @@ fn the_benchmark_compares_the_gateway_with_nginx() {
 /// every answer names the connection it came on (numbered in accept
 /// order), the Host header and the request line. A path containing
 /// "hangup" closes the connection after its answer without saying so (as
-/// an upstream's idle timeout would), and "/pets/999" answers after 3 s.
+/// an upstream's idle timeout would), "garbage" answers malformed bytes and
+/// hangs up, and "/pets/999" answers after 3 s.
 struct ConnUpstream {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -794,6 +795,10 @@ impl ConnUpstream {
                             let line = head.lines().next().unwrap_or_default().to_owned();
                             if line.contains("/pets/999") {
                                 tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                            }
+                            if line.contains("garbage") {
+                                let _ = tcp.write_all(b"HTTP/1.1 two hundred\r\n\x00\xff\r\n\r\n").await;
+                                return;
                             }
                             let body =
                                 serde_json::json!({"conn": conn, "host": header("host"), "line": line}).to_string();
@@ -851,7 +856,8 @@ async fn exchange(
 /// connection owns; another client gets its own, and leaves it to the next
 /// client when it closes; an upstream that closed
 /// a parked connection gets the next request (a POST, not retryable) on a
-/// new one; a timed-out exchange does not leave its connection parked.
+/// new one; a timed-out exchange does not leave its connection parked, and
+/// a malformed answer is a 502 that does not spoil the next request.
 #[test]
 fn http1_clients_keep_their_own_upstream_connection() {
     let dir = tempfile::tempdir().unwrap();
@@ -899,9 +905,18 @@ fn http1_clients_keep_their_own_upstream_connection() {
         assert_eq!(status, 504, "{body}");
         let (status, body) = exchange(&mut first, "GET", "/pets/1", "").await;
         assert_eq!(status, 200, "{body}");
-        assert!(body["conn"].as_u64().unwrap() > after, "{body}");
+        let last = body["conn"].as_u64().unwrap();
+        assert!(last > after, "{body}");
+
+        // A malformed answer is a 502 naming the service, and the next
+        // request goes on a new connection.
+        let (status, body) = exchange(&mut first, "GET", "/pets?garbage=1", "").await;
+        assert_eq!((status, body["status"].as_u64()), (502, Some(502)), "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("\"pets\" is unavailable"), "{body}");
+        let (status, body) = exchange(&mut first, "GET", "/pets/1", "").await;
+        assert_eq!((status, body["conn"].as_u64()), (200, Some(last + 1)), "{body}");
     });
-    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 4, "connections the upstream accepted");
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 5, "connections the upstream accepted");
 }
 
 /// `edgebox gateway check` compiles what the config names and prints each
