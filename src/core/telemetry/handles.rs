@@ -8,35 +8,65 @@
 //! It is a value owned by whoever records (a listener, a gateway state), not
 //! a global, and it stops growing at `MAX_ENTRIES` (label sets past that are
 //! still recorded, just looked up each time).
+//!
+//! A label set is looked up in its borrowed form (`Lookup`): a request whose
+//! labels were seen before allocates nothing to find its handles.
 
-use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::RwLock;
+
+use hashbrown::HashTable;
 
 /// Label sets remembered per cache; a bound against unbounded label values.
 const MAX_ENTRIES: usize = 4096;
 
-#[derive(Debug)]
 pub struct HandleCache<K, V> {
-    map: RwLock<HashMap<K, V, foldhash::fast::RandomState>>,
+    map: RwLock<HashTable<(K, V)>>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl<K, V> Default for HandleCache<K, V> {
     fn default() -> Self {
-        HandleCache { map: RwLock::new(HashMap::default()) }
+        HandleCache { map: RwLock::new(HashTable::new()), hasher: Default::default() }
     }
 }
 
-impl<K: Hash + Eq, V: Clone> HandleCache<K, V> {
+impl<K, V> std::fmt::Debug for HandleCache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandleCache").finish_non_exhaustive()
+    }
+}
+
+/// A label set as a request has it, standing for the owned key `K` it is
+/// remembered under. It must hash as `K` does (`&str` hashes as `String`,
+/// a tuple as its fields in order).
+pub trait Lookup<K>: Hash {
+    fn is(&self, key: &K) -> bool;
+    fn to_key(&self) -> K;
+}
+
+impl<K: Hash + Eq + Clone> Lookup<K> for K {
+    fn is(&self, key: &K) -> bool {
+        self == key
+    }
+
+    fn to_key(&self) -> K {
+        self.clone()
+    }
+}
+
+impl<K: Hash, V: Clone> HandleCache<K, V> {
     /// The handles for `key`, registering them with `register` the first time.
-    pub fn get(&self, key: K, register: impl FnOnce(&K) -> V) -> V {
-        if let Some(v) = self.map.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+    pub fn get<Q: Lookup<K> + ?Sized>(&self, key: &Q, register: impl FnOnce(&K) -> V) -> V {
+        let hash = self.hasher.hash_one(key);
+        if let Some((_, v)) = self.map.read().unwrap_or_else(|p| p.into_inner()).find(hash, |(k, _)| key.is(k)) {
             return v.clone();
         }
-        let v = register(&key);
+        let owned = key.to_key();
+        let v = register(&owned);
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        if map.len() < MAX_ENTRIES {
-            map.insert(key, v.clone());
+        if map.len() < MAX_ENTRIES && map.find(hash, |(k, _)| key.is(k)).is_none() {
+            map.insert_unique(hash, (owned, v.clone()), |(k, _)| self.hasher.hash_one(k));
         }
         v
     }
@@ -51,18 +81,39 @@ mod tests {
         let cache = HandleCache::<u32, u32>::default();
         let mut registered = 0;
         for _ in 0..3 {
-            cache.get(7, |k| {
+            cache.get(&7, |k| {
                 registered += 1;
                 *k * 2
             });
         }
         assert_eq!(registered, 1);
-        assert_eq!(cache.get(7, |_| unreachable!()), 14);
+        assert_eq!(cache.get(&7, |_| unreachable!()), 14);
         for k in 0..(MAX_ENTRIES as u32 + 10) {
-            cache.get(k + 100, |k| *k);
+            cache.get(&(k + 100), |k| *k);
         }
         assert_eq!(cache.map.read().unwrap().len(), MAX_ENTRIES);
         // Past the bound, values are still right, just not remembered.
-        assert_eq!(cache.get(1_000_000, |k| *k + 1), 1_000_001);
+        assert_eq!(cache.get(&1_000_000, |k| *k + 1), 1_000_001);
+    }
+
+    impl Lookup<(String, u16)> for (&str, u16) {
+        fn is(&self, key: &(String, u16)) -> bool {
+            self.0 == key.0 && self.1 == key.1
+        }
+
+        fn to_key(&self) -> (String, u16) {
+            (self.0.to_owned(), self.1)
+        }
+    }
+
+    #[test]
+    fn a_borrowed_label_set_finds_what_its_owned_form_registered() {
+        let cache = HandleCache::<(String, u16), u32>::default();
+        assert_eq!(cache.get(&("GET", 200), |_| 1), 1);
+        assert_eq!(cache.get(&("GET".to_owned(), 200), |_| unreachable!()), 1);
+        assert_eq!(cache.get(&("GET", 200), |_| unreachable!()), 1);
+        assert_eq!(cache.get(&("GET", 404), |_| 2), 2);
+        assert_eq!(cache.get(&("PUT", 200), |(m, s)| m.len() as u32 + u32::from(*s)), 203);
+        assert_eq!(cache.map.read().unwrap().len(), 3);
     }
 }

@@ -9,6 +9,7 @@
 //! whole. Handlers name the route template by putting [`MatchedRoute`] in the
 //! response extensions.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,7 +25,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::HandleCache;
+use super::{HandleCache, Lookup};
 
 /// The route template a handler matched, e.g. "/api/v1/query".
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +38,36 @@ pub struct MatchedRoute(pub &'static str);
 pub struct HttpTelemetryLayer {
     role: &'static str,
     handles: Arc<Handles>,
+}
+
+/// A standard method's name without an allocation.
+fn method_name(method: &http::Method) -> Cow<'static, str> {
+    const STANDARD: [(http::Method, &str); 9] = [
+        (http::Method::GET, "GET"),
+        (http::Method::POST, "POST"),
+        (http::Method::PUT, "PUT"),
+        (http::Method::DELETE, "DELETE"),
+        (http::Method::HEAD, "HEAD"),
+        (http::Method::OPTIONS, "OPTIONS"),
+        (http::Method::PATCH, "PATCH"),
+        (http::Method::CONNECT, "CONNECT"),
+        (http::Method::TRACE, "TRACE"),
+    ];
+    match STANDARD.iter().find(|(m, _)| m == method) {
+        Some((_, name)) => Cow::Borrowed(name),
+        None => Cow::Owned(method.as_str().to_owned()),
+    }
+}
+
+/// (method, route, status) as a request has them.
+impl Lookup<(String, Option<&'static str>, u16)> for (&str, Option<&'static str>, u16) {
+    fn is(&self, key: &(String, Option<&'static str>, u16)) -> bool {
+        self.0 == key.0 && self.1 == key.1 && self.2 == key.2
+    }
+
+    fn to_key(&self) -> (String, Option<&'static str>, u16) {
+        (self.0.to_owned(), self.1, self.2)
+    }
 }
 
 /// The registered histograms by label set (the role is the layer's).
@@ -103,7 +134,7 @@ where
             .is_some_and(|ct| ct.starts_with("application/grpc"));
         let path = req.uri().path();
         // For gRPC the "method" is the full RPC name, e.g. pkg.Service/Call.
-        let method = if grpc { path.trim_start_matches('/').to_owned() } else { req.method().as_str().to_owned() };
+        let method = if grpc { Cow::Owned(path.trim_start_matches('/').to_owned()) } else { method_name(req.method()) };
         let request_size = content_length(req.headers());
         let span = if grpc {
             tracing::info_span!(
@@ -193,7 +224,7 @@ struct Finish {
     handles: Arc<Handles>,
     grpc: bool,
     /// The request method for HTTP, the full RPC name for gRPC.
-    method: String,
+    method: Cow<'static, str>,
     route: Option<&'static str>,
     status: u16,
     grpc_status: Option<String>,
@@ -213,8 +244,8 @@ impl Drop for Finish {
                 self.span.record("otel.status_code", "ERROR");
             }
             let role = self.role;
-            let key = (std::mem::take(&mut self.method), name);
-            let duration = self.handles.grpc.get(key, |(method, name)| {
+            let key = (std::mem::take(&mut self.method).into_owned(), name);
+            let duration = self.handles.grpc.get(&key, |(method, name)| {
                 let labels = [
                     ("rpc_system_name", "grpc".to_owned()),
                     ("rpc_method", method.clone()),
@@ -232,8 +263,8 @@ impl Drop for Finish {
             self.span.record("otel.status_code", "ERROR");
         }
         let role = self.role;
-        let key = (std::mem::take(&mut self.method), self.route, self.status);
-        let [duration, request_size, response_size] = self.handles.http.get(key, |(method, route, status)| {
+        let key = (self.method.as_ref(), self.route, self.status);
+        let [duration, request_size, response_size] = self.handles.http.get(&key, |(method, route, status)| {
             let labels = [
                 ("http_request_method", method.clone()),
                 ("http_route", route.unwrap_or("").to_owned()),

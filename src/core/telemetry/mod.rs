@@ -19,7 +19,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
-pub use handles::HandleCache;
+pub use handles::{HandleCache, Lookup};
 pub use http::{HttpTelemetryLayer, MatchedRoute};
 pub use process::ProcessMetrics;
 

@@ -31,15 +31,18 @@ use super::{TlsError, load_roots};
 /// How often bundle files are checked for a change, at most.
 const RECHECK: Duration = Duration::from_millis(250);
 
+const PREFIX: &str = "spiffe://";
+
 /// Longest SPIFFE ID accepted (the specification's limit).
 const MAX_ID_LEN: usize = 2048;
 
-/// A parsed SPIFFE ID: `spiffe://<trust_domain><path>`.
+/// A parsed SPIFFE ID: `spiffe://<trust_domain><path>`, kept as its text
+/// (a request's caller is logged and labelled by it, without formatting).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SpiffeId {
-    pub trust_domain: String,
-    /// Empty, or `/`-separated segments starting with `/`.
-    pub path: String,
+    text: String,
+    /// Where the trust domain ends in `text`.
+    td_end: usize,
 }
 
 impl SpiffeId {
@@ -51,7 +54,7 @@ impl SpiffeId {
         if s.len() > MAX_ID_LEN {
             return Err(format!("longer than {MAX_ID_LEN} bytes"));
         }
-        let rest = s.strip_prefix("spiffe://").ok_or_else(|| format!("{s:?} does not start with spiffe://"))?;
+        let rest = s.strip_prefix(PREFIX).ok_or_else(|| format!("{s:?} does not start with spiffe://"))?;
         let (td, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
         if td.is_empty() {
             return Err(format!("{s:?} has no trust domain"));
@@ -70,7 +73,21 @@ impl SpiffeId {
                 }
             }
         }
-        Ok(SpiffeId { trust_domain: td.to_owned(), path: path.to_owned() })
+        Ok(SpiffeId { text: s.to_owned(), td_end: PREFIX.len() + td.len() })
+    }
+
+    /// The whole ID, `spiffe://td/path`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        &self.text[PREFIX.len()..self.td_end]
+    }
+
+    /// Empty, or `/`-separated segments starting with `/`.
+    pub fn path(&self) -> &str {
+        &self.text[self.td_end..]
     }
 
     /// The SPIFFE ID of an X.509-SVID leaf, after the leaf checks.
@@ -119,17 +136,16 @@ impl SpiffeId {
     /// `/*` that covers it segment-wise (`spiffe://td/ns/*` admits
     /// `spiffe://td/ns/a` and `spiffe://td/ns/a/b`, not `spiffe://td/nsx`).
     pub fn matches(&self, pattern: &str) -> bool {
-        let id = self.to_string();
         match pattern.strip_suffix("/*") {
-            Some(prefix) => id.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/') && rest.len() > 1),
-            None => id == pattern,
+            Some(prefix) => self.text.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/') && rest.len() > 1),
+            None => self.text == pattern,
         }
     }
 }
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "spiffe://{}{}", self.trust_domain, self.path)
+        f.write_str(&self.text)
     }
 }
 
@@ -257,8 +273,8 @@ impl SvidVerifier {
         now: UnixTime,
     ) -> Result<SpiffeId, Rejection> {
         let id = SpiffeId::of_svid(end_entity)?;
-        let chain = self.bundles.verifier(&id.trust_domain).ok_or_else(|| {
-            Rejection::new("unknown_trust_domain", format!("no trust bundle for trust domain {:?}", id.trust_domain))
+        let chain = self.bundles.verifier(id.trust_domain()).ok_or_else(|| {
+            Rejection::new("unknown_trust_domain", format!("no trust bundle for trust domain {:?}", id.trust_domain()))
         })?;
         chain.verify_client_cert(end_entity, intermediates, now).map_err(|e| {
             use rustls::CertificateError as C;
@@ -269,7 +285,7 @@ impl SvidVerifier {
                 rustls::Error::InvalidCertificate(C::BadSignature) => "bad_signature",
                 _ => "invalid_chain",
             };
-            Rejection::new(reason, format!("{id}: {e} (trust domain {:?}'s bundle)", id.trust_domain))
+            Rejection::new(reason, format!("{id}: {e} (trust domain {:?}'s bundle)", id.trust_domain()))
         })?;
         Ok(id)
     }

@@ -205,7 +205,7 @@ async fn a_changed_client_ca_bundle_is_taken_without_a_restart() {
 fn spiffe_ids_parse_by_the_specification() {
     use super::spiffe::SpiffeId;
     let id = SpiffeId::parse("spiffe://edge.example/node/sensor-01").unwrap();
-    assert_eq!((id.trust_domain.as_str(), id.path.as_str()), ("edge.example", "/node/sensor-01"));
+    assert_eq!((id.trust_domain(), id.path()), ("edge.example", "/node/sensor-01"));
     assert_eq!(id.to_string(), "spiffe://edge.example/node/sensor-01");
     assert!(SpiffeId::parse("spiffe://edge.example").is_ok());
     for bad in [
@@ -229,6 +229,12 @@ fn spiffe_ids_parse_by_the_specification() {
     assert!(id.matches("spiffe://td/ns/a/b") && id.matches("spiffe://td/ns/*") && id.matches("spiffe://td/ns/a/*"));
     assert!(!id.matches("spiffe://td/ns") && !id.matches("spiffe://td/n/*") && !id.matches("spiffe://td/ns/a/b/*"));
     assert!(!SpiffeId::parse("spiffe://td/nsx").unwrap().matches("spiffe://td/ns/*"));
+    // The trust domain is matched whole, never as a prefix of another.
+    assert!(id.matches("spiffe://td/*") && !id.matches("spiffe://t/*") && !id.matches("spiffe://tdx/*"));
+    assert!(!SpiffeId::parse("spiffe://tdx/ns/a/b").unwrap().matches("spiffe://td/*"));
+    assert!(!id.matches("td/ns/a/b") && !id.matches("spiffe://td/ns/a/b/") && !id.matches("*"));
+    let bare = SpiffeId::parse("spiffe://td").unwrap();
+    assert!(bare.matches("spiffe://td") && !bare.matches("spiffe://td/*"));
 }
 
 /// Every kind of bad SVID the X.509-SVID specification rules out is refused

@@ -4,6 +4,7 @@
 //! the JWKS of the trust domain its `sub` names, `exp` required, the
 //! audience always checked, only asymmetric algorithms.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, anyhow};
@@ -77,8 +78,8 @@ impl JwtVerifier {
         let id = SpiffeId::parse(&sub).map_err(|e| format!("sub: {e}"))?;
         let set = self
             .keys
-            .get(&id.trust_domain)
-            .ok_or_else(|| format!("no JWT bundle for trust domain {:?}", id.trust_domain))?;
+            .get(id.trust_domain())
+            .ok_or_else(|| format!("no JWT bundle for trust domain {:?}", id.trust_domain()))?;
         let candidates: Vec<_> = match &header.kid {
             Some(kid) => set.keys.iter().filter(|k| k.common.key_id.as_deref() == Some(kid)).collect(),
             None => set.keys.iter().collect(),
@@ -87,7 +88,7 @@ impl JwtVerifier {
             return Err(format!(
                 "no key {:?} in trust domain {:?}'s bundle",
                 header.kid.unwrap_or_default(),
-                id.trust_domain
+                id.trust_domain()
             ));
         }
         let mut validation = Validation::new(header.alg);
@@ -124,15 +125,16 @@ fn unverified_sub(token: &str) -> Result<String, String> {
 }
 
 /// The caller of a request, or the 401 that answers it.
-pub fn identify(
-    peer: Option<&Peer>,
+/// An SVID's ID is the connection's, read once at its first request.
+pub fn identify<'p>(
+    peer: Option<&'p Peer>,
     headers: &HeaderMap,
     jwt: Option<&JwtVerifier>,
     allow_anonymous: bool,
-) -> Result<(Option<SpiffeId>, Proof), Problem> {
+) -> Result<(Option<Cow<'p, SpiffeId>>, Proof), Problem> {
     if let Some(id) = peer.and_then(Peer::spiffe_id) {
         let id = id.map_err(|r| Problem::new(StatusCode::UNAUTHORIZED, "bad_svid", r.to_string()))?;
-        return Ok((Some(id.clone()), Proof::Svid));
+        return Ok((Some(Cow::Borrowed(id)), Proof::Svid));
     }
     let bearer = headers
         .get(http::header::AUTHORIZATION)
@@ -140,7 +142,7 @@ pub fn identify(
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     match (bearer, jwt) {
         (Some(token), Some(jwt)) => match jwt.verify(token.trim()) {
-            Ok(id) => Ok((Some(id), Proof::Jwt)),
+            Ok(id) => Ok((Some(Cow::Owned(id)), Proof::Jwt)),
             Err(why) => Err(Problem::new(StatusCode::UNAUTHORIZED, "bad_jwt", format!("JWT-SVID refused: {why}"))),
         },
         _ if allow_anonymous => Ok((None, Proof::Anonymous)),

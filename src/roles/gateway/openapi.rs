@@ -7,6 +7,7 @@
 //! fetched: a reference outside the document is an error at load. Patterns
 //! run on a linear-time regex engine.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -108,9 +109,10 @@ pub struct Api {
 }
 
 /// A matched request: the route, and the path parameters by name (decoded).
-pub struct Matched<'a> {
+pub struct Matched<'a, 'p> {
     pub route: &'a Route,
-    pub params: Vec<(String, String)>,
+    /// Each path parameter's name and its percent-decoded value.
+    pub params: Vec<(&'a str, Cow<'p, str>)>,
 }
 
 const METHODS: [(&str, http::Method); 8] = [
@@ -245,14 +247,15 @@ impl Api {
     }
 
     /// The route for a request path, if any.
-    pub fn find(&self, path: &str) -> Option<Matched<'_>> {
-        let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    pub fn find<'p>(&self, path: &'p str) -> Option<Matched<'_, 'p>> {
+        let path = path.strip_prefix('/')?;
+        let count = path.split('/').count();
         'routes: for route in &self.routes {
-            if route.segments.len() != parts.len() {
+            if route.segments.len() != count {
                 continue;
             }
             let mut params = Vec::new();
-            for (seg, part) in route.segments.iter().zip(&parts) {
+            for (seg, part) in route.segments.iter().zip(path.split('/')) {
                 match seg {
                     Segment::Literal(l) if l == part => {}
                     Segment::Literal(_) => continue 'routes,
@@ -264,8 +267,7 @@ impl Api {
                         if v.is_empty() {
                             continue 'routes;
                         }
-                        let decoded = percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
-                        params.push((name.clone(), decoded));
+                        params.push((name.as_str(), percent_encoding::percent_decode_str(v).decode_utf8_lossy()));
                     }
                 }
             }

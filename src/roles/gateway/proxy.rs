@@ -7,12 +7,14 @@
 //! (502, 504 when it fails). Every request is counted, timed and logged
 //! with its caller's SPIFFE ID.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -27,7 +29,8 @@ use super::state::{Current, State};
 use super::upstream::UpstreamError;
 use super::validate;
 use crate::core::httpserve::Peer;
-use crate::core::telemetry::HandleCache;
+use crate::core::telemetry::{HandleCache, Lookup};
+use crate::core::tls::spiffe::SpiffeId;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type GatewayBody = BoxBody<Bytes, BoxError>;
@@ -36,31 +39,35 @@ pub type GatewayBody = BoxBody<Bytes, BoxError>;
 /// copy is dropped.
 static CALLER_HEADER: HeaderName = HeaderName::from_static("x-edgebox-caller");
 
-/// What the access log and metrics say of one request.
-struct Outcome {
-    service: String,
-    route: String,
+/// What the access log and metrics say of one request, borrowed from the
+/// state in service and the connection: nothing here is allocated for a
+/// request whose caller came with the connection.
+struct Outcome<'a> {
+    service: &'a str,
+    route: &'a str,
     side: &'static str,
-    caller: String,
+    caller: Cow<'a, str>,
     /// The caller as the request metrics label it (metrics_caller).
-    caller_label: String,
+    caller_label: Cow<'a, str>,
 }
 
 /// Serves one request with the state in service.
-pub async fn handle(current: Arc<Current>, req: Request<Incoming>) -> Result<Response<GatewayBody>, Infallible> {
+pub async fn handle(current: Arc<Current>, mut req: Request<Incoming>) -> Result<Response<GatewayBody>, Infallible> {
     let started = Instant::now();
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let mut outcome = Outcome {
-        service: "-".into(),
-        route: "-".into(),
-        side: "-",
-        caller: "anonymous".into(),
-        caller_label: "anonymous".into(),
-    };
+    let method = req.method().clone();
+    let peer = req.extensions_mut().remove::<Peer>();
     // One state for the whole request, its access line included.
     let state = current.get();
+    let mut outcome = Outcome {
+        service: "-",
+        route: "-",
+        side: "-",
+        caller: Cow::Borrowed("anonymous"),
+        caller_label: Cow::Borrowed("anonymous"),
+    };
+    let path = req.uri().path().to_owned();
     let resp = match &state {
-        Some(state) => match serve(state, req, &mut outcome).await {
+        Some(state) => match serve(state, peer.as_ref(), req, &mut outcome).await {
             Ok(resp) => resp,
             Err(problem) => refuse(&problem, &outcome),
         },
@@ -75,30 +82,41 @@ pub async fn handle(current: Arc<Current>, req: Request<Incoming>) -> Result<Res
             caller: &outcome.caller,
             method: method.as_str(),
             path: &path,
-            route: &outcome.route,
-            service: &outcome.service,
+            route: outcome.route,
+            service: outcome.service,
             upstream: outcome.side,
             status,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
         });
     }
-    let key = (outcome.service, outcome.route, outcome.side, outcome.caller_label, status);
+    let key = (outcome.service, outcome.route, outcome.side, outcome.caller_label.as_ref(), status);
     let (requests, duration) = match &state {
-        Some(state) => state.metrics.get(key, register),
-        None => register(&key),
+        Some(state) => state.metrics.get(&key, register),
+        None => register(&key.to_key()),
     };
     requests.increment(1);
     duration.record(elapsed.as_secs_f64());
     Ok(resp)
 }
 
-/// The request metrics, by (service, route, upstream side, caller label,
-/// status code).
-pub type RequestMetrics = HandleCache<(String, String, &'static str, String, u16), (Counter, Histogram)>;
+/// The request metrics' label set: service, route, upstream side, caller
+/// label, status code.
+type MetricsKey = (String, String, &'static str, String, u16);
 
-fn register(
-    (service, route, side, caller, status): &(String, String, &'static str, String, u16),
-) -> (Counter, Histogram) {
+/// The request metrics, by label set.
+pub type RequestMetrics = HandleCache<MetricsKey, (Counter, Histogram)>;
+
+impl Lookup<MetricsKey> for (&str, &str, &'static str, &str, u16) {
+    fn is(&self, k: &MetricsKey) -> bool {
+        self.0 == k.0 && self.1 == k.1 && self.2 == k.2 && self.3 == k.3 && self.4 == k.4
+    }
+
+    fn to_key(&self) -> MetricsKey {
+        (self.0.to_owned(), self.1.to_owned(), self.2, self.3.to_owned(), self.4)
+    }
+}
+
+fn register((service, route, side, caller, status): &MetricsKey) -> (Counter, Histogram) {
     let requests = metrics::counter!("edgebox_gateway_requests_total", "service" => service.clone(),
         "route" => route.clone(), "upstream" => *side, "caller" => caller.clone(), "code" => status.to_string());
     let duration = metrics::histogram!("edgebox_gateway_request_duration_seconds", "service" => service.clone(),
@@ -106,28 +124,36 @@ fn register(
     (requests, duration)
 }
 
-fn refuse(problem: &Problem, outcome: &Outcome) -> Response<GatewayBody> {
-    metrics::counter!("edgebox_gateway_rejections_total", "service" => outcome.service.clone(), "reason" => problem.reason)
+fn refuse(problem: &Problem, outcome: &Outcome<'_>) -> Response<GatewayBody> {
+    metrics::counter!("edgebox_gateway_rejections_total", "service" => outcome.service.to_owned(), "reason" => problem.reason)
         .increment(1);
     problem.response().map(|b| b.map_err(|never| match never {}).boxed())
 }
 
-async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> Result<Response<GatewayBody>, Problem> {
+async fn serve<'a>(
+    state: &'a State,
+    peer: Option<&'a Peer>,
+    req: Request<Incoming>,
+    outcome: &mut Outcome<'a>,
+) -> Result<Response<GatewayBody>, Problem> {
     let (mut parts, body) = req.into_parts();
-    let peer = parts.extensions.get::<Peer>();
     let (caller, proof) = identify(peer, &parts.headers, state.jwt.as_ref(), state.cfg.allow_anonymous)?;
     if let Some(id) = &caller {
-        outcome.caller = id.to_string();
-        outcome.caller_label = match state.cfg.metrics_caller {
-            MetricsCaller::Id => outcome.caller.clone(),
-            MetricsCaller::TrustDomain => id.trust_domain.clone(),
-            MetricsCaller::None => "-".to_owned(),
+        let (text, domain) = match id {
+            Cow::Borrowed(id) => (Cow::Borrowed(id.as_str()), Cow::Borrowed(id.trust_domain())),
+            Cow::Owned(id) => (Cow::Owned(id.as_str().to_owned()), Cow::Owned(id.trust_domain().to_owned())),
         };
+        outcome.caller_label = match state.cfg.metrics_caller {
+            MetricsCaller::Id => text.clone(),
+            MetricsCaller::TrustDomain => domain,
+            MetricsCaller::None => Cow::Borrowed("-"),
+        };
+        outcome.caller = text;
     }
     let (svc, matched) = state.route(parts.uri.path()).ok_or_else(|| {
         Problem::new(StatusCode::NOT_FOUND, "not_found", format!("no operation has the path {:?}", parts.uri.path()))
     })?;
-    outcome.service = svc.name.clone();
+    outcome.service = &svc.name;
     let op = matched.route.operation(&parts.method).ok_or_else(|| Problem {
         allow: Some(matched.route.allowed()),
         ..Problem::new(
@@ -141,8 +167,8 @@ async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> 
             ),
         )
     })?;
-    outcome.route = op.route.clone();
-    match decide(caller.as_ref(), op.allow.as_deref(), op.shadow) {
+    outcome.route = &op.route;
+    match decide(caller.as_deref(), op.allow.as_deref(), op.shadow) {
         Decision::Allow => {}
         Decision::Deny(why) => {
             return Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", format!("{}: {why}", op.id)));
@@ -155,7 +181,7 @@ async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> 
     }
     let body = read_body(body, state.cfg.max_body_bytes, Duration::from_secs(state.cfg.body_timeout_s)).await?;
     validate::check(op, &matched.params, parts.uri.query(), &parts.headers, &body)?;
-    let side = canary::pick(svc, &parts.headers, &state.colour, caller.as_ref());
+    let side = canary::pick(svc, &parts.headers, &state.colour, caller.as_deref());
     outcome.side = side.as_str();
     let upstream = match (side, &svc.canary) {
         (Side::Canary, Some(c)) => &c.upstream,
@@ -163,9 +189,10 @@ async fn serve(state: &State, req: Request<Incoming>, outcome: &mut Outcome) -> 
     };
     let mut out = Request::new(body);
     *out.method_mut() = parts.method.clone();
-    *out.uri_mut() = parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
+    // The path and query as the client sent them, shared, not copied.
+    *out.uri_mut() = parts.uri.path_and_query().cloned().map_or_else(Uri::default, Uri::from);
     let incoming = std::mem::take(&mut parts.headers);
-    let caller_id = caller.as_ref().map(|_| outcome.caller.as_str());
+    let caller_id = caller.as_deref().map(SpiffeId::as_str);
     *out.headers_mut() = forwarded_headers(incoming, peer, caller_id, proof, state.cfg.tls.is_some());
     // An HTTP/1 client sends one request at a time: its connection can own
     // the upstream connections it uses.
@@ -237,10 +264,17 @@ fn forwarded_headers(
     }
     if let Some(peer) = peer {
         let forwarded_for = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {}", peer.addr.ip()),
-            None => peer.addr.ip().to_string(),
+            Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.addr.ip())),
+            None => {
+                // Formatted on the stack: one allocation, the value's own.
+                let mut buf = std::io::Cursor::new([0u8; 48]);
+                match write!(buf, "{}", peer.addr.ip()) {
+                    Ok(()) => HeaderValue::from_bytes(&buf.get_ref()[..buf.position() as usize]),
+                    Err(_) => HeaderValue::from_str(&peer.addr.ip().to_string()),
+                }
+            }
         };
-        if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        if let Ok(v) = forwarded_for {
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
     }
@@ -332,5 +366,15 @@ mod tests {
         assert_eq!(out["content-type"], "application/json");
         assert_eq!(out[&X_FORWARDED_PROTO], "http");
         assert!(!out.contains_key(&CALLER_HEADER) && !out.contains_key(&X_FORWARDED_FOR));
+
+        // A first hop, over IPv4 and the longest IPv6 text.
+        for (addr, ip) in [
+            ("192.0.2.7:4711", "192.0.2.7"),
+            ("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        ] {
+            let peer = Peer::new(addr.parse().unwrap(), None);
+            let out = forwarded_headers(HeaderMap::new(), Some(&peer), None, Proof::Anonymous, true);
+            assert_eq!(out[&X_FORWARDED_FOR], ip);
+        }
     }
 }

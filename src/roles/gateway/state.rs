@@ -82,7 +82,7 @@ impl State {
 
     /// The service and route serving `path`: the first document (in config
     /// order) that has it.
-    pub fn route(&self, path: &str) -> Option<(&Service, openapi::Matched<'_>)> {
+    pub fn route<'p>(&self, path: &'p str) -> Option<(&Service, openapi::Matched<'_, 'p>)> {
         self.services.iter().find_map(|s| s.api.find(path).map(|m| (s, m)))
     }
 }

@@ -81,7 +81,7 @@ impl NodeCa {
 
     /// The node id a SPIFFE ID of this trust domain names, if it names one.
     pub fn node_of<'a>(&self, id: &'a crate::core::tls::spiffe::SpiffeId) -> Option<&'a str> {
-        (id.trust_domain == self.trust_domain).then(|| id.path.strip_prefix("/node/")).flatten()
+        (id.trust_domain() == self.trust_domain).then(|| id.path().strip_prefix("/node/")).flatten()
     }
 
     /// Issues node `id` a certificate for the key that signed `csr_pem`;

@@ -222,7 +222,7 @@ impl OrchestratorConfig {
             return Err("orchestrator.phi_suspect must be positive and phi_dead above it".into());
         }
         match crate::core::tls::spiffe::SpiffeId::parse(&format!("spiffe://{}", self.trust_domain)) {
-            Ok(id) if id.path.is_empty() => {}
+            Ok(id) if id.path().is_empty() => {}
             Ok(_) => return Err("orchestrator.trust_domain: a trust domain has no path".into()),
             Err(e) => return Err(format!("orchestrator.trust_domain: {e}")),
         }
