@@ -129,7 +129,14 @@ impl Appliance {
         let mut later = Vec::new();
         let found = wait_for_log(&self.logs, needle, Duration::from_secs(20), &mut later);
         seen.extend(later);
-        found.unwrap_or_else(|| panic!("no log line with {needle:?}"))
+        found.unwrap_or_else(|| {
+            // What the appliance warned of says why, when a slow CI machine
+            // makes a wait fail.
+            let warnings: Vec<&str> =
+                seen.iter().filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\"")).map(String::as_str).collect();
+            let tail = warnings.len().saturating_sub(20);
+            panic!("no log line with {needle:?} within 20 s; its last warnings:\n{}", warnings[tail..].join("\n"))
+        })
     }
 }
 

@@ -59,6 +59,17 @@ fn method_name(method: &http::Method) -> Cow<'static, str> {
     }
 }
 
+/// (RPC name, status name) as a call has them.
+impl Lookup<(String, &'static str)> for (&str, &'static str) {
+    fn is(&self, key: &(String, &'static str)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+
+    fn to_key(&self) -> (String, &'static str) {
+        (self.0.to_owned(), self.1)
+    }
+}
+
 /// (method, route, status) as a request has them.
 impl Lookup<(String, Option<&'static str>, u16)> for (&str, Option<&'static str>, u16) {
     fn is(&self, key: &(String, Option<&'static str>, u16)) -> bool {
@@ -244,17 +255,20 @@ impl Drop for Finish {
                 self.span.record("otel.status_code", "ERROR");
             }
             let role = self.role;
-            let key = (std::mem::take(&mut self.method).into_owned(), name);
-            let duration = self.handles.grpc.get(&key, |(method, name)| {
-                let labels = [
-                    ("rpc_system_name", "grpc".to_owned()),
-                    ("rpc_method", method.clone()),
-                    ("rpc_response_status_code", (*name).to_owned()),
-                    ("edgebox_role", role.to_owned()),
-                ];
-                metrics::histogram!("rpc_server_call_duration_seconds", &labels)
-            });
-            duration.record(seconds);
+            let key = (self.method.as_ref(), name);
+            self.handles.grpc.with(
+                &key,
+                |(method, name)| {
+                    let labels = [
+                        ("rpc_system_name", "grpc".to_owned()),
+                        ("rpc_method", method.clone()),
+                        ("rpc_response_status_code", (*name).to_owned()),
+                        ("edgebox_role", role.to_owned()),
+                    ];
+                    metrics::histogram!("rpc_server_call_duration_seconds", &labels)
+                },
+                |duration| duration.record(seconds),
+            );
             return;
         }
         self.span.record("http.response.status_code", i64::from(self.status));
@@ -264,22 +278,28 @@ impl Drop for Finish {
         }
         let role = self.role;
         let key = (self.method.as_ref(), self.route, self.status);
-        let [duration, request_size, response_size] = self.handles.http.get(&key, |(method, route, status)| {
-            let labels = [
-                ("http_request_method", method.clone()),
-                ("http_route", route.unwrap_or("").to_owned()),
-                ("http_response_status_code", status.to_string()),
-                ("edgebox_role", role.to_owned()),
-            ];
-            [
-                metrics::histogram!("http_server_request_duration_seconds", &labels),
-                metrics::histogram!("http_server_request_body_size_bytes", &labels),
-                metrics::histogram!("http_server_response_body_size_bytes", &labels),
-            ]
-        });
-        duration.record(seconds);
-        request_size.record(self.request_size as f64);
-        response_size.record(self.sent as f64);
+        let (request_size, sent) = (self.request_size as f64, self.sent as f64);
+        self.handles.http.with(
+            &key,
+            |(method, route, status)| {
+                let labels = [
+                    ("http_request_method", method.clone()),
+                    ("http_route", route.unwrap_or("").to_owned()),
+                    ("http_response_status_code", status.to_string()),
+                    ("edgebox_role", role.to_owned()),
+                ];
+                [
+                    metrics::histogram!("http_server_request_duration_seconds", &labels),
+                    metrics::histogram!("http_server_request_body_size_bytes", &labels),
+                    metrics::histogram!("http_server_response_body_size_bytes", &labels),
+                ]
+            },
+            |[duration, request, response]| {
+                duration.record(seconds);
+                request.record(request_size);
+                response.record(sent);
+            },
+        );
     }
 }
 

@@ -90,12 +90,14 @@ pub async fn handle(current: Arc<Current>, mut req: Request<Incoming>) -> Result
         });
     }
     let key = (outcome.service, outcome.route, outcome.side, outcome.caller_label.as_ref(), status);
-    let (requests, duration) = match &state {
-        Some(state) => state.metrics.get(&key, register),
-        None => register(&key.to_key()),
+    let record = |(requests, duration): &(Counter, Histogram)| {
+        requests.increment(1);
+        duration.record(elapsed.as_secs_f64());
     };
-    requests.increment(1);
-    duration.record(elapsed.as_secs_f64());
+    match &state {
+        Some(state) => state.metrics.with(&key, register, record),
+        None => record(&register(&key.to_key())),
+    }
     Ok(resp)
 }
 
