@@ -915,6 +915,11 @@ fn http1_clients_keep_their_own_upstream_connection() {
         assert!(body["detail"].as_str().unwrap().contains("\"pets\" is unavailable"), "{body}");
         let (status, body) = exchange(&mut first, "GET", "/pets/1", "").await;
         assert_eq!((status, body["conn"].as_u64()), (200, Some(last + 1)), "{body}");
+        // Open now: the first client's and the third's; the ones that
+        // failed or timed out are closed and no longer counted.
+        let (_, metrics) = app.get("/metrics");
+        let gauge = "edgebox_gateway_upstream_owned_connections{service=\"pets\",upstream=\"stable\"} 2";
+        assert!(metrics.contains(gauge), "{metrics}");
     });
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 5, "connections the upstream accepted");
 }

@@ -28,6 +28,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use metrics::Gauge;
 
 use crate::core::httpserve::ConnLocal;
 
@@ -51,9 +52,10 @@ const IDLE_FOR: Duration = Duration::from_secs(90);
 /// idle ones closed client connections left. Its address is the upstream's
 /// identity: an owned connection holds it, so no other upstream can be at
 /// that address while the connection lives.
-#[derive(Default)]
 pub struct Shared {
     open: AtomicUsize,
+    /// `open`, as `edgebox_gateway_upstream_owned_connections`.
+    open_gauge: Gauge,
     idle: Mutex<Idle>,
 }
 
@@ -65,6 +67,10 @@ struct Idle {
 }
 
 impl Shared {
+    pub fn new(open_gauge: Gauge) -> Shared {
+        Shared { open: AtomicUsize::new(0), open_gauge, idle: Mutex::default() }
+    }
+
     /// The newest idle connection still within its time, if any.
     fn take_idle(&self) -> Option<Owned> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -101,13 +107,17 @@ impl Slot {
             .open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < OWNED_PER_UPSTREAM).then_some(n + 1))
             .ok()
-            .map(|_| Slot(upstream.clone()))
+            .map(|_| {
+                upstream.open_gauge.increment(1.0);
+                Slot(upstream.clone())
+            })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.open_gauge.decrement(1.0);
     }
 }
 
@@ -313,7 +323,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_pass_between_clients_until_the_upstream_goes() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(Gauge::noop()));
         let (client, other) = (ConnLocal::default(), ConnLocal::default());
         park(&client, connection(&shared, &listener).await);
         assert_eq!(shared.open.load(Ordering::Relaxed), 1);
@@ -327,7 +337,7 @@ mod tests {
         assert!(unpark(&other, &shared).is_none());
         assert_eq!(shared.open.load(Ordering::Relaxed), 1);
         // Another upstream's connection is not this one's.
-        let elsewhere = Arc::new(Shared::default());
+        let elsewhere = Arc::new(Shared::new(Gauge::noop()));
         park(&other, connection(&elsewhere, &listener).await);
         assert!(unpark(&other, &shared).is_none());
         // The upstream goes (a reload): idle connections close, none are kept.

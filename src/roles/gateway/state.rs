@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::Context;
 
 use super::access::AccessLog;
+use super::canary::Side;
 use super::config::{CanaryConfig, GatewayConfig};
 use super::identity::JwtVerifier;
 use super::openapi::{self, Api};
@@ -64,10 +65,10 @@ impl State {
             let api = Api::compile(&doc, &s.openapi_file.display().to_string(), policy.as_ref())
                 .with_context(|| at("openapi_file"))?;
             let threshold = s.canary.as_ref().map_or(3, |c| c.unhealthy_after);
-            let stable = Upstream::new(&s.upstream, s, health.get(&s.name, &s.upstream, threshold))?;
+            let stable = Upstream::new(&s.upstream, s, Side::Stable, health.get(&s.name, &s.upstream, threshold))?;
             let canary = match &s.canary {
                 Some(c) => Some(Canary {
-                    upstream: Upstream::new(&c.upstream, s, health.get(&s.name, &c.upstream, threshold))?,
+                    upstream: Upstream::new(&c.upstream, s, Side::Canary, health.get(&s.name, &c.upstream, threshold))?,
                     cfg: c.clone(),
                 }),
                 None => None,

@@ -19,6 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
+use super::canary::Side;
 use super::config::ServiceConfig;
 use super::owned::{self, Failure, Owned, UpstreamBody};
 use crate::core::httpserve::ConnLocal;
@@ -93,9 +94,9 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Builds the client for `url` with the service's settings; `health` is
-    /// kept across reloads by the caller.
-    pub fn new(url: &str, svc: &ServiceConfig, health: Arc<Health>) -> anyhow::Result<Upstream> {
+    /// Builds the client for `url`, the service's `side`, with the service's
+    /// settings; `health` is kept across reloads by the caller.
+    pub fn new(url: &str, svc: &ServiceConfig, side: Side, health: Arc<Health>) -> anyhow::Result<Upstream> {
         let uri: Uri = url.parse().with_context(|| format!("gateway.services.{}: upstream {url:?}", svc.name))?;
         let authority = Uri::builder()
             .scheme(uri.scheme_str().unwrap_or("http"))
@@ -137,7 +138,8 @@ impl Upstream {
             url: url.to_owned(),
             client: client.build(connector),
             connector: owned_connector,
-            owned: Arc::default(),
+            owned: Arc::new(owned::Shared::new(metrics::gauge!("edgebox_gateway_upstream_owned_connections",
+                "service" => svc.name.clone(), "upstream" => side.as_str()))),
             timeout: Duration::from_millis(svc.timeout_ms),
             retries: svc.retries,
             health,
@@ -299,7 +301,7 @@ mod tests {
     fn upstream(url: &str) -> Upstream {
         let svc: ServiceConfig =
             toml::from_str(&format!("name = \"s\"\nopenapi_file = \"api.yaml\"\nupstream = \"{url}\"")).unwrap();
-        Upstream::new(url, &svc, Arc::new(Health::new(3))).unwrap()
+        Upstream::new(url, &svc, Side::Stable, Arc::new(Health::new(3))).unwrap()
     }
 
     #[test]
