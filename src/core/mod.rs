@@ -13,6 +13,7 @@ pub mod httpclient;
 pub mod httpserve;
 pub mod lifecycle;
 pub mod managed;
+pub mod ports;
 pub mod progress;
 pub mod role;
 pub mod runtime;

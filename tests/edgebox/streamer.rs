@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{Appliance, run, text};
+use edgebox::core::ports::free_loopback;
 
 #[path = "../../src/roles/streamer/peers.rs"]
 mod peers;

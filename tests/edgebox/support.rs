@@ -222,10 +222,11 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
     (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
-/// A port free on loopback now.
+/// A port free on loopback now, for an appliance to bind later (below the
+/// ephemeral range, never twice in this process: core::ports).
 #[cfg_attr(not(feature = "tsdb"), allow(dead_code, reason = "used by role tests, each behind its feature"))]
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    edgebox::core::ports::free_loopback().expect("a free loopback port")
 }
 
 /// Polls `ok` every 100 ms for up to 30 s.

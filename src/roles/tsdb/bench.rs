@@ -4,7 +4,7 @@
 //! disk, query latency (PromQL peers only), in-process ingest through the
 //! storage API, and RSS with many active series, with ratios to each peer.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::core::httpclient::{self, Endpoint};
+use crate::core::ports::free_loopback;
 
 /// Options of one run.
 pub struct Options {
@@ -145,10 +146,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn dir_bytes(p: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(p) else { return 0 };
     rd.flatten()
@@ -194,8 +191,8 @@ fn wait_http(addr: SocketAddr, path: &str, within: Duration) -> anyhow::Result<(
 
 fn start_edgebox(series_limit: usize) -> anyhow::Result<Target> {
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let admin_port = free_port()?;
+    let port = free_loopback()?;
+    let admin_port = free_loopback()?;
     let cfg = dir.path().join("edgebox.toml");
     std::fs::write(
         &cfg,
@@ -219,7 +216,7 @@ fn start_edgebox(series_limit: usize) -> anyhow::Result<Target> {
 
 fn start_victoria() -> anyhow::Result<Target> {
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
+    let port = free_loopback()?;
     let child = Command::new("victoria-metrics")
         .arg(format!("-storageDataPath={}", dir.path().join("data").display()))
         .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
@@ -242,7 +239,7 @@ fn start_victoria() -> anyhow::Result<Target> {
 
 fn start_influx() -> anyhow::Result<Target> {
     let dir = tempfile::tempdir()?;
-    let (port, rpc) = (free_port()?, free_port()?);
+    let (port, rpc) = (free_loopback()?, free_loopback()?);
     let d = dir.path();
     let cfg = d.join("influxdb.conf");
     std::fs::write(
