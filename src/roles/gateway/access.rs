@@ -77,3 +77,58 @@ impl AccessLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(caller: &str, status: u16) -> Entry<'_> {
+        Entry {
+            ts: 1.5,
+            caller,
+            method: "GET",
+            path: "/pets/1",
+            route: "/pets/{id}",
+            service: "pets",
+            upstream: "stable",
+            status,
+            duration_ms: 0.25,
+        }
+    }
+
+    #[test]
+    fn lines_from_several_threads_reach_the_file_whole_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::open(path.to_str().unwrap()).unwrap();
+        // Enough to fill the buffer more than once.
+        let per_thread = (64 << 10) / 150 + 7;
+        std::thread::scope(|s| {
+            for t in 0..3 {
+                let log = &log;
+                s.spawn(move || {
+                    let caller = format!("spiffe://edge.example/node/{t}");
+                    for i in 0..per_thread {
+                        log.write(&entry(&caller, 200 + (i % 3) as u16));
+                    }
+                });
+            }
+        });
+        let before_flush = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(
+            before_flush > 0 && before_flush < 3 * per_thread,
+            "{before_flush}: a full buffer went, the rest waits"
+        );
+        log.flush();
+        log.write(&entry("spiffe://edge.example/last", 204));
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 3 * per_thread + 1, "every line once, whole");
+        for t in 0..3 {
+            let caller = format!("spiffe://edge.example/node/{t}");
+            assert_eq!(lines.iter().filter(|l| l["caller"] == caller.as_str()).count(), per_thread);
+        }
+        assert_eq!(lines.last().unwrap()["status"], 204, "dropping the log flushed it");
+    }
+}
