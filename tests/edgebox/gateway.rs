@@ -802,6 +802,20 @@ impl ConnUpstream {
                             }
                             let body =
                                 serde_json::json!({"conn": conn, "host": header("host"), "line": line}).to_string();
+                            if let Some(framed) = framed_answer(&line, &body) {
+                                // In pieces, so the gateway reads the framing across reads.
+                                let _ = tcp.set_nodelay(true);
+                                for piece in framed.chunks(framed.len() / 3 + 1) {
+                                    if tcp.write_all(piece).await.is_err() {
+                                        return;
+                                    }
+                                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                                }
+                                if line.contains("frame=close") || line.contains("frame=cut") {
+                                    return;
+                                }
+                                continue;
+                            }
                             let answer = format!(
                                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                                 body.len()
@@ -816,6 +830,53 @@ impl ConnUpstream {
         });
         ConnUpstream { addr, accepted }
     }
+}
+
+/// A gateway in front of a `ConnUpstream`, with a client SVID.
+struct ConnGateway {
+    pki: Pki,
+    upstream: ConnUpstream,
+    port: u16,
+    app: Appliance,
+    node: Leaf,
+    _dir: tempfile::TempDir,
+}
+
+impl ConnGateway {
+    fn start(timeout_ms: u32) -> ConnGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        let upstream = ConnUpstream::start();
+        let port = free_port();
+        let settings = format!("timeout_ms = {timeout_ms}\nretries = 0");
+        let app = Appliance::start(&config(&pki, port, upstream.addr, "", &settings), &["up"]);
+        app.wait_ready();
+        let node = pki.svid("node1", "spiffe://edge.example/node/1");
+        ConnGateway { pki, upstream, port, app, node, _dir: dir }
+    }
+}
+
+/// The answer `ConnUpstream` gives a request line asking for a framing
+/// (`frame=` in its query): chunked after interim answers and with
+/// trailers, read to the connection's end, chunked beside a Content-Length,
+/// or a Content-Length body cut short.
+fn framed_answer(line: &str, body: &str) -> Option<Vec<u8>> {
+    const HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n";
+    let (a, b) = body.split_at(body.len() / 2);
+    let chunks = format!("{:x};ext=1\r\n{a}\r\n{:X}\r\n{b}\r\n0\r\nx-trailer: t\r\n\r\n", a.len(), b.len());
+    let frame = line.split_once("frame=")?.1.split([' ', '&']).next()?;
+    Some(
+        match frame {
+            "chunked" => format!(
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n{HEAD}transfer-encoding: chunked\r\n\r\n{chunks}"
+            ),
+            "close" => format!("{HEAD}\r\n{body}"),
+            "both" => format!("{HEAD}content-length: 5\r\ntransfer-encoding: chunked\r\n\r\n{chunks}"),
+            "cut" => format!("{HEAD}content-length: {}\r\n\r\n{a}", body.len()),
+            _ => return None,
+        }
+        .into_bytes(),
+    )
 }
 
 /// One keep-alive HTTP/1.1 connection to the gateway over mTLS.
@@ -860,13 +921,7 @@ async fn exchange(
 /// a malformed answer is a 502 that does not spoil the next request.
 #[test]
 fn http1_clients_keep_their_own_upstream_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let upstream = ConnUpstream::start();
-    let port = free_port();
-    let app = Appliance::start(&config(&pki, port, upstream.addr, "", "timeout_ms = 1000\nretries = 0"), &["up"]);
-    app.wait_ready();
-    let node = pki.svid("node1", "spiffe://edge.example/node/1");
+    let ConnGateway { _dir, pki, upstream, port, app, node } = ConnGateway::start(1000);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut first = h1_connection(&pki, &node, port).await;
@@ -922,6 +977,51 @@ fn http1_clients_keep_their_own_upstream_connection() {
         assert!(metrics.contains(gauge), "{metrics}");
     });
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 5, "connections the upstream accepted");
+}
+
+/// Answers framed by chunks (after interim answers, with trailers), by the
+/// connection's end, or by chunks beside a Content-Length reach the client
+/// whole; only a connection left in step carries the next request, and a
+/// body cut short fails its client connection without spoiling the next.
+#[test]
+fn upstream_answers_framed_every_way_reach_the_client_whole() {
+    let ConnGateway { _dir, pki, upstream, port, app, node } = ConnGateway::start(2000);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut client = h1_connection(&pki, &node, port).await;
+        let mut conn_of = async |path: &str| {
+            let (status, body) = exchange(&mut client, "GET", path, "").await;
+            assert_eq!(status, 200, "{path}: {body}");
+            assert_eq!(body["line"], format!("GET {path} HTTP/1.1"));
+            body["conn"].as_u64().unwrap()
+        };
+        // Chunks leave the connection in step: the next request takes it.
+        assert_eq!(conn_of("/pets?frame=chunked").await, 1);
+        assert_eq!(conn_of("/pets/1").await, 1);
+        // Read to the end: the connection goes with it.
+        assert_eq!(conn_of("/pets?frame=close").await, 1);
+        assert_eq!(conn_of("/pets/1").await, 2);
+        // Chunks beside a Content-Length: read as chunks, then the
+        // connection goes too (the framing was ambiguous).
+        assert_eq!(conn_of("/pets?frame=both").await, 2);
+        assert_eq!(conn_of("/pets/1").await, 3);
+        // Cut short: the client's answer fails, not the next client's.
+        client.ready().await.unwrap();
+        let req = hyper::Request::get("/pets?frame=cut").header("host", "localhost").body(Full::new(Bytes::new()));
+        if let Ok(resp) = client.send_request(req.unwrap()).await {
+            assert!(resp.into_body().collect().await.is_err(), "a body cut short must not look whole");
+        }
+        let warning = app.wait_log("answer's body failed part-way");
+        assert!(warning.contains("closed the connection in the middle of the answer's body"), "{warning}");
+        let mut other = h1_connection(&pki, &node, port).await;
+        let (status, body) = exchange(&mut other, "GET", "/pets/1", "").await;
+        assert_eq!((status, body["conn"].as_u64()), (200, Some(4)), "{body}");
+        // Open now: the other client's; the cut one is closed and uncounted.
+        let (_, metrics) = app.get("/metrics");
+        let gauge = "edgebox_gateway_upstream_owned_connections{service=\"pets\",upstream=\"stable\"} 1";
+        assert!(metrics.contains(gauge), "{metrics}");
+    });
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 4, "connections the upstream accepted");
 }
 
 /// `edgebox gateway check` compiles what the config names and prints each

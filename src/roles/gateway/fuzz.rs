@@ -1,10 +1,13 @@
 //! Entry points for the fuzz targets (fuzz/fuzz_targets/gateway_*.rs):
-//! hostile requests against a compiled document, hostile bearer tokens.
-//! Both must answer with an error, never a panic or a hang.
+//! hostile requests against a compiled document, hostile bearer tokens,
+//! hostile upstream answers. Each must end in an error, never a panic or a
+//! hang.
 
 use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use super::h1codec;
 
 use super::identity::JwtVerifier;
 use super::openapi::Api;
@@ -105,4 +108,21 @@ pub fn bearer(data: &[u8]) {
         JwtVerifier::with_keys(vec!["spiffe://edge.example/gateway".into()], [("edge.example".to_owned(), set)].into())
     });
     let _ = v.verify(&String::from_utf8_lossy(data));
+}
+
+/// `data` as an upstream's answer: a method byte, a piece-size byte, then
+/// the bytes. Arriving in pieces must decode as arriving whole does.
+pub fn answer(data: &[u8]) {
+    let [m, step, answer @ ..] = data else { return };
+    let method = [Method::GET, Method::HEAD, Method::POST][usize::from(m % 3)].clone();
+    let whole = h1codec::decode_in_pieces(answer, &method, answer.len().max(1));
+    let pieces = h1codec::decode_in_pieces(answer, &method, usize::from(*step).max(1));
+    match (whole, pieces) {
+        (Ok(w), Ok(p)) => {
+            assert_eq!((w.0.response.status(), w.0.keep_alive), (p.0.response.status(), p.0.keep_alive));
+            assert_eq!((w.1, w.2), (p.1, p.2), "body and what follows it");
+        }
+        (Err(_), Err(_)) => {}
+        (w, p) => panic!("whole: {:?}, in pieces: {:?}", w.err(), p.err()),
+    }
 }

@@ -5,35 +5,42 @@
 //! request, often across threads. A client on HTTP/1.1 sends one request
 //! at a time, so its connection instead keeps the upstream connections it
 //! used parked in its [`ConnLocal`] and drives them from its own task: the
-//! request goes out, and the answer and its body come back, without a hop.
-//! When the client connection closes, its parked connections go to the
-//! upstream's idle list for the next client connection, so clients that
-//! make one request per connection still reuse upstream connections. A
-//! parked or idle connection is checked before reuse (an upstream may have
-//! closed it; the request then goes, unsent, on a new one).
-//! HTTP/2 clients (concurrent requests on one connection), HTTP/2
+//! request goes out and the answer and its body come back (h1codec.rs)
+//! without a hop. When the client connection closes, its parked
+//! connections go to the upstream's idle list for the next client
+//! connection, so clients that make one request per connection still reuse
+//! upstream connections. A parked or idle connection is checked before
+//! reuse (an upstream may have closed it; the request then goes on a new
+//! one). HTTP/2 clients (concurrent requests on one connection), HTTP/2
 //! upstreams and active health checks use the pool.
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use metrics::Gauge;
+use tokio::io::AsyncWrite;
 
+use super::h1codec::{self, BodyState, Decoded};
+use super::proxy::BoxError;
 use crate::core::httpserve::ConnLocal;
 
 /// The transport of an upstream connection: TCP, or TLS over it.
-pub type Io = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+pub type Io = TokioIo<hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>>;
+
+/// How much room a read asks for.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Request bodies up to this size are written with the head, in one go.
+const INLINE_BODY: usize = 16 * 1024;
 
 /// Upstream connections one client connection keeps parked (a service and
 /// its canary are two); past this the longest parked goes.
@@ -53,6 +60,8 @@ const IDLE_FOR: Duration = Duration::from_secs(90);
 /// identity: an owned connection holds it, so no other upstream can be at
 /// that address while the connection lives.
 pub struct Shared {
+    /// The upstream's URL, for the log.
+    url: String,
     open: AtomicUsize,
     /// `open`, as `edgebox_gateway_upstream_owned_connections`.
     open_gauge: Gauge,
@@ -67,8 +76,8 @@ struct Idle {
 }
 
 impl Shared {
-    pub fn new(open_gauge: Gauge) -> Shared {
-        Shared { open: AtomicUsize::new(0), open_gauge, idle: Mutex::default() }
+    pub fn new(url: &str, open_gauge: Gauge) -> Shared {
+        Shared { url: url.to_owned(), open: AtomicUsize::new(0), open_gauge, idle: Mutex::default() }
     }
 
     /// The newest idle connection still within its time, if any.
@@ -83,7 +92,7 @@ impl Shared {
     fn give_back(&self, owned: Owned) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.conns.retain(|(since, _)| since.elapsed() < IDLE_FOR);
-        if !owned.driver.ended && !idle.closed && idle.conns.len() < IDLE_PER_UPSTREAM {
+        if owned.reusable && !idle.closed && idle.conns.len() < IDLE_PER_UPSTREAM {
             idle.conns.push((Instant::now(), owned));
         }
     }
@@ -123,79 +132,99 @@ impl Drop for Slot {
 
 /// Why an exchange on an owned connection failed.
 pub enum Failure {
-    /// The request never left: it may go again on another connection.
-    Unsent(Box<Request<Full<Bytes>>>, String),
+    /// The request did not leave whole: it may go again on another
+    /// connection, whatever its method.
+    Unsent(String),
     Failed(String),
 }
 
 /// An upstream HTTP/1.1 connection, driven by whichever task uses it.
 pub struct Owned {
     slot: Slot,
-    sender: http1::SendRequest<Full<Bytes>>,
-    driver: Driver,
-}
-
-/// The connection's I/O half, and whether it has ended.
-struct Driver {
-    conn: Pin<Box<http1::Connection<Io, Full<Bytes>>>>,
-    ended: bool,
-}
-
-impl Driver {
-    /// Moves the connection's I/O along; false once it has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.ended
-            && let Poll::Ready(result) = self.conn.as_mut().poll(cx)
-        {
-            self.ended = true;
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "owned upstream connection ended");
-            }
-        }
-        !self.ended
-    }
+    /// Boxed: a TLS stream is large, and an owned connection moves between
+    /// the client connection's slot, the request and the answer's body.
+    io: Box<Io>,
+    /// Bytes read and not yet decoded.
+    read: BytesMut,
+    /// The request being written; kept for its room.
+    write: Vec<u8>,
+    /// Whether the connection can carry another request once the answer
+    /// in hand is read: the upstream keeps it open, the framing was sound.
+    reusable: bool,
 }
 
 impl Owned {
-    pub async fn open(io: Io, slot: Slot) -> Result<Owned, hyper::Error> {
-        let (sender, conn) = http1::handshake(io).await?;
-        Ok(Owned { slot, sender, driver: Driver { conn: Box::pin(conn), ended: false } })
+    pub fn open(io: Io, slot: Slot) -> Owned {
+        Owned { slot, io: Box::new(io), read: BytesMut::new(), write: Vec::new(), reusable: true }
     }
 
-    /// Whether the connection can take a request (one the upstream closed
-    /// while it was parked cannot).
+    /// Whether the connection can take a request: in step, with nothing
+    /// unasked for waiting, and not closed by the upstream while parked.
     pub async fn ready(&mut self) -> bool {
-        let Owned { sender, driver, .. } = self;
-        poll_fn(|cx| match driver.drive(cx) {
-            false => Poll::Ready(false),
-            true => sender.poll_ready(cx).map(|r| r.is_ok()),
-        })
-        .await
+        if !self.reusable || !self.read.is_empty() {
+            return false;
+        }
+        poll_fn(|cx| Poll::Ready(self.poll_fill(cx).is_pending())).await
     }
 
-    /// Sends a request and waits for the answer's head, driving the
-    /// connection meanwhile.
-    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Failure> {
-        let Owned { sender, driver, .. } = self;
-        let mut answer = std::pin::pin!(sender.try_send_request(req));
-        let answered = poll_fn(|cx| {
-            let open = driver.drive(cx);
-            match answer.as_mut().poll(cx) {
-                Poll::Pending if !open => Poll::Ready(None),
-                polled => polled.map(Some),
+    /// Reads what the upstream sent into the buffer; 0 at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
+            self.read.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut *self.io), cx, &mut self.read)
+    }
+
+    /// Sends a request and reads the answer's head; its body is left for
+    /// [`UpstreamBody::owned`].
+    pub async fn send(
+        &mut self,
+        method: &Method,
+        target: &str,
+        host: &HeaderValue,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(Response<()>, BodyState), Failure> {
+        self.write.clear();
+        h1codec::encode_head(&mut self.write, method, target, host, headers, body.len());
+        // A small body goes in the head's write; a large one after it, not
+        // copied (nor kept: the buffer stays the size of a head).
+        let rest = match body.len() <= INLINE_BODY {
+            true => {
+                self.write.extend_from_slice(body);
+                &[][..]
             }
-        })
-        .await;
-        match answered {
-            Some(Ok(resp)) => Ok(resp),
-            Some(Err(mut e)) => {
-                let detail = super::upstream::error_chain(e.error());
-                match e.take_message() {
-                    Some(req) => Err(Failure::Unsent(Box::new(req), detail)),
-                    None => Err(Failure::Failed(detail)),
+            false => body,
+        };
+        // A write that fails sent none of its bytes: the upstream never had
+        // the whole request, so it cannot have acted on it.
+        let unsent = |e: std::io::Error| Failure::Unsent(format!("writing the request: {e}"));
+        for bytes in [&self.write[..], rest] {
+            let mut sent = 0;
+            while sent < bytes.len() {
+                match poll_fn(|cx| Pin::new(&mut *self.io).poll_write(cx, &bytes[sent..])).await.map_err(unsent)? {
+                    0 => return Err(Failure::Unsent("the connection took no more of the request".into())),
+                    n => sent += n,
                 }
             }
-            None => Err(Failure::Failed("the connection closed before the answer".into())),
+        }
+        poll_fn(|cx| Pin::new(&mut *self.io).poll_flush(cx)).await.map_err(unsent)?;
+        // Out of step until the answer is read.
+        self.reusable = false;
+        loop {
+            match h1codec::decode_head(&mut self.read, method) {
+                Ok(Some(head)) => {
+                    self.reusable = head.keep_alive;
+                    return Ok((head.response, head.body));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Failure::Failed(e.to_string())),
+            }
+            match poll_fn(|cx| self.poll_fill(cx)).await {
+                Ok(0) => return Err(Failure::Failed("the upstream closed the connection before the answer".into())),
+                Ok(_) => {}
+                Err(e) => return Err(Failure::Failed(format!("reading the answer: {e}"))),
+            }
         }
     }
 
@@ -234,9 +263,9 @@ pub fn unpark(local: &ConnLocal, upstream: &Arc<Shared>) -> Option<Owned> {
 }
 
 /// Parks a connection whose exchange is over for the client connection's
-/// next request; one that has ended is dropped.
+/// next request; one that cannot carry another is dropped (closed).
 fn park(local: &ConnLocal, owned: Owned) {
-    if owned.driver.ended {
+    if !owned.reusable {
         return;
     }
     let mut parked = local.take::<Parked>().unwrap_or_default();
@@ -250,61 +279,113 @@ fn park(local: &ConnLocal, owned: Owned) {
     local.put(parked);
 }
 
-/// An upstream answer's body. On an owned connection, polling it drives
-/// the connection, and once it is over the connection is parked again; a
-/// body dropped part-way closes its connection (its framing is lost).
-pub struct UpstreamBody {
-    inner: Incoming,
-    owned: Option<(Owned, ConnLocal)>,
+/// An upstream answer's body: from the pool, or read from an owned
+/// connection by the task that polls it. Once an owned connection's body is
+/// read it is parked again; a body dropped part-way closes its connection
+/// (the rest of the answer would be read as the next one's).
+pub enum UpstreamBody {
+    Pooled(Incoming),
+    Owned(OwnedBody),
+}
+
+pub struct OwnedBody {
+    /// None once the body is over (the connection parked) or failed.
+    owned: Option<Owned>,
+    state: BodyState,
+    local: ConnLocal,
 }
 
 impl UpstreamBody {
-    pub fn pooled(inner: Incoming) -> UpstreamBody {
-        UpstreamBody { inner, owned: None }
+    pub fn owned(state: BodyState, owned: Owned, local: ConnLocal) -> UpstreamBody {
+        let mut body = OwnedBody { owned: Some(owned), state, local };
+        if body.state.is_done() {
+            body.finish();
+        }
+        UpstreamBody::Owned(body)
+    }
+}
+
+impl OwnedBody {
+    /// The body is read: the connection waits for the client's next request.
+    fn finish(&mut self) {
+        if let Some(owned) = self.owned.take() {
+            park(&self.local, owned);
+        }
     }
 
-    pub fn owned(inner: Incoming, owned: Owned, local: ConnLocal) -> UpstreamBody {
-        UpstreamBody { inner, owned: Some((owned, local)) }
+    /// The body cannot be read on: its connection closes, and so will the
+    /// client's (its answer's head has gone).
+    fn fail(&mut self, e: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let e = e.into();
+        if let Some(owned) = self.owned.take() {
+            tracing::warn!(upstream = %owned.slot.0.url, error = %e, "gateway upstream answer's body failed part-way");
+        }
+        Poll::Ready(Some(Err(e)))
     }
 
-    fn park(&mut self) {
-        if let Some((owned, local)) = self.owned.take() {
-            park(&local, owned);
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            let Some(owned) = self.owned.as_mut() else { return Poll::Ready(None) };
+            match self.state.decode(&mut owned.read) {
+                Ok(Decoded::Data(data)) => {
+                    if self.state.is_done() {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::End) => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::More) => {}
+                Err(e) => return self.fail(e),
+            }
+            match ready!(owned.poll_fill(cx)) {
+                Ok(0) => {
+                    owned.reusable = false;
+                    if let Err(e) = self.state.eof() {
+                        return self.fail(e);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return self.fail(e),
+            }
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        if let Some((owned, _)) = &mut this.owned {
-            owned.driver.drive(cx);
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Pooled(inner) => Pin::new(inner).poll_frame(cx).map_err(BoxError::from),
+            UpstreamBody::Owned(body) => body.poll_frame(cx),
         }
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            this.park();
-        }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            UpstreamBody::Pooled(inner) => inner.is_end_stream(),
+            UpstreamBody::Owned(body) => body.state.is_done(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            UpstreamBody::Pooled(inner) => inner.size_hint(),
+            UpstreamBody::Owned(body) => body.state.remaining().map_or_else(SizeHint::default, SizeHint::with_exact),
+        }
     }
 }
 
-impl Drop for UpstreamBody {
+impl Drop for OwnedBody {
     fn drop(&mut self) {
         // A server stops polling a body that says it has ended, so a body
         // read to its end may be dropped without a last poll.
-        if self.inner.is_end_stream() {
-            self.park();
+        if self.state.is_done() {
+            self.finish();
         }
     }
 }
@@ -316,14 +397,14 @@ mod tests {
     /// An owned connection to a loopback listener (nothing is sent).
     async fn connection(shared: &Arc<Shared>, listener: &tokio::net::TcpListener) -> Owned {
         let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let io = hyper_rustls::MaybeHttpsStream::Http(TokioIo::new(tcp));
-        Owned::open(io, Slot::take(shared).unwrap()).await.unwrap()
+        let io = TokioIo::new(hyper_rustls::MaybeHttpsStream::Http(TokioIo::new(tcp)));
+        Owned::open(io, Slot::take(shared).unwrap())
     }
 
     #[tokio::test]
     async fn idle_connections_pass_between_clients_until_the_upstream_goes() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let shared = Arc::new(Shared::new(Gauge::noop()));
+        let shared = Arc::new(Shared::new("http://test", Gauge::noop()));
         let (client, other) = (ConnLocal::default(), ConnLocal::default());
         park(&client, connection(&shared, &listener).await);
         assert_eq!(shared.open.load(Ordering::Relaxed), 1);
@@ -337,7 +418,7 @@ mod tests {
         assert!(unpark(&other, &shared).is_none());
         assert_eq!(shared.open.load(Ordering::Relaxed), 1);
         // Another upstream's connection is not this one's.
-        let elsewhere = Arc::new(Shared::new(Gauge::noop()));
+        let elsewhere = Arc::new(Shared::new("http://test", Gauge::noop()));
         park(&other, connection(&elsewhere, &listener).await);
         assert!(unpark(&other, &shared).is_none());
         // The upstream goes (a reload): idle connections close, none are kept.

@@ -218,7 +218,7 @@ async fn serve<'a>(
     })?;
     let (mut head, body) = resp.into_parts();
     strip_hop_by_hop(&mut head.headers);
-    Ok(Response::from_parts(head, body.map_err(|e| Box::new(e) as BoxError).boxed()))
+    Ok(Response::from_parts(head, body.boxed()))
 }
 
 /// The request body, whole, within the size limit and the time limit.

@@ -12,11 +12,11 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower::Service;
 
 use super::canary::Side;
@@ -138,8 +138,11 @@ impl Upstream {
             url: url.to_owned(),
             client: client.build(connector),
             connector: owned_connector,
-            owned: Arc::new(owned::Shared::new(metrics::gauge!("edgebox_gateway_upstream_owned_connections",
-                "service" => svc.name.clone(), "upstream" => side.as_str()))),
+            owned: Arc::new(owned::Shared::new(
+                url,
+                metrics::gauge!("edgebox_gateway_upstream_owned_connections",
+                "service" => svc.name.clone(), "upstream" => side.as_str()),
+            )),
             timeout: Duration::from_millis(svc.timeout_ms),
             retries: svc.retries,
             health,
@@ -156,32 +159,25 @@ impl Upstream {
         req: Request<Bytes>,
         local: Option<&ConnLocal>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let path = self.path(&parts.uri)?;
         let local = local.filter(|_| self.connector.is_some());
-        let uri = match local {
-            Some(_) => Uri::from(path),
-            None => self.absolute(path)?,
-        };
         let attempts = if parts.method.is_idempotent() { 1 + self.retries } else { 1 };
         let mut last = None;
-        let mut headers = Some(parts.headers);
         for attempt in 0..attempts {
-            let mut req = Request::new(Full::new(body.clone()));
-            *req.method_mut() = parts.method.clone();
-            *req.uri_mut() = uri.clone();
-            // The last attempt takes the headers; earlier ones copy them.
-            *req.headers_mut() = match attempt + 1 == attempts {
-                true => headers.take().unwrap_or_default(),
-                false => headers.clone().unwrap_or_default(),
-            };
+            // The pool takes its requests whole: the last attempt takes the
+            // headers, earlier ones copy them. Owned connections borrow them.
+            let pooled = local.is_none().then(|| match attempt + 1 == attempts {
+                true => std::mem::take(&mut parts.headers),
+                false => parts.headers.clone(),
+            });
             let exchange = async {
-                match local {
-                    Some(local) => {
-                        req.headers_mut().insert(http::header::HOST, self.host.clone());
-                        self.send_owned(req, local).await
+                match (local, pooled) {
+                    (Some(local), _) => self.send_owned(&parts.method, &path, &parts.headers, &body, local).await,
+                    (None, headers) => {
+                        let req = self.pooled_request(&parts.method, path.clone(), headers.unwrap_or_default(), &body);
+                        self.send_pooled(req?).await
                     }
-                    None => self.send_pooled(req).await,
                 }
             };
             match tokio::time::timeout(self.timeout, exchange).await {
@@ -200,43 +196,68 @@ impl Upstream {
         Err(last.unwrap_or_else(|| UpstreamError::Failed("no attempt made".into(), self.url.clone())))
     }
 
+    /// A request as the pool takes it: an absolute URI.
+    fn pooled_request(
+        &self,
+        method: &Method,
+        path: PathAndQuery,
+        headers: HeaderMap,
+        body: &Bytes,
+    ) -> Result<Request<Full<Bytes>>, String> {
+        let mut req = Request::new(Full::new(body.clone()));
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = self.absolute(path).map_err(|e| e.to_string())?;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+
     async fn send_pooled(&self, req: Request<Full<Bytes>>) -> Result<Response<UpstreamBody>, String> {
         match self.client.request(req).await {
-            Ok(resp) => Ok(resp.map(UpstreamBody::pooled)),
+            Ok(resp) => Ok(resp.map(UpstreamBody::Pooled)),
             Err(e) => Err(error_chain(&e)),
         }
     }
 
     /// Over the client connection's parked connection to this upstream, or
     /// a new one it will own (the pool when this upstream has too many).
-    async fn send_owned(&self, req: Request<Full<Bytes>>, local: &ConnLocal) -> Result<Response<UpstreamBody>, String> {
-        let mut req = req;
+    async fn send_owned(
+        &self,
+        method: &Method,
+        path: &PathAndQuery,
+        headers: &HeaderMap,
+        body: &Bytes,
+        local: &ConnLocal,
+    ) -> Result<Response<UpstreamBody>, String> {
+        let target = path.as_str();
         if let Some(mut parked) = owned::unpark(local, &self.owned)
             && parked.ready().await
         {
-            match parked.send(req).await {
-                Ok(resp) => return Ok(resp.map(|b| UpstreamBody::owned(b, parked, local.clone()))),
+            match parked.send(method, target, &self.host, headers, body).await {
+                Ok((head, state)) => return Ok(head.map(|()| UpstreamBody::owned(state, parked, local.clone()))),
                 // Closed by the upstream as the request went: it was not
                 // sent, so a new connection may carry it whatever its method.
-                Err(Failure::Unsent(unsent, _)) => req = *unsent,
+                Err(Failure::Unsent(_)) => {}
                 Err(Failure::Failed(detail)) => return Err(detail),
             }
         }
         let (Some(slot), Some(connector)) = (owned::Slot::take(&self.owned), &self.connector) else {
-            let mut req = req;
-            *req.uri_mut() = self
-                .absolute(req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")))
-                .map_err(|e| e.to_string())?;
-            return self.send_pooled(req).await;
+            return self.send_pooled(self.pooled_request(method, path.clone(), headers.clone(), body)?).await;
         };
+        // Boxed: connecting is rare, and its future would make every
+        // request's larger.
+        let mut fresh = Box::pin(self.connect(connector, slot)).await?;
+        match fresh.send(method, target, &self.host, headers, body).await {
+            Ok((head, state)) => Ok(head.map(|()| UpstreamBody::owned(state, fresh, local.clone()))),
+            Err(Failure::Unsent(detail) | Failure::Failed(detail)) => Err(detail),
+        }
+    }
+
+    /// A new connection to the upstream, to be owned.
+    async fn connect(&self, connector: &Connector, slot: owned::Slot) -> Result<Owned, String> {
         let mut connector = connector.clone();
         poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| error_chain(&*e))?;
         let io = connector.call(self.authority.clone()).await.map_err(|e| error_chain(&*e))?;
-        let mut fresh = Owned::open(io, slot).await.map_err(|e| error_chain(&e))?;
-        match fresh.send(req).await {
-            Ok(resp) => Ok(resp.map(|b| UpstreamBody::owned(b, fresh, local.clone()))),
-            Err(Failure::Unsent(_, detail) | Failure::Failed(detail)) => Err(detail),
-        }
+        Ok(Owned::open(TokioIo::new(io), slot))
     }
 
     /// The path and query a request has upstream: the upstream's path
