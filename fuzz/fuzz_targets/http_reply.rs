@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = edgebox::core::httpclient::parse_reply(data);
+    let _ = edgebox::core::httpclient::parse_reply(data, "GET");
 });

@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use crate::core::auth::AuthMode;
 use crate::core::exit::ConfigProblem;
+use crate::core::h1codec;
 use crate::core::tls::{ClientTls, ServerTlsConfig, pinned_client};
 
 /// A response: status code and body.
@@ -108,7 +109,7 @@ pub fn request(
             exchange(&mut s, &head, body).with_context(|| format!("exchange with {addr}"))?
         }
     };
-    parse_reply(&raw).with_context(|| format!("the answer from {addr}"))
+    parse_reply(&raw, method).with_context(|| format!("the answer from {addr}"))
 }
 
 /// Writes the request and reads until the server closes. A TLS peer that
@@ -126,35 +127,32 @@ fn exchange(s: &mut (impl Read + Write), head: &str, body: &[u8]) -> std::io::Re
     }
 }
 
-/// Parses a whole HTTP/1.1 answer (status line, headers, a plain or
-/// chunked body). Public for the fuzz target: it reads what remote peers send.
-pub fn parse_reply(raw: &[u8]) -> anyhow::Result<Reply> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("malformed HTTP answer: no header end")?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("malformed HTTP status line")?;
-    let header = |name: &str| head.lines().find_map(|l| l.strip_prefix(name).map(str::trim).map(str::to_owned));
-    let chunked = header("transfer-encoding:").is_some_and(|v| v.contains("chunked"));
-    let body = &raw[split + 4..];
-    let body = if chunked { dechunk(body)? } else { body.to_vec() };
-    if let Some(len) = header("content-length:").and_then(|v| v.parse::<usize>().ok())
-        && body.len() < len
-    {
-        anyhow::bail!("truncated body: {} of {len} bytes", body.len());
-    }
-    Ok(Reply { status, body })
+/// Parses a whole HTTP/1.1 answer to a `method` request, as
+/// [`h1codec`](crate::core::h1codec) frames it. Public for the fuzz target:
+/// it reads what remote peers send.
+pub fn parse_reply(raw: &[u8], method: &str) -> anyhow::Result<Reply> {
+    let method = http::Method::from_bytes(method.as_bytes()).with_context(|| format!("HTTP method {method:?}"))?;
+    let (head, body, _) = h1codec::decode_in_pieces(raw, &method, raw.len().max(1))?;
+    Ok(Reply { status: head.response.status().as_u16(), body })
 }
 
-fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b.windows(2).position(|w| w == b"\r\n").context("malformed chunked body")?;
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&b[..line_end])?.split(';').next().unwrap_or("").trim(), 16)?;
-        b = &b[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(b.get(..size).context("truncated chunk")?);
-        b = b.get(size + 2..).context("truncated chunk")?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_framed_by_the_shared_codec() {
+        let reply =
+            parse_reply(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", "GET").unwrap();
+        assert_eq!((reply.status, &reply.body[..]), (200, &b"ok"[..]));
+        // Connection: close, no length: the body runs to the end.
+        let reply = parse_reply(b"HTTP/1.1 404 Not Found\r\nconnection: close\r\n\r\nno such", "POST").unwrap();
+        assert_eq!((reply.status, &reply.body[..]), (404, &b"no such"[..]));
+        let reply = parse_reply(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", "HEAD").unwrap();
+        assert!(reply.body.is_empty());
+        let cut = parse_reply(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort", "GET").err().unwrap();
+        assert!(format!("{cut:#}").contains("closed the connection in the middle"), "{cut:#}");
+        let garbage = parse_reply(b"SSH-2.0-OpenSSH\r\n\r\n", "GET").err().unwrap();
+        assert!(format!("{garbage:#}").contains("malformed answer head"), "{garbage:#}");
     }
 }

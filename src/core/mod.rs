@@ -9,6 +9,7 @@ pub mod control;
 pub mod dispatch;
 pub mod exit;
 pub mod fileio;
+pub mod h1codec;
 pub mod httpclient;
 pub mod httpserve;
 pub mod lifecycle;

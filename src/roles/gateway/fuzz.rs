@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use super::h1codec;
+use crate::core::h1codec;
 
 use super::identity::JwtVerifier;
 use super::openapi::Api;

@@ -13,7 +13,6 @@ mod canary;
 mod cli;
 pub mod config;
 pub mod fuzz;
-mod h1codec;
 mod identity;
 mod openapi;
 mod owned;

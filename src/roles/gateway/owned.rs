@@ -5,7 +5,7 @@
 //! request, often across threads. A client on HTTP/1.1 sends one request
 //! at a time, so its connection instead keeps the upstream connections it
 //! used parked in its [`ConnLocal`] and drives them from its own task: the
-//! request goes out and the answer and its body come back (h1codec.rs)
+//! request goes out and the answer and its body come back (core::h1codec)
 //! without a hop. When the client connection closes, its parked
 //! connections go to the upstream's idle list for the next client
 //! connection, so clients that make one request per connection still reuse
@@ -29,8 +29,8 @@ use hyper_util::rt::TokioIo;
 use metrics::Gauge;
 use tokio::io::AsyncWrite;
 
-use super::h1codec::{self, BodyState, Decoded};
 use super::proxy::BoxError;
+use crate::core::h1codec::{self, BodyState, Decoded};
 use crate::core::httpserve::ConnLocal;
 
 /// The transport of an upstream connection: TCP, or TLS over it.

@@ -1,4 +1,6 @@
-//! The HTTP/1.1 client codec of owned upstream connections (owned.rs).
+//! The client side of HTTP/1.1 where edgebox speaks it itself: the
+//! gateway's owned upstream connections (roles/gateway/owned.rs), and the
+//! blocking client of CLI commands, probes and forwarding (httpclient.rs).
 //!
 //! hyper's client hands each request through a channel to a dispatcher
 //! task and the answer and its body back through two more; an owned
@@ -7,7 +9,7 @@
 //! (hyper's own parser) into header values that share the read buffer, and
 //! the body framed as RFC 9112 §6.3 says, by Content-Length, chunked coding
 //! or the end of the connection. Anything the codec cannot frame with
-//! certainty is an error, and the connection is not used again.
+//! certainty is an error, and a connection is not used again after it.
 
 use std::io::Write;
 use std::mem::MaybeUninit;
@@ -396,9 +398,9 @@ impl Chunked {
     }
 }
 
-/// Decodes `answer` arriving in pieces of `step` bytes, as the connection
-/// would: the head, the body, and the bytes left after it (for tests and
-/// fuzzing).
+/// Decodes an answer that arrived whole (`step` its length; httpclient.rs),
+/// or in pieces of `step` bytes as a connection would read it (tests and
+/// fuzzing): the head, the body, and the bytes left after it.
 pub fn decode_in_pieces(answer: &[u8], method: &Method, step: usize) -> Result<(Head, Vec<u8>, Vec<u8>), AnswerError> {
     let mut buf = BytesMut::new();
     let mut chunks = answer.chunks(step);
