@@ -140,8 +140,11 @@ impl Upstream {
             connector: owned_connector,
             owned: Arc::new(owned::Shared::new(
                 url,
-                metrics::gauge!("edgebox_gateway_upstream_owned_connections",
-                "service" => svc.name.clone(), "upstream" => side.as_str()),
+                metrics::gauge!(
+                    "edgebox_gateway_upstream_owned_connections",
+                    "service" => svc.name.clone(),
+                    "upstream" => side.as_str()
+                ),
             )),
             timeout: Duration::from_millis(svc.timeout_ms),
             retries: svc.retries,
