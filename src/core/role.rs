@@ -22,6 +22,7 @@ use crate::core::fileio::FileIo;
 use crate::core::managed::ManagedRoles;
 pub use crate::core::status::{RoleStatus, StatusBoard, StatusHandle};
 use crate::core::store::{Migration, Store};
+use crate::core::telemetry::MetricDoc;
 
 /// Builds a role from its config section.
 pub type LoadFn = fn(Option<toml::de::ValueDeserializer<'_>>) -> Result<Box<dyn Role>, toml::de::Error>;
@@ -50,6 +51,8 @@ pub struct RoleEntry {
     /// A config section the compliance test runs the role with: every
     /// listener on port 0, no outside service needed.
     pub compliance_config: &'static str,
+    /// Every metric the role records, with its help text.
+    pub metrics: &'static [MetricDoc],
     /// Subcommands of the role besides `serve`, which the core adds.
     pub command: fn() -> clap::Command,
     /// Runs one of those subcommands.

@@ -110,6 +110,7 @@ mod tests {
             reloads: false,
             compliance_config: "",
             load: |_| Err(serde::de::Error::custom("test entry")),
+            metrics: &[],
             command: || clap::Command::new("test"),
             run_command: |_, _| Ok(()),
         }

@@ -18,6 +18,9 @@ fn check(name: &str, config: &str, args: &[&str]) {
     let (_, metrics) = app.get("/metrics");
     let prefix = format!("edgebox_{}_", name.replace('-', "_"));
     assert!(metrics.lines().any(|l| l.starts_with(&prefix)), "{name}: no metric starts with {prefix}");
+    for metric in metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next()) {
+        assert!(metrics.contains(&format!("# HELP {metric} ")), "{name}: {metric} has no # HELP line");
+    }
 
     let (_, roles) = app.get("/v1/roles");
     let roles: serde_json::Value = serde_json::from_str(&roles).unwrap();

@@ -6,6 +6,7 @@
 //! tracing subscriber and the metrics recorder are process-wide by the nature
 //! of those facades; everything else is passed around in values.
 
+pub mod docs;
 mod handles;
 mod http;
 mod otlp;
@@ -21,6 +22,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
+pub use docs::MetricDoc;
 pub use handles::{HandleCache, Lookup};
 pub use http::{HttpTelemetryLayer, MatchedRoute};
 pub use process::ProcessMetrics;
@@ -75,6 +77,10 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
     let recorder = recorder()?;
     let prometheus = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("metrics recorder already set: {e}"))?;
+    docs::describe(docs::CORE);
+    crate::roles::ROLES.iter().for_each(|r| docs::describe(r.metrics));
+    // Descriptions reach `/metrics` at an upkeep: the first one now.
+    prometheus.run_upkeep();
     let _upkeep = spawn_upkeep(prometheus.clone(), UPKEEP_EVERY)?;
 
     let tracer = match &telemetry.otlp_endpoint {

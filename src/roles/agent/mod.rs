@@ -29,6 +29,7 @@ use serde_json::json;
 
 use crate::core::exit::ConfigProblem;
 use crate::core::role::{Declared, Role, RoleCtx, RoleEntry, load_with};
+use crate::core::telemetry::MetricDoc;
 use crate::core::tls::ClientTls;
 use crate::roles::fleet::client::{Moved, Target};
 use applier::Desire;
@@ -45,9 +46,26 @@ pub const ENTRY: RoleEntry = RoleEntry {
     migrations: &[],
     reloads: false,
     load: |section| load_with(section, Agent::new),
+    metrics: METRICS,
     command: cli::command,
     run_command: cli::run,
 };
+
+/// The agent's metrics.
+const METRICS: &[MetricDoc] = &[
+    MetricDoc::gauge("edgebox_agent_connected", "1 while the agent's heartbeat stream to the orchestrator is open."),
+    MetricDoc::counter("edgebox_agent_reconnects_total", "Times the agent reconnected to the orchestrator."),
+    MetricDoc::counter("edgebox_agent_heartbeats_total", "Heartbeats the agent sent."),
+    MetricDoc::counter("edgebox_agent_fetch_failures_total", "Failed fetches of the desired state (retried)."),
+    MetricDoc::counter(
+        "edgebox_agent_blob_digest_mismatches_total",
+        "Deployment files whose content did not match their digest (refused).",
+    ),
+    MetricDoc::gauge(
+        "edgebox_agent_deployments_failed",
+        "Deployments of the current desired state that failed to apply.",
+    ),
+];
 
 pub struct Agent {
     cfg: AgentConfig,

@@ -27,6 +27,7 @@ use redb::WriteTransaction;
 
 use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, RoleEntry, load_with};
 use crate::core::store::Migration;
+use crate::core::telemetry::MetricDoc;
 use config::CertguardConfig;
 
 pub const ENTRY: RoleEntry = RoleEntry {
@@ -38,9 +39,35 @@ pub const ENTRY: RoleEntry = RoleEntry {
     migrations: MIGRATIONS,
     reloads: true,
     load: |section| load_with(section, Certguard::new),
+    metrics: METRICS,
     command: cli::command,
     run_command: cli::run,
 };
+
+/// certguard's metrics.
+const METRICS: &[MetricDoc] = &[
+    MetricDoc::gauge("edgebox_certguard_managed_certificates", "Certificates certguard keeps issued and rotated."),
+    MetricDoc::gauge("edgebox_certguard_expiry_seconds", "Seconds until a certificate expires, by cert."),
+    MetricDoc::counter("edgebox_certguard_rotations_total", "Certificates issued and rolled out, by cert."),
+    MetricDoc::histogram(
+        "edgebox_certguard_rotation_seconds",
+        "Time to issue a certificate and roll it out to every target.",
+    ),
+    MetricDoc::counter(
+        "edgebox_certguard_failures_total",
+        "Rotations that failed (the old certificate stays), by cert.",
+    ),
+    MetricDoc::counter(
+        "edgebox_certguard_rollbacks_total",
+        "Rollouts undone (a canary or wave failed) and manual rollbacks, by cert.",
+    ),
+    MetricDoc::counter("edgebox_certguard_one_off_issued_total", "One-off certificates issued on request."),
+    MetricDoc::gauge("edgebox_certguard_ca_generation", "Number of the CA generation that signs now."),
+    MetricDoc::counter(
+        "edgebox_certguard_ca_changes_total",
+        "Steps of CA rotation: a new CA staged, promoted or retired.",
+    ),
+];
 
 const MIGRATIONS: &[Migration] = &[Migration { name: "create certguard tables", apply: create }];
 

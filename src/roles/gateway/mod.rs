@@ -32,6 +32,7 @@ use futures_util::future::BoxFuture;
 use crate::core::exit::ConfigProblem;
 use crate::core::httpserve::serve;
 use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, RoleEntry, load_with};
+use crate::core::telemetry::MetricDoc;
 use crate::core::tls::{FileStamp, ServerTls, file_stamp};
 use config::GatewayConfig;
 use state::{Current, HealthBook, State};
@@ -45,9 +46,44 @@ pub const ENTRY: RoleEntry = RoleEntry {
     migrations: &[],
     reloads: true,
     load: |section| load_with(section, Gateway::new),
+    metrics: METRICS,
     command: cli::command,
     run_command: cli::run,
 };
+
+/// The gateway's metrics.
+const METRICS: &[MetricDoc] = &[
+    MetricDoc::counter(
+        "edgebox_gateway_requests_total",
+        "Requests answered, by service, route, upstream side (stable or canary), caller SPIFFE ID and status code.",
+    ),
+    MetricDoc::histogram(
+        "edgebox_gateway_request_duration_seconds",
+        "Time from a request's head to its answer's head, by service, route and upstream side.",
+    ),
+    MetricDoc::counter(
+        "edgebox_gateway_rejections_total",
+        "Requests the gateway answered itself (no route, invalid, unauthenticated, denied, upstream failed), by service and reason.",
+    ),
+    MetricDoc::counter(
+        "edgebox_gateway_shadow_denials_total",
+        "Requests a shadow (log-only) policy would have denied, by service and route.",
+    ),
+    MetricDoc::gauge("edgebox_gateway_services", "Services the gateway routes to."),
+    MetricDoc::gauge(
+        "edgebox_gateway_upstream_healthy",
+        "1 while an upstream passes its health checks, by service and side (stable or canary).",
+    ),
+    MetricDoc::gauge(
+        "edgebox_gateway_upstream_owned_connections",
+        "HTTP/1.1 upstream connections held by client connections (busy, parked or idle), by service and side.",
+    ),
+    MetricDoc::counter(
+        "edgebox_gateway_reloads_total",
+        "Reloads of certificates, bundles, documents and policies, by result: applied or refused.",
+    ),
+    MetricDoc::counter("edgebox_gateway_access_log_errors_total", "Access log lines that could not be written."),
+];
 
 /// How often the files behind the state are checked for a change.
 const WATCH: Duration = Duration::from_secs(1);

@@ -45,6 +45,7 @@ use crate::core::auth::Auth;
 use crate::core::exit::ConfigProblem;
 use crate::core::httpserve::serve;
 use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, RoleEntry, load_with};
+use crate::core::telemetry::MetricDoc;
 use crate::core::tls::ServerTls;
 use config::OrchestratorConfig;
 
@@ -57,9 +58,58 @@ pub const ENTRY: RoleEntry = RoleEntry {
     migrations: &[],
     reloads: false,
     load: |section| load_with(section, Orchestrator::new),
+    metrics: METRICS,
     command: cli::command,
     run_command: cli::run,
 };
+
+/// The orchestrator's metrics.
+const METRICS: &[MetricDoc] = &[
+    MetricDoc::gauge("edgebox_orchestrator_nodes", "Registered nodes, by health: alive, suspect or dead."),
+    MetricDoc::counter("edgebox_orchestrator_health_changes_total", "Node health transitions, by the health entered."),
+    MetricDoc::counter(
+        "edgebox_orchestrator_registrations_total",
+        "Registration requests, by outcome (created, updated, unchanged, conflict, invalid, failed).",
+    ),
+    MetricDoc::counter(
+        "edgebox_orchestrator_joins_total",
+        "Join requests with a token, by outcome: joined, conflict, or why it was refused.",
+    ),
+    MetricDoc::counter(
+        "edgebox_orchestrator_node_forbidden_total",
+        "Requests refused because the node's certificate does not allow them.",
+    ),
+    MetricDoc::counter("edgebox_orchestrator_certificates_issued_total", "Node certificates issued by the fleet CA."),
+    MetricDoc::gauge("edgebox_orchestrator_streams", "Open heartbeat streams."),
+    MetricDoc::counter("edgebox_orchestrator_heartbeats_total", "Heartbeats received."),
+    MetricDoc::counter(
+        "edgebox_orchestrator_heartbeats_dropped_total",
+        "Heartbeats ignored for arriving faster than the assigned interval.",
+    ),
+    MetricDoc::gauge(
+        "edgebox_orchestrator_heartbeat_interval_seconds",
+        "Heartbeat interval assigned to nodes, adapted to the fleet's size.",
+    ),
+    MetricDoc::gauge("edgebox_orchestrator_revision", "Revision of the registry and desired state."),
+    MetricDoc::counter("edgebox_orchestrator_deployment_versions_total", "Deployment versions created."),
+    MetricDoc::counter("edgebox_orchestrator_rollout_phases_total", "Rollout phase changes, by the phase entered."),
+    MetricDoc::histogram("edgebox_orchestrator_rollout_step_seconds", "Time to plan one rollout step."),
+    MetricDoc::counter("edgebox_orchestrator_blobs_stored_total", "Deployment blobs uploaded."),
+    MetricDoc::counter("edgebox_orchestrator_blobs_deleted_total", "Deployment blobs deleted."),
+    MetricDoc::gauge("edgebox_orchestrator_raft_leader", "1 while this replica leads the Raft group."),
+    MetricDoc::gauge("edgebox_orchestrator_raft_term", "Current Raft term."),
+    MetricDoc::gauge("edgebox_orchestrator_raft_applied_index", "Index of the last Raft log entry applied."),
+    MetricDoc::counter(
+        "edgebox_orchestrator_raft_applied_total",
+        "Raft log entries applied, by command and whether it repeated an applied one.",
+    ),
+    MetricDoc::counter(
+        "edgebox_orchestrator_raft_rpcs_total",
+        "Raft RPCs received, by call: append, vote or snapshot.",
+    ),
+    MetricDoc::counter("edgebox_orchestrator_raft_forwarded_total", "Writes a follower forwarded to the leader."),
+    MetricDoc::counter("edgebox_orchestrator_raft_redirects_total", "Requests answered with a redirect to the leader."),
+];
 
 /// How often the detector looks at every node.
 const SWEEP: Duration = Duration::from_millis(250);

@@ -36,6 +36,7 @@ use futures_util::future::BoxFuture;
 use crate::core::ports::free_loopback;
 use crate::core::role::{Declared, Role, RoleCtx, RoleEntry, StatusHandle, load_with};
 use crate::core::store::Store;
+use crate::core::telemetry::MetricDoc;
 use config::StreamerConfig;
 use source::SourceMisconfigured;
 
@@ -48,9 +49,55 @@ pub const ENTRY: RoleEntry = RoleEntry {
     migrations: &[],
     reloads: false,
     load: |section| load_with(section, Streamer::new),
+    metrics: METRICS,
     command: cli::command,
     run_command: cli::run,
 };
+
+/// The streamer's metrics.
+const METRICS: &[MetricDoc] = &[
+    MetricDoc::gauge("edgebox_streamer_connected", "1 while the binlog stream from the source is open."),
+    MetricDoc::counter("edgebox_streamer_restarts_total", "Times the pipeline stopped on an error and started again."),
+    MetricDoc::counter("edgebox_streamer_bytes_total", "Binlog bytes read from the source."),
+    MetricDoc::counter("edgebox_streamer_events_total", "Binlog events read, by type."),
+    MetricDoc::counter(
+        "edgebox_streamer_rows_total",
+        "Row changes published to Kafka, by op (insert, update, delete).",
+    ),
+    MetricDoc::counter(
+        "edgebox_streamer_oversized_total",
+        "Row changes larger than kafka.max_message_bytes (handled as the config says).",
+    ),
+    MetricDoc::counter(
+        "edgebox_streamer_schema_mismatch_total",
+        "Row events whose columns disagree with the schema history (the binlog's metadata is used).",
+    ),
+    MetricDoc::counter(
+        "edgebox_streamer_ddl_unparsed_total",
+        "DDL statements or table definitions the schema history cannot follow.",
+    ),
+    MetricDoc::histogram(
+        "edgebox_streamer_publish_seconds",
+        "Time from sending a change to Kafka to its acknowledgement.",
+    ),
+    MetricDoc::histogram("edgebox_streamer_lag_seconds", "Time from the source's commit to Kafka's acknowledgement."),
+    MetricDoc::gauge("edgebox_streamer_in_flight", "Messages sent to Kafka and not yet acknowledged."),
+    MetricDoc::gauge(
+        "edgebox_streamer_unacknowledged",
+        "Binlog positions waiting for their changes' acknowledgements.",
+    ),
+    MetricDoc::counter("edgebox_streamer_kafka_commits_total", "Kafka transactions committed."),
+    MetricDoc::counter(
+        "edgebox_streamer_backpressure_waits_total",
+        "Times publishing waited for acknowledgements before sending more.",
+    ),
+    MetricDoc::counter("edgebox_streamer_checkpoints_total", "Acknowledged binlog positions saved to the store."),
+    MetricDoc::gauge("edgebox_streamer_position_file_number", "Number of the binlog file of the last saved position."),
+    MetricDoc::gauge("edgebox_streamer_position_offset", "Offset in its binlog file of the last saved position."),
+    MetricDoc::gauge("edgebox_streamer_snapshot_running", "1 while an initial snapshot is copying tables."),
+    MetricDoc::gauge("edgebox_streamer_snapshot_tables_remaining", "Tables the running snapshot has yet to copy."),
+    MetricDoc::counter("edgebox_streamer_snapshot_rows_total", "Rows copied by snapshots."),
+];
 
 pub struct Streamer {
     cfg: StreamerConfig,

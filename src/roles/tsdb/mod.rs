@@ -33,6 +33,7 @@ use crate::core::auth::Auth;
 use crate::core::exit::ConfigProblem;
 use crate::core::httpserve::serve;
 use crate::core::role::{Declared, ListenerDecl, Role, RoleCtx, RoleEntry, load_with};
+use crate::core::telemetry::MetricDoc;
 use crate::core::tls::ServerTls;
 use config::TsdbConfig;
 use storage::{Limits, Storage};
@@ -46,9 +47,39 @@ pub const ENTRY: RoleEntry = RoleEntry {
     migrations: storage::MIGRATIONS,
     reloads: false,
     load: |section| load_with(section, Tsdb::new),
+    metrics: METRICS,
     command: cli::command,
     run_command: cli::run,
 };
+
+/// The tsdb's metrics.
+const METRICS: &[MetricDoc] = &[
+    MetricDoc::gauge("edgebox_tsdb_series", "Series in the index."),
+    MetricDoc::counter("edgebox_tsdb_samples_appended_total", "Samples accepted and written to the write-ahead log."),
+    MetricDoc::counter(
+        "edgebox_tsdb_samples_rejected_total",
+        "Samples refused, by reason: out_of_order or future (too far ahead of the clock).",
+    ),
+    MetricDoc::counter(
+        "edgebox_tsdb_cardinality_limit_hits_total",
+        "Writes refused because they would pass a series or label limit.",
+    ),
+    MetricDoc::counter("edgebox_tsdb_checkpoints_total", "Checkpoints: heads sealed into chunks, the log truncated."),
+    MetricDoc::counter("edgebox_tsdb_sealed_samples_total", "Samples sealed from heads into compressed chunks."),
+    MetricDoc::counter(
+        "edgebox_tsdb_size_retention_chunks_dropped_total",
+        "Chunks dropped, oldest first, to keep the data under its size limit.",
+    ),
+    MetricDoc::counter("edgebox_tsdb_rollup_buckets_total", "5-minute and 1-hour rollup buckets written."),
+    MetricDoc::gauge("edgebox_tsdb_rollup_watermark_seconds", "Time up to which rollups are complete, Unix seconds."),
+    MetricDoc::gauge("edgebox_tsdb_forward_backlog_batches", "Batches waiting to be forwarded upstream."),
+    MetricDoc::counter("edgebox_tsdb_forward_batches_sent_total", "Batches the upstream accepted."),
+    MetricDoc::counter(
+        "edgebox_tsdb_forward_batches_dropped_total",
+        "Batches the upstream refused as invalid (dropped, not retried).",
+    ),
+    MetricDoc::counter("edgebox_tsdb_forward_failures_total", "Forwarding attempts that failed and will be retried."),
+];
 
 /// The role, built from its config section.
 pub struct Tsdb {
