@@ -161,6 +161,24 @@ fn line_protocol_in_promql_out() {
 }
 
 #[test]
+fn a_query_loading_more_samples_than_the_limit_is_refused_with_422() {
+    let app = Appliance::start("[tsdb]\nlisten = \"127.0.0.1:0\"\nmax_query_samples = 1000\n", &["up"]);
+    let addr = tsdb_addr(&app);
+    app.wait_ready();
+    let t0 = now_s() - 1800;
+    let body: String =
+        (0..400).flat_map(|k| (0..3).map(move |i| format!("big,i={i} v={k} {}\n", t0 + k * 2))).collect();
+    assert_eq!(http(addr, "POST", "/write?precision=s", &[], body.as_bytes()).0, 204);
+    let one = query(addr, "count_over_time(big_v{i=\"0\"}[1h])");
+    assert_eq!(one["data"]["result"][0]["value"][1], "400", "{one}");
+    let body = format!("query={}", urlencode("sum(count_over_time(big_v[1h]))"));
+    let (status, answer) =
+        http(addr, "POST", "/api/v1/query", &[("Content-Type", "application/x-www-form-urlencoded")], body.as_bytes());
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.contains("more than 1000 samples (tsdb.max_query_samples)"), "{answer}");
+}
+
+#[test]
 fn remote_write_is_received() {
     use edgebox::roles::tsdb::remote_write::{Label, Sample, TimeSeries, WriteRequest, encode};
     let app = Appliance::start("", &["up"]);

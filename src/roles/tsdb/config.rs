@@ -20,6 +20,10 @@ auth = "none"
 # token_file = "/etc/edgebox/tsdb.token"
 # Largest request body accepted, in bytes (after gzip decoding too).
 max_body_bytes = 16777216
+# Most samples one PromQL query may load (Prometheus's --query.max-samples);
+# each costs 16 bytes while the query runs. A query past it answers 422,
+# refused as soon as the samples found pass the limit.
+max_query_samples = 50000000
 # Samples older than a series' newest sample by more than this many seconds
 # are refused (out-of-order window). 0 refuses every out-of-order sample.
 out_of_order_window_s = 3600
@@ -91,6 +95,8 @@ pub struct TsdbConfig {
     pub token_file: Option<PathBuf>,
     /// Largest request body, in bytes (also after gzip decoding).
     pub max_body_bytes: usize,
+    /// Most samples one query may load.
+    pub max_query_samples: usize,
     /// How far behind a series' newest sample a write may be, in seconds.
     pub out_of_order_window_s: u64,
     /// How far ahead of the clock a sample may be, in seconds.
@@ -135,6 +141,7 @@ impl Default for TsdbConfig {
             auth: AuthMode::None,
             token_file: None,
             max_body_bytes: 16 << 20,
+            max_query_samples: 50_000_000,
             out_of_order_window_s: 3600,
             max_future_s: 600,
             retention_days: 30,
@@ -174,6 +181,9 @@ impl TsdbConfig {
         let client_certs = self.tls.as_ref().is_some_and(|t| t.requires_client_certs());
         if let Some(p) = crate::core::auth::problem(self.auth, self.listen, self.token_file.as_deref(), client_certs) {
             return Err(format!("tsdb.listen/auth: {p}"));
+        }
+        if self.max_query_samples < 1000 {
+            return Err("tsdb.max_query_samples: must be at least 1000".into());
         }
         if self.max_body_bytes < 1024 {
             return Err("tsdb.max_body_bytes: must be at least 1024".into());

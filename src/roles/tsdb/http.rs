@@ -22,6 +22,8 @@ pub struct Api {
     pub storage: Arc<Storage>,
     pub auth: Auth,
     pub max_body: usize,
+    /// Most samples one PromQL query may load.
+    pub max_query_samples: usize,
     pub limits: lineproto::Limits,
     /// Line-protocol series keys already resolved to ids.
     pub keys: ingest::KeyCache,

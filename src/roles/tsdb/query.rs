@@ -11,10 +11,9 @@ use super::http::{Api, ApiError};
 use super::params::Params;
 use super::promql::{self, ApiFloat, ApiTime, Evaluator, Metric, QueryError, Series, Value, format_time, format_value};
 use super::storage::rollup::Resolution;
-use super::storage::{Labels, Storage};
+use super::storage::{Labels, Storage, TooManySamples};
 
-/// Most samples one query may read, and most steps of a range query.
-pub const MAX_SAMPLES: usize = 50_000_000;
+/// Most steps of a range query.
 pub const MAX_STEPS: i64 = 11_000;
 
 impl From<QueryError> for ApiError {
@@ -98,30 +97,35 @@ pub async fn evaluate(
     start: i64,
     end: i64,
     step: i64,
+    max_samples: usize,
 ) -> Result<Vec<(i64, Value)>, ApiError> {
     // Boxed: selections are keyed by their selector's address in the tree,
     // which must not move when the tree moves to the blocking pool below.
     let expr = Box::new(promql::parse(query)?);
     let mut data: HashMap<usize, Vec<Series>> = HashMap::new();
-    let mut budget = MAX_SAMPLES;
+    let mut budget = max_samples;
     for sel in promql::plan(&expr, start, end)? {
         let mut chosen: BTreeMap<u64, Arc<Labels>> = BTreeMap::new();
         for alt in &sel.matchers {
             chosen.extend(storage.select(alt));
         }
         let ids: Vec<u64> = chosen.keys().copied().collect();
-        let mut read = storage.read(ids.clone(), sel.from, sel.to).await.map_err(ApiError::internal)?;
+        let too_many = || {
+            ApiError::unsupported(format!(
+                "query would read more than {max_samples} samples (tsdb.max_query_samples); narrow the selectors or the time range"
+            ))
+        };
+        let mut read = storage
+            .read_within(ids.clone(), sel.from, sel.to, budget)
+            .await
+            .map_err(|e| if e.is::<TooManySamples>() { too_many() } else { ApiError::internal(e) })?;
         for (_, points) in read.iter_mut() {
             promql::eval::as_column(points, sel.column);
         }
         with_rollups(storage, &ids, &sel, &mut read).await?;
         let mut series = Vec::with_capacity(read.len());
         for (id, points) in read {
-            budget = budget.checked_sub(points.len()).ok_or_else(|| {
-                ApiError::unsupported(format!(
-                    "query would read more than {MAX_SAMPLES} samples; narrow the selectors or the time range"
-                ))
-            })?;
+            budget = budget.checked_sub(points.len()).ok_or_else(too_many)?;
             series.push(Series { metric: promql::eval::metric_of(&chosen[&id]), points });
         }
         data.insert(sel.key, series);
@@ -148,7 +152,7 @@ fn now_ms() -> i64 {
 pub async fn instant(api: Arc<Api>, params: Params) -> Result<serde_json::Value, ApiError> {
     let query = params.get("query").ok_or_else(|| ApiError::bad_data("missing parameter `query`"))?;
     let t = params.time("time", now_ms()).map_err(ApiError::bad_data)?;
-    let mut results = evaluate(&api.storage, query, t, t, 1).await?;
+    let mut results = evaluate(&api.storage, query, t, t, 1, api.max_query_samples).await?;
     let (_, value) = results.pop().ok_or_else(|| ApiError::bad_data("no evaluation"))?;
     Ok(instant_json(value, t))
 }
@@ -191,7 +195,7 @@ pub async fn range(api: Arc<Api>, params: Params) -> Result<Matrix, ApiError> {
             "exceeded maximum resolution of {MAX_STEPS} points per timeseries; try decreasing the query resolution (?step=XX)"
         )));
     }
-    let steps = evaluate(&api.storage, query, start, end, step).await?;
+    let steps = evaluate(&api.storage, query, start, end, step, api.max_query_samples).await?;
     range_json(steps)
 }
 

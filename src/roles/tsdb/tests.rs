@@ -125,7 +125,7 @@ fn checkpoints_change_nothing_a_reader_sees_across_restarts() {
         assert!(again == want, "a restart must see the checkpoint plus the replayed log");
         // A bare selector and one inside an expression read the same data.
         for q in ["temp", "temp + 0"] {
-            let out = super::query::evaluate(&s, q, end, end, 1).await.unwrap();
+            let out = super::query::evaluate(&s, q, end, end, 1, usize::MAX).await.unwrap();
             let super::promql::Value::Vector(v) = &out[0].1 else { panic!("{q}: not a vector") };
             assert_eq!(v.len(), 2, "{q}: {v:?}");
         }
@@ -241,7 +241,7 @@ fn rollups_answer_for_time_raw_retention_dropped() {
             ("count_over_time(m[1h])", "count"),
             ("avg_over_time(m[1h])", "avg"),
         ] {
-            let out = super::query::evaluate(&s, q, start + HOUR, start + 9 * HOUR, HOUR).await.unwrap();
+            let out = super::query::evaluate(&s, q, start + HOUR, start + 9 * HOUR, HOUR, usize::MAX).await.unwrap();
             assert_eq!(out.len(), 9, "{q}");
             for (t, value) in out {
                 // Buckets cover [t - 1h, t).
@@ -258,5 +258,35 @@ fn rollups_answer_for_time_raw_retention_dropped() {
                 assert!((v[0].v - want).abs() < 1e-9, "{q} at {t}: {} != {want}", v[0].v);
             }
         }
+    });
+}
+
+#[test]
+fn a_read_past_its_sample_limit_is_refused_before_it_holds_them_all() {
+    use super::storage::TooManySamples;
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let s = open(&dir, limits());
+        let batch = |from: i64, n: i64| -> Vec<Incoming> {
+            (from..from + n)
+                .flat_map(|i| ["a", "b", "c"].map(|inst| sample("load", inst, i * 1000, i as f64)))
+                .collect()
+        };
+        s.append(batch(0, 1000), 10_000_000).await.unwrap();
+        s.checkpoint(None).await.unwrap();
+        // Newer samples stay in the heads: those count once decoded.
+        s.append(batch(1000, 200), 10_000_000).await.unwrap();
+        let ids: Vec<u64> = s.select(&[Matcher::equal("__name__", "load")]).into_iter().map(|(id, _)| id).collect();
+        let count = |r: Vec<(u64, Vec<(i64, f64)>)>| r.iter().map(|(_, p)| p.len()).sum::<usize>();
+        let refused = |r: anyhow::Result<_>| r.is_err_and(|e: anyhow::Error| e.is::<TooManySamples>());
+
+        // The stored chunks alone (960 samples a series) pass the limit:
+        // refused while still compressed.
+        assert!(refused(s.read_within(ids.clone(), 0, 999_000, 2000).await));
+        assert_eq!(count(s.read_within(ids.clone(), i64::MIN, i64::MAX, 3600).await.unwrap()), 3600);
+        assert!(refused(s.read_within(ids.clone(), i64::MIN, i64::MAX, 3599).await));
+        // Only the samples inside the window count, not whole edge chunks.
+        assert_eq!(count(s.read_within(ids.clone(), 500_000, 1_099_000, 1800).await.unwrap()), 1800);
+        assert!(refused(s.read_within(ids.clone(), 500_000, 1_099_000, 1799).await));
     });
 }

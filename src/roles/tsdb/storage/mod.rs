@@ -25,7 +25,7 @@ mod varint;
 pub mod wal;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use redb::ReadableTable;
@@ -474,6 +474,21 @@ impl Storage {
     /// Samples of each series in `[from, to]` (ms), oldest first: chunks
     /// from the store merged with the heads, later writes winning.
     pub async fn read(&self, ids: Vec<u64>, from: i64, to: i64) -> anyhow::Result<Vec<(u64, Vec<(i64, f64)>)>> {
+        self.read_within(ids, from, to, usize::MAX).await
+    }
+
+    /// As [`Storage::read`], refused with [`TooManySamples`] as soon as the
+    /// samples found pass `limit`: stored chunks wholly inside the window
+    /// count while they are copied out of the store, each series once it is
+    /// decoded. A refused read so never holds more than `limit` decoded
+    /// samples (16 bytes each) plus one series per core.
+    pub async fn read_within(
+        &self,
+        ids: Vec<u64>,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(u64, Vec<(i64, f64)>)>> {
         let mem: Vec<(u64, head::MemParts)> = ids.iter().map(|&id| (id, self.heads.parts(id, from, to))).collect();
         // Chunks in the store hold nothing newer than a series' floor.
         let need_store = mem.iter().any(|(_, p)| p.floor_t >= from);
@@ -484,9 +499,17 @@ impl Storage {
             self.store
                 .read(move |txn| {
                     let chunks = txn.open_table(CHUNK_ROWS)?;
-                    let mut out = Vec::with_capacity(wanted.len());
+                    let (mut out, mut surely) = (Vec::with_capacity(wanted.len()), 0usize);
                     for (id, want) in wanted {
                         let values = if want { chunk_rows::overlapping(&chunks, id, from, to)? } else { Vec::new() };
+                        for (first, v) in &values {
+                            if *first >= from && chunk::last_t(v).is_ok_and(|newest| newest <= to) {
+                                surely = surely.saturating_add(chunk::sample_count(v).unwrap_or(0));
+                            }
+                        }
+                        if surely > limit {
+                            return Err(TooManySamples.into());
+                        }
                         out.push(values.into_iter().map(|(_, v)| v).collect());
                     }
                     Ok(out)
@@ -504,9 +527,15 @@ impl Storage {
                 .map(|(i, (id, p))| (id, stored.get(i).map_or(&[][..], Vec::as_slice), p))
                 .collect();
             let work = series.iter().map(|(_, s, p)| s.len() + p.sealed.len() + 1).sum::<usize>() * head::CUT_SAMPLES;
+            let left = AtomicUsize::new(limit);
             let parts = crate::roles::tsdb::cores::split(&series, work, |part| {
                 part.iter()
-                    .map(|(id, stored, p)| Ok((*id, merge(decode_parts(*id, stored, p)?, from, to))))
+                    .map(|(id, stored, p)| {
+                        let points = merge(decode_parts(*id, stored, p)?, from, to);
+                        left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(points.len()))
+                            .map_err(|_| TooManySamples)?;
+                        Ok((*id, points))
+                    })
                     .collect::<anyhow::Result<Vec<_>>>()
             });
             let mut out = Vec::with_capacity(series.len());
@@ -518,6 +547,11 @@ impl Storage {
         .await?
     }
 }
+
+/// A read that passed its sample limit (see [`Storage::read_within`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the read passed its sample limit")]
+pub struct TooManySamples;
 
 /// One series' runs for `merge`, oldest write first: its stored chunks,
 /// sealed chunks, the open chunk, then late and out-of-order samples.
