@@ -24,6 +24,9 @@ max_body_bytes = 16777216
 # each costs 16 bytes while the query runs. A query past it answers 422,
 # refused as soon as the samples found pass the limit.
 max_query_samples = 50000000
+# Seconds one PromQL query may run (Prometheus's --query.timeout), checked
+# between its selectors and its steps; past it the query answers 503.
+query_timeout_s = 120
 # Samples older than a series' newest sample by more than this many seconds
 # are refused (out-of-order window). 0 refuses every out-of-order sample.
 out_of_order_window_s = 3600
@@ -97,6 +100,8 @@ pub struct TsdbConfig {
     pub max_body_bytes: usize,
     /// Most samples one query may load.
     pub max_query_samples: usize,
+    /// Seconds one query may run.
+    pub query_timeout_s: u64,
     /// How far behind a series' newest sample a write may be, in seconds.
     pub out_of_order_window_s: u64,
     /// How far ahead of the clock a sample may be, in seconds.
@@ -142,6 +147,7 @@ impl Default for TsdbConfig {
             token_file: None,
             max_body_bytes: 16 << 20,
             max_query_samples: 50_000_000,
+            query_timeout_s: 120,
             out_of_order_window_s: 3600,
             max_future_s: 600,
             retention_days: 30,
@@ -181,6 +187,9 @@ impl TsdbConfig {
         let client_certs = self.tls.as_ref().is_some_and(|t| t.requires_client_certs());
         if let Some(p) = crate::core::auth::problem(self.auth, self.listen, self.token_file.as_deref(), client_certs) {
             return Err(format!("tsdb.listen/auth: {p}"));
+        }
+        if self.query_timeout_s == 0 {
+            return Err("tsdb.query_timeout_s: must be at least 1".into());
         }
         if self.max_query_samples < 1000 {
             return Err("tsdb.max_query_samples: must be at least 1000".into());

@@ -22,8 +22,8 @@ pub struct Api {
     pub storage: Arc<Storage>,
     pub auth: Auth,
     pub max_body: usize,
-    /// Most samples one PromQL query may load.
-    pub max_query_samples: usize,
+    /// What one PromQL query may load and take.
+    pub query_limits: super::query::QueryLimits,
     pub limits: lineproto::Limits,
     /// Line-protocol series keys already resolved to ids.
     pub keys: ingest::KeyCache,
@@ -258,6 +258,10 @@ impl ApiError {
     }
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self { status: StatusCode::UNPROCESSABLE_ENTITY, kind: "execution", message: message.into() }
+    }
+    /// Prometheus's answer to a query past its timeout.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, kind: "timeout", message: message.into() }
     }
     pub fn internal(e: anyhow::Error) -> Self {
         Self { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: format!("{e:#}") }

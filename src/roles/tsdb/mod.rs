@@ -131,7 +131,10 @@ impl Role for Tsdb {
                 storage: storage.clone(),
                 auth,
                 max_body: cfg.max_body_bytes,
-                max_query_samples: cfg.max_query_samples,
+                query_limits: query::QueryLimits {
+                    max_samples: cfg.max_query_samples,
+                    timeout: Duration::from_secs(cfg.query_timeout_s),
+                },
                 limits: lineproto::Limits::default(),
                 keys: ingest::KeyCache::new(cfg.max_series.saturating_mul(2).min(4_000_000)),
             });

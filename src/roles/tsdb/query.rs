@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -15,6 +16,18 @@ use super::storage::{Labels, Storage, TooManySamples};
 
 /// Most steps of a range query.
 pub const MAX_STEPS: i64 = 11_000;
+
+/// What one query may take: samples loaded, and time.
+#[derive(Clone, Copy, Debug)]
+pub struct QueryLimits {
+    pub max_samples: usize,
+    pub timeout: Duration,
+}
+
+impl QueryLimits {
+    /// No limits (tests, and callers that bound the work themselves).
+    pub const NONE: QueryLimits = QueryLimits { max_samples: usize::MAX, timeout: Duration::MAX };
+}
 
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
@@ -97,14 +110,27 @@ pub async fn evaluate(
     start: i64,
     end: i64,
     step: i64,
-    max_samples: usize,
+    limits: QueryLimits,
 ) -> Result<Vec<(i64, Value)>, ApiError> {
+    let max_samples = limits.max_samples;
+    // Checked between selectors and between evaluation steps.
+    let deadline = Instant::now().checked_add(limits.timeout);
+    let timed_out = move || deadline.is_some_and(|d| Instant::now() >= d);
+    let timeout = move || {
+        ApiError::timeout(format!(
+            "query timed out after {:?} (tsdb.query_timeout_s); narrow the selectors, the time range or the steps",
+            limits.timeout
+        ))
+    };
     // Boxed: selections are keyed by their selector's address in the tree,
     // which must not move when the tree moves to the blocking pool below.
     let expr = Box::new(promql::parse(query)?);
     let mut data: HashMap<usize, Vec<Series>> = HashMap::new();
     let mut budget = max_samples;
     for sel in promql::plan(&expr, start, end)? {
+        if timed_out() {
+            return Err(timeout());
+        }
         let mut chosen: BTreeMap<u64, Arc<Labels>> = BTreeMap::new();
         for alt in &sel.matchers {
             chosen.extend(storage.select(alt));
@@ -136,6 +162,9 @@ pub async fn evaluate(
         let mut out = Vec::new();
         let mut t = start;
         while t <= end {
+            if timed_out() {
+                return Err(timeout());
+            }
             out.push((t, ev.eval(&expr, t)?));
             t += step;
         }
@@ -152,7 +181,7 @@ fn now_ms() -> i64 {
 pub async fn instant(api: Arc<Api>, params: Params) -> Result<serde_json::Value, ApiError> {
     let query = params.get("query").ok_or_else(|| ApiError::bad_data("missing parameter `query`"))?;
     let t = params.time("time", now_ms()).map_err(ApiError::bad_data)?;
-    let mut results = evaluate(&api.storage, query, t, t, 1, api.max_query_samples).await?;
+    let mut results = evaluate(&api.storage, query, t, t, 1, api.query_limits).await?;
     let (_, value) = results.pop().ok_or_else(|| ApiError::bad_data("no evaluation"))?;
     Ok(instant_json(value, t))
 }
@@ -195,7 +224,7 @@ pub async fn range(api: Arc<Api>, params: Params) -> Result<Matrix, ApiError> {
             "exceeded maximum resolution of {MAX_STEPS} points per timeseries; try decreasing the query resolution (?step=XX)"
         )));
     }
-    let steps = evaluate(&api.storage, query, start, end, step, api.max_query_samples).await?;
+    let steps = evaluate(&api.storage, query, start, end, step, api.query_limits).await?;
     range_json(steps)
 }
 

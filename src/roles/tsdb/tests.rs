@@ -125,7 +125,7 @@ fn checkpoints_change_nothing_a_reader_sees_across_restarts() {
         assert!(again == want, "a restart must see the checkpoint plus the replayed log");
         // A bare selector and one inside an expression read the same data.
         for q in ["temp", "temp + 0"] {
-            let out = super::query::evaluate(&s, q, end, end, 1, usize::MAX).await.unwrap();
+            let out = super::query::evaluate(&s, q, end, end, 1, super::query::QueryLimits::NONE).await.unwrap();
             let super::promql::Value::Vector(v) = &out[0].1 else { panic!("{q}: not a vector") };
             assert_eq!(v.len(), 2, "{q}: {v:?}");
         }
@@ -241,7 +241,10 @@ fn rollups_answer_for_time_raw_retention_dropped() {
             ("count_over_time(m[1h])", "count"),
             ("avg_over_time(m[1h])", "avg"),
         ] {
-            let out = super::query::evaluate(&s, q, start + HOUR, start + 9 * HOUR, HOUR, usize::MAX).await.unwrap();
+            let out =
+                super::query::evaluate(&s, q, start + HOUR, start + 9 * HOUR, HOUR, super::query::QueryLimits::NONE)
+                    .await
+                    .unwrap();
             assert_eq!(out.len(), 9, "{q}");
             for (t, value) in out {
                 // Buckets cover [t - 1h, t).
@@ -288,5 +291,21 @@ fn a_read_past_its_sample_limit_is_refused_before_it_holds_them_all() {
         // Only the samples inside the window count, not whole edge chunks.
         assert_eq!(count(s.read_within(ids.clone(), 500_000, 1_099_000, 1800).await.unwrap()), 1800);
         assert!(refused(s.read_within(ids.clone(), 500_000, 1_099_000, 1799).await));
+    });
+}
+
+#[test]
+fn a_query_past_its_timeout_answers_503_timeout() {
+    use super::query::{QueryLimits, evaluate};
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let s = open(&dir, limits());
+        s.append(vec![sample("up", "a", 1000, 1.0)], 10_000).await.unwrap();
+        let none = QueryLimits { max_samples: 1000, timeout: std::time::Duration::ZERO };
+        let e = evaluate(&s, "up", 1000, 61_000, 1000, none).await.unwrap_err();
+        assert_eq!((e.status.as_u16(), e.kind), (503, "timeout"), "{}", e.message);
+        assert!(e.message.contains("tsdb.query_timeout_s"), "{}", e.message);
+        let ample = QueryLimits { max_samples: 1000, timeout: std::time::Duration::from_secs(60) };
+        assert_eq!(evaluate(&s, "up", 1000, 61_000, 1000, ample).await.unwrap().len(), 61);
     });
 }
