@@ -127,6 +127,11 @@ pub async fn evaluate(
     let expr = Box::new(promql::parse(query)?);
     let mut data: HashMap<usize, Vec<Series>> = HashMap::new();
     let mut budget = max_samples;
+    let too_many = || {
+        ApiError::unsupported(format!(
+            "query would read more than {max_samples} samples (tsdb.max_query_samples); narrow the selectors or the time range"
+        ))
+    };
     for sel in promql::plan(&expr, start, end)? {
         if timed_out() {
             return Err(timeout());
@@ -136,11 +141,6 @@ pub async fn evaluate(
             chosen.extend(storage.select(alt));
         }
         let ids: Vec<u64> = chosen.keys().copied().collect();
-        let too_many = || {
-            ApiError::unsupported(format!(
-                "query would read more than {max_samples} samples (tsdb.max_query_samples); narrow the selectors or the time range"
-            ))
-        };
         let mut read = storage
             .read_within(ids.clone(), sel.from, sel.to, budget)
             .await
