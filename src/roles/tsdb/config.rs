@@ -27,6 +27,10 @@ max_query_samples = 50000000
 # Seconds one PromQL query may run (Prometheus's --query.timeout), checked
 # between its selectors and its steps; past it the query answers 503.
 query_timeout_s = 120
+# Most PromQL queries evaluated at once (Prometheus's --query.max-concurrency);
+# more wait their turn, the wait counting toward query_timeout_s. Each may
+# hold up to 16 bytes x max_query_samples while it runs.
+max_concurrent_queries = 4
 # Samples older than a series' newest sample by more than this many seconds
 # are refused (out-of-order window). 0 refuses every out-of-order sample.
 out_of_order_window_s = 3600
@@ -102,6 +106,8 @@ pub struct TsdbConfig {
     pub max_query_samples: usize,
     /// Seconds one query may run.
     pub query_timeout_s: u64,
+    /// Most queries evaluated at once.
+    pub max_concurrent_queries: usize,
     /// How far behind a series' newest sample a write may be, in seconds.
     pub out_of_order_window_s: u64,
     /// How far ahead of the clock a sample may be, in seconds.
@@ -148,6 +154,7 @@ impl Default for TsdbConfig {
             max_body_bytes: 16 << 20,
             max_query_samples: 50_000_000,
             query_timeout_s: 120,
+            max_concurrent_queries: 4,
             out_of_order_window_s: 3600,
             max_future_s: 600,
             retention_days: 30,
@@ -190,6 +197,9 @@ impl TsdbConfig {
         }
         if self.query_timeout_s == 0 {
             return Err("tsdb.query_timeout_s: must be at least 1".into());
+        }
+        if self.max_concurrent_queries == 0 {
+            return Err("tsdb.max_concurrent_queries: must be at least 1".into());
         }
         if self.max_query_samples < 1000 {
             return Err("tsdb.max_query_samples: must be at least 1000".into());

@@ -22,8 +22,8 @@ pub struct Api {
     pub storage: Arc<Storage>,
     pub auth: Auth,
     pub max_body: usize,
-    /// What one PromQL query may load and take.
-    pub query_limits: super::query::QueryLimits,
+    /// What one PromQL query may load and take, and how many run at once.
+    pub queries: super::query::Queries,
     pub limits: lineproto::Limits,
     /// Line-protocol series keys already resolved to ids.
     pub keys: ingest::KeyCache,

@@ -79,6 +79,11 @@ const METRICS: &[MetricDoc] = &[
         "Batches the upstream refused as invalid (dropped, not retried).",
     ),
     MetricDoc::counter("edgebox_tsdb_forward_failures_total", "Forwarding attempts that failed and will be retried."),
+    MetricDoc::gauge(
+        "edgebox_tsdb_queries_running",
+        "PromQL queries being evaluated (at most tsdb.max_concurrent_queries).",
+    ),
+    MetricDoc::gauge("edgebox_tsdb_queries_waiting", "PromQL queries waiting for a query slot."),
 ];
 
 /// The role, built from its config section.
@@ -131,10 +136,13 @@ impl Role for Tsdb {
                 storage: storage.clone(),
                 auth,
                 max_body: cfg.max_body_bytes,
-                query_limits: query::QueryLimits {
-                    max_samples: cfg.max_query_samples,
-                    timeout: Duration::from_secs(cfg.query_timeout_s),
-                },
+                queries: query::Queries::new(
+                    query::QueryLimits {
+                        max_samples: cfg.max_query_samples,
+                        timeout: Duration::from_secs(cfg.query_timeout_s),
+                    },
+                    cfg.max_concurrent_queries,
+                ),
                 limits: lineproto::Limits::default(),
                 keys: ingest::KeyCache::new(cfg.max_series.saturating_mul(2).min(4_000_000)),
             });

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use super::http::{Api, ApiError};
 use super::params::Params;
@@ -27,6 +28,74 @@ pub struct QueryLimits {
 impl QueryLimits {
     /// No limits (tests, and callers that bound the work themselves).
     pub const NONE: QueryLimits = QueryLimits { max_samples: usize::MAX, timeout: Duration::MAX };
+}
+
+/// The query slots (Prometheus's `--query.max-concurrency`): at most
+/// `tsdb.max_concurrent_queries` evaluate at once, each holding its
+/// samples until it ends; the others wait their turn, and the wait counts
+/// toward the query's timeout.
+pub struct Queries {
+    limits: QueryLimits,
+    slots: Arc<Semaphore>,
+    concurrency: usize,
+}
+
+impl Queries {
+    pub fn new(limits: QueryLimits, concurrency: usize) -> Queries {
+        Queries { limits, slots: Arc::new(Semaphore::new(concurrency)), concurrency }
+    }
+
+    /// Takes a slot as a running query would.
+    #[cfg(test)]
+    pub fn occupy(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.slots.clone().try_acquire_owned().expect("a free query slot")
+    }
+
+    /// [`evaluate`] once a slot is free. The slot stays taken until the
+    /// evaluation ends, even if the caller stops waiting for it.
+    pub async fn evaluate(
+        &self,
+        storage: &Storage,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Vec<(i64, Value)>, ApiError> {
+        let asked = Instant::now();
+        let slot = {
+            let _waiting = GaugeGuard::up(metrics::gauge!("edgebox_tsdb_queries_waiting"));
+            tokio::time::timeout(self.limits.timeout, self.slots.clone().acquire_owned()).await
+        };
+        let slot = match slot {
+            Ok(slot) => slot.map_err(|e| ApiError::internal(e.into()))?,
+            Err(_) => {
+                return Err(ApiError::timeout(format!(
+                    "query timed out after {:?} (tsdb.query_timeout_s) waiting for one of the {} query slots \
+                     (tsdb.max_concurrent_queries)",
+                    self.limits.timeout, self.concurrency
+                )));
+            }
+        };
+        let left = QueryLimits { timeout: self.limits.timeout.saturating_sub(asked.elapsed()), ..self.limits };
+        let running = (slot, GaugeGuard::up(metrics::gauge!("edgebox_tsdb_queries_running")));
+        evaluate_holding(storage, query, start, end, step, left, running).await
+    }
+}
+
+/// A gauge raised by one while this lives.
+struct GaugeGuard(metrics::Gauge);
+
+impl GaugeGuard {
+    fn up(gauge: metrics::Gauge) -> GaugeGuard {
+        gauge.increment(1.0);
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 impl From<QueryError> for ApiError {
@@ -112,6 +181,20 @@ pub async fn evaluate(
     step: i64,
     limits: QueryLimits,
 ) -> Result<Vec<(i64, Value)>, ApiError> {
+    evaluate_holding(storage, query, start, end, step, limits, ()).await
+}
+
+/// [`evaluate`], keeping `held` until the evaluation ends: the blocking
+/// evaluation outlives this future if the caller drops it.
+async fn evaluate_holding<H: Send + 'static>(
+    storage: &Storage,
+    query: &str,
+    start: i64,
+    end: i64,
+    step: i64,
+    limits: QueryLimits,
+    held: H,
+) -> Result<Vec<(i64, Value)>, ApiError> {
     let max_samples = limits.max_samples;
     // Checked between selectors and between evaluation steps.
     let deadline = Instant::now().checked_add(limits.timeout);
@@ -158,6 +241,7 @@ pub async fn evaluate(
     }
     // Evaluation is CPU work: on the blocking pool, off the runtime workers.
     tokio::task::spawn_blocking(move || {
+        let _held = held;
         let ev = Evaluator::new(&data, start, end, step);
         let mut out = Vec::new();
         let mut t = start;
@@ -181,7 +265,7 @@ fn now_ms() -> i64 {
 pub async fn instant(api: Arc<Api>, params: Params) -> Result<serde_json::Value, ApiError> {
     let query = params.get("query").ok_or_else(|| ApiError::bad_data("missing parameter `query`"))?;
     let t = params.time("time", now_ms()).map_err(ApiError::bad_data)?;
-    let mut results = evaluate(&api.storage, query, t, t, 1, api.query_limits).await?;
+    let mut results = api.queries.evaluate(&api.storage, query, t, t, 1).await?;
     let (_, value) = results.pop().ok_or_else(|| ApiError::bad_data("no evaluation"))?;
     Ok(instant_json(value, t))
 }
@@ -224,7 +308,7 @@ pub async fn range(api: Arc<Api>, params: Params) -> Result<Matrix, ApiError> {
             "exceeded maximum resolution of {MAX_STEPS} points per timeseries; try decreasing the query resolution (?step=XX)"
         )));
     }
-    let steps = evaluate(&api.storage, query, start, end, step, api.query_limits).await?;
+    let steps = api.queries.evaluate(&api.storage, query, start, end, step).await?;
     range_json(steps)
 }
 

@@ -309,3 +309,30 @@ fn a_query_past_its_timeout_answers_503_timeout() {
         assert_eq!(evaluate(&s, "up", 1000, 61_000, 1000, ample).await.unwrap().len(), 61);
     });
 }
+
+#[test]
+fn queries_past_the_concurrency_limit_wait_their_turn_within_their_timeout() {
+    use super::query::{Queries, QueryLimits};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let s = open(&dir, limits());
+        s.append(vec![sample("up", "a", 1000, 1.0)], 10_000).await.unwrap();
+        let queries = Queries::new(QueryLimits { max_samples: 1000, timeout: Duration::from_millis(300) }, 1);
+        let held = queries.occupy();
+        let e = queries.evaluate(&s, "up", 1000, 1000, 1).await.unwrap_err();
+        assert_eq!((e.status.as_u16(), e.kind), (503, "timeout"), "{}", e.message);
+        assert!(e.message.contains("tsdb.max_concurrent_queries"), "{}", e.message);
+
+        // A waiting query runs as soon as the slot frees.
+        let asked = Instant::now();
+        let (answer, ()) = tokio::join!(queries.evaluate(&s, "up", 1000, 1000, 1), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(held);
+        });
+        assert_eq!(answer.unwrap().len(), 1);
+        assert!(asked.elapsed() >= Duration::from_millis(100), "it waited for the slot");
+        // Its slot came back when it ended.
+        drop(queries.occupy());
+    });
+}
