@@ -12,12 +12,13 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 ./cross/setup.sh
 # Peers the integration tests start themselves: VictoriaMetrics (the tsdb
-# forwarding upstream), nginx (a certguard rollout target), Pebble (the
-# ACME test server) and MariaDB (the streamer's source); cmake builds
-# librdkafka for the streamer.
+# forwarding upstream), nginx (a certguard rollout target, and with HAProxy
+# the gateway bench's references), Pebble (the ACME test server) and MariaDB
+# (the streamer's source); cmake builds librdkafka for the streamer.
 missing=()
 command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+[ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v pebble >/dev/null || missing+=(pebble)
 [ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || missing+=(mariadb-server)
 command -v cmake >/dev/null || missing+=(cmake)

@@ -720,15 +720,18 @@ fn certguard_keeps_the_gateways_svid_current_without_a_restart() {
     assert_eq!(get(), "200", "callers still get through, no restart");
 }
 
-/// The benchmark runs end to end (briefly): direct, the gateway and nginx
-/// each answer every request.
+/// The benchmark runs end to end (briefly): direct, the gateway, nginx and
+/// HAProxy each answer every request.
 #[test]
-fn the_benchmark_compares_the_gateway_with_nginx() {
+fn the_benchmark_compares_the_gateway_with_nginx_and_haproxy() {
     let out = crate::support::run(&["gateway", "bench", "--seconds", "1", "--concurrency", "2"]);
     let table = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{table}{}", text(&out.stderr));
-    for row in ["direct", "edgebox gateway", "nginx 1.22"] {
-        let line = table.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row} row: {table}"));
+    for row in ["direct", "edgebox gateway", "nginx 1.22", "haproxy 2.6"] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no {row} row (scripts/setup.sh installs nginx and haproxy): {table}"));
         // …, errors, vCPU per 1k rps, proxy µs/req, driver µs/req.
         let errors: u64 = line.split_whitespace().rev().nth(3).unwrap().parse().unwrap();
         assert_eq!(errors, 0, "{line}");
@@ -736,6 +739,7 @@ fn the_benchmark_compares_the_gateway_with_nginx() {
         assert!(driver.split('+').all(|us| us.parse::<f64>().is_ok()), "{line}");
     }
     assert!(table.contains("gateway / nginx: requests/s"), "{table}");
+    assert!(table.contains("gateway / haproxy: requests/s"), "{table}");
 }
 
 /// An HTTP/1.1 upstream written by hand, so the test sees its connections:

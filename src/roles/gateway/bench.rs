@@ -2,14 +2,16 @@
 //! against going direct to the upstream and against nginx (Debian's,
 //! configured as an mTLS reverse proxy with `ssl_verify_client on` and
 //! pooled upstream connections) in front of the same upstream, in one run.
+//! HAProxy, where installed, runs as a second reference, configured the
+//! same way.
 //!
 //! The load generator presents a client certificate (an X.509-SVID made
 //! here), holds `concurrency` keep-alive HTTP/1.1 connections, and sends
 //! GET /items/{id}?limit=N, which the gateway routes, authorizes and
 //! validates (path and query parameters) against an OpenAPI 3.1 document.
-//! The upstream is a small hyper server in this process. Both proxies log
-//! every request to a file (the gateway's buffered access log, nginx's
-//! access_log). CPU is the proxy processes' user+system time
+//! The upstream is a small hyper server in this process. Every proxy logs
+//! every request (the gateway's buffered access log, nginx's access_log,
+//! HAProxy's log to stdout). CPU is the proxy processes' user+system time
 //! over the run, shown per request split into user and system (kernel)
 //! time, next to the bench process's own (load generator and upstream):
 //! on loopback the kernel's TCP work is most of a proxy's cost and the
@@ -76,6 +78,10 @@ impl Cpu {
         Cpu { user: self.user - before.user, sys: self.sys - before.sys }
     }
 
+    fn plus(self, other: Cpu) -> Cpu {
+        Cpu { user: self.user + other.user, sys: self.sys + other.sys }
+    }
+
     fn per(self, n: f64) -> Cpu {
         Cpu { user: self.user / n, sys: self.sys / n }
     }
@@ -93,35 +99,48 @@ impl Cpu {
     }
 }
 
-/// Runs the comparison; prints a table and returns (direct, gateway, nginx).
+/// Runs the comparison and prints a table.
 pub fn run(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let pki = Pki::write(d)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let upstream = runtime.block_on(start_upstream())?;
-    let duration = Duration::from_secs(seconds);
-    let direct = runtime.block_on(load(Target::Plain(upstream), None, concurrency, duration))?;
-
     let client = ClientTls::load(&pki.client_cfg(), "localhost", "bench")?;
-    let through_gateway = |workers: usize| -> anyhow::Result<Figures> {
-        let port = free_loopback()?;
-        let mut gateway = Proc::gateway(d, &pki, port, upstream, workers)?;
+
+    // Every proxy runs from the start; each waits idle while another is
+    // measured.
+    let through = |proc: Proc, port: u16| -> anyhow::Result<(Target, Option<Proc>)> {
         wait_tls(port)?;
-        let figures = runtime.block_on(load(Target::Tls(port, client.clone()), Some(&gateway), concurrency, duration));
-        gateway.stop();
-        figures
+        Ok((Target::Tls(port, client.clone()), Some(proc)))
     };
-    let gw = through_gateway(0)?;
-    let gw1 = through_gateway(1)?;
+    let (gw_port, gw1_port, ng_port, ha_port) =
+        (free_loopback()?, free_loopback()?, free_loopback()?, free_loopback()?);
+    let mut targets = vec![
+        (Target::Plain(upstream), None),
+        through(Proc::gateway(d, &pki, gw_port, upstream, 0)?, gw_port)?,
+        through(Proc::gateway(d, &pki, gw1_port, upstream, 1)?, gw1_port)?,
+        through(Proc::nginx(d, &pki, ng_port, upstream)?, ng_port)?,
+    ];
+    // HAProxy, where installed: a second reference for what a proxy's
+    // requests/s can be on this machine.
+    if let Some(haproxy) = Proc::haproxy(d, &pki, ha_port, upstream)? {
+        targets.push(through(haproxy, ha_port)?);
+    }
+    let figures = runtime.block_on(measure(&targets, concurrency, seconds))?;
+    for (_, proc) in &mut targets {
+        if let Some(p) = proc {
+            p.stop();
+        }
+    }
+    let (direct, gw, gw1, ng) = (figures[0], figures[1], figures[2], figures[3]);
+    let ha = figures.get(4).copied();
 
-    let ng_port = free_loopback()?;
-    let mut nginx = Proc::nginx(d, &pki, ng_port, upstream)?;
-    wait_tls(ng_port)?;
-    let ng = runtime.block_on(load(Target::Tls(ng_port, client), Some(&nginx), concurrency, duration))?;
-    nginx.stop();
-
-    println!("gateway bench: {concurrency} keep-alive connections, {seconds} s each, GET /items/{{id}}?limit=N");
+    println!(
+        "gateway bench: {concurrency} keep-alive connections, {seconds} s each in slices of at most {} s taken in turn, \
+         GET /items/{{id}}?limit=N",
+        SLICE.as_secs()
+    );
     println!(
         "{:<34} {:>10} {:>9} {:>9} {:>7} {:>16} {:>18} {:>18}",
         "target", "req/s", "p50 ms", "p99 ms", "errors", "vCPU per 1k rps", "proxy µs/req u+s", "driver µs/req u+s"
@@ -143,6 +162,10 @@ pub fn run(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
     row("edgebox gateway (mTLS + OpenAPI)", &gw);
     row("edgebox gateway, workers = 1", &gw1);
     row("nginx 1.22 (mTLS proxy)", &ng);
+    match &ha {
+        Some(ha) => row("haproxy 2.6 (mTLS proxy)", ha),
+        None => println!("haproxy: not installed (apt-get install haproxy), no row"),
+    }
     println!(
         "gateway / nginx: requests/s {:.2}x, p99 {:.2}x; added p50/p99 over direct: gateway {:.3}/{:.3} ms, nginx {:.3}/{:.3} ms",
         gw.rps / ng.rps,
@@ -157,6 +180,15 @@ pub fn run(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
         gw1.rps / ng.rps,
         gw1.p99_ms / ng.p99_ms
     );
+    if let Some(ha) = &ha {
+        println!(
+            "gateway / haproxy: requests/s {:.2}x, p99 {:.2}x; haproxy / nginx: requests/s {:.2}x, p99 {:.2}x",
+            gw.rps / ha.rps,
+            gw.p99_ms / ha.p99_ms,
+            ha.rps / ng.rps,
+            ha.p99_ms / ng.p99_ms
+        );
+    }
     Ok(())
 }
 
@@ -228,24 +260,26 @@ impl Proc {
     /// default).
     fn gateway(d: &Path, pki: &Pki, port: u16, upstream: std::net::SocketAddr, workers: usize) -> anyhow::Result<Proc> {
         std::fs::write(d.join("api.yaml"), API)?;
+        let g = d.join(format!("gateway-w{workers}"));
+        std::fs::create_dir_all(&g)?;
         let cfg = format!(
             "[edgebox]\nroles = [\"gateway\"]\nworkers = {workers}\n[admin]\nlisten = \"127.0.0.1:0\"\n[gateway]\nlisten = \"127.0.0.1:{port}\"\n\
              access_log = \"{}\"\n\
              [gateway.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nspiffe_bundles = {{ \"bench.example\" = \"{}\" }}\n\
              [[gateway.services]]\nname = \"bench\"\nopenapi_file = \"{}\"\nupstream = \"http://{upstream}\"\n",
-            d.join("gateway-access.log").display(),
+            g.join("access.log").display(),
             pki.server_cert.display(),
             pki.server_key.display(),
             pki.bundle.display(),
             d.join("api.yaml").display()
         );
-        std::fs::write(d.join("gateway.toml"), cfg)?;
-        let log = std::fs::File::create(d.join("gateway.log"))?;
+        std::fs::write(g.join("gateway.toml"), cfg)?;
+        let log = std::fs::File::create(g.join("gateway.log"))?;
         let child = Command::new(std::env::current_exe()?)
             .arg("--config")
-            .arg(d.join("gateway.toml"))
+            .arg(g.join("gateway.toml"))
             .arg("--data-dir")
-            .arg(d.join("gateway-data"))
+            .arg(g.join("data"))
             .args(["--log-format", "json", "up"])
             .stdout(Stdio::null())
             .stderr(log)
@@ -283,6 +317,43 @@ impl Proc {
         Ok(Proc { child, name: "nginx" })
     }
 
+    /// HAProxy (Debian's 2.6) as an mTLS reverse proxy to the same
+    /// upstream, as nginx is configured: client certificates verified
+    /// against the trust bundle, keep-alive upstream connections shared
+    /// between callers, every request logged (to stdout, into a file), a
+    /// thread per core. None when it is not installed.
+    fn haproxy(d: &Path, pki: &Pki, port: u16, upstream: std::net::SocketAddr) -> anyhow::Result<Option<Proc>> {
+        let Some(bin) = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"].into_iter().find(|b| Path::new(b).exists())
+        else {
+            return Ok(None);
+        };
+        let h = d.join("haproxy");
+        std::fs::create_dir_all(&h)?;
+        // HAProxy takes the certificate and its key in one file.
+        let crt = h.join("server-with-key.pem");
+        std::fs::write(&crt, std::fs::read_to_string(&pki.server_cert)? + &std::fs::read_to_string(&pki.server_key)?)?;
+        let conf = format!(
+            "global\n  log stdout format raw local0\n\
+             defaults\n  mode http\n  log global\n  option httplog\n  timeout connect 5s\n  timeout client 60s\n\
+             \x20 timeout server 60s\n  timeout http-keep-alive 60s\n\
+             frontend bench\n  bind 127.0.0.1:{port} ssl crt {} ca-file {} verify required alpn http/1.1\n\
+             \x20 default_backend app\n\
+             backend app\n  http-reuse always\n  server app {upstream}\n",
+            crt.display(),
+            pki.bundle.display(),
+        );
+        std::fs::write(h.join("haproxy.cfg"), conf)?;
+        let child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(h.join("haproxy.cfg"))
+            .stdout(std::fs::File::create(h.join("access.log"))?)
+            .stderr(std::fs::File::create(h.join("error.log"))?)
+            .spawn()
+            .with_context(|| format!("starting {bin}"))?;
+        Ok(Some(Proc { child, name: "haproxy" }))
+    }
+
     /// CPU used so far by the process and its children.
     fn cpu(&self) -> Cpu {
         let root = self.child.id();
@@ -295,9 +366,7 @@ impl Proc {
                 }
             }
         }
-        pids.into_iter()
-            .filter_map(Cpu::of)
-            .fold(Cpu::default(), |a, c| Cpu { user: a.user + c.user, sys: a.sys + c.sys })
+        pids.into_iter().filter_map(Cpu::of).fold(Cpu::default(), Cpu::plus)
     }
 
     fn stop(&mut self) {
@@ -364,78 +433,136 @@ async fn start_upstream() -> anyhow::Result<std::net::SocketAddr> {
     Ok(addr)
 }
 
-#[derive(Clone)]
 enum Target {
     Plain(std::net::SocketAddr),
     Tls(u16, ClientTls),
 }
 
-/// `concurrency` connections sending requests back to back for `duration`.
-async fn load(target: Target, proc: Option<&Proc>, concurrency: usize, duration: Duration) -> anyhow::Result<Figures> {
-    // A short warm-up, so connection set-up is not in the figures.
-    let _ = run_load(target.clone(), concurrency, Duration::from_millis(500)).await?;
-    let cpu_before = proc.map(Proc::cpu);
-    let driver_before = Cpu::of(std::process::id()).unwrap_or_default();
-    let started = Instant::now();
-    let (mut latencies, errors) = run_load(target, concurrency, duration).await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let driver = Cpu::of(std::process::id()).unwrap_or_default().since(driver_before);
-    let cpu = proc.zip(cpu_before).map(|(p, before)| p.cpu().since(before));
-    latencies.sort_unstable();
-    let pct = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
-    let rps = latencies.len() as f64 / elapsed;
-    let per_request_us = |c: Cpu| c.per(latencies.len().max(1) as f64 / 1e6);
-    Ok(Figures {
-        rps,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        errors,
-        vcpu_per_krps: cpu.map(|c| (c.total() / elapsed) / (rps / 1000.0)),
-        proxy_us: cpu.map(per_request_us),
-        driver_us: per_request_us(driver),
-    })
+/// The longest stretch one target is loaded before the next takes its
+/// turn: this machine's speed drifts over tens of seconds, and taking the
+/// targets in turn spreads the drift over all of them.
+const SLICE: Duration = Duration::from_secs(2);
+
+/// What the slices of one target add up to.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u64>,
+    errors: u64,
+    elapsed: f64,
+    proxy: Cpu,
+    driver: Cpu,
 }
 
-/// Latencies (µs) of the successful requests, and the failures.
-async fn run_load(target: Target, concurrency: usize, duration: Duration) -> anyhow::Result<(Vec<u64>, u64)> {
+/// `seconds` of load per target, `concurrency` connections sending requests
+/// back to back, in slices taken in turn; the figures in `targets`' order.
+async fn measure(targets: &[(Target, Option<Proc>)], concurrency: usize, seconds: u64) -> anyhow::Result<Vec<Figures>> {
+    // Connections open once and stay open; a short warm-up each, so
+    // connection set-up is not in the figures.
+    let mut conns = Vec::with_capacity(targets.len());
+    for (target, _) in targets {
+        let mut c = open(target, concurrency).await?;
+        let _ = run_load(&mut c, Duration::from_millis(500)).await?;
+        conns.push(c);
+    }
+    let total = Duration::from_secs(seconds);
+    let rounds = total.as_nanos().div_ceil(SLICE.as_nanos()).max(1) as u32;
+    let slice = total / rounds;
+    let mut tallies: Vec<Tally> = targets.iter().map(|_| Tally::default()).collect();
+    for _ in 0..rounds {
+        for (((target, proc), tally), c) in targets.iter().zip(&mut tallies).zip(&mut conns) {
+            reopen_closed(target, c).await?;
+            let cpu_before = proc.as_ref().map(Proc::cpu).unwrap_or_default();
+            let driver_before = Cpu::of(std::process::id()).unwrap_or_default();
+            let started = Instant::now();
+            let (latencies, errors) = run_load(c, slice).await?;
+            tally.elapsed += started.elapsed().as_secs_f64();
+            tally.driver = tally.driver.plus(Cpu::of(std::process::id()).unwrap_or_default().since(driver_before));
+            tally.proxy = tally.proxy.plus(proc.as_ref().map(Proc::cpu).unwrap_or_default().since(cpu_before));
+            tally.latencies.extend(latencies);
+            tally.errors += errors;
+        }
+    }
+    Ok(targets.iter().zip(tallies).map(|((_, proc), t)| t.figures(proc.is_some())).collect())
+}
+
+impl Tally {
+    fn figures(mut self, proxied: bool) -> Figures {
+        let latencies = &mut self.latencies;
+        latencies.sort_unstable();
+        let pct = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0) as f64
+                / 1000.0
+        };
+        let rps = latencies.len() as f64 / self.elapsed;
+        let per_request_us = |c: Cpu| c.per(latencies.len().max(1) as f64 / 1e6);
+        let proxy = proxied.then_some(self.proxy);
+        Figures {
+            rps,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            errors: self.errors,
+            vcpu_per_krps: proxy.map(|c| (c.total() / self.elapsed) / (rps / 1000.0)),
+            proxy_us: proxy.map(per_request_us),
+            driver_us: per_request_us(self.driver),
+        }
+    }
+}
+
+/// One keep-alive connection's sending half.
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// `concurrency` keep-alive connections to the target.
+async fn open(target: &Target, concurrency: usize) -> anyhow::Result<Vec<(usize, Sender)>> {
+    let mut conns = Vec::with_capacity(concurrency);
+    for c in 0..concurrency {
+        let (addr, tls) = match target {
+            Target::Plain(a) => (*a, None),
+            Target::Tls(p, t) => (std::net::SocketAddr::from(([127, 0, 0, 1], *p)), Some(t)),
+        };
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let sender = match tls {
+            None => handshake(tcp).await?,
+            Some(t) => {
+                let connector = tokio_rustls::TlsConnector::from(t.config());
+                handshake(connector.connect(ServerName::try_from("localhost")?, tcp).await?).await?
+            }
+        };
+        conns.push((c, sender));
+    }
+    Ok(conns)
+}
+
+/// Opens again the connections the target closed while it waited idle
+/// (a proxy may close idle keep-alive connections).
+async fn reopen_closed(target: &Target, conns: &mut [(usize, Sender)]) -> anyhow::Result<()> {
+    for (_, sender) in conns.iter_mut().filter(|(_, s)| s.is_closed()) {
+        *sender = open(target, 1).await?.remove(0).1;
+    }
+    Ok(())
+}
+
+/// Every connection sends requests back to back for `duration`; the
+/// latencies (µs) of the successful requests, and the failures.
+async fn run_load(conns: &mut Vec<(usize, Sender)>, duration: Duration) -> anyhow::Result<(Vec<u64>, u64)> {
     let deadline = Instant::now() + duration;
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|c| {
-            let target = target.clone();
-            tokio::spawn(async move { connection(target, c, deadline).await })
-        })
-        .collect();
+    let tasks: Vec<_> = conns.drain(..).map(|(c, sender)| tokio::spawn(requests(c, sender, deadline))).collect();
     let (mut all, mut errors) = (Vec::new(), 0);
     for t in tasks {
-        let (lat, err) = t.await??;
+        let (conn, lat, err) = t.await??;
+        conns.push(conn);
         all.extend(lat);
         errors += err;
     }
     Ok((all, errors))
 }
 
-/// One keep-alive connection's requests until the deadline.
-async fn connection(target: Target, c: usize, deadline: Instant) -> anyhow::Result<(Vec<u64>, u64)> {
-    let (addr, tls) = match &target {
-        Target::Plain(a) => (*a, None),
-        Target::Tls(p, t) => (std::net::SocketAddr::from(([127, 0, 0, 1], *p)), Some(t.clone())),
-    };
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let mut sender = match tls {
-        None => handshake(tcp).await?,
-        Some(t) => {
-            let connector = tokio_rustls::TlsConnector::from(t.config());
-            let stream = connector.connect(ServerName::try_from("localhost")?, tcp).await?;
-            handshake(stream).await?
-        }
-    };
+/// One connection's requests until the deadline; a connection that failed
+/// fails its next request at once.
+async fn requests(c: usize, mut sender: Sender, deadline: Instant) -> anyhow::Result<((usize, Sender), Vec<u64>, u64)> {
     let (mut latencies, mut errors) = (Vec::with_capacity(100_000), 0u64);
     let mut i = 0u64;
     while Instant::now() < deadline {
@@ -458,10 +585,10 @@ async fn connection(target: Target, c: usize, deadline: Instant) -> anyhow::Resu
             }
         }
     }
-    Ok((latencies, errors))
+    Ok(((c, sender), latencies, errors))
 }
 
-async fn handshake<S>(io: S) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>
+async fn handshake<S>(io: S) -> anyhow::Result<Sender>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
