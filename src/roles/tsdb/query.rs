@@ -76,9 +76,8 @@ impl Queries {
                 )));
             }
         };
-        let left = QueryLimits { timeout: self.limits.timeout.saturating_sub(asked.elapsed()), ..self.limits };
         let running = (slot, GaugeGuard::up(metrics::gauge!("edgebox_tsdb_queries_running")));
-        evaluate_holding(storage, query, start, end, step, left, running).await
+        evaluate_holding(storage, query, (start, end, step), self.limits, asked, running).await
     }
 }
 
@@ -181,23 +180,23 @@ pub async fn evaluate(
     step: i64,
     limits: QueryLimits,
 ) -> Result<Vec<(i64, Value)>, ApiError> {
-    evaluate_holding(storage, query, start, end, step, limits, ()).await
+    evaluate_holding(storage, query, (start, end, step), limits, Instant::now(), ()).await
 }
 
-/// [`evaluate`], keeping `held` until the evaluation ends: the blocking
-/// evaluation outlives this future if the caller drops it.
+/// [`evaluate`] over `(start, end, step)` of a query asked at `asked` (its
+/// timeout counts from there), keeping `held` until the evaluation ends:
+/// the blocking evaluation outlives this future if the caller drops it.
 async fn evaluate_holding<H: Send + 'static>(
     storage: &Storage,
     query: &str,
-    start: i64,
-    end: i64,
-    step: i64,
+    (start, end, step): (i64, i64, i64),
     limits: QueryLimits,
+    asked: Instant,
     held: H,
 ) -> Result<Vec<(i64, Value)>, ApiError> {
     let max_samples = limits.max_samples;
     // Checked between selectors and between evaluation steps.
-    let deadline = Instant::now().checked_add(limits.timeout);
+    let deadline = asked.checked_add(limits.timeout);
     let timed_out = move || deadline.is_some_and(|d| Instant::now() >= d);
     let timeout = move || {
         ApiError::timeout(format!(
