@@ -110,8 +110,8 @@ pub fn run(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
 
     // Every proxy runs from the start; each waits idle while another is
     // measured.
-    let through = |proc: Proc, port: u16| -> anyhow::Result<(Target, Option<Proc>)> {
-        wait_tls(port)?;
+    let through = |mut proc: Proc, port: u16| -> anyhow::Result<(Target, Option<Proc>)> {
+        proc.wait_listening(port)?;
         Ok((Target::Tls(port, client.clone()), Some(proc)))
     };
     let (gw_port, gw1_port, ng_port, ha_port) =
@@ -253,6 +253,8 @@ impl Pki {
 struct Proc {
     child: Child,
     name: &'static str,
+    /// Where it writes its errors.
+    log: std::path::PathBuf,
 }
 
 impl Proc {
@@ -284,7 +286,7 @@ impl Proc {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
-        Ok(Proc { child, name: "edgebox" })
+        Ok(Proc { child, name: "edgebox", log: g.join("gateway.log") })
     }
 
     fn nginx(d: &Path, pki: &Pki, port: u16, upstream: std::net::SocketAddr) -> anyhow::Result<Proc> {
@@ -314,7 +316,7 @@ impl Proc {
             .stderr(Stdio::null())
             .spawn()
             .context("nginx is not installed (Debian package nginx-light)")?;
-        Ok(Proc { child, name: "nginx" })
+        Ok(Proc { child, name: "nginx", log: n.join("error.log") })
     }
 
     /// HAProxy (Debian's 2.6) as an mTLS reverse proxy to the same
@@ -332,17 +334,31 @@ impl Proc {
         // HAProxy takes the certificate and its key in one file.
         let crt = h.join("server-with-key.pem");
         std::fs::write(&crt, std::fs::read_to_string(&pki.server_cert)? + &std::fs::read_to_string(&pki.server_key)?)?;
-        let conf = format!(
-            "global\n  log stdout format raw local0\n\
-             defaults\n  mode http\n  log global\n  option httplog\n  timeout connect 5s\n  timeout client 60s\n\
-             \x20 timeout server 60s\n  timeout http-keep-alive 60s\n\
-             frontend bench\n  bind 127.0.0.1:{port} ssl crt {} ca-file {} verify required alpn http/1.1\n\
-             \x20 default_backend app\n\
-             backend app\n  http-reuse always\n  server app {upstream}\n",
+        let bind = format!(
+            "bind 127.0.0.1:{port} ssl crt {} ca-file {} verify required alpn http/1.1",
             crt.display(),
-            pki.bundle.display(),
+            pki.bundle.display()
         );
-        std::fs::write(h.join("haproxy.cfg"), conf)?;
+        let conf = [
+            "global",
+            "log stdout format raw local0",
+            "defaults",
+            "mode http",
+            "log global",
+            "option httplog",
+            "timeout connect 5s",
+            "timeout client 60s",
+            "timeout server 60s",
+            "timeout http-keep-alive 60s",
+            "frontend bench",
+            &bind,
+            "default_backend app",
+            "backend app",
+            "http-reuse always",
+            &format!("server app {upstream}"),
+        ]
+        .join("\n");
+        std::fs::write(h.join("haproxy.cfg"), conf + "\n")?;
         let child = Command::new(bin)
             .arg("-db")
             .arg("-f")
@@ -351,7 +367,29 @@ impl Proc {
             .stderr(std::fs::File::create(h.join("error.log"))?)
             .spawn()
             .with_context(|| format!("starting {bin}"))?;
-        Ok(Some(Proc { child, name: "haproxy" }))
+        Ok(Some(Proc { child, name: "haproxy", log: h.join("error.log") }))
+    }
+
+    /// Waits until the process accepts TCP on the port; if it exits or
+    /// takes over 20 s, the error quotes the end of its log.
+    fn wait_listening(&mut self, port: u16) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = self.child.try_wait()?;
+            if exited.is_some() || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>();
+                let what = exited.map_or("is not listening after 20 s".to_owned(), |st| format!("exited ({st})"));
+                anyhow::bail!(
+                    "{} {what} on port {port}; the end of {}:\n{}",
+                    self.name,
+                    self.log.display(),
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     /// CPU used so far by the process and its children.
@@ -398,16 +436,6 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(") ")?.1;
     Some(after.split_whitespace().map(str::to_owned).collect())
-}
-
-/// Waits until something accepts TCP on the port.
-fn wait_tls(port: u16) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 /// The upstream: 200 with a small JSON body for every request.
